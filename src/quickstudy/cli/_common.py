@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
-
-
-def data_root(arg: str | None) -> Path:
-    """Where known datasets live: ``--data-root``, else ``$QUICKSTUDY_DATA``, else ``./data``."""
-    return Path(arg or os.environ.get("QUICKSTUDY_DATA") or "data")
 
 
 def add_data_root(parser: Any) -> None:
