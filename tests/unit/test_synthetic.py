@@ -1,0 +1,112 @@
+"""The built-in defect line: deterministic, exact boxes, every type, VOC output that reads back."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from quickstudy.data.synthetic import DEFECT_TYPES, SyntheticLine, _Defect
+from quickstudy.errors import QuickstudyError
+
+
+def test_same_seed_and_index_give_the_same_image_in_any_order() -> None:
+    first = SyntheticLine(seed=3, size=64)
+    second = SyntheticLine(seed=3, size=64)
+    image_a, boxes_a, classes_a = first.sample(7)
+    second.sample(2)
+    image_b, boxes_b, classes_b = second.sample(7)
+    assert np.array_equal(image_a, image_b)
+    assert np.array_equal(boxes_a, boxes_b)
+    assert classes_a == classes_b
+
+
+def test_seeds_and_indices_differ() -> None:
+    line = SyntheticLine(seed=0, size=64)
+    assert not np.array_equal(line.sample(0)[0], line.sample(6)[0])
+    assert not np.array_equal(line.sample(0)[0], SyntheticLine(seed=1, size=64).sample(0)[0])
+
+
+def test_every_type_appears_with_boxes_inside_the_image_that_do_not_overlap() -> None:
+    line = SyntheticLine(seed=0, size=96)
+    seen = set()
+    for index in range(2 * len(DEFECT_TYPES)):
+        image, boxes, classes = line.sample(index)
+        assert image.shape == (96, 96) and image.dtype == np.uint8
+        assert len(boxes) == len(classes) >= 1
+        assert classes[0] == DEFECT_TYPES[index % len(DEFECT_TYPES)]
+        assert (boxes[:, :2] >= 0).all() and (boxes[:, 2:] <= 96).all()
+        assert (boxes[:, 2:] > boxes[:, :2]).all()
+        for i in range(len(boxes)):
+            for j in range(i + 1, len(boxes)):
+                a, b = boxes[i], boxes[j]
+                overlap_w = min(a[2], b[2]) - max(a[0], b[0])
+                overlap_h = min(a[3], b[3]) - max(a[1], b[1])
+                assert overlap_w <= 0 or overlap_h <= 0
+        seen.update(classes)
+    assert seen == set(DEFECT_TYPES)
+
+
+def test_a_chosen_subset_of_types_is_all_that_appears() -> None:
+    line = SyntheticLine(seed=0, size=64, defect_types=("pit", "dent"))
+    classes = {name for index in range(10) for name in line.sample(index)[2]}
+    assert classes == {"pit", "dent"}
+
+
+def test_box_is_the_tight_extent_of_the_visible_change() -> None:
+    delta = np.zeros((10, 12), dtype=np.float32)
+    delta[3:6, 4:9] = -40.0
+    delta[2, 2] = -1.0  # a faint tail below the visibility fraction stays outside
+    assert _Defect(delta, top=5, left=7).box() == (7 + 4, 5 + 3, 7 + 9, 5 + 6)
+    assert _Defect(np.zeros((4, 4), dtype=np.float32), 0, 0).box() is None
+
+
+def test_boxes_hold_the_defect_the_surface_outside_stays_calm() -> None:
+    line = SyntheticLine(seed=5, size=96, defect_types=("scratch",), max_per_image=1, p_second_type=0)
+    image, boxes, _ = line.sample(0)
+    x1, y1, x2, y2 = boxes[0].astype(int)
+    inside = image[y1:y2, x1:x2].astype(float)
+    # The darkest or brightest pixel in the box stands out from the box's median by far more than noise.
+    assert np.abs(inside - np.median(inside)).max() > 20
+
+
+def test_brightness_alone_does_not_name_the_type() -> None:
+    """Scratches and stains come both brighter and darker than the surface around them."""
+    for kind in ("scratch", "stain"):
+        line = SyntheticLine(seed=0, size=96, defect_types=(kind,), max_per_image=1, p_second_type=0)
+        signs = set()
+        for index in range(16):
+            image, boxes, _ = line.sample(index)
+            x1, y1, x2, y2 = boxes[0].astype(int)
+            inside = image[y1:y2, x1:x2].astype(float)
+            extreme = inside.max() - np.median(inside), np.median(inside) - inside.min()
+            signs.add("bright" if extreme[0] > extreme[1] else "dark")
+        assert signs == {"bright", "dark"}, kind
+
+
+def test_write_voc_round_trips_images_and_boxes(tmp_path) -> None:
+    line = SyntheticLine(seed=2, size=64)
+    names = line.write_voc(tmp_path, n_images=3, start=4, prefix="t")
+    assert names == ["t_00004", "t_00005", "t_00006"]
+    for index, name in zip(range(4, 7), names, strict=True):
+        image, boxes, classes = line.sample(index)
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "JPEGImages" / f"{name}.png")), image)
+        root = ET.parse(tmp_path / "Annotations" / f"{name}.xml").getroot()
+        assert root.findtext("filename") == f"{name}.png"
+        assert root.findtext("size/width") == "64"
+        objects = root.findall("object")
+        assert [obj.findtext("name") for obj in objects] == classes
+        for obj, box in zip(objects, boxes, strict=True):
+            xml_box = [int(obj.findtext(f"bndbox/{k}") or 0) for k in ("xmin", "ymin", "xmax", "ymax")]
+            assert xml_box == [int(box[0]) + 1, int(box[1]) + 1, int(box[2]), int(box[3])]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"defect_types": ("scratch", "rust")}, {"defect_types": ()}, {"size": 16}, {"max_per_image": 0}],
+)
+def test_bad_settings_are_a_clear_error(kwargs) -> None:
+    with pytest.raises(QuickstudyError, match="synthetic line"):
+        SyntheticLine(**kwargs)
