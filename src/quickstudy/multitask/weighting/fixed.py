@@ -1,0 +1,33 @@
+"""Fixed weighting: constant hand-set weights per task."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from quickstudy.multitask.weighting.base import Weighting
+
+
+class FixedWeighting(Weighting):
+    """``sum(w_t * loss_t)`` with constant ``weights``.
+
+    Example:
+        >>> FixedWeighting(n_tasks=2, weights=[1.0, 0.5]).weights.tolist()
+        [1.0, 0.5]
+    """
+
+    weights: Tensor
+
+    def __init__(self, n_tasks: int, weights: Sequence[float]) -> None:
+        super().__init__(n_tasks)
+        if len(weights) != n_tasks:
+            raise ValueError(f"fixed weighting needs {n_tasks} weights, got {len(weights)}")
+        self.register_buffer("weights", torch.tensor([float(w) for w in weights]))
+
+    def backward(self, losses: Sequence[Tensor], shared_parameters: Sequence[Tensor]) -> Tensor:
+        self._check(losses)
+        weights = self.weights.to(losses[0].device)
+        (weights * torch.stack(list(losses))).sum().backward()
+        return weights.clone()
