@@ -86,7 +86,7 @@ def test_brightness_alone_does_not_name_the_type() -> None:
         assert signs == {"bright", "dark"}, kind
 
 
-def test_write_voc_round_trips_images_and_boxes(tmp_path) -> None:
+def test_write_voc_round_trips_images_and_exact_boxes(tmp_path) -> None:
     line = SyntheticLine(seed=2, size=64)
     names = line.write_voc(tmp_path, n_images=3, start=4, prefix="t")
     assert names == ["t_00004", "t_00005", "t_00006"]
@@ -99,8 +99,24 @@ def test_write_voc_round_trips_images_and_boxes(tmp_path) -> None:
         objects = root.findall("object")
         assert [obj.findtext("name") for obj in objects] == classes
         for obj, box in zip(objects, boxes, strict=True):
-            xml_box = [int(obj.findtext(f"bndbox/{k}") or 0) for k in ("xmin", "ymin", "xmax", "ymax")]
-            assert xml_box == [int(box[0]) + 1, int(box[1]) + 1, int(box[2]), int(box[3])]
+            xml_box = [float(obj.findtext(f"bndbox/{k}") or -1) for k in ("xmin", "ymin", "xmax", "ymax")]
+            assert xml_box == box.tolist()
+
+
+def test_write_voc_renames_types_and_leaves_a_fraction_of_boxes_without_class(tmp_path) -> None:
+    line = SyntheticLine(seed=0, size=64, defect_types=("scratch", "inclusion", "pit"))
+    line.write_voc(
+        tmp_path, n_images=30, names={"scratch": "line", "inclusion": "line"}, unlabelled_fraction=0.5
+    )
+    written = [
+        obj.findtext("name") or ""
+        for xml_path in sorted((tmp_path / "Annotations").glob("*.xml"))
+        for obj in ET.parse(xml_path).getroot().findall("object")
+    ]
+    assert set(written) == {"line", "pit", ""}
+    assert 0.3 < written.count("") / len(written) < 0.7
+    with pytest.raises(QuickstudyError, match="unlabelled_fraction"):
+        line.write_voc(tmp_path, n_images=1, unlabelled_fraction=1.5)
 
 
 @pytest.mark.parametrize(
@@ -110,3 +126,22 @@ def test_write_voc_round_trips_images_and_boxes(tmp_path) -> None:
 def test_bad_settings_are_a_clear_error(kwargs) -> None:
     with pytest.raises(QuickstudyError, match="synthetic line"):
         SyntheticLine(**kwargs)
+
+
+def test_the_line_imports_through_the_label_store_like_any_voc_dataset(tmp_path) -> None:
+    from quickstudy.labels.formats.voc import import_voc
+    from quickstudy.labels.store import Store
+
+    line = SyntheticLine(seed=1, size=64, defect_types=("pit", "dent"))
+    line.write_voc(tmp_path / "voc", n_images=4, unlabelled_fraction=0.5)
+    with Store.open(tmp_path / "labels.qs") as store:
+        report = import_voc(store, tmp_path / "voc")
+        assert report.images == 4
+        assert set(store.classes()) <= {"pit", "dent"}
+        samples = store.samples()
+    for index, sample in enumerate(samples):
+        _, boxes, classes = line.sample(index)
+        assert [box.xyxy for box in sample.boxes] == [tuple(b) for b in boxes.tolist()]
+        for box, kind in zip(sample.boxes, classes, strict=True):
+            assert box.allowed in (frozenset(), frozenset({kind}))
+    assert any(not box.allowed for sample in samples for box in sample.boxes)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import itertools
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,26 +129,52 @@ class SyntheticLine:
         return pixels, np.asarray(boxes, dtype=np.float32).reshape(-1, 4), classes
 
     def write_voc(
-        self, out_dir: str | Path, n_images: int, start: int = 0, prefix: str = "line"
+        self,
+        out_dir: str | Path,
+        n_images: int,
+        start: int = 0,
+        prefix: str = "line",
+        names: Mapping[str, str] | None = None,
+        unlabelled_fraction: float = 0.0,
     ) -> list[str]:
         """Write images ``start .. start + n_images - 1`` as Pascal VOC: ``JPEGImages/<name>.png``
-        and ``Annotations/<name>.xml``. Returns the image names (``<prefix>_<index:05d>``)."""
+        and ``Annotations/<name>.xml``. Returns the image names (``<prefix>_<index:05d>``).
+
+        ``names`` renames defect types in the labels (``{"scratch": "line", "inclusion": "line"}``
+        writes a coarser taxonomy); a random ``unlabelled_fraction`` of boxes is written with an empty
+        ``<name/>`` (a box without class), drawn per image from the line's seed. Coordinates are
+        the exact pixel edges of :meth:`sample` (x2, y2 exclusive), as quickstudy's VOC reader keeps
+        the numbers it reads.
+        """
+        if not 0.0 <= unlabelled_fraction <= 1.0:
+            raise QuickstudyError(
+                f"{out_dir}: unlabelled_fraction must be in [0, 1], got {unlabelled_fraction}"
+            )
         out = Path(out_dir)
         (out / "JPEGImages").mkdir(parents=True, exist_ok=True)
         (out / "Annotations").mkdir(parents=True, exist_ok=True)
-        names = []
+        written = []
         for index in range(start, start + n_images):
             name = f"{prefix}_{index:05d}"
             image, boxes, classes = self.sample(index)
+            unlabelled = (
+                np.random.default_rng([self.seed, index, 1]).random(len(classes)) < unlabelled_fraction
+            )
+            labels = [
+                None if hide else (names or {}).get(kind, kind)
+                for kind, hide in zip(classes, unlabelled, strict=True)
+            ]
             Image.fromarray(image).save(out / "JPEGImages" / f"{name}.png")
-            _voc_xml(f"{name}.png", image.shape, boxes, classes).write(
+            _voc_xml(f"{name}.png", image.shape, boxes, labels).write(
                 out / "Annotations" / f"{name}.xml", encoding="utf-8"
             )
-            names.append(name)
-        return names
+            written.append(name)
+        return written
 
 
-def _voc_xml(filename: str, shape: tuple[int, ...], boxes: np.ndarray, classes: list[str]) -> ET.ElementTree:
+def _voc_xml(
+    filename: str, shape: tuple[int, ...], boxes: np.ndarray, labels: list[str | None]
+) -> ET.ElementTree:
     root = ET.Element("annotation")
     ET.SubElement(root, "folder").text = "JPEGImages"
     ET.SubElement(root, "filename").text = filename
@@ -156,16 +182,13 @@ def _voc_xml(filename: str, shape: tuple[int, ...], boxes: np.ndarray, classes: 
     ET.SubElement(size, "width").text = str(shape[1])
     ET.SubElement(size, "height").text = str(shape[0])
     ET.SubElement(size, "depth").text = "1"
-    for (x1, y1, x2, y2), name in zip(boxes.tolist(), classes, strict=True):
+    for xyxy, label in zip(boxes.tolist(), labels, strict=True):
         obj = ET.SubElement(root, "object")
-        ET.SubElement(obj, "name").text = name
+        ET.SubElement(obj, "name").text = label or ""
         ET.SubElement(obj, "difficult").text = "0"
         box = ET.SubElement(obj, "bndbox")
-        # VOC boxes are 1-based inclusive pixel indices; ours are 0-based edges with x2/y2 exclusive.
-        ET.SubElement(box, "xmin").text = str(int(x1) + 1)
-        ET.SubElement(box, "ymin").text = str(int(y1) + 1)
-        ET.SubElement(box, "xmax").text = str(int(x2))
-        ET.SubElement(box, "ymax").text = str(int(y2))
+        for tag, value in zip(("xmin", "ymin", "xmax", "ymax"), xyxy, strict=True):
+            ET.SubElement(box, tag).text = str(int(value))
     ET.indent(root)
     return ET.ElementTree(root)
 
