@@ -56,16 +56,3 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     except OSError as error:
         raise QuickstudyError(f"{path}: cannot read image ({error.strerror or error})") from None
     return decode_image(data, str(path))
-
-
-def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
-    """``(width, height)`` from the file header, without decoding the pixels; verifies the file."""
-    path = Path(path)
-    try:
-        with Image.open(path) as image:
-            image.verify()
-            return image.size
-    except FileNotFoundError:
-        raise QuickstudyError(f"{path}: image file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise QuickstudyError(f"{path}: not a readable image ({error})") from None

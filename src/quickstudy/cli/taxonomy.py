@@ -1,0 +1,149 @@
+"""``quickstudy taxonomy``: class definitions that change without losing a box."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from quickstudy.cli._common import print_json, print_table
+from quickstudy.labels import Store
+
+
+def _names(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def register(subparsers: Any) -> None:
+    taxonomy = subparsers.add_parser(
+        "taxonomy",
+        help="show and change class definitions (every change journaled and undoable)",
+        description="Boxes are never deleted or moved by a taxonomy change: an old label resolves to "
+        "the set of current classes it may now mean (split: several, merge: the new class, retire: none).",
+    )
+    commands = taxonomy.add_subparsers(dest="taxonomy_command", metavar="ACTION", required=True)
+
+    def command(name: str, help: str, func: Any) -> argparse.ArgumentParser:
+        parser = commands.add_parser(name, help=help, description=help)
+        parser.add_argument("--store", required=True, help="label store file")
+        parser.add_argument("--author", help="who makes the change (default: $QUICKSTUDY_AUTHOR or user)")
+        parser.set_defaults(func=func)
+        return parser
+
+    show = command("show", "current classes with their box counts", _show)
+    show.add_argument("--json", action="store_true")
+    command("add", "add a class", _add).add_argument("name")
+    rename = command("rename", "rename a class (labels keep their meaning)", _rename)
+    rename.add_argument("old")
+    rename.add_argument("new")
+    merge = command("merge", "merge classes: merge A,B C  (labels of A and B now mean C)", _merge)
+    merge.add_argument("sources", help="comma-separated classes to merge")
+    merge.add_argument("target", help="the merged class (may reuse a source name)")
+    split = command("split", "split a class: split A A1,A2  (old labels of A mean {A1, A2})", _split)
+    split.add_argument("source")
+    split.add_argument("targets", help="comma-separated new classes")
+    command("retire", "retire a class (its boxes stay, without class)", _retire).add_argument("name")
+    history = command("history", "every edit, oldest first", _history)
+    history.add_argument("--json", action="store_true")
+    command("undo", "undo the most recent edit", _undo)
+
+
+def _store(args: argparse.Namespace) -> Store:
+    return Store.open(Path(args.store), create=False)
+
+
+def _show(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        stats = store.stats()
+    if args.json:
+        print_json(
+            {
+                "version": stats["taxonomy_version"],
+                "classes": stats["per_class"],
+                "partial_label_sets": stats["partial_label_sets"],
+            }
+        )
+    else:
+        print_table(
+            f"classes (taxonomy version {stats['taxonomy_version']})",
+            ["class", "boxes"],
+            [[name, count] for name, count in stats["per_class"].items()],
+        )
+    return 0
+
+
+def _done(store: Store, what: str) -> int:
+    print(f"{what} (taxonomy version {store.taxonomy_version()})")
+    return 0
+
+
+def _add(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        store.taxonomy.add(args.name, author=args.author)
+        return _done(store, f"added {args.name}")
+
+
+def _rename(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        store.taxonomy.rename(args.old, args.new, author=args.author)
+        return _done(store, f"renamed {args.old} -> {args.new}")
+
+
+def _merge(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        store.taxonomy.merge(_names(args.sources), args.target, author=args.author)
+        return _done(store, f"merged {args.sources} -> {args.target}")
+
+
+def _split(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        store.taxonomy.split(args.source, _names(args.targets), author=args.author)
+        return _done(store, f"split {args.source} -> {args.targets}; its old labels now mean one of them")
+
+
+def _retire(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        store.taxonomy.retire(args.name, author=args.author)
+        return _done(store, f"retired {args.name}; its boxes stay, without class")
+
+
+def _history(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        history = store.history()
+    if args.json:
+        print_json(history)
+        return 0
+    rows = [
+        [
+            e["id"],
+            e["time"],
+            e["author"],
+            e["kind"] + (" (undone)" if e["undone"] else ""),
+            ", ".join(
+                f"{k}={v}"
+                for k, v in e["payload"].items()
+                if not k.endswith("_id") and not k.endswith("_ids")
+            ),
+        ]
+        for e in history
+    ]
+    print_table("history", ["edit", "time", "author", "kind", "what"], rows)
+    return 0
+
+
+def _summary(payload: dict[str, Any]) -> str:
+    """The readable part of an edit: names and counts, not internal ids or per-image lists."""
+    parts = []
+    for key, value in payload.items():
+        if key.endswith(("_id", "_ids")):
+            continue
+        if isinstance(value, dict | list) and len(value) > 4:
+            value = f"{len(value)} entries"
+        parts.append(f"{key}={value}")
+    return ", ".join(parts)
+
+
+def _undo(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        edit = store.undo(author=args.author)
+        return _done(store, f"undid edit {edit['id']} ({edit['kind']})")

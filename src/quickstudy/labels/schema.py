@@ -1,0 +1,74 @@
+"""The SQLite schema of a label store, and the path from any older schema version to the current one.
+
+``MIGRATIONS[n]`` takes a store from schema version ``n`` to ``n + 1``; version 0 is an empty file.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+APPLICATION_ID = 0x51534C42  # "QSLB": marks the file as a quickstudy label store (PRAGMA application_id)
+
+
+_V1 = """
+        CREATE TABLE classes (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            active INTEGER NOT NULL DEFAULT 1,
+            edit_id INTEGER NOT NULL               -- the edit that created it
+        );
+        CREATE UNIQUE INDEX classes_active_name ON classes(name) WHERE active = 1;
+        CREATE TABLE successors (                  -- what an inactive class may now mean
+            class_id INTEGER NOT NULL REFERENCES classes(id),
+            successor_id INTEGER NOT NULL REFERENCES classes(id),
+            edit_id INTEGER NOT NULL,
+            PRIMARY KEY (class_id, successor_id)
+        );
+        CREATE TABLE images (
+            id INTEGER PRIMARY KEY,
+            path TEXT NOT NULL UNIQUE,
+            width INTEGER NOT NULL,
+            height INTEGER NOT NULL,
+            checksum TEXT NOT NULL,
+            split TEXT
+        );
+        CREATE INDEX images_checksum ON images(checksum);
+        CREATE TABLE boxes (
+            id INTEGER PRIMARY KEY,
+            image_id INTEGER NOT NULL REFERENCES images(id),
+            x1 REAL NOT NULL, y1 REAL NOT NULL, x2 REAL NOT NULL, y2 REAL NOT NULL,
+            author TEXT NOT NULL,
+            created TEXT NOT NULL,
+            class_id INTEGER REFERENCES classes(id),   -- NULL: a box without class
+            label_version INTEGER                      -- taxonomy version the label was written in
+        );
+        CREATE INDEX boxes_image ON boxes(image_id);
+        CREATE TABLE edits (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            author TEXT NOT NULL,
+            time TEXT NOT NULL,
+            undone INTEGER NOT NULL DEFAULT 0
+        );
+"""
+
+
+def _create_v1(conn: sqlite3.Connection) -> None:
+    for statement in _V1.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_create_v1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection, from_version: int) -> None:
+    """Apply every migration from ``from_version`` up to :data:`SCHEMA_VERSION` (the caller holds the
+    transaction, so a failed migration leaves the file as it was)."""
+    for version in range(from_version, SCHEMA_VERSION):
+        MIGRATIONS[version](conn)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")

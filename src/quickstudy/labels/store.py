@@ -1,0 +1,449 @@
+"""The label store: one SQLite file (WAL, every edit one transaction, journaled with author and time).
+
+>>> store = Store.open("labels.qs")  # doctest: +SKIP
+>>> import_voc(store, "neu-det")  # doctest: +SKIP
+>>> store.taxonomy.split("inclusion", ["inclusion_small", "inclusion_large"])  # doctest: +SKIP
+>>> store.samples("train")[0].boxes[0].allowed  # doctest: +SKIP
+frozenset({'inclusion_small', 'inclusion_large'})
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import hashlib
+import json
+import os
+import random
+import sqlite3
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+from quickstudy.errors import QuickstudyError
+from quickstudy.labels import schema
+from quickstudy.labels.records import BoxRecord, ImageRecord, ImportedImage, LabelledBox, Sample
+from quickstudy.labels.taxonomy import Taxonomy
+
+SPLITS = ("train", "val", "test")
+
+
+def default_author() -> str:
+    try:
+        return os.environ.get("QUICKSTUDY_AUTHOR") or getpass.getuser()
+    except (KeyError, OSError):
+        return "quickstudy"
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class ImportReport:
+    """What an import did: counts, and what it skipped (only when asked to skip bad input)."""
+
+    images: int = 0
+    boxes: int = 0
+    unlabelled_boxes: int = 0
+    classes_added: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    same_content: list[str] = field(default_factory=list)  # imported, but byte-identical to another image
+
+
+def _label_names(label: str | frozenset[str] | None) -> frozenset[str]:
+    if label is None:
+        return frozenset()
+    return frozenset([label]) if isinstance(label, str) else label
+
+
+class Store:
+    """A label store in one SQLite file; created when missing.
+
+    Reads are plain queries; every change goes through :meth:`transaction` and is journaled in
+    ``edits`` (see :meth:`history`, :meth:`undo`). A killed process leaves the last committed state.
+    """
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self._conn = conn
+        self.taxonomy = Taxonomy(self)
+
+    # -- opening -------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], create: bool = True) -> Store:
+        path = Path(path)
+        if not path.exists() and not create:
+            raise QuickstudyError(f"{path}: label store not found (create one with `quickstudy data import`)")
+        if path.exists() and path.is_dir():
+            raise QuickstudyError(f"{path}: is a folder, not a label store file")
+        if path.exists() and path.stat().st_size > 0:
+            with open(path, "rb") as handle:
+                if handle.read(16) != b"SQLite format 3\x00":
+                    raise QuickstudyError(f"{path}: not a quickstudy label store (not an SQLite file)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            app = conn.execute("PRAGMA application_id").fetchone()[0]
+            tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
+        except sqlite3.DatabaseError as error:
+            conn.close()
+            raise QuickstudyError(f"{path}: not a readable label store ({error})") from None
+        if (version == 0 and tables > 0) or (version > 0 and app != schema.APPLICATION_ID):
+            conn.close()
+            raise QuickstudyError(f"{path}: an SQLite file, but not a quickstudy label store")
+        if version > schema.SCHEMA_VERSION:
+            conn.close()
+            raise QuickstudyError(
+                f"{path}: written by a newer quickstudy (store schema {version}, this version reads up to "
+                f"{schema.SCHEMA_VERSION}); upgrade quickstudy"
+            )
+        store = cls(path, conn)
+        if version < schema.SCHEMA_VERSION:
+            with store.transaction():
+                schema.migrate(conn, version)
+        return store
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """All-or-nothing: commits on success, rolls back on any exception (nested calls join)."""
+        if self._conn.in_transaction:
+            yield self._conn
+            return
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        self._conn.row_factory = sqlite3.Row
+        try:
+            return self._conn.execute(sql, tuple(params)).fetchall()
+        finally:
+            self._conn.row_factory = None
+
+    def journal(self, kind: str, payload: dict[str, Any], author: str | None = None) -> int:
+        """Record an edit (inside the caller's transaction); returns its id."""
+        cursor = self._conn.execute(
+            "INSERT INTO edits (kind, payload, author, time) VALUES (?, ?, ?, ?)",
+            (kind, json.dumps(payload), author or default_author(), now()),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def classes(self) -> list[str]:
+        """Current class names, in the order they were created."""
+        return self.taxonomy.classes()
+
+    def taxonomy_version(self) -> int:
+        return self.taxonomy.version()
+
+    def images(self, split: str | None = None) -> list[ImageRecord]:
+        rows = self._conn.execute(
+            "SELECT id, path, width, height, checksum, split FROM images"
+            + (" WHERE split = ?" if split else "")
+            + " ORDER BY id",
+            (split,) if split else (),
+        ).fetchall()
+        return [ImageRecord(r[0], Path(r[1]), r[2], r[3], r[4], r[5]) for r in rows]
+
+    def boxes(self) -> list[BoxRecord]:
+        rows = self._conn.execute(
+            "SELECT id, image_id, x1, y1, x2, y2, author, created, class_id, label_version FROM boxes ORDER BY id"
+        ).fetchall()
+        return [BoxRecord(r[0], r[1], (r[2], r[3], r[4], r[5]), r[6], r[7], r[8], r[9]) for r in rows]
+
+    def samples(self, split: str | None = None) -> list[Sample]:
+        """Every image (of ``split``) with its boxes and each box's allowed set of current classes."""
+        resolution = self.taxonomy.resolution()
+        boxes: dict[int, list[LabelledBox]] = defaultdict(list)
+        for box_id, image_id, x1, y1, x2, y2, class_id in self._conn.execute(
+            "SELECT b.id, b.image_id, b.x1, b.y1, b.x2, b.y2, b.class_id FROM boxes b"
+            + (" JOIN images i ON i.id = b.image_id WHERE i.split = ?" if split else "")
+            + " ORDER BY b.id",
+            (split,) if split else (),
+        ):
+            allowed = resolution[class_id] if class_id is not None else frozenset()
+            boxes[image_id].append(LabelledBox(box_id, (x1, y1, x2, y2), allowed))
+        return [
+            Sample(image.image_id, image.path, image.width, image.height, image.split, boxes[image.image_id])
+            for image in self.images(split)
+        ]
+
+    def stats(self) -> dict[str, Any]:
+        """Counts a person asks for first: images, boxes, boxes without class, per class, per split."""
+        resolution = self.taxonomy.resolution()
+        per_class: Counter[str] = Counter({name: 0 for name in self.classes()})
+        label_sets: Counter[str] = Counter()
+        unlabelled = 0
+        no_current_class = 0
+        for (class_id,) in self._conn.execute("SELECT class_id FROM boxes"):
+            if class_id is None:
+                unlabelled += 1
+                continue
+            allowed = resolution[class_id]
+            if len(allowed) == 1:
+                per_class[next(iter(allowed))] += 1
+            elif allowed:
+                label_sets[" | ".join(sorted(allowed))] += 1
+            else:
+                no_current_class += 1
+        splits = {
+            split or "untagged": {"images": n_images, "boxes": n_boxes}
+            for split, n_images, n_boxes in self._conn.execute(
+                "SELECT i.split, count(DISTINCT i.id), count(b.id) FROM images i "
+                "LEFT JOIN boxes b ON b.image_id = i.id GROUP BY i.split ORDER BY i.split"
+            )
+        }
+        n_images, n_boxes = self._conn.execute(
+            "SELECT (SELECT count(*) FROM images), (SELECT count(*) FROM boxes)"
+        ).fetchone()
+        return {
+            "store": str(self.path),
+            "taxonomy_version": self.taxonomy_version(),
+            "images": n_images,
+            "boxes": n_boxes,
+            "boxes_without_class": unlabelled,
+            "boxes_of_retired_classes": no_current_class,
+            "per_class": dict(per_class),
+            "partial_label_sets": dict(label_sets),
+            "splits": splits,
+        }
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def import_images(
+        self,
+        images: list[ImportedImage],
+        *,
+        source: str,
+        author: str | None = None,
+        add_classes: bool | None = None,
+        skip_invalid: bool = False,
+    ) -> ImportReport:
+        """Add images and their boxes in one transaction: either all valid input lands, or nothing.
+
+        Bad input (unreadable image, size mismatch, box outside the image or of zero area, unknown
+        class, an image path already in the store) raises :class:`QuickstudyError` naming the file; with
+        ``skip_invalid`` the bad image is left out and listed in the report instead. Class names not
+        in the taxonomy are added when the store has no classes yet or ``add_classes`` is true.
+        """
+        report = ImportReport()
+        author = author or default_author()
+        known_paths = {row[0] for row in self._conn.execute("SELECT path FROM images")}
+        known_sums = {row[0]: row[1] for row in self._conn.execute("SELECT checksum, path FROM images")}
+        with self.transaction():
+            current = set(self.classes())
+            may_add = add_classes if add_classes is not None else not current
+            self.journal("import", {"source": source, "images": len(images)}, author)
+            if may_add:  # in sorted order, so that a dataset's class ids do not depend on file order
+                incoming = {
+                    name for image in images for box in image.boxes for name in _label_names(box.label)
+                }
+                for name in sorted(incoming - current):
+                    self.taxonomy.add(name, author=author)
+                    report.classes_added.append(name)
+                    current.add(name)
+            label_ids: dict[str | frozenset[str], int] = {}
+            for image in images:
+                try:
+                    path, checksum = self._check_image(image, known_paths)
+                    names = {name for box in image.boxes for name in _label_names(box.label)}
+                    missing = sorted(names - current)
+                    if missing:
+                        raise QuickstudyError(
+                            f"{image.source or image.path}: unknown class {missing[0]!r} "
+                            f"(taxonomy has {', '.join(sorted(current)) or 'no classes'}; "
+                            "pass --add-classes to add it)"
+                        )
+                except QuickstudyError as error:
+                    if not skip_invalid:
+                        raise
+                    report.skipped.append(str(error))
+                    continue
+                if checksum in known_sums:
+                    # Kept, not refused: datasets do hold such pairs (NEU-DET: patches_101 = patches_105),
+                    # each with its own boxes; the report names them so a person can check for leakage.
+                    report.same_content.append(f"{path} = {known_sums[checksum]}")
+                cursor = self._conn.execute(
+                    "INSERT INTO images (path, width, height, checksum, split) VALUES (?, ?, ?, ?, ?)",
+                    (str(path), image.width, image.height, checksum, image.split),
+                )
+                image_id = cursor.lastrowid
+                known_paths.add(str(path))
+                known_sums[checksum] = str(path)
+                stamp = now()
+                for box in image.boxes:
+                    class_id = None
+                    if box.label is not None:
+                        if box.label not in label_ids:
+                            label_ids[box.label] = (
+                                self.taxonomy.legacy_class(box.label, author)
+                                if isinstance(box.label, frozenset)
+                                else self.taxonomy.class_id(box.label)
+                            )
+                        class_id = label_ids[box.label]
+                    version = self.taxonomy_version() if class_id is not None else None
+                    self._conn.execute(
+                        "INSERT INTO boxes (image_id, x1, y1, x2, y2, author, created, class_id, label_version)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (image_id, *box.xyxy, author, stamp, class_id, version),
+                    )
+                    report.boxes += 1
+                    report.unlabelled_boxes += box.label is None
+                report.images += 1
+        return report
+
+    def _check_image(self, image: ImportedImage, known_paths: set[str]) -> tuple[Path, str]:
+        where = image.source or str(image.path)
+        path = image.path.resolve()
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            raise QuickstudyError(f"{where}: image {image.path} cannot be read ({error.strerror})") from None
+        try:
+            with Image.open(path) as handle:
+                handle.verify()
+                width, height = handle.size
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+            raise QuickstudyError(f"{image.path}: not a readable image ({error})") from None
+        if (image.width, image.height) != (width, height):
+            raise QuickstudyError(
+                f"{where}: declares size {image.width}x{image.height}, but {image.path.name} is {width}x{height}"
+            )
+        checksum = hashlib.sha1(data).hexdigest()
+        if str(path) in known_paths:
+            raise QuickstudyError(f"{where}: image {path} is already in the store")
+        for number, box in enumerate(image.boxes, start=1):
+            x1, y1, x2, y2 = box.xyxy
+            if not (x2 > x1 and y2 > y1):
+                raise QuickstudyError(f"{where}: box {number} {box.xyxy} has zero or negative area")
+            if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
+                raise QuickstudyError(
+                    f"{where}: box {number} {box.xyxy} lies outside the {width}x{height} image"
+                )
+        return path, checksum
+
+    def set_label(self, box_id: int, class_name: str | None, author: str | None = None) -> None:
+        """Label a box with a current class (or clear its label); journaled and undoable."""
+        with self.transaction():
+            row = self._conn.execute(
+                "SELECT class_id, label_version FROM boxes WHERE id = ?", (box_id,)
+            ).fetchone()
+            if row is None:
+                raise QuickstudyError(f"{self.path}: no box with id {box_id}")
+            class_id = self.taxonomy.class_id(class_name) if class_name is not None else None
+            version = self.taxonomy_version() if class_id is not None else None
+            self._conn.execute(
+                "UPDATE boxes SET class_id = ?, label_version = ? WHERE id = ?", (class_id, version, box_id)
+            )
+            self.journal(
+                "label",
+                {"box_id": box_id, "old": [row[0], row[1]], "new": [class_id, version]},
+                author,
+            )
+
+    def set_splits(self, splits: dict[int, str | None], author: str | None = None, reason: str = "") -> None:
+        """Tag images with a split (``train``, ``val``, ``test``); journaled and undoable."""
+        bad = {s for s in splits.values() if s is not None and s not in SPLITS}
+        if bad:
+            raise QuickstudyError(f"{self.path}: unknown split {sorted(bad)[0]!r} (use {', '.join(SPLITS)})")
+        with self.transaction():
+            old = dict(self._conn.execute("SELECT id, split FROM images"))
+            self._conn.executemany(
+                "UPDATE images SET split = ? WHERE id = ?", [(s, i) for i, s in splits.items()]
+            )
+            changed = {str(i): old.get(i) for i in splits}
+            self.journal("splits", {"reason": reason, "old": changed}, author)
+
+    def split_by_fraction(
+        self, test: float, val: float = 0.0, seed: int = 0, author: str | None = None
+    ) -> None:
+        """Stratified random split: within each image's main class, ``test`` and ``val`` fractions."""
+        if not (0 <= test < 1 and 0 <= val < 1 and test + val < 1):
+            raise QuickstudyError(f"{self.path}: split fractions must be in [0, 1) and sum below 1")
+        by_class: dict[str, list[int]] = defaultdict(list)
+        for sample in self.samples():
+            names = Counter(name for box in sample.boxes for name in box.allowed)
+            by_class[names.most_common(1)[0][0] if names else ""].append(sample.image_id)
+        rng = random.Random(seed)
+        splits: dict[int, str | None] = {}
+        for ids in by_class.values():
+            rng.shuffle(ids)
+            n_test, n_val = round(len(ids) * test), round(len(ids) * val)
+            for position, image_id in enumerate(ids):
+                splits[image_id] = (
+                    "test" if position < n_test else "val" if position < n_test + n_val else "train"
+                )
+        self.set_splits(splits, author, reason=f"fraction test={test} val={val} seed={seed}")
+
+    # -- history ---------------------------------------------------------------------------------
+
+    def history(self) -> list[dict[str, Any]]:
+        """Every edit, oldest first: id, kind, what it did, author, time, whether it was undone."""
+        return [
+            {"id": i, "kind": k, "payload": json.loads(p), "author": a, "time": t, "undone": bool(u)}
+            for i, k, p, a, t, u in self._conn.execute(
+                "SELECT id, kind, payload, author, time, undone FROM edits ORDER BY id"
+            )
+        ]
+
+    def undo(self, author: str | None = None) -> dict[str, Any]:
+        """Undo the most recent edit not yet undone (repeat to go further back); returns it.
+
+        Imports are not undone (that would delete boxes); an edit whose classes later labels use is
+        refused with what to do first.
+        """
+        with self.transaction():
+            row = self._conn.execute(
+                "SELECT id, kind, payload FROM edits WHERE undone = 0 AND kind != 'undo' ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+            if row is None:
+                raise QuickstudyError(f"{self.path}: nothing to undo")
+            edit_id, kind, payload_text = row
+            payload = json.loads(payload_text)
+            if kind == "label":
+                class_id, version = payload["old"]
+                self._conn.execute(
+                    "UPDATE boxes SET class_id = ?, label_version = ? WHERE id = ?",
+                    (class_id, version, payload["box_id"]),
+                )
+            elif kind == "splits":
+                self._conn.executemany(
+                    "UPDATE images SET split = ? WHERE id = ?",
+                    [(s, int(i)) for i, s in payload["old"].items()],
+                )
+            elif kind == "import":
+                raise QuickstudyError(
+                    f"{self.path}: the last edit is an import (edit {edit_id}); imports are not undone, "
+                    "since that would delete boxes"
+                )
+            else:
+                self.taxonomy.reverse(edit_id, kind, payload)
+            self._conn.execute("UPDATE edits SET undone = 1 WHERE id = ?", (edit_id,))
+            self.journal("undo", {"edit": edit_id, "kind": kind}, author)
+        return {"id": edit_id, "kind": kind, "payload": payload}
