@@ -1,0 +1,139 @@
+"""The store: bad input gets a one-line error naming the file, and a failed import changes nothing."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from quickstudy.errors import QuickstudyError
+from quickstudy.labels import ImportedBox, ImportedImage, Store, schema
+
+from .labels_fixtures import small_store, snapshot, write_image
+
+
+def one_image(tmp_path: Path, *boxes: ImportedBox, size=(40, 30), name="new.png") -> ImportedImage:
+    return ImportedImage(write_image(tmp_path / name, size=size, seed=99), *size, list(boxes), source=name)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: one_image(p, ImportedBox((5, 5, 5, 9), "a")), "zero or negative area"),
+        (lambda p: one_image(p, ImportedBox((5, 5, 50, 9), "a")), "outside the 40x30 image"),
+        (lambda p: one_image(p, ImportedBox((1, 1, 9, 9), "zebra")), "unknown class 'zebra'"),
+        (
+            lambda p: ImportedImage(write_image(p / "w.png", (40, 30)), 41, 30, source="w.xml"),
+            "declares size 41x30",
+        ),
+        (lambda p: ImportedImage(p / "missing.png", 40, 30, source="m.xml"), "cannot be read"),
+    ],
+)
+def test_bad_input_is_refused_whole(tmp_path: Path, make, message: str) -> None:
+    store = small_store(tmp_path)
+    before = snapshot(store)
+    good = one_image(tmp_path, ImportedBox((1, 1, 9, 9), "a"), name="good.png")
+    with pytest.raises(QuickstudyError, match=message):
+        store.import_images([good, make(tmp_path)], source="test")
+    assert snapshot(store) == before  # the good image did not land either
+
+
+def test_corrupt_and_truncated_images_name_the_file(tmp_path: Path) -> None:
+    store = small_store(tmp_path)
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"not an image at all")
+    truncated = write_image(tmp_path / "trunc.png", (64, 64))
+    truncated.write_bytes(truncated.read_bytes()[:60])
+    for path in (corrupt, truncated):
+        with pytest.raises(QuickstudyError, match=rf"{path.name}: not a readable image"):
+            store.import_images([ImportedImage(path, 64, 64)], source="t")
+
+
+def test_same_path_twice_is_refused_and_skip_invalid_reports(tmp_path: Path) -> None:
+    store = small_store(tmp_path)
+    again = ImportedImage(
+        tmp_path / "img" / "im0.png", 40, 30, [ImportedBox((1, 1, 5, 5), "a")], source="again.xml"
+    )
+    with pytest.raises(QuickstudyError, match="already in the store"):
+        store.import_images([again], source="t")
+    good = one_image(tmp_path, ImportedBox((1, 1, 9, 9), "b"))
+    report = store.import_images([again, good], source="t", skip_invalid=True)
+    assert report.images == 1 and len(report.skipped) == 1 and "again.xml" in report.skipped[0]
+
+
+def test_byte_identical_images_are_kept_and_reported(tmp_path: Path) -> None:
+    store = small_store(tmp_path)
+    copy = tmp_path / "copy.png"
+    copy.write_bytes((tmp_path / "img" / "im0.png").read_bytes())
+    report = store.import_images([ImportedImage(copy, 40, 30)], source="t")
+    assert report.images == 1 and "im0.png" in report.same_content[0]
+
+
+def test_not_a_store_and_newer_schema(tmp_path: Path) -> None:
+    text = tmp_path / "notes.qs"
+    text.write_text("hello")
+    with pytest.raises(QuickstudyError, match="notes.qs: not a quickstudy label store"):
+        Store.open(text)
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    with pytest.raises(QuickstudyError, match="other.db: an SQLite file, but not a quickstudy label store"):
+        Store.open(other)
+    newer = tmp_path / "newer.qs"
+    Store.open(newer).close()
+    with sqlite3.connect(newer) as conn:
+        conn.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION + 1}")
+    with pytest.raises(QuickstudyError, match="newer quickstudy"):
+        Store.open(newer)
+    with pytest.raises(QuickstudyError, match="not found"):
+        Store.open(tmp_path / "absent.qs", create=False)
+
+
+def test_migration_path_from_every_older_version(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s.qs")
+    assert store._conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION
+    assert len(schema.MIGRATIONS) == schema.SCHEMA_VERSION
+
+
+_KILLED_WRITER = """
+import os, sys
+from quickstudy.labels import Store
+store = Store.open(sys.argv[1])
+with store.transaction():
+    store.taxonomy.add("half-written")
+    store._conn.execute("UPDATE boxes SET x1 = -1")
+    os._exit(9)  # killed mid-transaction: no commit, no rollback, no cleanup
+"""
+
+
+def test_a_killed_process_leaves_the_last_committed_state(tmp_path: Path) -> None:
+    store = small_store(tmp_path)
+    before = snapshot(store)
+    store.close()
+    result = subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(tmp_path / "labels.qs")])
+    assert result.returncode == 9
+    reopened = Store.open(tmp_path / "labels.qs")
+    assert snapshot(reopened) == before
+
+
+def test_stats_counts(tmp_path: Path) -> None:
+    store = small_store(tmp_path)
+    stats = store.stats()
+    assert stats["images"] == 6 and stats["boxes"] == 12 and stats["boxes_without_class"] == 3
+    assert sum(stats["per_class"].values()) == 9
+    assert stats["splits"] == {"test": {"images": 2, "boxes": 4}, "train": {"images": 4, "boxes": 8}}
+    json.dumps(stats)
+
+
+def test_fraction_split_is_stratified_and_undoable(tmp_path: Path) -> None:
+    store = small_store(tmp_path, n_images=30)
+    before = snapshot(store)
+    store.split_by_fraction(test=0.2, val=0.2, seed=3)
+    splits = store.stats()["splits"]
+    assert splits["test"]["images"] == 6 and splits["val"]["images"] == 6 and splits["train"]["images"] == 18
+    store.undo()
+    assert snapshot(store) == before
