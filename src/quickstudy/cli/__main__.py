@@ -1,0 +1,7 @@
+"""``python -m quickstudy.cli``, the same as the ``quickstudy`` command."""
+
+import sys
+
+from quickstudy.cli import main
+
+sys.exit(main())
