@@ -1,0 +1,240 @@
+"""Multi-task architectures in LibMTL's multi-input shape: ``net(images, task) -> logits of that task``.
+
+Every architecture is built from one trunk factory (``quickstudy.backbones.build_backbone``), so the
+single-task baseline and the multi-task networks differ only in what they share:
+
+- :class:`SingleTaskNetworks`: one trunk and head per task, nothing shared (the baseline of Δm);
+- :class:`HardSharing`: one trunk, one linear head per task;
+- :class:`TaskConditioned`: one trunk told which task it serves, by a learned task embedding
+  concatenated to the input as extra channels (``"concat"``) or by FiLM, a per-task scale and shift
+  of every block's channels (``"film"``, multiplicative gating);
+- :class:`MMoE`: a few expert trunks mixed per input by one softmax gate per task.
+
+``shared_parameters()`` are what every task updates: the parameters weightings and combiners look at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import cast
+
+import torch
+from torch import Tensor, nn
+
+from quickstudy.backbones import build_backbone
+
+TrunkFactory = Callable[..., nn.Module]  # (in_channels=..., **kw) -> module with .out_features
+
+
+class MultiTaskNetwork(nn.Module):
+    """Base: ``n_tasks`` classification tasks with ``n_classes[t]`` classes each."""
+
+    def __init__(self, n_classes: Sequence[int]) -> None:
+        super().__init__()
+        if not n_classes:
+            raise ValueError("a multi-task network needs at least one task")
+        self.n_classes = list(n_classes)
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.n_classes)
+
+    def forward(self, images: Tensor, task: int) -> Tensor:
+        raise NotImplementedError
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        raise NotImplementedError
+
+
+def _out_features(trunk: nn.Module) -> int:
+    return cast(int, trunk.out_features)
+
+
+def _heads(in_features: int, n_classes: Sequence[int]) -> nn.ModuleList:
+    return nn.ModuleList(nn.Linear(in_features, n) for n in n_classes)
+
+
+class SingleTaskNetworks(MultiTaskNetwork):
+    """Independent networks, one per task: summing their losses trains each on its own.
+
+    Example:
+        >>> from quickstudy.backbones import build_backbone
+        >>> net = SingleTaskNetworks(lambda **kw: build_backbone("conv4", **kw), [5, 3])
+        >>> net(torch.zeros(2, 1, 28, 28), task=1).shape
+        torch.Size([2, 3])
+    """
+
+    def __init__(self, trunk: TrunkFactory, n_classes: Sequence[int], in_channels: int = 1) -> None:
+        super().__init__(n_classes)
+        self.trunks = nn.ModuleList(trunk(in_channels=in_channels) for _ in n_classes)
+        self.heads = nn.ModuleList(
+            nn.Linear(_out_features(t), n) for t, n in zip(self.trunks, n_classes, strict=True)
+        )
+
+    def forward(self, images: Tensor, task: int) -> Tensor:
+        return self.heads[task](self.trunks[task](images))
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        return []
+
+
+class HardSharing(MultiTaskNetwork):
+    """One shared trunk, one linear head per task.
+
+    Example:
+        >>> from quickstudy.backbones import build_backbone
+        >>> net = HardSharing(lambda **kw: build_backbone("conv4", **kw), [5, 3])
+        >>> net(torch.zeros(2, 1, 28, 28), task=0).shape
+        torch.Size([2, 5])
+    """
+
+    def __init__(self, trunk: TrunkFactory, n_classes: Sequence[int], in_channels: int = 1) -> None:
+        super().__init__(n_classes)
+        self.trunk = trunk(in_channels=in_channels)
+        self.heads = _heads(_out_features(self.trunk), n_classes)
+
+    def forward(self, images: Tensor, task: int) -> Tensor:
+        return self.heads[task](self.trunk(images))
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        return list(self.trunk.parameters())
+
+
+class TaskConditioned(MultiTaskNetwork):
+    """One trunk conditioned on the task, then a linear head per task (label sets differ per task).
+
+    ``mode="concat"``: a learned ``embedding_dim``-vector per task is broadcast over the image and
+    concatenated as extra input channels. ``mode="film"``: after each block of the trunk's
+    ``encoder`` (a ``nn.Sequential``, as Conv-4's), channels are scaled and shifted per task,
+    ``h * gamma_t + beta_t``, starting from the identity.
+
+    Example:
+        >>> from quickstudy.backbones import build_backbone
+        >>> net = TaskConditioned(lambda **kw: build_backbone("conv4", **kw), [5, 3], mode="film")
+        >>> net(torch.zeros(2, 1, 28, 28), task=1).shape
+        torch.Size([2, 3])
+    """
+
+    def __init__(
+        self,
+        trunk: TrunkFactory,
+        n_classes: Sequence[int],
+        mode: str = "film",
+        in_channels: int = 1,
+        embedding_dim: int = 8,
+    ) -> None:
+        super().__init__(n_classes)
+        if mode not in ("concat", "film"):
+            raise ValueError(f"unknown conditioning mode {mode!r}; choose concat or film")
+        self.mode = mode
+        if mode == "concat":
+            self.embedding = nn.Embedding(self.n_tasks, embedding_dim)
+            self.trunk = trunk(in_channels=in_channels + embedding_dim)
+        else:
+            self.trunk = trunk(in_channels=in_channels)
+            encoder = getattr(self.trunk, "encoder", None)
+            if not isinstance(encoder, nn.Sequential):
+                raise ValueError("FiLM needs a trunk whose blocks are an nn.Sequential named encoder")
+            widths = [_out_channels(block) for block in encoder]
+            self.gammas = nn.ParameterList(nn.Parameter(torch.ones(self.n_tasks, w)) for w in widths)
+            self.betas = nn.ParameterList(nn.Parameter(torch.zeros(self.n_tasks, w)) for w in widths)
+        self.heads = _heads(_out_features(self.trunk), n_classes)
+
+    def forward(self, images: Tensor, task: int) -> Tensor:
+        if self.mode == "concat":
+            code = self.embedding.weight[task].to(images.dtype)
+            code = code.view(1, -1, 1, 1).expand(images.shape[0], -1, *images.shape[2:])
+            features = self.trunk(torch.cat([images, code], dim=1))
+        else:
+            h = images
+            for block, gamma, beta in zip(
+                cast(nn.Sequential, self.trunk.encoder), self.gammas, self.betas, strict=True
+            ):
+                h = block(h) * gamma[task].view(1, -1, 1, 1) + beta[task].view(1, -1, 1, 1)
+            features = h.mean(dim=(2, 3))
+        return self.heads[task](features)
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        return list(self.trunk.parameters())
+
+
+def _out_channels(block: nn.Module) -> int:
+    convs = [m for m in block.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ValueError(f"cannot find the output width of trunk block {type(block).__name__}")
+    return convs[-1].out_channels
+
+
+class MMoE(MultiTaskNetwork):
+    """Multi-gate Mixture-of-Experts (Ma et al., KDD 2018): ``n_experts`` trunks; task t mixes their
+    features with ``softmax(gate_t(x))``, a linear gate on the flattened image, then its own head.
+
+    Example:
+        >>> from quickstudy.backbones import build_backbone
+        >>> net = MMoE(lambda **kw: build_backbone("conv4", **kw), [5, 3], image_size=28)
+        >>> net.gates_for(torch.zeros(2, 1, 28, 28), task=0).shape
+        torch.Size([2, 4])
+    """
+
+    def __init__(
+        self,
+        trunk: TrunkFactory,
+        n_classes: Sequence[int],
+        image_size: int,
+        in_channels: int = 1,
+        n_experts: int = 4,
+    ) -> None:
+        super().__init__(n_classes)
+        self.experts = nn.ModuleList(trunk(in_channels=in_channels) for _ in range(n_experts))
+        self.gates = nn.ModuleList(
+            nn.Linear(in_channels * image_size * image_size, n_experts) for _ in n_classes
+        )
+        self.heads = _heads(_out_features(self.experts[0]), n_classes)
+
+    def gates_for(self, images: Tensor, task: int) -> Tensor:
+        """Task ``task``'s mixture weights ``[B, n_experts]`` (rows sum to one)."""
+        return torch.softmax(self.gates[task](images.flatten(1)), dim=1)
+
+    def forward(self, images: Tensor, task: int) -> Tensor:
+        features = torch.stack([expert(images) for expert in self.experts], dim=1)  # [B, E, D]
+        mixed = (self.gates_for(images, task).unsqueeze(2) * features).sum(dim=1)
+        return self.heads[task](mixed)
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        return list(self.experts.parameters())
+
+
+ARCHITECTURES = ("single", "shared", "concat", "film", "mmoe")
+
+
+def build_network(
+    arch: str,
+    n_classes: Sequence[int],
+    *,
+    trunk: str = "conv4",
+    width: int = 64,
+    image_size: int = 28,
+    in_channels: int = 1,
+    n_experts: int = 4,
+) -> MultiTaskNetwork:
+    """The architecture ``arch`` (one of ``ARCHITECTURES``) on ``build_backbone(trunk, width=width)``.
+
+    MMoE's experts get ``width // 2`` filters, so its ``n_experts = 4`` experts cost about one
+    full-width trunk (a conv layer's cost grows with the square of its width).
+
+    Example:
+        >>> build_network("shared", [5, 3], width=16).n_tasks
+        2
+    """
+    factory = partial(build_backbone, trunk, width=width)
+    if arch == "single":
+        return SingleTaskNetworks(factory, n_classes, in_channels=in_channels)
+    if arch == "shared":
+        return HardSharing(factory, n_classes, in_channels=in_channels)
+    if arch in ("concat", "film"):
+        return TaskConditioned(factory, n_classes, mode=arch, in_channels=in_channels)
+    if arch == "mmoe":
+        expert = partial(build_backbone, trunk, width=max(1, width // 2))
+        return MMoE(expert, n_classes, image_size, in_channels=in_channels, n_experts=n_experts)
+    raise ValueError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")

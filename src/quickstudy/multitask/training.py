@@ -1,0 +1,219 @@
+"""Training and evaluating any architecture x weighting x combiner through :class:`quickstudy.train.Trainer`.
+
+The checkpoint (kind ``"multitask"``) holds a :class:`MultiTaskLearner`: the network *and* its
+weighting, so learnable weights and loss histories resume with the run. ``results.json`` beside it
+holds the per-task test accuracy, the mean and the time per step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from quickstudy.errors import QuickstudyError
+from quickstudy.multitask.architectures import ARCHITECTURES, MultiTaskNetwork, build_network
+from quickstudy.multitask.combiners import COMBINERS, get_combiner
+from quickstudy.multitask.omniglot import ClassificationTask
+from quickstudy.multitask.weighting import WEIGHTINGS, Weighting, get_weighting
+from quickstudy.train import Trainer, distributed, load_checkpoint, step_generator
+
+KIND = "multitask"
+RESULTS_NAME = "results.json"
+
+
+@dataclass
+class MultiTaskConfig:
+    """What a multi-task run trains; saved in the checkpoint so ``eval`` can rebuild the network."""
+
+    arch: str = "shared"
+    weighting: str = "equal"
+    combiner: str = "none"
+    steps: int = 1000
+    batch_size: int = 16  # images per task per step
+    lr: float = 1e-3
+    width: int = 64
+    seed: int = 0
+    image_size: int = 28
+    task_names: list[str] = field(default_factory=list)
+    n_classes: list[int] = field(default_factory=list)
+
+    def check(self) -> None:
+        """Raise :class:`QuickstudyError` for a combination that cannot train."""
+        choices = {
+            "arch": ARCHITECTURES,
+            "weighting": tuple(WEIGHTINGS),
+            "combiner": ("none", *COMBINERS),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise QuickstudyError(f"--{name} {getattr(self, name)!r}: choose from {', '.join(allowed)}")
+        if self.weighting == "fixed":
+            raise QuickstudyError("--weighting fixed needs per-task weights; use the Python API")
+        if self.combiner != "none" and self.weighting != "equal":
+            raise QuickstudyError(
+                f"--combiner {self.combiner} sets the task weights itself; use it with --weighting equal"
+            )
+        if self.arch == "single" and (self.weighting != "equal" or self.combiner != "none"):
+            raise QuickstudyError(
+                "--arch single shares no parameters: weighting and combiners have nothing to act on"
+            )
+        for name in ("steps", "batch_size", "width"):
+            if getattr(self, name) < 1:
+                raise QuickstudyError(
+                    f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}"
+                )
+
+
+def build_method(config: MultiTaskConfig) -> Weighting:
+    """The weighting, or the combiner, that ``config`` names."""
+    n = len(config.n_classes)
+    if config.combiner != "none":
+        return get_combiner(config.combiner, n)
+    return get_weighting(config.weighting, n)
+
+
+class MultiTaskLearner(nn.Module):
+    """A multi-task network with the weighting that trains it (one module, so one checkpoint).
+
+    Example:
+        >>> from quickstudy.multitask.architectures import build_network
+        >>> learner = MultiTaskLearner(build_network("shared", [5, 3], width=8), get_weighting("dwa", 2))
+        >>> sorted(dict(learner.named_children()))
+        ['method', 'network']
+    """
+
+    def __init__(self, network: MultiTaskNetwork, method: Weighting) -> None:
+        super().__init__()
+        self.network = network
+        self.method = method
+        self.last_weights: Tensor | None = None
+
+    def backward(self, losses: Sequence[Tensor]) -> None:
+        self.last_weights = self.method.backward(losses, self.network.shared_parameters())
+
+
+def _as_input(images: Tensor) -> Tensor:
+    return images.float() / 255.0
+
+
+@torch.no_grad()
+def evaluate_tasks(
+    network: MultiTaskNetwork, tasks: Sequence[ClassificationTask], batch_size: int = 1000
+) -> list[float]:
+    """Test accuracy of each task (drawings 16-20 in P8), batch-norm in inference mode."""
+    was_training = network.training
+    network.eval()
+    device = next(network.parameters()).device
+    accuracies = []
+    for t, task in enumerate(tasks):
+        correct = 0
+        for start in range(0, len(task.test_labels), batch_size):
+            images = _as_input(task.test_images[start : start + batch_size].to(device))
+            labels = task.test_labels[start : start + batch_size].to(device)
+            correct += int((network(images, t).argmax(dim=1) == labels).sum())
+        accuracies.append(correct / len(task.test_labels))
+    network.train(was_training)
+    return accuracies
+
+
+def train_multitask(
+    tasks: Sequence[ClassificationTask],
+    config: MultiTaskConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    device: str | torch.device = "cpu",
+    checkpoint_every: int = 500,
+    log_every: int = 50,
+) -> dict[str, Any]:
+    """Train ``config`` on ``tasks`` into ``out_dir`` (resuming if a checkpoint is there); evaluate;
+    write and return the results (per-task accuracy, mean accuracy, seconds per step, weights).
+    """
+    config.task_names = [task.name for task in tasks]
+    config.n_classes = [task.n_classes for task in tasks]
+    config.check()
+    distributed.init_from_env(device)
+    torch.manual_seed(config.seed)
+    network = build_network(config.arch, config.n_classes, width=config.width, image_size=config.image_size)
+    learner = MultiTaskLearner(network, build_method(config)).to(device)
+    optimizer = torch.optim.Adam(learner.parameters(), lr=config.lr)
+    on_device = [task.to(device) for task in tasks]
+    # The per-task losses go to the weighting, not into the logged outputs (30 columns of noise).
+    task_losses: list[Tensor] = []
+
+    def step_fn(step: int) -> dict[str, Tensor]:
+        generator = step_generator(config.seed, step, distributed.rank())
+        task_losses.clear()
+        correct = torch.zeros((), device=device)
+        for t, task in enumerate(on_device):
+            pick = torch.randint(len(task.train_labels), (config.batch_size,), generator=generator)
+            pick = pick.to(task.train_labels.device)
+            logits = network(_as_input(task.train_images[pick]), t)
+            labels = task.train_labels[pick]
+            task_losses.append(F.cross_entropy(logits.float(), labels))
+            correct = correct + (logits.argmax(dim=1) == labels).float().mean()
+        return {"loss": torch.stack(task_losses).sum().detach(), "acc": correct / len(on_device)}
+
+    trainer = Trainer(
+        learner,
+        optimizer,
+        out_dir=out_dir,
+        steps=config.steps,
+        kind=KIND,
+        config=asdict(config),
+        device=device,
+        checkpoint_every=checkpoint_every,
+        log_every=log_every,
+        desc=f"{config.arch}/{config.combiner if config.combiner != 'none' else config.weighting}",
+        backward=lambda outputs: learner.backward(task_losses),
+    )
+    steps_run = config.steps - trainer.start_step
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    trainer.fit(step_fn)
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    accuracies = evaluate_tasks(network, on_device)
+    results = {
+        "config": asdict(config),
+        "accuracy": dict(zip(config.task_names, accuracies, strict=True)),
+        "mean_accuracy": sum(accuracies) / len(accuracies),
+        "steps_run": steps_run,
+        "seconds_per_step": seconds / steps_run if steps_run else None,
+        "final_weights": learner.last_weights.tolist() if learner.last_weights is not None else None,
+    }
+    if distributed.is_main():
+        (Path(out_dir) / RESULTS_NAME).write_text(json.dumps(results, indent=2))
+    return results
+
+
+def load_multitask(
+    run_dir: str | os.PathLike[str], device: str | torch.device = "cpu"
+) -> tuple[MultiTaskNetwork, MultiTaskConfig]:
+    """The trained network of a run folder and its config; :class:`QuickstudyError` if unreadable."""
+    path = Path(run_dir) / "checkpoint.pt"
+    payload = load_checkpoint(path, kind=KIND, map_location=device)
+    try:
+        config = MultiTaskConfig(**payload["config"])
+    except TypeError as error:
+        raise QuickstudyError(f"{path}: config does not describe a multi-task run ({error})") from None
+    network = build_network(config.arch, config.n_classes, width=config.width, image_size=config.image_size)
+    learner = MultiTaskLearner(network, build_method(config))
+    try:
+        learner.load_state_dict(payload["model"])
+    except RuntimeError as error:
+        first_line = str(error).splitlines()[0]
+        raise QuickstudyError(
+            f"{path}: weights do not fit the network its config describes ({first_line})"
+        ) from None
+    return network.to(device), config
