@@ -34,7 +34,7 @@ def _found(boxes, labels, scores):
 def _results(truth, found, threshold=0.5):
     images = [_ImageResult.from_plain(t, f) for t, f in zip(truth, found, strict=True)]
     for image in images:
-        image.match(threshold)
+        image.match(lambda label: threshold)
     return images
 
 
@@ -80,6 +80,24 @@ def test_a_true_box_is_matched_once_by_the_best_scoring_prediction() -> None:
     rows, columns, counts = _confusion_counts(_results(truth, found), CLASSES)
     assert counts[rows.index("pit"), columns.index("dent")] == 1
     assert counts[rows.index(BACKGROUND), columns.index("pit")] == 1
+
+
+def test_per_class_thresholds_keep_what_each_class_allows_and_unknown_gets_the_lowest() -> None:
+    truth = [_image([[2, 2, 12, 12], [20, 20, 30, 30], [2, 20, 12, 30]], ["pit", "dent", "pit"])]
+    found = [
+        _found(
+            [[2, 2, 12, 12], [20, 20, 30, 30], [2, 20, 12, 30]], ["pit", "dent", UNKNOWN], [0.4, 0.5, 0.35]
+        )
+    ]
+    data = ReportData("x", CLASSES, truth, found, operating_threshold={"pit": 0.3, "dent": 0.6})
+    images = _results(truth, found)
+    for image in images:
+        image.match(data.threshold)
+    rows, columns, counts = _confusion_counts(images, CLASSES)
+    assert counts[rows.index("pit"), columns.index("pit")] == 1
+    assert counts[rows.index("dent"), columns.index(BACKGROUND)] == 1  # 0.5 is below dent's 0.6
+    assert counts[rows.index("pit"), columns.index(UNKNOWN)] == 1  # unknown is held to pit's 0.3
+    assert "per class (pit 0.30, dent 0.60)" in render_report(data)
 
 
 def test_image_level_sweep_known_answer() -> None:

@@ -25,7 +25,7 @@ import io
 import os
 import platform
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -81,11 +81,27 @@ class ReportData:
     class_names: Sequence[str]
     ground_truth: Sequence[Mapping[str, Any]]
     predictions: Sequence[Mapping[str, Any]]
-    operating_threshold: float = 0.5
+    operating_threshold: float | Mapping[str, float] = 0.5
     taxonomy_history: Sequence[Mapping[str, Any]] = ()
     metrics: Mapping[str, Any] = field(default_factory=dict)
     command: str = field(default_factory=lambda: " ".join(sys.argv))
     examples_per_kind: int = 4
+
+    def threshold(self, label: str) -> float:
+        """The operating threshold of ``label``; with per-class thresholds, a name without its own
+        (``unknown``) gets the least demanding one."""
+        if isinstance(self.operating_threshold, Mapping):
+            return float(
+                self.operating_threshold.get(label, min(self.operating_threshold.values(), default=0.5))
+            )
+        return float(self.operating_threshold)
+
+    def threshold_text(self) -> str:
+        if isinstance(self.operating_threshold, Mapping):
+            return (
+                "per class (" + ", ".join(f"{k} {v:.2f}" for k, v in self.operating_threshold.items()) + ")"
+            )
+        return f"{self.operating_threshold:.2f}"
 
 
 def write_report(path: str | os.PathLike[str], data: ReportData) -> Path:
@@ -105,20 +121,20 @@ def render_report(data: ReportData) -> str:
     images = [_ImageResult.from_plain(truth, found) for truth, found in _paired(data)]
     classes = list(data.class_names)
     for image in images:
-        image.match(data.operating_threshold)
+        image.match(data.threshold)
     coco = _coco_curves(images, classes)
     sweep = _image_level_sweep(images, classes)
     sections = {
-        "summary": _summary_html(data.metrics, len(images), data.operating_threshold),
-        "ap-table": _ap_table_html(coco, sweep, classes, images, data.operating_threshold),
+        "summary": _summary_html(data.metrics, len(images), data.threshold_text()),
+        "ap-table": _ap_table_html(coco, sweep, classes, images, data),
         "pr-curves": _figure_html(_pr_figure(coco, classes), "Precision against recall per class at IoU 0.5"),
         "image-level": _figure_html(
-            _sweep_figure(sweep, classes, data.operating_threshold),
+            _sweep_figure(sweep, classes, data.threshold),
             "Image-level precision and recall per class as the score threshold moves",
         ),
         "confusion": _figure_html(
             _confusion_figure(images, classes),
-            f"Predictions with score ≥ {data.operating_threshold:.2f} matched to true boxes at IoU ≥ "
+            f"Predictions at or above the operating threshold ({data.threshold_text()}) matched to true boxes at IoU ≥ "
             f"{MATCH_IOU}, whatever their class. A true box no prediction matches is counted under "
             f"'{BACKGROUND}' (missed); a prediction that matches no true box is in the '{BACKGROUND}' row "
             "(false alarm).",
@@ -182,10 +198,11 @@ class _ImageResult:
             raise QuickstudyError(f"report: image '{name}' has boxes, labels and scores of different lengths")
         return cls(name, image, true_boxes, true_labels, boxes, labels, scores)
 
-    def match(self, threshold: float) -> None:
-        """Greedy class-agnostic matching of the predictions at or above ``threshold``, best score first."""
+    def match(self, threshold: Callable[[str], float]) -> None:
+        """Greedy class-agnostic matching of the predictions at or above their class's ``threshold``,
+        best score first."""
         order = np.argsort(-self.scores, kind="stable")
-        self.kept = order[self.scores[order] >= threshold]
+        self.kept = np.array([i for i in order if self.scores[i] >= threshold(self.labels[i])], dtype=int)
         self.matched_truth = np.full(len(self.kept), -1, dtype=int)
         taken = np.zeros(len(self.true_boxes), dtype=bool)
         overlaps = _iou(self.boxes[self.kept], self.true_boxes)
@@ -364,10 +381,10 @@ def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]], numeric_from: 
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _summary_html(metrics: Mapping[str, Any], n_images: int, threshold: float) -> str:
+def _summary_html(metrics: Mapping[str, Any], n_images: int, threshold: str) -> str:
     scalars = [(k, v) for k, v in metrics.items() if not isinstance(v, Mapping)]
     groups = [(k, v) for k, v in metrics.items() if isinstance(v, Mapping)]
-    parts = [f"<p>{n_images} images evaluated; operating threshold {threshold:.2f}.</p>"]
+    parts = [f"<p>{n_images} images evaluated; operating threshold {html.escape(threshold)}.</p>"]
     if scalars:
         cards = "".join(
             f"<div class=card><div class=value>{_fmt(v)}</div><div class=label>{html.escape(k)}</div></div>"
@@ -381,7 +398,7 @@ def _summary_html(metrics: Mapping[str, Any], n_images: int, threshold: float) -
 
 
 def _ap_table_html(
-    coco: _CocoCurves, sweep: _Sweep, classes: Sequence[str], images: Sequence[_ImageResult], threshold: float
+    coco: _CocoCurves, sweep: _Sweep, classes: Sequence[str], images: Sequence[_ImageResult], data: ReportData
 ) -> str:
     rows = []
     for name in classes:
@@ -393,8 +410,9 @@ def _ap_table_html(
                 holding,
                 coco.ap50[name],
                 coco.ap[name],
-                _at(sweep.precision[name], threshold),
-                _at(sweep.recall[name], threshold),
+                data.threshold(name),
+                _at(sweep.precision[name], data.threshold(name)),
+                _at(sweep.recall[name], data.threshold(name)),
             ]
         )
     finite = [coco.ap50[name] for name in classes if np.isfinite(coco.ap50[name])]
@@ -408,14 +426,24 @@ def _ap_table_html(
             np.mean(mean_ap) if mean_ap else np.nan,
             "",
             "",
+            "",
         ]
     )
-    columns = ["class", "true boxes", "images", "AP50", "AP@[.5:.95]", "image precision", "image recall"]
+    columns = [
+        "class",
+        "true boxes",
+        "images",
+        "AP50",
+        "AP@[.5:.95]",
+        "threshold",
+        "image precision",
+        "image recall",
+    ]
     return (
         _table(columns, rows)
         + "<p class=note>AP by pycocotools (all areas, 100 detections per image). Image precision and "
-        f"recall at threshold {threshold:.2f}: an image counts as holding class c when it holds a true box "
-        "of c, and as predicted when some prediction of c scores at least the threshold.</p>"
+        "recall at the class's operating threshold: an image counts as holding class c when it holds a "
+        "true box of c, and as predicted when some prediction of c scores at least the threshold.</p>"
     )
 
 
@@ -460,14 +488,15 @@ def _pr_figure(coco: _CocoCurves, classes: Sequence[str]) -> Figure:
     return figure
 
 
-def _sweep_figure(sweep: _Sweep, classes: Sequence[str], threshold: float) -> Figure:
+def _sweep_figure(sweep: _Sweep, classes: Sequence[str], threshold: Callable[[str], float]) -> Figure:
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     colours = _colours(classes)
     for name in classes:
         left.plot(sweep.thresholds, sweep.precision[name], color=colours[name], lw=2, label=name)
         right.plot(sweep.thresholds, sweep.recall[name], color=colours[name], lw=2, label=name)
+        for axes in (left, right):  # each class's operating threshold
+            axes.axvline(threshold(name), color=colours[name], ls="--", lw=1)
     for axes, title in ((left, "image-level precision"), (right, "image-level recall")):
-        axes.axvline(threshold, color="black", ls="--", lw=1)
         axes.set(xlabel="score threshold", title=title, xlim=(0, 1), ylim=(0, 1.03))
         axes.grid(alpha=0.3)
     right.legend(loc="lower left", fontsize=9)
