@@ -1,0 +1,172 @@
+"""From label-store samples to detector batches: decoded once into memory, augmented on the device.
+
+A :class:`DetectionSet` holds every image as one ``uint8 [N, 1, S, S]`` tensor (NEU-DET's 1800
+images are 72 MB) and the boxes padded to ``[N, M, 4]`` with, per box, the set of classes its
+label allows as a ``[N, M, C]`` mask. ``batch`` draws the augmentation (the 8 flips/rotations of
+the square — surfaces have no canonical orientation — and brightness/contrast) and the RoIs of the
+recognition task (every box plus jittered copies, half of the single-label boxes as the episode's
+support) from one ``torch.Generator``, all batch-wise on the device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from quickstudy.data.images import read_image
+from quickstudy.errors import QuickstudyError
+
+
+def load_square(path: Any, size: int) -> tuple[torch.Tensor, tuple[float, float]]:
+    """Image at ``path`` as ``uint8 [1, size, size]`` and its (x, y) scale from file to tensor pixels."""
+    pixels = read_image(path)
+    return resize_square(pixels, size)
+
+
+def resize_square(pixels: np.ndarray, size: int) -> tuple[torch.Tensor, tuple[float, float]]:
+    """``uint8 [H, W]`` → ``uint8 [1, size, size]`` (bilinear; a no-op at the right size) and scale."""
+    h, w = pixels.shape
+    if h == 0 or w == 0:
+        raise QuickstudyError(f"image of size {w}x{h} is empty")
+    image = torch.from_numpy(np.array(pixels, dtype=np.uint8))[None]
+    if (h, w) != (size, size):
+        resized = F.interpolate(image[None].float(), size=(size, size), mode="bilinear", antialias=h > size)
+        image = resized[0].round().clamp(0, 255).to(torch.uint8)
+    return image, (size / w, size / h)
+
+
+@dataclass
+class DetectionSet:
+    """Images, padded boxes and allowed-class masks of a list of label-store samples."""
+
+    images: torch.Tensor  # uint8 [N, 1, S, S]
+    boxes: torch.Tensor  # float [N, M, 4], tensor pixels
+    valid: torch.Tensor  # bool [N, M]
+    allowed: torch.Tensor  # bool [N, M, C]
+    classes: list[str]
+    paths: list[str]
+
+    @classmethod
+    def from_samples(cls, samples: Sequence[Any], classes: Sequence[str], image_size: int) -> DetectionSet:
+        """Decode every sample's image once. ``samples`` are :class:`quickstudy.labels.Sample` s;
+        class names in a box's ``allowed`` set that are not in ``classes`` are ignored."""
+        index = {name: i for i, name in enumerate(classes)}
+        m = max([len(s.boxes) for s in samples] + [1])
+        n = len(samples)
+        images = torch.zeros(n, 1, image_size, image_size, dtype=torch.uint8)
+        boxes = torch.zeros(n, m, 4)
+        valid = torch.zeros(n, m, dtype=torch.bool)
+        allowed = torch.zeros(n, m, len(classes), dtype=torch.bool)
+        for i, sample in enumerate(samples):
+            images[i], (sx, sy) = load_square(sample.path, image_size)
+            for j, box in enumerate(sample.boxes):
+                x1, y1, x2, y2 = box.xyxy
+                boxes[i, j] = torch.tensor([x1 * sx, y1 * sy, x2 * sx, y2 * sy])
+                valid[i, j] = x2 > x1 and y2 > y1
+                for name in box.allowed:
+                    if name in index:
+                        allowed[i, j, index[name]] = True
+        return cls(images, boxes, valid, allowed, list(classes), [str(s.path) for s in samples])
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def to(self, device: torch.device | str) -> DetectionSet:
+        return DetectionSet(
+            self.images.to(device),
+            self.boxes.to(device),
+            self.valid.to(device),
+            self.allowed.to(device),
+            self.classes,
+            self.paths,
+        )
+
+    def batch(
+        self,
+        indices: torch.Tensor,
+        generator: torch.Generator | None = None,
+        augment: bool = True,
+        jitter: int = 1,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Images ``float [B, 1, S, S]`` in [0, 1] and the model's training targets."""
+        indices = indices.to(self.images.device)
+        images = self.images[indices].float() / 255
+        boxes, valid, allowed = self.boxes[indices], self.valid[indices], self.allowed[indices]
+        if augment:
+            images, boxes = _augment(images, boxes, generator)
+        rois, roi_allowed, roi_support = _rois(boxes, valid, allowed, images.shape[-1], jitter, generator)
+        targets = {
+            "boxes": boxes,
+            "valid": valid,
+            "rois": rois,
+            "roi_allowed": roi_allowed,
+            "roi_support": roi_support,
+        }
+        return images, targets
+
+
+def _uniform(shape: Sequence[int], low: float, high: float, generator, device) -> torch.Tensor:
+    return (torch.rand(*shape, generator=generator) * (high - low) + low).to(device)
+
+
+def _augment(
+    images: torch.Tensor, boxes: torch.Tensor, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random element of the square's symmetry group per image (3 coin flips), then
+    brightness ±0.1 and contrast ×[0.75, 1.25] around the image mean."""
+    b, size, device = images.shape[0], images.shape[-1], images.device
+    flips = (torch.rand(3, b, generator=generator) < 0.5).to(device)
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    h = flips[0].view(b, 1, 1, 1)
+    images = torch.where(h, images.flip(-1), images)
+    x1, x2 = torch.where(flips[0, :, None], size - x2, x1), torch.where(flips[0, :, None], size - x1, x2)
+    v = flips[1].view(b, 1, 1, 1)
+    images = torch.where(v, images.flip(-2), images)
+    y1, y2 = torch.where(flips[1, :, None], size - y2, y1), torch.where(flips[1, :, None], size - y1, y2)
+    t = flips[2].view(b, 1, 1, 1)
+    images = torch.where(t, images.transpose(-1, -2), images)
+    tb = flips[2, :, None]
+    boxes = torch.stack(
+        [torch.where(tb, y1, x1), torch.where(tb, x1, y1), torch.where(tb, y2, x2), torch.where(tb, x2, y2)],
+        -1,
+    )
+    contrast = _uniform((b, 1, 1, 1), 0.75, 1.25, generator, device)
+    brightness = _uniform((b, 1, 1, 1), -0.1, 0.1, generator, device)
+    mean = images.mean((1, 2, 3), keepdim=True)
+    images = ((images - mean) * contrast + mean + brightness).clamp(0, 1)
+    return images, boxes
+
+
+def _rois(
+    boxes: torch.Tensor,
+    valid: torch.Tensor,
+    allowed: torch.Tensor,
+    size: int,
+    jitter: int,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every valid box (``[K, 5]`` with its image index) plus ``jitter`` copies shifted by up to
+    10% of its size and scaled by up to ±15%; half of the exact boxes are the episode's support."""
+    device = boxes.device
+    image_index = torch.arange(boxes.shape[0], device=device)[:, None].expand_as(valid)[valid]
+    exact = boxes[valid]
+    labels = allowed[valid]
+    k = exact.shape[0]
+    all_boxes, all_labels, all_index = [exact], [labels], [image_index]
+    for _ in range(jitter):
+        wh = exact[:, 2:] - exact[:, :2]
+        center = (exact[:, :2] + exact[:, 2:]) / 2 + _uniform((k, 2), -0.1, 0.1, generator, device) * wh
+        wh = wh * torch.exp(_uniform((k, 2), -0.15, 0.15, generator, device))
+        moved = torch.cat([center - wh / 2, center + wh / 2], 1).clamp(0, size)
+        all_boxes.append(moved)
+        all_labels.append(labels)
+        all_index.append(image_index)
+    rois = torch.cat([torch.cat(all_index)[:, None].float(), torch.cat(all_boxes)], 1)
+    support = torch.zeros(rois.shape[0], dtype=torch.bool, device=device)
+    support[:k] = (torch.rand(k, generator=generator) < 0.5).to(device)
+    return rois, torch.cat(all_labels), support

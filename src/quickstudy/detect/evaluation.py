@@ -1,0 +1,55 @@
+"""Scoring a detector on a split of a label store (the ``quickstudy eval`` report).
+
+>>> report = evaluate_detector(Predictor.from_dir("runs/neu"), store.samples("test"))  # doctest: +SKIP
+>>> report["mAP50"], report["AP50"]["crazing"]  # doctest: +SKIP
+
+Ground truth per class is every box whose allowed set is exactly one of the model's classes; a box
+without class or with a partial label counts only for the class-agnostic recall (AR100_agnostic).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from quickstudy.detect.predictor import Predictor
+from quickstudy.evaluate.detection import coco_metrics, image_level
+
+
+def ground_truth(samples: Sequence[Any], classes: Sequence[str]) -> tuple[list, list]:
+    """(per-class ground truth, class-agnostic ground truth), per sample ``(boxes, labels)``."""
+    index = {name: i for i, name in enumerate(classes)}
+    named, agnostic = [], []
+    for sample in samples:
+        boxes = [b for b in sample.boxes if len(b.allowed) == 1 and next(iter(b.allowed)) in index]
+        named.append(
+            (
+                np.array([b.xyxy for b in boxes], dtype=np.float64).reshape(-1, 4),
+                np.array([index[next(iter(b.allowed))] for b in boxes], dtype=np.int64),
+            )
+        )
+        agnostic.append(
+            (
+                np.array([b.xyxy for b in sample.boxes], dtype=np.float64).reshape(-1, 4),
+                np.zeros(len(sample.boxes)),
+            )
+        )
+    return named, agnostic
+
+
+def evaluate_detector(predictor: Predictor, samples: Sequence[Any]) -> dict[str, Any]:
+    """COCO mAP, mAP50, per-class AP50, class-agnostic AR@100, image-level precision/recall per class
+    at the model's operating thresholds, the share of detections named ``unknown``, ms per image."""
+    classes = predictor.classes
+    started = time.perf_counter()
+    outputs = predictor.raw([s.path for s in samples])
+    ms_per_image = 1000 * (time.perf_counter() - started) / max(1, len(samples))
+    named, agnostic = ground_truth(samples, classes)
+    report = coco_metrics(named, outputs, classes, agnostic)
+    report.update(image_level(named, outputs, classes, predictor.operating))
+    report["ms_per_image"] = ms_per_image
+    report["n_images"] = len(samples)
+    return report

@@ -1,0 +1,184 @@
+"""The multi-task defect detector: ResNet+FPN, a class-agnostic localization head, a prototype
+recognition head, and the class memory (one prototype per class name).
+
+A pure ``nn.Module`` in torchvision's detection convention: ``model(images, targets)`` returns the
+losses in training, ``model(images)`` returns one dict per image at inference. Images are
+``[B, 1, H, W]`` floats in [0, 1] with H, W multiples of 32; pre- and post-processing for user
+images lives in :class:`quickstudy.detect.predictor.Predictor`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import batched_nms, nms
+
+from quickstudy.backbones.resnet_fpn import ResNetFPN
+from quickstudy.detect.localization import LocalizationHead
+from quickstudy.detect.recognition import RecognitionHead
+
+
+@dataclass
+class DetectorConfig:
+    """Everything needed to rebuild the network; stored in every checkpoint."""
+
+    widths: tuple[int, ...] = (64, 128, 256, 512)
+    depths: tuple[int, ...] = (2, 2, 2, 2)
+    fpn_channels: int = 128
+    head_convs: int = 2
+    embedding_dim: int = 128
+    image_size: int = 200
+    score_thresh: float = 0.01
+    candidates: int = 1000
+    proposal_nms: float = 0.6
+    proposals: int = 50
+    nms_thresh: float = 0.5
+    detections: int = 100
+    train_classes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> DetectorConfig:
+        known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
+        for key in ("widths", "depths"):
+            if key in known:
+                known[key] = tuple(known[key])
+        return cls(**known)
+
+
+TINY: dict[str, Any] = {
+    "widths": (16, 32, 64, 128),
+    "depths": (1, 1, 1, 1),
+    "fpn_channels": 32,
+    "embedding_dim": 32,
+}
+
+
+class DefectDetector(nn.Module):
+    """Detects defects of any type and names them by their nearest class prototype.
+
+    >>> model = DefectDetector(["scratch", "pit"], DetectorConfig(**TINY)).eval()
+    >>> out = model(torch.rand(1, 1, 64, 64))
+    >>> sorted(out[0])
+    ['boxes', 'defect_scores', 'embeddings', 'labels', 'max_similarity', 'scores', 'similarity']
+
+    One row per (box, class) pair that survives per-class NMS: ``labels`` index ``model.classes``,
+    ``scores`` = defect score × p(class), ``defect_scores`` the class-agnostic score of the box,
+    ``similarity`` the cosine similarity of the box embedding to its label's prototype and
+    ``max_similarity`` to the nearest prototype (low = "unknown", see the Predictor).
+    """
+
+    def __init__(
+        self, classes: Sequence[str], config: DetectorConfig | None = None, weights: str | None = None
+    ) -> None:
+        super().__init__()
+        self.config = config = config or DetectorConfig()
+        if not config.train_classes:
+            config.train_classes = list(classes)
+        self.classes = list(classes)
+        self.backbone = ResNetFPN(config.widths, config.depths, config.fpn_channels, weights=weights)
+        self.localize = LocalizationHead(config.fpn_channels, config.head_convs, self.backbone.strides)
+        self.recognize = RecognitionHead(
+            config.fpn_channels, config.embedding_dim, strides=self.backbone.strides
+        )
+        # learned class vectors (training only) and the class memory used at inference
+        self.class_vectors = nn.Parameter(torch.randn(len(config.train_classes), config.embedding_dim))
+        self.register_buffer(
+            "prototypes", F.normalize(torch.randn(len(self.classes), config.embedding_dim), dim=-1)
+        )
+
+    # -- class memory -------------------------------------------------------------------------------
+    def set_prototypes(self, classes: Sequence[str], prototypes: torch.Tensor) -> None:
+        """Replace the class memory: one unit-norm prototype row per class name."""
+        if len(classes) != prototypes.shape[0]:
+            raise ValueError(f"{len(classes)} class names for {prototypes.shape[0]} prototypes")
+        self.classes = list(classes)
+        self.prototypes = F.normalize(prototypes.detach().float(), dim=-1).to(self.class_vectors.device)
+
+    # -- forward --------------------------------------------------------------------------------------
+    def features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return list(self.backbone((images - 0.5) / 0.25).values())
+
+    def forward(
+        self, images: torch.Tensor, targets: dict[str, torch.Tensor] | None = None
+    ) -> dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]:
+        """Training (``targets`` given): ``boxes [B, M, 4]``, ``valid [B, M]``, ``rois [K, 5]``,
+        ``roi_allowed [K, C]``, ``roi_support [K]`` → ``loss_localize``, ``loss_recognize`` and parts."""
+        features = self.features(images)
+        dense = self.localize(features)
+        if targets is None:
+            return self.postprocess(features, dense, images.shape[-2:])
+        sizes = [(f.shape[-2], f.shape[-1]) for f in features]
+        localize = self.localize.compute_loss(dense, sizes, targets["boxes"], targets["valid"])
+        embeddings = self.recognize.embed(features, targets["rois"])
+        recognize = self.recognize.compute_loss(
+            embeddings, targets["roi_allowed"], self.class_vectors, targets["roi_support"]
+        )
+        return {
+            "loss_localize": torch.stack(list(localize.values())).sum(),
+            "loss_recognize": (recognize["loss_classes"] + recognize["loss_episode"]) / 2,
+            **localize,
+            **recognize,
+        }
+
+    def embed_boxes(self, images: torch.Tensor, boxes: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Embeddings ``[Σ N_i, D]`` of given boxes (pixels of ``images``), e.g. support boxes."""
+        rois = torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], 1) for i, b in enumerate(boxes)]).to(
+            images.device
+        )
+        return self.recognize.embed(self.features(images), rois)
+
+    @torch.no_grad()
+    def postprocess(
+        self, features: list[torch.Tensor], dense: dict[str, torch.Tensor], image_size: Sequence[int]
+    ) -> list[dict[str, torch.Tensor]]:
+        """Top candidates → class-agnostic NMS (proposals) → embeddings → (box, class) pairs scored
+        defect × p(class) → per-class NMS. One dict per image."""
+        cfg = self.config
+        sizes = [(f.shape[-2], f.shape[-1]) for f in features]
+        points = self.localize.points(sizes, dense["logits"].device)
+        scores = torch.sqrt(dense["logits"].float().sigmoid() * dense["centerness"].float().sigmoid())
+        boxes = self.localize.decode(points, dense["distances"].float())
+        h, w = image_size
+        boxes[..., 0::2] = boxes[..., 0::2].clamp(0, w)
+        boxes[..., 1::2] = boxes[..., 1::2].clamp(0, h)
+        proposals, proposal_scores = [], []
+        for image_boxes, image_scores in zip(boxes, scores, strict=True):
+            top_scores, top = image_scores.topk(min(cfg.candidates, image_scores.numel()))
+            keep = top_scores > cfg.score_thresh
+            top_boxes, top_scores = image_boxes[top[keep]], top_scores[keep]
+            keep = nms(top_boxes, top_scores, cfg.proposal_nms)[: cfg.proposals]
+            proposals.append(top_boxes[keep])
+            proposal_scores.append(top_scores[keep])
+        rois = torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], 1) for i, b in enumerate(proposals)])
+        embeddings = self.recognize.embed(features, rois)
+        similarity = embeddings @ self.prototypes.T  # [K, C] cosines
+        probabilities = (self.recognize.log_scale.exp() * similarity).softmax(-1)
+        results = []
+        for i, chunk in enumerate(
+            torch.split(torch.arange(rois.shape[0], device=rois.device), [b.shape[0] for b in proposals])
+        ):
+            pair_scores = proposal_scores[i][:, None] * probabilities[chunk]  # [N, C]
+            box_index, label = torch.nonzero(pair_scores > cfg.score_thresh, as_tuple=True)
+            pair = pair_scores[box_index, label]
+            keep = batched_nms(proposals[i][box_index], pair, label, cfg.nms_thresh)[: cfg.detections]
+            box_index, label = box_index[keep], label[keep]
+            results.append(
+                {
+                    "boxes": proposals[i][box_index],
+                    "scores": pair[keep],
+                    "labels": label,
+                    "embeddings": embeddings[chunk][box_index],
+                    "similarity": similarity[chunk][box_index, label],
+                    "max_similarity": similarity[chunk][box_index].amax(-1),
+                    "defect_scores": proposal_scores[i][box_index],
+                }
+            )
+        return results

@@ -1,0 +1,158 @@
+"""Images in, named boxes out: pre- and post-processing around a :class:`DefectDetector`.
+
+>>> predictor = Predictor.from_dir("runs/neu")  # doctest: +SKIP
+>>> [d.class_name for d in predictor.predict(["crazing_5.jpg"])[0]]  # doctest: +SKIP
+['crazing', 'crazing']
+
+Images are paths (any format :func:`quickstudy.data.images.read_image` reads: grayscale, RGB,
+RGBA, 16-bit, palette) or arrays (``[H, W]`` or ``[H, W, 3|4]``, any numeric dtype). Each is
+resized to the model's square training size and boxes are mapped back to its own pixels, so a
+much larger or smaller image works, at the cost of detail (or of made-up detail).
+
+A box whose embedding is farther from every prototype than the calibrated threshold is reported as
+``unknown`` with its class-agnostic defect score, so a new defect type shows up before anyone has
+named it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torchvision.ops import batched_nms
+
+from quickstudy.data.images import read_image
+from quickstudy.detect.data import resize_square
+from quickstudy.detect.model import DefectDetector
+from quickstudy.detect.training import detector_from_payload
+from quickstudy.detect.versions import ModelFolder
+from quickstudy.errors import QuickstudyError
+
+UNKNOWN = "unknown"
+ImageInput = str | os.PathLike[str] | np.ndarray
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One found defect: ``box`` (x1, y1, x2, y2) in the input image's pixels."""
+
+    box: tuple[float, float, float, float]
+    class_name: str
+    score: float
+    similarity: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def as_gray(image: ImageInput, where: str = "image") -> np.ndarray:
+    """A path or array → ``uint8 [H, W]``; a clear error for anything else."""
+    if isinstance(image, str | os.PathLike):
+        return read_image(image)
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[-1] in (3, 4):
+        array = array[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    if array.ndim != 2 or array.size == 0 or not np.issubdtype(array.dtype, np.number):
+        raise QuickstudyError(
+            f"{where}: expected a [H, W] or [H, W, 3|4] image array, got shape {array.shape}"
+        )
+    if array.dtype != np.uint8:
+        low, high = float(array.min()), float(array.max())
+        span = high - low if high > low else 1.0
+        scale = 255.0 / span if (high > 255 or low < 0 or array.dtype.kind == "f") else 1.0
+        offset = low if scale != 1.0 else 0.0
+        array = np.clip(np.rint((array - offset) * scale), 0, 255).astype(np.uint8)
+    return array
+
+
+class Predictor:
+    """A detector with its class names and thresholds, taking user images."""
+
+    def __init__(self, model: DefectDetector, thresholds: dict[str, Any], batch_size: int = 16) -> None:
+        self.model = model.eval()
+        self.unknown_threshold = float(thresholds["unknown"])
+        self.operating = dict(thresholds["operating"])
+        # an unnamed defect must be as sure as the least demanding named class
+        self.unknown_score = min(self.operating.values(), default=0.5)
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_dir(
+        cls, model_dir: str | os.PathLike[str], version: int | None = None, device: str = "cpu"
+    ) -> Predictor:
+        payload = ModelFolder(model_dir).load(version)
+        return cls(detector_from_payload(payload, device), payload["thresholds"])
+
+    @property
+    def classes(self) -> list[str]:
+        return self.model.classes
+
+    @torch.no_grad()
+    def raw(self, images: Sequence[ImageInput]) -> list[dict[str, torch.Tensor]]:
+        """The model's output per image (every (box, class) pair) with boxes in the images' pixels."""
+        size = self.model.config.image_size
+        device = self.model.prototypes.device
+        results: list[dict[str, torch.Tensor]] = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            tensors, scales = [], []
+            for k, image in enumerate(chunk):
+                where = str(image) if isinstance(image, str | os.PathLike) else f"image {start + k}"
+                tensor, scale = resize_square(as_gray(image, where), size)
+                tensors.append(tensor)
+                scales.append(scale)
+            batch = torch.stack(tensors).to(device).float() / 255
+            outputs = self.model(batch)
+            assert isinstance(outputs, list)
+            for out, (sx, sy) in zip(outputs, scales, strict=True):
+                out = {k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in out.items()}
+                out["boxes"] = out["boxes"] / torch.tensor([sx, sy, sx, sy])
+                results.append(out)
+        return results
+
+    def predict(
+        self, images: Sequence[ImageInput], score_threshold: float | None = None
+    ) -> list[list[Detection]]:
+        """Named detections per image, highest score first. ``score_threshold`` replaces the
+        per-class operating thresholds calibrated on held-out images."""
+        if isinstance(images, str | os.PathLike | np.ndarray):
+            raise QuickstudyError("predict: pass a list of images, not a single image")
+        return [self._named(out, score_threshold) for out in self.raw(list(images))]
+
+    def _named(self, out: dict[str, torch.Tensor], score_threshold: float | None) -> list[Detection]:
+        unknown = out["max_similarity"] < self.unknown_threshold
+        names = [self.classes[int(c)] for c in out["labels"]]
+        thresholds = torch.tensor(
+            [score_threshold if score_threshold is not None else self.operating.get(n, 0.5) for n in names]
+        )
+        unknown_cut = score_threshold if score_threshold is not None else self.unknown_score
+        scores = torch.where(unknown, out["defect_scores"], out["scores"])
+        keep = torch.where(unknown, scores >= unknown_cut, scores >= thresholds)
+        group = torch.where(unknown, torch.full_like(out["labels"], -1), out["labels"])
+        index = torch.nonzero(keep).flatten()
+        index = index[batched_nms(out["boxes"][index], scores[index], group[index], 0.5)]
+        return [
+            Detection(
+                tuple(float(v) for v in out["boxes"][i]),  # type: ignore[arg-type]
+                UNKNOWN if unknown[i] else names[i],
+                float(scores[i]),
+                float(out["max_similarity"][i] if unknown[i] else out["similarity"][i]),
+            )
+            for i in index.tolist()
+        ]
+
+
+def image_paths(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """Check that each path is a file before any work starts (one clear error for the first missing)."""
+    result = []
+    for p in paths:
+        path = Path(p)
+        if not path.is_file():
+            raise QuickstudyError(f"{path}: no such image file")
+        result.append(path)
+    return result

@@ -1,0 +1,281 @@
+"""Training glue for the detector: store → in-memory set → :class:`quickstudy.train.Trainer` →
+class memory and thresholds calibrated on held-out images → version 1 of a model folder.
+
+>>> version = train_detector(store, "runs/neu", epochs=24, device="cuda")  # doctest: +SKIP
+
+Held out for calibration (never trained on): on NEU-DET the TRAIN images ``<class>_<n>`` with
+n % 5 == 1 (protocol P1's model selection set), elsewhere every fifth training image. From them
+come the "unknown" similarity threshold and each class's image-level operating threshold.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import torch
+from torch import nn
+
+from quickstudy.detect.data import DetectionSet
+from quickstudy.detect.model import DefectDetector, DetectorConfig
+from quickstudy.detect.versions import ModelFolder
+from quickstudy.errors import QuickstudyError
+from quickstudy.multitask.weighting import get_weighting
+from quickstudy.train import Trainer, distributed, step_generator
+
+DEFAULT_WEIGHTING = "equal"
+# Share of held-out known-class boxes allowed to fall below the "unknown" threshold.
+UNKNOWN_QUANTILE = 0.05
+
+
+def select_samples(samples: Sequence[Any], classes: Sequence[str] | None, limit: int | None) -> list[Any]:
+    """Keep images all of whose boxes' allowed sets lie within ``classes`` (``--classes``), then the
+    first ``limit`` (``--limit``)."""
+    kept = list(samples)
+    if classes is not None:
+        wanted = set(classes)
+        kept = [s for s in kept if all(box.allowed <= wanted for box in s.boxes)]
+    return kept[:limit] if limit else kept
+
+
+def split_validation(samples: Sequence[Any]) -> tuple[list[Any], list[Any]]:
+    """(train, validation) as described in the module docstring; under 10 images nothing is held
+    out and the training images double as validation."""
+    from quickstudy.labels.known import is_neu_validation
+
+    if len(samples) < 10:
+        return list(samples), list(samples)
+    try:
+        held = [is_neu_validation(s.path) for s in samples]
+    except QuickstudyError:  # not NEU-DET names
+        held = [i % 5 == 1 for i in range(len(samples))]
+    train = [s for s, h in zip(samples, held, strict=True) if not h]
+    validation = [s for s, h in zip(samples, held, strict=True) if h]
+    return train, validation or train
+
+
+@torch.no_grad()
+def detect(
+    model: DefectDetector, images: torch.Tensor, batch_size: int = 64
+) -> list[dict[str, torch.Tensor]]:
+    """Run the model over ``uint8 [N, 1, S, S]`` images in batches; results on the CPU."""
+    model.eval()
+    device = model.prototypes.device
+    results = []
+    for start in range(0, images.shape[0], batch_size):
+        batch = images[start : start + batch_size].to(device).float() / 255
+        for out in model(batch):
+            results.append({k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in out.items()})
+    return results
+
+
+@torch.no_grad()
+def box_embeddings(model: DefectDetector, data: DetectionSet, batch_size: int = 64) -> torch.Tensor:
+    """Embeddings ``[K, D]`` of every valid box of ``data`` (in ``data.valid`` order), unaugmented."""
+    model.eval()
+    device = model.prototypes.device
+    chunks = []
+    for start in range(0, len(data), batch_size):
+        images = data.images[start : start + batch_size].to(device).float() / 255
+        valid = data.valid[start : start + batch_size]
+        boxes = [b[v].to(device) for b, v in zip(data.boxes[start : start + batch_size], valid, strict=True)]
+        chunks.append(model.embed_boxes(images, boxes).cpu())
+    return torch.cat(chunks) if chunks else torch.zeros(0, model.config.embedding_dim)
+
+
+def class_means(embeddings: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """Per-class mean of the embeddings whose allowed set is exactly that class (``[C, D]``)."""
+    single = (allowed.sum(-1) == 1)[:, None] & allowed
+    sums = single.float().T @ embeddings
+    return torch.nn.functional.normalize(sums, dim=-1)
+
+
+def calibrate(model: DefectDetector, memory: DetectionSet, validation: DetectionSet) -> dict[str, Any]:
+    """Set the class memory from ``memory``'s boxes; return thresholds fitted on ``validation``.
+
+    ``unknown``: the UNKNOWN_QUANTILE quantile of held-out boxes' similarity to their own class's
+    prototype. ``operating[c]``: the image-level score threshold with the best F1 for "the image
+    holds a box of class c" on the held-out images.
+    """
+    memory_allowed = memory.allowed[memory.valid].cpu()
+    model.set_prototypes(model.classes, class_means(box_embeddings(model, memory), memory_allowed))
+    embeddings = box_embeddings(model, validation)
+    allowed = validation.allowed[validation.valid]
+    single = allowed.sum(-1) == 1
+    own = (embeddings[single] @ model.prototypes.cpu().T)[allowed[single]]
+    unknown = float(torch.quantile(own, UNKNOWN_QUANTILE)) if own.numel() else -1.0
+    outputs = detect(model, validation.images)
+    present = (validation.allowed & validation.valid[..., None]).any(1)  # [N, C]
+    return {"unknown": unknown, "operating": operating_thresholds(outputs, present, model.classes)}
+
+
+def image_scores(outputs: Sequence[dict[str, torch.Tensor]], n_classes: int) -> torch.Tensor:
+    """``[N, C]``: each image's highest detection score per class (0 without one)."""
+    scores = torch.zeros(len(outputs), n_classes)
+    for i, out in enumerate(outputs):
+        if out["labels"].numel():
+            scores[i].scatter_reduce_(0, out["labels"], out["scores"], reduce="amax")
+    return scores
+
+
+def operating_thresholds(
+    outputs: Sequence[dict[str, torch.Tensor]], present: torch.Tensor, classes: Sequence[str]
+) -> dict[str, float]:
+    """Per class, the score threshold that maximises image-level F1 (0.5 for a class never seen)."""
+    scores = image_scores(outputs, len(classes))
+    thresholds = {}
+    for c, name in enumerate(classes):
+        positives = present[:, c]
+        if not positives.any():
+            thresholds[name] = 0.5
+            continue
+        candidates = scores[:, c].unique()
+        predicted = scores[:, c][None, :] >= candidates[:, None]  # [T, N]
+        tp = (predicted & positives).sum(1).float()
+        f1 = 2 * tp / (predicted.sum(1) + positives.sum()).float()
+        thresholds[name] = float(candidates[f1.argmax()].clamp(min=1e-3))
+    return thresholds
+
+
+def detector_payload(model: DefectDetector, thresholds: dict[str, Any], **meta: Any) -> dict[str, Any]:
+    return {
+        "config": model.config.to_dict(),
+        "classes": list(model.classes),
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "thresholds": thresholds,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        **meta,
+    }
+
+
+def detector_from_payload(payload: dict[str, Any], device: str | torch.device = "cpu") -> DefectDetector:
+    """Rebuild the network and its class memory from a detector checkpoint payload."""
+    model = DefectDetector(payload["classes"], DetectorConfig.from_dict(payload["config"]))
+    model.load_state_dict(payload["model"])
+    return model.to(device).eval()
+
+
+def train_detector(
+    store: Any,
+    out_dir: str | os.PathLike[str],
+    *,
+    epochs: int = 24,
+    batch_size: int = 32,
+    lr: float = 2e-3,
+    classes: Sequence[str] | None = None,
+    limit: int | None = None,
+    device: str = "cpu",
+    weighting: str = DEFAULT_WEIGHTING,
+    config: DetectorConfig | None = None,
+    weights: str | None = None,
+    seed: int = 0,
+    samples: Sequence[Any] | None = None,
+) -> int:
+    """Train on the store's train split and write version 1 of the model folder ``out_dir``.
+
+    ``samples`` replaces ``store.samples("train")`` (benchmarks that edit labels in memory);
+    ``classes`` restricts the taxonomy as ``--classes`` does. Returns the version number written.
+    """
+    all_classes = list(store.classes())
+    if classes is not None:
+        unknown = [c for c in classes if c not in all_classes]
+        if unknown:
+            raise QuickstudyError(f"--classes: {', '.join(unknown)} not in the store's classes {all_classes}")
+    class_names = list(classes) if classes is not None else all_classes
+    chosen = select_samples(samples if samples is not None else store.samples("train"), classes, limit)
+    if not chosen:
+        raise QuickstudyError(
+            f"{out_dir}: no training images (train split empty, or --classes/--limit left none)"
+        )
+    train_samples, validation_samples = split_validation(chosen)
+    config = config or DetectorConfig()
+    config.train_classes = class_names
+    torch.manual_seed(seed)
+    model = DefectDetector(class_names, config, weights=weights).to(device)
+    started = time.perf_counter()
+    train_set = DetectionSet.from_samples(train_samples, class_names, config.image_size).to(device)
+    validation_set = DetectionSet.from_samples(validation_samples, class_names, config.image_size)
+    method = get_weighting(weighting, n_tasks=2).to(device)
+    trained = nn.ModuleDict({"detector": model, "weighting": method})
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": [p for p in trained.parameters() if p.ndim > 1], "weight_decay": 0.05},
+            {"params": [p for p in trained.parameters() if p.ndim <= 1], "weight_decay": 0.0},
+        ],
+        lr=lr,
+    )
+    world = distributed.world_size()
+    per_epoch = max(1, len(train_set) // (batch_size * world))
+    steps = max(1, epochs * per_epoch)
+    warmup = min(300, max(1, steps // 10))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: (
+            (s + 1) / warmup
+            if s < warmup
+            else 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, steps - warmup)))
+        ),
+    )
+    shared = list(model.backbone.parameters())
+    order: dict[int, torch.Tensor] = {}
+
+    def step_fn(step: int) -> dict[str, torch.Tensor]:
+        epoch, i = divmod(step, per_epoch)
+        if epoch not in order:
+            order.clear()
+            order[epoch] = torch.randperm(len(train_set), generator=step_generator(seed, epoch))
+        start = (i * world + distributed.rank()) * batch_size
+        images, targets = train_set.batch(
+            order[epoch][start : start + batch_size], step_generator(seed, step, distributed.rank())
+        )
+        out = model(images, targets)
+        assert isinstance(out, dict)
+        return {"loss": out["loss_localize"] + out["loss_recognize"], **out}
+
+    train_config = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "weighting": weighting,
+        "classes": class_names,
+        "limit": limit,
+        "seed": seed,
+        "n_train": len(train_set),
+        "n_validation": len(validation_set),
+        "detector": config.to_dict(),
+    }
+    trainer = Trainer(
+        trained,
+        optimizer,
+        out_dir=out_dir,
+        steps=steps,
+        kind="detector-training",
+        config=train_config,
+        scheduler=scheduler,
+        device=device,
+        amp=device.startswith("cuda"),
+        grad_clip=10.0,
+        checkpoint_every=max(100, per_epoch * 5),
+        log_every=max(1, min(50, per_epoch)),
+        desc="train detector",
+        backward=lambda out: method.backward([out["loss_localize"], out["loss_recognize"]], shared),
+    )
+    trainer.fit(step_fn)
+    train_seconds = time.perf_counter() - started
+    if not distributed.is_main():
+        return 0
+    thresholds = calibrate(model, train_set, validation_set)
+    return ModelFolder(out_dir).save(
+        detector_payload(
+            model,
+            thresholds,
+            taxonomy_version=store.taxonomy_version(),
+            note=f"trained {epochs} epochs on {len(train_set)} images",
+            train=train_config,
+            train_seconds=train_seconds,
+        )
+    )

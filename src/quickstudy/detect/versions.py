@@ -1,0 +1,121 @@
+"""A model folder: numbered versions of a detector, one of them current.
+
+``train`` writes version 1; every ``learn`` writes the next version and makes it current; the old
+ones stay, so ``use`` goes back exactly (the file is the file). Layout::
+
+    DIR/checkpoint.pt      the training run's resumable state (quickstudy.train)
+    DIR/versions/v1.pt     detector checkpoints (kind "detector")
+    DIR/CURRENT            the current version number
+
+>>> folder = ModelFolder("runs/neu")  # doctest: +SKIP
+>>> folder.current(), [v.number for v in folder.versions()]  # doctest: +SKIP
+(2, [1, 2])
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from quickstudy.errors import QuickstudyError
+from quickstudy.train import load_checkpoint, save_checkpoint
+
+KIND = "detector"
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    number: int
+    path: Path
+    note: str
+    classes: list[str]
+    taxonomy_version: int | None
+    created: str
+
+
+class ModelFolder:
+    """The versions of one detector on disk."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    @property
+    def _versions_dir(self) -> Path:
+        return self.root / "versions"
+
+    def path(self, number: int) -> Path:
+        return self._versions_dir / f"v{number}.pt"
+
+    def numbers(self) -> list[int]:
+        if not self._versions_dir.is_dir():
+            return []
+        found = [p.stem[1:] for p in self._versions_dir.glob("v*.pt")]
+        return sorted(int(n) for n in found if n.isdigit())
+
+    def current(self) -> int:
+        """The current version number; a clear error when the folder holds no model."""
+        numbers = self.numbers()
+        if not numbers:
+            raise QuickstudyError(
+                f"{self.root}: not a detector folder (no versions/v*.pt); run `quickstudy train`"
+            )
+        marker = self.root / "CURRENT"
+        if marker.is_file():
+            text = marker.read_text().strip()
+            if text.isdigit() and int(text) in numbers:
+                return int(text)
+            raise QuickstudyError(f"{marker}: names version {text!r}, which is not in {self._versions_dir}")
+        return numbers[-1]
+
+    def use(self, number: int) -> None:
+        """Make version ``number`` current."""
+        if number not in self.numbers():
+            raise QuickstudyError(f"{self.root}: no version {number} (have {self.numbers() or 'none'})")
+        tmp = self.root / f".CURRENT.tmp-{os.getpid()}"
+        tmp.write_text(f"{number}\n")
+        os.replace(tmp, self.root / "CURRENT")
+
+    def load(self, number: int | None = None) -> dict[str, Any]:
+        """The checkpoint payload of version ``number`` (default: current)."""
+        return load_checkpoint(self.path(self.current() if number is None else number), kind=KIND)
+
+    def save(self, payload: dict[str, Any]) -> int:
+        """Write ``payload`` as the next version and make it current; return its number."""
+        number = max(self.numbers(), default=0) + 1
+        save_checkpoint(self.path(number), {**payload, "kind": KIND, "version": number})
+        self.use(number)
+        return number
+
+    def versions(self) -> list[VersionInfo]:
+        infos = []
+        for number in self.numbers():
+            payload = self.load(number)
+            infos.append(
+                VersionInfo(
+                    number,
+                    self.path(number),
+                    payload.get("note", ""),
+                    list(payload["classes"]),
+                    payload.get("taxonomy_version"),
+                    payload.get("created", ""),
+                )
+            )
+        return infos
+
+
+def check_taxonomy(payload: dict[str, Any], store: Any, where: str | os.PathLike[str]) -> None:
+    """Refuse a store that no longer has a class this model names (renamed, merged, split, retired).
+
+    New classes in the store are fine: the model simply does not predict them until they are learned.
+    """
+    current = set(store.classes())
+    gone = [name for name in payload["classes"] if name not in current]
+    if gone:
+        raise QuickstudyError(
+            f"{where}: the model was made at taxonomy version {payload.get('taxonomy_version')} and knows "
+            f"{', '.join(repr(g) for g in gone)}, which the store (taxonomy version {store.taxonomy_version()}) "
+            "no longer has; retrain (`quickstudy train`) or learn the new classes "
+            "(`quickstudy learn --class NAME --from-store`)"
+        )

@@ -1,0 +1,157 @@
+"""Detection metrics: COCO AP through pycocotools, class-agnostic AR@100, image-level precision/recall.
+
+Inputs are plain per-image lists so any detector can be scored: ground truth ``(boxes [M, 4] xyxy,
+labels [M])`` and predictions ``{"boxes", "scores", "labels"}`` (numpy arrays or tensors), labels
+indexing ``classes``.
+
+>>> gt = [(np.array([[0, 0, 10, 10.0]]), np.array([0]))]
+>>> pred = [{"boxes": np.array([[0, 0, 10, 10.0]]), "scores": np.array([0.9]), "labels": np.array([0])}]
+>>> round(coco_metrics(gt, pred, ["pit"])["mAP50"], 3)
+1.0
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from torchvision.ops import nms
+
+GroundTruth = tuple[Any, Any]  # (boxes [M, 4] xyxy, labels [M])
+
+
+def _np(x: Any) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def _coco_eval(
+    gts: Sequence[GroundTruth], preds: Sequence[Mapping[str, Any]], n_classes: int
+) -> COCOeval | None:
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    detections: list[dict[str, Any]] = []
+    for image_id, ((boxes, labels), pred) in enumerate(zip(gts, preds, strict=True), start=1):
+        images.append({"id": image_id})
+        for box, label in zip(_np(boxes).reshape(-1, 4), _np(labels).reshape(-1), strict=True):
+            w, h = float(box[2] - box[0]), float(box[3] - box[1])
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": int(label) + 1,
+                    "bbox": [float(box[0]), float(box[1]), w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
+            )
+        pboxes, scores, plabels = _np(pred["boxes"]).reshape(-1, 4), _np(pred["scores"]), _np(pred["labels"])
+        for box, score, label in zip(pboxes, scores.reshape(-1), plabels.reshape(-1), strict=True):
+            detections.append(
+                {
+                    "image_id": image_id,
+                    "category_id": int(label) + 1,
+                    "bbox": [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])],
+                    "score": float(score),
+                }
+            )
+    if not annotations:
+        return None
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+        truth = COCO()
+        truth.dataset = {
+            "images": images,
+            "annotations": annotations,
+            "categories": [{"id": c + 1} for c in range(n_classes)],
+        }
+        truth.createIndex()
+        found = truth.loadRes(detections) if detections else COCO()
+        if not detections:
+            found.dataset = {"images": images, "annotations": [], "categories": truth.dataset["categories"]}
+            found.createIndex()
+        evaluation = COCOeval(truth, found, "bbox")
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    return evaluation
+
+
+def coco_metrics(
+    gts: Sequence[GroundTruth],
+    preds: Sequence[Mapping[str, Any]],
+    classes: Sequence[str],
+    agnostic_gts: Sequence[GroundTruth] | None = None,
+) -> dict[str, Any]:
+    """``mAP`` (@[.5:.95]), ``mAP50``, per-class ``AP50`` (None for a class without ground truth)
+    and ``AR100_agnostic`` (classes ignored: duplicates across classes merged by NMS at 0.5) against
+    ``agnostic_gts`` (default: ``gts``; may hold boxes without class)."""
+    evaluation = _coco_eval(gts, preds, len(classes))
+    if evaluation is None:
+        return {"mAP": 0.0, "mAP50": 0.0, "AP50": dict.fromkeys(classes), "AR100_agnostic": 0.0}
+    precision = evaluation.eval["precision"][0, :, :, 0, -1]  # IoU 0.5, all areas, 100 detections
+    ap50: dict[str, float | None] = {}
+    for c, name in enumerate(classes):
+        column = precision[:, c]
+        ap50[name] = float(column[column > -1].mean()) if (column > -1).any() else None
+    agnostic_truth = [
+        (boxes, np.zeros(len(_np(labels).reshape(-1)), dtype=int)) for boxes, labels in (agnostic_gts or gts)
+    ]
+    agnostic = _coco_eval(agnostic_truth, [_agnostic(p) for p in preds], 1)
+    return {
+        "mAP": max(float(evaluation.stats[0]), 0.0),
+        "mAP50": max(float(evaluation.stats[1]), 0.0),
+        "AP50": ap50,
+        "AR100_agnostic": max(float(agnostic.stats[8]), 0.0) if agnostic is not None else 0.0,
+    }
+
+
+def _agnostic(pred: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    boxes = torch.as_tensor(_np(pred["boxes"]), dtype=torch.float32).reshape(-1, 4)
+    scores = torch.as_tensor(_np(pred["scores"]), dtype=torch.float32).reshape(-1)
+    keep = nms(boxes, scores, 0.5)[:100]
+    return {"boxes": boxes[keep].numpy(), "scores": scores[keep].numpy(), "labels": np.zeros(len(keep), int)}
+
+
+def image_level(
+    gts: Sequence[GroundTruth],
+    preds: Sequence[Mapping[str, Any]],
+    classes: Sequence[str],
+    thresholds: Mapping[str, float],
+) -> dict[str, dict[str, float | None]]:
+    """Per class, precision and recall of "the image holds a box of class c", an image being
+    predicted positive when it has a detection of c scoring at least ``thresholds[c]``."""
+    precision: dict[str, float | None] = {}
+    recall: dict[str, float | None] = {}
+    for c, name in enumerate(classes):
+        actual = np.array([(_np(labels).reshape(-1) == c).any() for _, labels in gts], dtype=bool)
+        predicted = np.array(
+            [
+                bool(
+                    (
+                        (_np(p["labels"]).reshape(-1) == c)
+                        & (_np(p["scores"]).reshape(-1) >= thresholds[name])
+                    ).any()
+                )
+                for p in preds
+            ],
+            dtype=bool,
+        )
+        tp = int((actual & predicted).sum())
+        precision[name] = tp / int(predicted.sum()) if predicted.any() else None
+        recall[name] = tp / int(actual.sum()) if actual.any() else None
+    return {"image_precision": precision, "image_recall": recall}
+
+
+def evaluate_detections(
+    gts: Sequence[GroundTruth],
+    preds: Sequence[Mapping[str, Any]],
+    classes: Sequence[str],
+    thresholds: Mapping[str, float],
+) -> dict[str, Any]:
+    """:func:`coco_metrics` and :func:`image_level` together (the ``quickstudy eval`` report)."""
+    return {**coco_metrics(gts, preds, classes), **image_level(gts, preds, classes, thresholds)}

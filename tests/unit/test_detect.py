@@ -1,0 +1,195 @@
+"""The detector's losses, target assignment, augmentation, metrics, predictor and model folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from quickstudy.detect.data import DetectionSet, _augment
+from quickstudy.detect.localization import LocalizationHead
+from quickstudy.detect.model import TINY, DefectDetector, DetectorConfig
+from quickstudy.detect.predictor import Predictor
+from quickstudy.detect.recognition import partial_label_loss
+from quickstudy.detect.training import detector_from_payload, detector_payload, operating_thresholds
+from quickstudy.detect.versions import ModelFolder, check_taxonomy
+from quickstudy.errors import QuickstudyError
+from quickstudy.evaluate.detection import coco_metrics, image_level
+
+THRESHOLDS = {"unknown": -1.0, "operating": {"scratch": 0.0, "pit": 0.0}}
+
+
+def tiny_model(classes=("scratch", "pit"), seed: int = 0) -> DefectDetector:
+    torch.manual_seed(seed)
+    return DefectDetector(list(classes), DetectorConfig(**TINY, image_size=64)).eval()
+
+
+def targets(allowed: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Two images, three boxes, with the given ``[3, 2]`` allowed mask."""
+    boxes = torch.tensor([[[4.0, 4, 30, 30], [0, 0, 0, 0]], [[10.0, 10, 60, 50], [20, 20, 40, 40]]])
+    valid = torch.tensor([[True, False], [True, True]])
+    rois = torch.cat([torch.tensor([[0.0], [1], [1]]), boxes[valid]], 1)
+    return {
+        "boxes": boxes,
+        "valid": valid,
+        "rois": rois,
+        "roi_allowed": allowed,
+        "roi_support": torch.tensor([True, False, False]),
+    }
+
+
+def test_boxes_without_class_train_localization_only():
+    model = tiny_model().train()
+    losses = model(torch.rand(2, 1, 64, 64), targets(torch.zeros(3, 2, dtype=torch.bool)))
+    assert losses["loss_recognize"].item() == 0.0
+    assert losses["loss_localize"].item() > 0.0
+    (losses["loss_localize"] + losses["loss_recognize"]).backward()  # still one connected graph
+
+
+def test_labelled_boxes_give_recognition_loss():
+    model = tiny_model().train()
+    allowed = torch.tensor([[True, False], [False, True], [True, False]])
+    episode = {**targets(allowed), "roi_support": torch.tensor([True, True, False])}  # 2-way, 1 query
+    losses = model(torch.rand(2, 1, 64, 64), episode)
+    assert losses["loss_classes"].item() > 0 and losses["loss_episode"].item() > 0
+
+
+def test_partial_label_loss_is_cross_entropy_for_one_class_and_zero_for_all():
+    torch.manual_seed(0)
+    logits = torch.randn(6, 4)
+    labels = torch.tensor([0, 1, 2, 3, 1, 0])
+    one = F.one_hot(labels, 4).bool()
+    assert torch.allclose(partial_label_loss(logits, one), F.cross_entropy(logits, labels))
+    assert partial_label_loss(logits, torch.ones(6, 4, dtype=torch.bool)).abs().item() < 1e-6
+    pair = one.clone()
+    pair[:, 3] = True  # a wider allowed set can only lower the loss
+    assert partial_label_loss(logits, pair) <= partial_label_loss(logits, one)
+    mixed = torch.cat([one[:3], torch.zeros(3, 4, dtype=torch.bool)])  # empty sets are skipped
+    assert torch.allclose(partial_label_loss(logits, mixed), F.cross_entropy(logits[:3], labels[:3]))
+
+
+def test_fcos_assignment_marks_locations_inside_boxes_and_ignores_padding():
+    head = LocalizationHead(8, size_ranges=((0.0, float("inf")),), strides=(8,))
+    boxes = torch.tensor([[[8.0, 8, 40, 40], [100, 100, 120, 120]]])
+    positive, matched, points = head.assign([(8, 8)], boxes, torch.tensor([[True, False]]))
+    assert positive.any()
+    inside = points[positive[0]]
+    assert ((inside > 8) & (inside < 40)).all()
+    assert (matched[positive] == boxes[0, 0]).all()
+    assert not ((points > 100).all(-1) & positive[0]).any()
+
+
+def test_augmentation_moves_boxes_with_the_pixels():
+    images = torch.zeros(8, 1, 32, 32)
+    images[:, :, 4:10, 20:30] = 1.0  # box x 20..30, y 4..10
+    boxes = torch.tensor([[20.0, 4, 30, 10]]).expand(8, 1, 4)
+    generator = torch.Generator().manual_seed(0)
+    out, moved = _augment(images, boxes, generator)
+    for image, (x1, y1, x2, y2) in zip(out, moved[:, 0].long(), strict=True):
+        inside = image[0, y1:y2, x1:x2]
+        assert inside.numel() == 60
+        assert (inside > image[0].median()).all()
+
+
+def test_coco_metrics_known_answers():
+    gt = [(np.array([[0, 0, 10, 10.0], [20, 20, 40, 40]]), np.array([0, 1]))]
+    perfect = [{"boxes": gt[0][0], "scores": np.array([0.9, 0.8]), "labels": np.array([0, 1])}]
+    result = coco_metrics(gt, perfect, ["a", "b"])
+    assert result["mAP50"] == pytest.approx(1.0) and result["AR100_agnostic"] == pytest.approx(1.0)
+    swapped = [{**perfect[0], "labels": np.array([1, 0])}]
+    result = coco_metrics(gt, swapped, ["a", "b"])
+    assert result["mAP50"] == 0.0 and result["AR100_agnostic"] == pytest.approx(1.0)
+    empty = [{"boxes": np.zeros((0, 4)), "scores": np.zeros(0), "labels": np.zeros(0, int)}]
+    assert coco_metrics(gt, empty, ["a", "b"])["mAP"] == 0.0
+
+
+def test_image_level_precision_recall_and_operating_threshold():
+    gts = [
+        (np.zeros((1, 4)), np.array([0])),
+        (np.zeros((1, 4)), np.array([1])),
+        (np.zeros((0, 4)), np.zeros(0)),
+    ]
+    preds = [
+        {"labels": torch.tensor([0]), "scores": torch.tensor([0.9])},
+        {"labels": torch.tensor([0]), "scores": torch.tensor([0.4])},
+        {"labels": torch.tensor([0]), "scores": torch.tensor([0.6])},
+    ]
+    result = image_level(gts, preds, ["a", "b"], {"a": 0.5, "b": 0.5})
+    assert result["image_precision"]["a"] == 0.5 and result["image_recall"]["a"] == 1.0
+    assert result["image_precision"]["b"] is None and result["image_recall"]["b"] == 0.0
+    present = torch.tensor([[True, False], [False, True], [False, False]])
+    assert operating_thresholds(preds, present, ["a", "b"])["a"] == pytest.approx(0.9)
+
+
+def test_detection_set_scales_boxes_and_masks_allowed_sets(tmp_path: Path):
+    from quickstudy.labels.records import LabelledBox, Sample
+
+    path = tmp_path / "wide.png"
+    Image.fromarray(np.zeros((50, 100), np.uint8)).save(path)
+    boxes = [
+        LabelledBox(1, (10.0, 10, 50, 20), frozenset({"pit"})),
+        LabelledBox(2, (0.0, 0, 100, 50), frozenset()),
+        LabelledBox(3, (20.0, 5, 30, 40), frozenset({"pit", "scratch", "other"})),
+    ]
+    data = DetectionSet.from_samples([Sample(1, path, 100, 50, "train", boxes)], ["scratch", "pit"], 64)
+    assert data.images.shape == (1, 1, 64, 64)
+    assert torch.allclose(data.boxes[0, 0], torch.tensor([6.4, 12.8, 32.0, 25.6]))
+    assert data.allowed[0].tolist() == [[False, True], [False, False], [True, True]]
+
+
+def test_predictor_handles_odd_images_and_empty_lists(tmp_path: Path):
+    predictor = Predictor(tiny_model(), THRESHOLDS)
+    rgba = np.random.default_rng(0).integers(0, 255, (40, 70, 4)).astype(np.uint8)
+    deep = np.random.default_rng(1).integers(0, 65535, (300, 500)).astype(np.uint16)
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    Image.fromarray(np.zeros((2000, 1500), np.uint8)).save(tmp_path / "huge.png")
+    inputs = [tmp_path / "rgba.png", tmp_path / "huge.png", rgba, deep, np.zeros((5, 5), np.uint8)]
+    results = predictor.predict(inputs)
+    assert len(results) == 5
+    for found in results[1:2]:
+        assert all(0 <= d.box[0] <= d.box[2] <= 1500 and 0 <= d.box[1] <= d.box[3] <= 2000 for d in found)
+    assert predictor.predict([]) == []
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    with pytest.raises(QuickstudyError, match="broken.jpg"):
+        predictor.predict([broken])
+    with pytest.raises(QuickstudyError, match="image 0"):
+        predictor.predict([np.zeros((3, 4, 5, 6))])
+
+
+def test_model_folder_round_trip_gives_identical_predictions(tmp_path: Path):
+    model = tiny_model(seed=3)
+    folder = ModelFolder(tmp_path / "model")
+    assert folder.save(detector_payload(model, THRESHOLDS, taxonomy_version=1, note="test")) == 1
+    images = torch.rand(3, 1, 64, 64)
+    before = model(images)
+    after = detector_from_payload(folder.load())(images)
+    for a, b in zip(before, after, strict=True):
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+    with pytest.raises(QuickstudyError, match="no version 5"):
+        folder.use(5)
+    with pytest.raises(QuickstudyError, match="not a detector folder"):
+        ModelFolder(tmp_path / "nothing").current()
+
+
+class _Store:
+    def __init__(self, classes, version):
+        self._classes, self._version = classes, version
+
+    def classes(self):
+        return self._classes
+
+    def taxonomy_version(self):
+        return self._version
+
+
+def test_a_model_refuses_a_store_whose_classes_it_knows_are_gone():
+    payload = {"classes": ["scratch", "pit"], "taxonomy_version": 3}
+    check_taxonomy(payload, _Store(["scratch", "pit", "dent"], 4), "m")  # a new class is fine
+    with pytest.raises(QuickstudyError, match=r"'pit'.*version 5.*quickstudy learn"):
+        check_taxonomy(payload, _Store(["scratch", "pit-deep", "pit-shallow"], 5), "m")
