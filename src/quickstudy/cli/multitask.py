@@ -113,9 +113,10 @@ def _train(args: argparse.Namespace) -> int:
     if args.json:
         print_json(results)
     else:
+        timing = f", {results['seconds_per_step']:.3f} s/step" if results["seconds_per_step"] else ""
         print(
-            f"{len(tasks)} tasks, mean test accuracy {results['mean_accuracy']:.4f}, "
-            f"{results['seconds_per_step']:.3f} s/step; results: {Path(args.out) / RESULTS_NAME}"
+            f"{len(tasks)} tasks, mean test accuracy {results['mean_accuracy']:.4f}{timing}; "
+            f"results: {Path(args.out) / RESULTS_NAME}"
         )
     return 0
 

@@ -133,9 +133,13 @@ def train_multitask(
     device: str | torch.device = "cpu",
     checkpoint_every: int = 500,
     log_every: int = 50,
+    method: Weighting | None = None,
 ) -> dict[str, Any]:
     """Train ``config`` on ``tasks`` into ``out_dir`` (resuming if a checkpoint is there); evaluate;
     write and return the results (per-task accuracy, mean accuracy, seconds per step, weights).
+
+    ``method`` replaces the weighting ``config`` names (e.g. another library's implementation, to
+    compare against); ``config.weighting`` and ``config.combiner`` then only label the run.
     """
     config.task_names = [task.name for task in tasks]
     config.n_classes = [task.n_classes for task in tasks]
@@ -143,13 +147,17 @@ def train_multitask(
     distributed.init_from_env(device)
     torch.manual_seed(config.seed)
     network = build_network(config.arch, config.n_classes, width=config.width, image_size=config.image_size)
-    learner = MultiTaskLearner(network, build_method(config)).to(device)
+    learner = MultiTaskLearner(network, method or build_method(config)).to(device)
     optimizer = torch.optim.Adam(learner.parameters(), lr=config.lr)
     on_device = [task.to(device) for task in tasks]
     # The per-task losses go to the weighting, not into the logged outputs (30 columns of noise).
     task_losses: list[Tensor] = []
+    timer: dict[str, float] = {}
 
     def step_fn(step: int) -> dict[str, Tensor]:
+        if step == trainer.start_step + 1:  # time per step leaves out the first (warm-up) step
+            _synchronize(device)
+            timer["started"] = time.perf_counter()
         generator = step_generator(config.seed, step, distributed.rank())
         task_losses.clear()
         correct = torch.zeros((), device=device)
@@ -176,25 +184,28 @@ def train_multitask(
         backward=lambda outputs: learner.backward(task_losses),
     )
     steps_run = config.steps - trainer.start_step
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
-    started = time.perf_counter()
     trainer.fit(step_fn)
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - started
+    _synchronize(device)
+    timed_steps = steps_run - 1
+    seconds_per_step = (time.perf_counter() - timer["started"]) / timed_steps if timed_steps > 0 else None
     accuracies = evaluate_tasks(network, on_device)
     results = {
         "config": asdict(config),
+        "method": type(learner.method).__name__,
         "accuracy": dict(zip(config.task_names, accuracies, strict=True)),
         "mean_accuracy": sum(accuracies) / len(accuracies),
         "steps_run": steps_run,
-        "seconds_per_step": seconds / steps_run if steps_run else None,
+        "seconds_per_step": seconds_per_step,
         "final_weights": learner.last_weights.tolist() if learner.last_weights is not None else None,
     }
     if distributed.is_main():
         (Path(out_dir) / RESULTS_NAME).write_text(json.dumps(results, indent=2))
     return results
+
+
+def _synchronize(device: str | torch.device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
 
 
 def load_multitask(
