@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
+import torch.distributed as dist
 from torch import Tensor, nn
 
 
@@ -44,3 +45,15 @@ class Weighting(nn.Module, ABC):
     def _check(self, losses: Sequence[Tensor]) -> None:
         if len(losses) != self.n_tasks:
             raise ValueError(f"{type(self).__name__} expects {self.n_tasks} losses, got {len(losses)}")
+
+
+def mean_over_processes(values: Tensor) -> Tensor:
+    """``values`` averaged over the processes of a torchrun job (itself when there is one process).
+
+    Weightings whose weights come from loss history use it, so every process uses the same weights.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return values
+    total = values.clone()
+    dist.all_reduce(total)
+    return total / dist.get_world_size()

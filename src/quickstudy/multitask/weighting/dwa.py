@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from quickstudy.multitask.weighting.base import Weighting
+from quickstudy.multitask.weighting.base import Weighting, mean_over_processes
 
 
 class DynamicWeightAverage(Weighting):
@@ -52,6 +52,6 @@ class DynamicWeightAverage(Weighting):
         self.steps_seen += 1
         if int(self.steps_seen) % self.window == 0:
             self.window_means[0] = self.window_means[1].clone()
-            self.window_means[1] = self.loss_sums / self.window
+            self.window_means[1] = mean_over_processes(self.loss_sums / self.window)
             self.loss_sums.zero_()
         return weights

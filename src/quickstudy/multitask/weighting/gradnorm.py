@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from quickstudy.multitask.gradients import backward_combined, task_gradients
-from quickstudy.multitask.weighting.base import Weighting
+from quickstudy.multitask.weighting.base import Weighting, mean_over_processes
 
 
 class GradNorm(Weighting):
@@ -34,7 +34,7 @@ class GradNorm(Weighting):
         self._check(losses)
         values = torch.stack([loss.detach().float() for loss in losses]).to(self.logits.device)
         if torch.isnan(self.initial_losses).any():
-            self.initial_losses.copy_(values)
+            self.initial_losses.copy_(mean_over_processes(values))
         grads = task_gradients(losses, shared_parameters).to(self.logits.device)
         weights = self.n_tasks * torch.softmax(self.logits, dim=0)
         weighted_norms = weights * grads.norm(dim=1)
