@@ -113,3 +113,31 @@ def test_simplex_projection_is_on_the_simplex_and_idempotent() -> None:
 def test_unknown_combiner_is_rejected() -> None:
     with pytest.raises(ValueError, match="unknown combiner"):
         get_combiner("graddrop", 2)
+
+
+class CountingIdentity(torch.autograd.Function):
+    """Identity whose backward counts how often autograd runs through it."""
+
+    calls = 0
+
+    @staticmethod
+    def forward(ctx: object, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:
+        CountingIdentity.calls += 1
+        return grad
+
+
+@pytest.mark.parametrize("name", ["pcgrad", "cagrad", "mgda"])
+def test_combiner_runs_through_the_trunk_once_per_task_and_not_again_for_the_heads(name: str) -> None:
+    torch.manual_seed(0)
+    trunk = torch.nn.Linear(4, 8)
+    heads = torch.nn.ModuleList(torch.nn.Linear(8, 1) for _ in range(3))
+    features = CountingIdentity.apply(trunk(torch.randn(5, 4)))
+    losses = [head(features).pow(2).mean() for head in heads]
+    CountingIdentity.calls = 0
+    get_combiner(name, 3).backward(losses, list(trunk.parameters()))
+    assert CountingIdentity.calls == 3  # the T per-task gradients; the heads' backward is pruned
+    assert all(p.grad is not None for head in heads for p in head.parameters())
