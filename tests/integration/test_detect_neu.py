@@ -1,0 +1,83 @@
+"""The detector's command line on a slice of NEU-DET: train, predict, eval, and taxonomy refusal."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from quickstudy.cli import main
+from quickstudy.detect.training import select_samples, split_validation
+from quickstudy.labels.known import NEU_BASE, import_neu_det
+from quickstudy.labels.store import Store
+
+
+@pytest.fixture(scope="module")
+def neu_store(neu_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("neu") / "labels.db"
+    with Store.open(path) as store:
+        import_neu_det(store, neu_root)
+    return path
+
+
+def test_base_class_selection_and_validation_hold_out(neu_store: Path):
+    with Store.open(neu_store) as store:
+        train = store.samples("train")
+    base = select_samples(train, NEU_BASE, None)
+    assert base and all(box.allowed <= set(NEU_BASE) for s in base for box in s.boxes)
+    assert not any(s.path.stem.startswith(("pitted_surface", "scratches")) for s in base)
+    fitted, held = split_validation(train)
+    assert len(held) == 360 and all(int(s.path.stem.rsplit("_", 1)[1]) % 5 == 1 for s in held)
+    assert len(fitted) == 1080
+
+
+@pytest.fixture()
+def neu_slice(neu_root: Path, tmp_path: Path) -> Path:
+    """NEU-DET with only 2 train and 2 test images per class left in a split (the rest: no split)."""
+    path = tmp_path / "slice.db"
+    with Store.open(path) as store:
+        import_neu_det(store, neu_root)
+        splits: dict[int, str | None] = {}
+        for image in store.images():
+            n = int(image.path.stem.rsplit("_", 1)[1])
+            splits[image.image_id] = {2: "train", 3: "train", 5: "test", 10: "test"}.get(n)
+        store.set_splits(splits)
+    return path
+
+
+@pytest.mark.slow
+def test_train_predict_eval_on_a_slice(neu_slice: Path, neu_root: Path, tmp_path: Path, capsys):
+    neu_store = neu_slice
+    model = tmp_path / "model"
+    args = ["train", "--store", str(neu_store), "--out", str(model), "--epochs", "2"]
+    assert main([*args, "--tiny", "--batch-size", "4"]) == 0
+    image = neu_root / "IMAGES" / "crazing_5.jpg"
+    capsys.readouterr()
+    assert main(["predict", "--model", str(model), str(image), "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert found[0]["image"] == str(image) and isinstance(found[0]["detections"], list)
+    assert main(["eval", "--model", str(model), "--store", str(neu_store), "--split", "test", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    for key in ("mAP", "mAP50", "AP50", "AR100_agnostic", "image_precision", "image_recall", "ms_per_image"):
+        assert key in report
+    assert set(report["AP50"]) == {
+        "crazing",
+        "inclusion",
+        "patches",
+        "pitted_surface",
+        "rolled-in_scale",
+        "scratches",
+    }
+    assert report["n_images"] == 12
+
+    with Store.open(neu_store) as store:
+        store.taxonomy.rename("crazing", "craze")
+    try:
+        assert main(["eval", "--model", str(model), "--store", str(neu_store), "--json"]) == 2
+        assert "'crazing'" in capsys.readouterr().err
+    finally:
+        with Store.open(neu_store) as store:
+            store.taxonomy.rename("craze", "crazing")
+    assert main(["predict", "--model", str(model), str(tmp_path / "missing.jpg")]) == 2
+    assert "missing.jpg" in capsys.readouterr().err
