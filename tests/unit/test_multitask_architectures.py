@@ -67,13 +67,15 @@ def test_film_starts_as_the_identity_and_then_conditions_on_the_task() -> None:
     assert not torch.allclose(film.heads[1](film.trunk(images)), film(images, 1))
 
 
-def test_concat_conditioning_changes_the_trunk_input_per_task() -> None:
+def test_concat_conditioning_changes_the_shared_layer_input_per_task() -> None:
     torch.manual_seed(0)
     net = build_network("concat", [4, 4], width=8)
     net.eval()
     net.heads[1].load_state_dict(net.heads[0].state_dict())  # same head: any difference is the embedding
     images = torch.rand(2, 1, 28, 28)
     assert not torch.allclose(net(images, 0), net(images, 1))
+    assert isinstance(net, TaskConditioned)
+    assert {id(p) for p in net.mixer.parameters()} <= {id(p) for p in net.shared_parameters()}
 
 
 def test_learner_trains_a_weighting_with_its_network() -> None:

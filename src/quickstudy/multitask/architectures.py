@@ -5,9 +5,9 @@ single-task baseline and the multi-task networks differ only in what they share:
 
 - :class:`SingleTaskNetworks`: one trunk and head per task, nothing shared (the baseline of Δm);
 - :class:`HardSharing`: one trunk, one linear head per task;
-- :class:`TaskConditioned`: one trunk told which task it serves, by a learned task embedding
-  concatenated to the input as extra channels (``"concat"``) or by FiLM, a per-task scale and shift
-  of every block's channels (``"film"``, multiplicative gating);
+- :class:`TaskConditioned`: one network told which task it serves, by a learned task embedding
+  concatenated to the trunk's features before a shared layer (``"concat"``) or by FiLM, a per-task
+  scale and shift of every block's channels (``"film"``, multiplicative gating);
 - :class:`MMoE`: a few expert trunks mixed per input by one softmax gate per task.
 
 ``shared_parameters()`` are what every task updates: the parameters weightings and combiners look at.
@@ -104,10 +104,13 @@ class HardSharing(MultiTaskNetwork):
 class TaskConditioned(MultiTaskNetwork):
     """One trunk conditioned on the task, then a linear head per task (label sets differ per task).
 
-    ``mode="concat"``: a learned ``embedding_dim``-vector per task is broadcast over the image and
-    concatenated as extra input channels. ``mode="film"``: after each block of the trunk's
-    ``encoder`` (a ``nn.Sequential``, as Conv-4's), channels are scaled and shifted per task,
-    ``h * gamma_t + beta_t``, starting from the identity.
+    ``mode="concat"``: a learned ``embedding_dim``-vector per task is concatenated to the trunk's
+    features, and a shared layer ``relu(W [features, e_t])`` mixes them before the head. (Concatenated
+    to the input image instead, the task code is a constant per batch when a batch holds one task,
+    and the trunk's batch norm subtracts it away in training; at test time the running statistics,
+    a mix of all tasks, no longer do: a P8 probe fell to chance.) ``mode="film"``: after each block of
+    the trunk's ``encoder`` (a ``nn.Sequential``, as Conv-4's), channels are scaled and shifted per
+    task, ``h * gamma_t + beta_t``, starting from the identity.
 
     Example:
         >>> from quickstudy.backbones import build_backbone
@@ -128,24 +131,25 @@ class TaskConditioned(MultiTaskNetwork):
         if mode not in ("concat", "film"):
             raise ValueError(f"unknown conditioning mode {mode!r}; choose concat or film")
         self.mode = mode
+        self.trunk = trunk(in_channels=in_channels)
+        width = _out_features(self.trunk)
         if mode == "concat":
             self.embedding = nn.Embedding(self.n_tasks, embedding_dim)
-            self.trunk = trunk(in_channels=in_channels + embedding_dim)
+            self.mixer = nn.Linear(width + embedding_dim, width)
         else:
-            self.trunk = trunk(in_channels=in_channels)
             encoder = getattr(self.trunk, "encoder", None)
             if not isinstance(encoder, nn.Sequential):
                 raise ValueError("FiLM needs a trunk whose blocks are an nn.Sequential named encoder")
             widths = [_out_channels(block) for block in encoder]
             self.gammas = nn.ParameterList(nn.Parameter(torch.ones(self.n_tasks, w)) for w in widths)
             self.betas = nn.ParameterList(nn.Parameter(torch.zeros(self.n_tasks, w)) for w in widths)
-        self.heads = _heads(_out_features(self.trunk), n_classes)
+        self.heads = _heads(width, n_classes)
 
     def forward(self, images: Tensor, task: int) -> Tensor:
         if self.mode == "concat":
-            code = self.embedding.weight[task].to(images.dtype)
-            code = code.view(1, -1, 1, 1).expand(images.shape[0], -1, *images.shape[2:])
-            features = self.trunk(torch.cat([images, code], dim=1))
+            features = self.trunk(images)
+            code = self.embedding.weight[task].to(features.dtype).expand(features.shape[0], -1)
+            features = torch.relu(self.mixer(torch.cat([features, code], dim=1)))
         else:
             h = images
             for block, gamma, beta in zip(
@@ -156,7 +160,8 @@ class TaskConditioned(MultiTaskNetwork):
         return self.heads[task](features)
 
     def shared_parameters(self) -> list[nn.Parameter]:
-        return list(self.trunk.parameters())
+        mixer = list(self.mixer.parameters()) if self.mode == "concat" else []
+        return [*self.trunk.parameters(), *mixer]
 
 
 def _out_channels(block: nn.Module) -> int:
