@@ -1,0 +1,73 @@
+"""``quickstudy demo``: the whole story in a few minutes, ending with an HTML report."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from quickstudy.demo import DemoSettings, run_demo
+
+
+def register(subparsers: Any) -> None:
+    defaults = DemoSettings()
+    parser = subparsers.add_parser(
+        "demo",
+        help="see everything quickstudy is for in a few minutes (no data needed)",
+        description="Generates a defect line (or reads --data), imports it into a fresh label store, trains "
+        "the detector with half of the class labels missing, shows a new defect type reported as "
+        "'unknown' and then learned from 5 images, splits a type into two sub-types, and writes "
+        "report.html. The last line printed is the report's path.",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=defaults.out, help=f"folder for the run (default: {defaults.out})"
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="a Pascal VOC dataset instead of the built-in line (NEU-DET: P3's new types; "
+        "any other: its last class is new, its first two are merged and then split)",
+    )
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument(
+        "--epochs", type=int, default=defaults.epochs, help=f"training epochs (default: {defaults.epochs})"
+    )
+    parser.add_argument(
+        "--train-images",
+        type=int,
+        default=defaults.train_images,
+        help=f"built-in line: training images (default: {defaults.train_images})",
+    )
+    parser.add_argument(
+        "--test-images",
+        type=int,
+        default=defaults.test_images,
+        help=f"built-in line: test images (default: {defaults.test_images})",
+    )
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        help="the line's image size and the detector's input (default: 96, or the data's)",
+    )
+    parser.add_argument(
+        "--limit", type=int, help="--data: use about this many images (every k-th), for a quick look"
+    )
+    parser.add_argument("--device", default=defaults.device, help="cpu or cuda (default: cpu)")
+    parser.set_defaults(func=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    run_demo(
+        DemoSettings(
+            out=args.out,
+            data=args.data,
+            seed=args.seed,
+            epochs=args.epochs,
+            train_images=args.train_images,
+            test_images=args.test_images,
+            image_size=args.image_size,
+            limit=args.limit,
+            device=args.device,
+        )
+    )
+    return 0

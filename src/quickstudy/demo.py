@@ -1,0 +1,426 @@
+"""The whole quickstudy story in a few minutes, on the built-in defect line or a VOC dataset.
+
+1. make the data (or read ``--data``) and import it into a fresh label store;
+2. train the detector on the known types, with half of their boxes carrying no class label;
+3. a new type appears: it is reported as ``unknown``; ``learn`` it from 5 images; it is recognised;
+4. split one type into two sub-types, relabel 5 images of each, ``learn`` them;
+5. evaluate and write ``report.html``.
+
+>>> report = run_demo(DemoSettings(out=Path("runs/demo")))  # doctest: +SKIP
+
+On the built-in line (:mod:`quickstudy.data.synthetic`) the known types are ``line`` (scratches and
+inclusions, labelled as one type at first), ``pit`` and ``stain``; the new type is ``crack``; the
+split is ``line -> scratch, inclusion``. On NEU-DET the new types are P3's NOVEL classes and the
+split is ``scale -> crazing, rolled-in_scale``. Any other VOC dataset: the last class is new, the
+first two are merged and later split. The story is the same code either way: the first two
+classes of ``split_types`` are merged in the taxonomy before training, and every label the story
+"discovers" later (new types, relabelled sub-types) is the dataset's own.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import track
+
+from quickstudy.data.synthetic import SyntheticLine
+from quickstudy.errors import QuickstudyError
+from quickstudy.labels.formats.voc import read_voc
+from quickstudy.labels.known import NEU_CLASSES, NEU_NOVEL, neu_split
+from quickstudy.labels.records import ImportedBox, ImportedImage
+from quickstudy.labels.store import Store
+
+LINE_TYPES = ("scratch", "inclusion", "pit", "stain", "crack")
+LINE_NEW = ("crack",)
+LINE_SPLIT = ("scratch", "inclusion")
+LINE_SIZE = 96
+NEU_SPLIT = ("crazing", "rolled-in_scale")
+
+
+@dataclass
+class DemoSettings:
+    """How big the story is. The defaults finish in under 5 minutes on a 2-core CPU."""
+
+    out: Path = Path("runs/demo")
+    data: Path | None = None  # a VOC dataset instead of the built-in line
+    seed: int = 0
+    shots: int = 5  # images per new type and per sub-type
+    unlabelled_fraction: float = 0.5
+    image_size: int | None = None  # the line's images and the detector's input (default: 96, or the data's)
+    limit: int | None = None  # --data: every k-th image so that about this many remain (a quick look)
+    # the built-in line
+    train_images: int = 300
+    test_images: int = 100
+    # the detector
+    epochs: int = 12
+    batch_size: int = 16
+    tiny: bool = True
+    device: str = "cpu"
+    report_score_floor: float = 0.05  # detections below this are left out of the report's curves
+
+
+@dataclass
+class Scenario:
+    """What the story does with a dataset: which types are new, which pair is split and how."""
+
+    new_types: tuple[str, ...]
+    split_types: tuple[str, str]
+    coarse_name: str
+    truth: dict[str, list[str]] = field(default_factory=dict)  # image path -> true class per box
+
+
+def run_demo(settings: DemoSettings, console: Console | None = None) -> Path:
+    """Run the five steps, printing each; returns the report's path."""
+    console = console or Console()
+    out = settings.out
+    store_path = out / "labels.qs"
+    model_dir = out / "model"
+    if store_path.exists() or model_dir.exists():
+        raise QuickstudyError(f"{out}: already holds a demo run (labels.qs or model/); pass a new --out")
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    metrics: dict[str, Any] = {}
+
+    # 1 ------------------------------------------------------------------------------------------
+    _step(console, 1, "the data, imported into a fresh label store")
+    images, scenario = _line_images(settings, out) if settings.data is None else _voc_images(settings)
+    base_types = _hide_labels(images, scenario, settings)
+    store = Store.open(store_path)
+    report = store.import_images(images, source=str(settings.data or "built-in defect line"))
+    store.taxonomy.merge(list(scenario.split_types), scenario.coarse_name, author="demo")
+    trained_types = [scenario.coarse_name if c in scenario.split_types else c for c in base_types]
+    trained_types = list(dict.fromkeys(trained_types))
+    stats = store.stats()
+    metrics["1 · data"] = {
+        "images": report.images,
+        "boxes": report.boxes,
+        "boxes without class": report.unlabelled_boxes,
+        "train images": stats["splits"].get("train", {}).get("images", 0),
+        "test images": stats["splits"].get("test", {}).get("images", 0),
+    }
+    console.print(
+        f"  {report.images} images, {report.boxes} boxes ({report.unlabelled_boxes} without class) → {store_path}"
+    )
+    console.print(
+        f"  taxonomy: merged {' + '.join(scenario.split_types)} into '{scenario.coarse_name}'; "
+        f"known types {', '.join(trained_types)}; held back as new: {', '.join(scenario.new_types)}"
+    )
+
+    # 2 ------------------------------------------------------------------------------------------
+    from quickstudy.detect.evaluation import evaluate_detector
+    from quickstudy.detect.model import TINY, DetectorConfig
+    from quickstudy.detect.predictor import Predictor
+    from quickstudy.detect.training import train_detector
+
+    _step(console, 2, f"train the detector on {len(trained_types)} types, half of their boxes without class")
+    config = DetectorConfig(**(TINY if settings.tiny else {}), image_size=_image_size(settings, images))
+    tic = time.perf_counter()
+    train_detector(
+        store,
+        model_dir,
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        classes=trained_types,
+        device=settings.device,
+        config=config,
+        seed=settings.seed,
+    )
+    train_seconds = time.perf_counter() - tic
+    predictor = Predictor.from_dir(model_dir, device=settings.device)
+    test = store.samples("test")
+    known_test = [s for s in test if all(b.allowed <= set(trained_types) for b in s.boxes)]
+    scores = evaluate_detector(predictor, known_test)
+    metrics["2 · train"] = {
+        "seconds": round(train_seconds, 1),
+        "epochs": settings.epochs,
+        "test images (known types only)": len(known_test),
+        "mAP50": scores["mAP50"],
+        **{f"AP50 {name}": value for name, value in scores["AP50"].items()},
+    }
+    console.print(
+        f"  trained in {train_seconds:.0f} s; on {len(known_test)} test images mAP50 {scores['mAP50']:.3f}"
+    )
+    console.print("  " + ", ".join(f"AP50 {name} {value:.3f}" for name, value in scores["AP50"].items()))
+
+    # 3 ------------------------------------------------------------------------------------------
+    _step(console, 3, f"a new type appears: {', '.join(scenario.new_types)}")
+    new_test = [s for s in test if any(scenario.truth[str(s.path)].count(t) for t in scenario.new_types)]
+    before = _naming(predictor, new_test, scenario, scenario.new_types)
+    console.print(
+        f"  before learning, of {before['boxes']} {'/'.join(scenario.new_types)} boxes in test images:"
+    )
+    console.print(
+        f"    {before['unknown']:.0%} reported as unknown, {before['named other']:.0%} named as a known type, "
+        f"{before['missed']:.0%} missed"
+    )
+    tic = time.perf_counter()
+    for name in scenario.new_types:
+        support = _support_images(store, scenario, name, settings)
+        _learn(model_dir, store, name, support, settings.device)
+    learn_seconds = time.perf_counter() - tic
+    predictor = Predictor.from_dir(model_dir, device=settings.device)
+    after = _naming(predictor, new_test, scenario, scenario.new_types)
+    console.print(
+        f"  learned from {settings.shots} images each in {learn_seconds:.1f} s; now {after['right']:.0%} named "
+        f"right, {after['unknown']:.0%} unknown, {after['named other']:.0%} named as another type, "
+        f"{after['missed']:.0%} missed"
+    )
+    metrics["3 · new type"] = {
+        "boxes": before["boxes"],
+        "unknown before learning": before["unknown"],
+        "named as a known type before": before["named other"],
+        "seconds to learn": round(learn_seconds, 2),
+        "named right after learning": after["right"],
+        "unknown after learning": after["unknown"],
+    }
+
+    # 4 ------------------------------------------------------------------------------------------
+    sub_a, sub_b = scenario.split_types
+    _step(console, 4, f"split '{scenario.coarse_name}' into {sub_a} and {sub_b}")
+    store.taxonomy.split(scenario.coarse_name, [sub_a, sub_b], author="demo")
+    tic = time.perf_counter()
+    for name in (sub_a, sub_b):
+        support = _support_images(store, scenario, name, settings)
+        _relabel(store, scenario, support, name)
+        _learn(model_dir, store, name, support, settings.device)
+    split_seconds = time.perf_counter() - tic
+    predictor = Predictor.from_dir(model_dir, device=settings.device)
+    split_test = [s for s in test if any(scenario.truth[str(s.path)].count(t) for t in scenario.split_types)]
+    split_naming = _naming(predictor, split_test, scenario, scenario.split_types)
+    partial = store.stats()["partial_label_sets"]
+    console.print(
+        f"  relabelled {settings.shots} images of each; {sum(partial.values())} boxes keep the partial label "
+        f"{{{sub_a}, {sub_b}}}; learned in {split_seconds:.1f} s"
+    )
+    console.print(
+        f"  on {split_naming['boxes']} test boxes of the two: {split_naming['right']:.0%} named right, "
+        f"{split_naming['named other']:.0%} named as another type, {split_naming['unknown']:.0%} unknown"
+    )
+    metrics["4 · split"] = {
+        "boxes with partial label": sum(partial.values()),
+        "seconds to learn": round(split_seconds, 2),
+        "sub-type boxes named right": split_naming["right"],
+    }
+
+    # 5 ------------------------------------------------------------------------------------------
+    from quickstudy.evaluate.report import ReportData, write_report  # matplotlib: only when needed
+
+    _step(console, 5, "evaluate and write the report")
+    truth_rows, found_rows = [], []
+    paths = [s.path for s in test]
+    for chunk in track(range(0, len(paths), 32), description="  predicting test images", console=console):
+        for sample, detections in zip(
+            test[chunk : chunk + 32],
+            predictor.predict(paths[chunk : chunk + 32], score_threshold=settings.report_score_floor),
+            strict=True,
+        ):
+            truth_rows.append(
+                {
+                    "image": sample.path,
+                    "name": sample.path.name,
+                    "boxes": [box.xyxy for box in sample.boxes],
+                    "labels": scenario.truth[str(sample.path)],
+                }
+            )
+            found_rows.append(
+                {
+                    "boxes": [d.box for d in detections],
+                    "labels": [d.class_name for d in detections],
+                    "scores": [d.score for d in detections],
+                }
+            )
+    metrics["total seconds"] = round(time.perf_counter() - started, 1)
+    path = write_report(
+        out / "report.html",
+        ReportData(
+            title=f"quickstudy demo on {settings.data}"
+            if settings.data
+            else "quickstudy demo: the built-in defect line",
+            class_names=predictor.classes,
+            ground_truth=truth_rows,
+            predictions=found_rows,
+            operating_threshold=predictor.operating,
+            taxonomy_history=_history_rows(store),
+            metrics=metrics,
+            command=" ".join(["quickstudy", *sys.argv[1:]]) if sys.argv else "quickstudy demo",
+        ),
+    )
+    store.close()
+    console.print(f"  done in {metrics['total seconds']:.0f} s")
+    console.print(str(path))
+    return path
+
+
+# --- the data ----------------------------------------------------------------------------------
+
+
+def _line_images(settings: DemoSettings, out: Path) -> tuple[list[ImportedImage], Scenario]:
+    """Write the built-in line as VOC under ``out/line/{train,test}`` and read it back."""
+    line = SyntheticLine(seed=settings.seed, size=settings.image_size or LINE_SIZE, defect_types=LINE_TYPES)
+    images: list[ImportedImage] = []
+    scenario = Scenario(LINE_NEW, LINE_SPLIT, "line")
+    parts = (("train", 0, settings.train_images), ("test", 100_000, settings.test_images))
+    for split, start, count in parts:
+        folder = out / "line" / split
+        for index in track(
+            range(start, start + count), description=f"  drawing {split} images", console=None
+        ):
+            line.write_voc(folder, 1, start=index)
+        for image in read_voc(folder):
+            image.split = split
+            images.append(image)
+    for image in images:
+        scenario.truth[str(image.path.resolve())] = [str(box.label) for box in image.boxes]
+    return images, scenario
+
+
+def _voc_images(settings: DemoSettings) -> tuple[list[ImportedImage], Scenario]:
+    """A user's VOC dataset: NEU-DET gets P1's split and P3's new types; others the last class as
+    new, the first two classes split, and every fifth image as test."""
+    assert settings.data is not None
+    images = read_voc(settings.data)
+    if settings.limit:
+        images = images[:: max(1, len(images) // settings.limit)]
+    names = sorted({str(box.label) for image in images for box in image.boxes if isinstance(box.label, str)})
+    if set(names) == set(NEU_CLASSES):
+        scenario = Scenario(NEU_NOVEL, NEU_SPLIT, "scale")
+        for image in images:
+            image.split = neu_split(image.path)
+    else:
+        if len(names) < 4:
+            raise QuickstudyError(
+                f"{settings.data}: the demo needs at least 4 classes (two to split, one new, one more); "
+                f"found {len(names)}: {', '.join(names)}"
+            )
+        scenario = Scenario((names[-1],), (names[0], names[1]), f"{names[0]}+{names[1]}")
+        for index, image in enumerate(images):
+            image.split = "test" if index % 5 == 0 else "train"
+    for image in images:
+        if any(not isinstance(box.label, str) for box in image.boxes):
+            raise QuickstudyError(f"{image.source}: the demo needs a dataset whose every box has one class")
+        scenario.truth[str(image.path.resolve())] = [str(box.label) for box in image.boxes]
+    return images, scenario
+
+
+def _hide_labels(images: list[ImportedImage], scenario: Scenario, settings: DemoSettings) -> list[str]:
+    """Remove the class (keep the box) of a random ``unlabelled_fraction`` of the known types' boxes
+    in training images; return the known types."""
+    rng = np.random.default_rng(settings.seed)
+    known = sorted({t for types in scenario.truth.values() for t in types} - set(scenario.new_types))
+    for image in images:
+        if image.split != "train":
+            continue
+        image.boxes = [
+            ImportedBox(box.xyxy, None)
+            if box.label in known and rng.random() < settings.unlabelled_fraction
+            else box
+            for box in image.boxes
+        ]
+    return known
+
+
+def _image_size(settings: DemoSettings, images: Sequence[ImportedImage]) -> int:
+    if settings.image_size:
+        return settings.image_size
+    return LINE_SIZE if settings.data is None else max(max(i.width, i.height) for i in images[:50])
+
+
+# --- the steps' pieces -------------------------------------------------------------------------
+
+
+def _step(console: Console, number: int, title: str) -> None:
+    console.print(f"\n[bold]Step {number}/5[/bold] · {title}")
+
+
+def _support_images(store: Store, scenario: Scenario, name: str, settings: DemoSettings) -> list[int]:
+    """``shots`` training images holding a true box of ``name``, drawn with the demo's seed."""
+    candidates = [s.image_id for s in store.samples("train") if name in scenario.truth[str(s.path)]]
+    if len(candidates) < settings.shots:
+        raise QuickstudyError(f"{store.path}: only {len(candidates)} training images hold '{name}'")
+    rng = np.random.default_rng([settings.seed, len(name)])
+    return sorted(int(i) for i in rng.choice(candidates, size=settings.shots, replace=False))
+
+
+def _relabel(store: Store, scenario: Scenario, image_ids: Sequence[int], name: str) -> None:
+    """What a person does after a split: give the boxes of ``name`` in these images their new class."""
+    wanted = set(image_ids)
+    for sample in store.samples("train"):
+        if sample.image_id in wanted:
+            for box, true_name in zip(sample.boxes, scenario.truth[str(sample.path)], strict=True):
+                if true_name == name:
+                    store.set_label(box.box_id, name, author="demo")
+
+
+def _learn(model_dir: Path, store: Store, name: str, image_ids: Sequence[int], device: str) -> None:
+    from quickstudy.detect.learn import learn_class
+
+    learn_class(model_dir, store, name, image_ids=list(image_ids), device=device)
+
+
+def _naming(
+    predictor: Any, samples: Sequence[Any], scenario: Scenario, types: Sequence[str]
+) -> dict[str, Any]:
+    """How the true boxes of ``types`` are named: right, ``unknown``, another type, or missed.
+
+    A true box is found by the best-scoring detection that overlaps it at IoU ≥ 0.5 (detections at the
+    model's operating thresholds)."""
+    outcome: Counter[str] = Counter()
+    detections = predictor.predict([s.path for s in samples])
+    for sample, found in zip(samples, detections, strict=True):
+        for box, true_name in zip(sample.boxes, scenario.truth[str(sample.path)], strict=True):
+            if true_name not in types:
+                continue
+            overlapping = [d for d in found if _iou(d.box, box.xyxy) >= 0.5]
+            if not overlapping:
+                outcome["missed"] += 1
+                continue
+            named = max(overlapping, key=lambda d: d.score).class_name
+            outcome[
+                "right" if named == true_name else "unknown" if named == "unknown" else "named other"
+            ] += 1
+    total = sum(outcome.values())
+    shares = {
+        key: outcome[key] / total if total else 0.0 for key in ("right", "unknown", "named other", "missed")
+    }
+    return {"boxes": total, **shares}
+
+
+def _iou(a: Sequence[float], b: Sequence[float]) -> float:
+    inter_w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    inter_h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = inter_w * inter_h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _history_rows(store: Store) -> list[dict[str, Any]]:
+    rows = []
+    for edit in store.taxonomy.history():
+        payload = edit["payload"]
+        if edit["kind"] == "merge":
+            detail = f"{' + '.join(payload['sources'])} → {payload['target']}"
+        elif edit["kind"] == "split":
+            detail = f"{payload['source']} → {', '.join(payload['targets'])}"
+        elif edit["kind"] == "rename":
+            detail = f"{payload['old']} → {payload['new']}"
+        else:
+            detail = str(payload.get("name", payload))
+        rows.append(
+            {
+                "edit": edit["id"],
+                "operation": edit["kind"],
+                "detail": detail,
+                "author": edit["author"],
+                "time": edit["time"],
+                "undone": "yes" if edit["undone"] else "",
+            }
+        )
+    return rows
