@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from quickstudy.data.synthetic import DEFECT_TYPES, SyntheticLine, _Defect
+from quickstudy.data.synthetic import DEFECT_TYPES, SyntheticLine, _Defect, _widened
 from quickstudy.errors import QuickstudyError
 
 
@@ -53,6 +53,16 @@ def test_a_chosen_subset_of_types_is_all_that_appears() -> None:
     line = SyntheticLine(seed=0, size=64, defect_types=("pit", "dent"))
     classes = {name for index in range(10) for name in line.sample(index)[2]}
     assert classes == {"pit", "dent"}
+
+
+def test_min_box_side_widens_thin_boxes_about_their_centre() -> None:
+    thin = SyntheticLine(seed=0, size=96, defect_types=("inclusion",), p_second_type=0)
+    wide = SyntheticLine(seed=0, size=96, defect_types=("inclusion",), p_second_type=0, min_box_side=8)
+    sides_thin = np.concatenate([np.diff(thin.sample(i)[1].reshape(-1, 2, 2), axis=1) for i in range(6)])
+    sides_wide = np.concatenate([np.diff(wide.sample(i)[1].reshape(-1, 2, 2), axis=1) for i in range(6)])
+    assert (sides_thin < 8).any()
+    assert (sides_wide >= 8).all()
+    assert _widened((10, 20, 13, 40), 8) == (7, 20, 15, 40)  # centre 11.5 stays 11.0..11.5
 
 
 def test_box_is_the_tight_extent_of_the_visible_change() -> None:

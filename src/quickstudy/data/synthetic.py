@@ -13,7 +13,8 @@ defect's contrast vary, so a detector has to look at geometry.
 - ``dent``: a smooth round depression, shaded light on one side and dark on the other.
 
 Boxes are the exact extent of the rendered defect (pixels changed by more than a fixed fraction
-of its peak contrast). Everything is drawn with numpy from a generator seeded by
+of its peak contrast); ``min_box_side`` widens a thinner box about its centre, as a person
+drawing a box around a hairline scratch leaves a margin. Everything is drawn with numpy from a generator seeded by
 ``(seed, image index)``, so ``sample(i)`` is the same image on every machine and in any order.
 Image ``i`` holds defects of type ``defect_types[i % len(defect_types)]`` (and, sometimes, one of
 another type), so every ``n`` consecutive images cover every type.
@@ -81,6 +82,7 @@ class SyntheticLine:
         defect_types: Sequence[str] = DEFECT_TYPES,
         max_per_image: int = 3,
         p_second_type: float = 0.15,
+        min_box_side: int = 0,
     ) -> None:
         unknown = [name for name in defect_types if name not in _RENDERERS]
         if unknown or not defect_types:
@@ -97,6 +99,7 @@ class SyntheticLine:
         self.defect_types = tuple(defect_types)
         self.max_per_image = max_per_image
         self.p_second_type = p_second_type
+        self.min_box_side = min_box_side
 
     def sample(self, index: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Image ``index``: ``(uint8 [H, W], float32 [N, 4] xyxy boxes, N class names)``."""
@@ -117,6 +120,8 @@ class SyntheticLine:
             for _attempt in range(12):
                 defect = _RENDERERS[kind](rng, size, rolling_angle)
                 box = defect.box()
+                if box is not None and self.min_box_side:
+                    box = _widened(box, self.min_box_side)
                 if box is None or not _fits(box, size) or any(_near(box, other) for other in boxes):
                     continue
                 _paste(image, defect)
@@ -194,6 +199,18 @@ def _voc_xml(
 
 
 # --- placement ---------------------------------------------------------------------------------
+
+
+def _widened(box: tuple[int, int, int, int], side: int) -> tuple[int, int, int, int]:
+    """Grow a box about its centre to at least ``side`` pixels each way."""
+    x1, y1, x2, y2 = box
+    if x2 - x1 < side:
+        x1 = (x1 + x2 - side) // 2
+        x2 = x1 + side
+    if y2 - y1 < side:
+        y1 = (y1 + y2 - side) // 2
+        y2 = y1 + side
+    return x1, y1, x2, y2
 
 
 def _fits(box: tuple[int, int, int, int], size: int) -> bool:
