@@ -19,6 +19,7 @@ classes of ``split_types`` are merged in the taxonomy before training, and every
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from collections import Counter
@@ -42,6 +43,8 @@ LINE_TYPES = ("scratch", "inclusion", "pit", "stain", "crack")
 LINE_NEW = ("crack",)
 LINE_SPLIT = ("scratch", "inclusion")
 LINE_SIZE = 96
+DEMO_MARKER = ".quickstudy-demo"
+LINE_MIN_BOX = 8  # boxes as a person draws them: a margin around hairlines
 NEU_SPLIT = ("crazing", "rolled-in_scale")
 
 
@@ -83,9 +86,7 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> Path:
     out = settings.out
     store_path = out / "labels.qs"
     model_dir = out / "model"
-    if store_path.exists() or model_dir.exists():
-        raise QuickstudyError(f"{out}: already holds a demo run (labels.qs or model/); pass a new --out")
-    out.mkdir(parents=True, exist_ok=True)
+    _fresh_folder(out)
     started = time.perf_counter()
     metrics: dict[str, Any] = {}
 
@@ -259,12 +260,28 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> Path:
     return path
 
 
+def _fresh_folder(out: Path) -> None:
+    """An empty ``out``: a previous demo's run there is replaced, anything else is left alone."""
+    marker = out / DEMO_MARKER
+    if out.exists() and any(out.iterdir()):
+        if not marker.exists():
+            raise QuickstudyError(f"{out}: not empty and not a previous demo run; pass another --out")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    marker.write_text("written by `quickstudy demo`, which replaces this folder on its next run\n")
+
+
 # --- the data ----------------------------------------------------------------------------------
 
 
 def _line_images(settings: DemoSettings, out: Path) -> tuple[list[ImportedImage], Scenario]:
     """Write the built-in line as VOC under ``out/line/{train,test}`` and read it back."""
-    line = SyntheticLine(seed=settings.seed, size=settings.image_size or LINE_SIZE, defect_types=LINE_TYPES)
+    line = SyntheticLine(
+        seed=settings.seed,
+        size=settings.image_size or LINE_SIZE,
+        defect_types=LINE_TYPES,
+        min_box_side=LINE_MIN_BOX,
+    )
     images: list[ImportedImage] = []
     scenario = Scenario(LINE_NEW, LINE_SPLIT, "line")
     parts = (("train", 0, settings.train_images), ("test", 100_000, settings.test_images))
