@@ -7,9 +7,13 @@ from torch import nn
 
 
 def conv_block(in_channels: int, out_channels: int, *, track_running_stats: bool = True) -> nn.Sequential:
-    """3x3 conv -> batch norm -> ReLU -> 2x2 max-pool: one of the four Conv-4 blocks."""
+    """3x3 conv -> batch norm -> ReLU -> 2x2 max-pool: one of the four Conv-4 blocks.
+
+    The conv has no bias: batch norm subtracts it again, so its gradient is zero up to rounding,
+    which Adam would blow up into random steps.
+    """
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
+        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
         nn.BatchNorm2d(out_channels, track_running_stats=track_running_stats),
         nn.ReLU(inplace=True),
         nn.MaxPool2d(2),
