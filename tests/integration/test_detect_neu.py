@@ -51,7 +51,7 @@ def test_train_predict_eval_on_a_slice(neu_slice: Path, neu_root: Path, tmp_path
     neu_store = neu_slice
     model = tmp_path / "model"
     args = ["train", "--store", str(neu_store), "--out", str(model), "--epochs", "2"]
-    assert main([*args, "--tiny", "--batch-size", "4"]) == 0
+    assert main([*args, "--arch", "tiny", "--batch-size", "4"]) == 0
     image = neu_root / "IMAGES" / "crazing_5.jpg"
     capsys.readouterr()
     assert main(["predict", "--model", str(model), str(image), "--json"]) == 0

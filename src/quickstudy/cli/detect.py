@@ -35,11 +35,11 @@ def _positive(text: str) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from quickstudy.detect.model import TINY, DetectorConfig
+    from quickstudy.detect.model import ARCHITECTURES, DetectorConfig
     from quickstudy.detect.training import train_detector
 
     store = _open_store(args.store)
-    config = DetectorConfig(**TINY) if args.tiny else DetectorConfig()
+    config = DetectorConfig(**ARCHITECTURES[args.arch])
     version = train_detector(
         store,
         args.out,
@@ -129,8 +129,15 @@ def register(subparsers: Any) -> None:
     )
     train.add_argument("--batch-size", type=_positive, default=32)
     train.add_argument("--lr", type=float, default=2e-3)
-    train.add_argument("--weights", help="torchvision ResNet-18 state dict file to start the backbone from")
-    train.add_argument("--tiny", action="store_true", help="a very small network (tests, demos)")
+    train.add_argument(
+        "--arch",
+        choices=["tiny", "small", "resnet18"],
+        default="small",
+        help="network size: tiny (tests, demos), small (default), resnet18 (for --weights)",
+    )
+    train.add_argument(
+        "--weights", help="torchvision resnet18 state dict file for the backbone (--arch resnet18)"
+    )
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(func=cmd_train)
 

@@ -1,0 +1,249 @@
+#!/usr/bin/env python3
+"""P2: NEU-DET with full labels — quickstudy's detector against torchvision RetinaNet, in one run.
+
+Trains quickstudy's detector on the P1 TRAIN split (the n % 5 == 1 images held out for calibration)
+with each multi-task weighting named in --weightings (the default weighting is chosen from this
+comparison), evaluates on TEST with pycocotools (mAP, mAP50, AP50 per class, AR@100 class-agnostic,
+image-level precision/recall at the thresholds calibrated on the held-out images) and also with the
+anchor's numpy metrics (``../shared/anchors/neu_metrics.py``), then runs the anchor RetinaNet
+(``../shared/anchors/neu_retinanet.py``, random init, same split, epochs and flips) as a subprocess
+and reads its metrics. ``--speed`` instead times CPU inference at batch 1, 200 px, for both models
+in one process (the "5x faster" goal), and a few training steps of ours.
+
+GPU (H100):  .venv/bin/python benchmarks/p2_neu_detect.py --device cuda --epochs 24 --json-out p2.json
+CPU smoke:   .venv/bin/python benchmarks/p2_neu_detect.py --limit 48 --epochs 1 --arch tiny --no-retinanet
+CPU speed:   .venv/bin/python benchmarks/p2_neu_detect.py --speed --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from quickstudy.detect.evaluation import evaluate_detector
+from quickstudy.detect.model import ARCHITECTURES, DefectDetector, DetectorConfig
+from quickstudy.detect.predictor import Predictor
+from quickstudy.detect.training import train_detector
+from quickstudy.labels.known import NEU_CLASSES, import_neu_det
+from quickstudy.labels.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+ANCHORS = ROOT.parent / "shared" / "anchors"
+DATA = ROOT.parent / "shared" / "data" / "neu-det"
+
+
+def neu_store(path: Path, data: Path) -> Store:
+    """A label store holding all of NEU-DET with the P1 split tagged (created once per path)."""
+    fresh = not path.exists()
+    store = Store.open(path)
+    if fresh:
+        import_neu_det(store, data)
+    return store
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def anchor_metrics(predictor: Predictor, samples: list, classes: list[str]) -> dict[str, Any]:
+    """The anchor's numpy VOC-style metrics on our predictions (same code that scores RetinaNet)."""
+    sys.path.insert(0, str(ANCHORS))
+    import neu_metrics  # type: ignore[import-not-found]
+
+    index = {c: i for i, c in enumerate(neu_metrics.CLASSES)}
+    outputs = predictor.raw([s.path for s in samples])
+    gts, preds = {}, {}
+    for sample, out in zip(samples, outputs, strict=True):
+        labelled = [b for b in sample.boxes if len(b.allowed) == 1]
+        gts[sample.path.stem] = (
+            [b.xyxy for b in labelled],
+            [index[next(iter(b.allowed))] for b in labelled],
+        )
+        labels = [index[classes[int(c)]] for c in out["labels"]]
+        preds[sample.path.stem] = (out["boxes"].numpy(), out["scores"].numpy(), labels)
+    m = neu_metrics.evaluate(gts, preds)
+    return {
+        "mAP50": m["mAP50"],
+        "mAP50_95": m["mAP50_95"],
+        "AP50": {c: m["per_class"][c].get("AP50") for c in neu_metrics.CLASSES},
+    }
+
+
+def train_and_score(
+    store: Store,
+    out: Path,
+    args: argparse.Namespace,
+    samples: list | None = None,
+    test_store: Store | None = None,
+    **kw: Any,
+) -> dict[str, Any]:
+    """Train one detector (on ``samples`` if given, else the store's TRAIN), evaluate it on the TEST
+    images of ``test_store`` (default: ``store``); returns the eval report plus timings."""
+    config = DetectorConfig(**ARCHITECTURES[args.arch])
+    started = time.perf_counter()
+    train_detector(
+        store,
+        out,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        limit=args.limit,
+        device=args.device,
+        config=config,
+        samples=samples,
+        **kw,
+    )
+    seconds = time.perf_counter() - started
+    predictor = Predictor.from_dir(out, device=args.device)
+    test = (test_store or store).samples("test")
+    if args.test_limit:
+        test = test[:: max(1, len(test) // args.test_limit)][: args.test_limit]
+    report = evaluate_detector(predictor, test)
+    report["train_seconds"] = seconds
+    report["anchor_metrics"] = anchor_metrics(predictor, test, predictor.classes)
+    return report
+
+
+def run_retinanet(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    command = [
+        sys.executable,
+        str(ANCHORS / "neu_retinanet.py"),
+        "--out",
+        str(out),
+        "--epochs",
+        str(args.retinanet_epochs or args.epochs),
+        "--size",
+        "200",
+        "--backbone",
+        args.retinanet_backbone,
+        "--device",
+        args.device,
+        "--workers",
+        str(args.workers),
+        "--data",
+        str(args.data),
+    ]
+    if args.limit:
+        command += ["--limit", str(args.limit)]
+    print("running", " ".join(command), flush=True)
+    subprocess.run(command, check=True)
+    return json.loads((out / "metrics.json").read_text())
+
+
+def speed(args: argparse.Namespace) -> dict[str, Any]:
+    """CPU ms per 200x200 image at batch 1 for ours and RetinaNet-R50 (random init), interleaved."""
+    from torchvision.models.detection import retinanet_resnet50_fpn
+
+    torch.set_num_threads(args.threads)
+    config = DetectorConfig(**ARCHITECTURES[args.arch])
+    ours = DefectDetector(list(NEU_CLASSES), config).eval()
+    if args.model:
+        ours = Predictor.from_dir(args.model).model
+    retina = retinanet_resnet50_fpn(
+        weights=None, weights_backbone=None, num_classes=7, min_size=200, max_size=200, score_thresh=0.001
+    ).eval()
+    image = torch.rand(1, 1, 200, 200)
+    times: dict[str, list[float]] = {"ours": [], "retinanet_r50": []}
+    with torch.no_grad():
+        for _ in range(2):  # warm-up
+            ours(image)
+            retina([image[0].expand(3, -1, -1)])
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            ours(image)
+            times["ours"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            retina([image[0].expand(3, -1, -1)])
+            times["retinanet_r50"].append(time.perf_counter() - t)
+    result: dict[str, Any] = {
+        name: 1000 * sorted(v)[len(v) // 2] for name, v in times.items()
+    }  # median ms per image
+    result["speedup"] = result["retinanet_r50"] / result["ours"]
+    # training throughput of ours on this CPU: a few steps at the real batch size
+    model = DefectDetector(list(NEU_CLASSES), config).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    images = torch.rand(args.batch_size, 1, 200, 200)
+    boxes = torch.tensor([[[20.0, 30, 120, 90], [50, 100, 190, 190]]]).expand(args.batch_size, 2, 4)
+    valid = torch.ones(args.batch_size, 2, dtype=torch.bool)
+    allowed = torch.zeros(args.batch_size * 2, len(NEU_CLASSES), dtype=torch.bool)
+    allowed[:, 0] = True
+    index = torch.arange(args.batch_size).repeat_interleave(2)[:, None].float()
+    targets = {
+        "boxes": boxes,
+        "valid": valid,
+        "rois": torch.cat([index, boxes.reshape(-1, 4)], 1),
+        "roi_allowed": allowed,
+        "roi_support": torch.arange(args.batch_size * 2) % 2 == 0,
+    }
+    steps = 3
+    t = time.perf_counter()
+    for _ in range(steps):
+        optimizer.zero_grad()
+        out = model(images, targets)
+        assert isinstance(out, dict)
+        (out["loss_localize"] + out["loss_recognize"]).backward()
+        optimizer.step()
+    result["ours_train_images_per_second"] = steps * args.batch_size / (time.perf_counter() - t)
+    result["threads"] = args.threads
+    result["device"] = device_name("cpu")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, default=DATA, help="NEU-DET root (IMAGES/, ANNOTATIONS/)")
+    parser.add_argument("--work", type=Path, help="folder for the store and models (default: a temp dir)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--epochs", type=int, default=24)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--limit", type=int, help="first N training images only (smoke runs)")
+    parser.add_argument("--test-limit", type=int, help="evaluate on N test images only (smoke runs)")
+    parser.add_argument("--arch", default="small", choices=sorted(ARCHITECTURES), help="tiny for smoke runs")
+    parser.add_argument("--weightings", default="equal,uncertainty", help="comma-separated, one run each")
+    parser.add_argument("--no-retinanet", action="store_true")
+    parser.add_argument("--retinanet-epochs", type=int, help="default: --epochs")
+    parser.add_argument("--retinanet-backbone", default="resnet50")
+    parser.add_argument("--workers", type=int, default=4, help="RetinaNet data loader workers")
+    parser.add_argument("--speed", action="store_true", help="only time CPU inference (batch 1, 200 px)")
+    parser.add_argument("--model", help="with --speed: time this trained model folder instead of random init")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--json-out", type=Path)
+    args = parser.parse_args()
+
+    if args.speed:
+        result: dict[str, Any] = {"protocol": "P2 speed", "speed": speed(args)}
+    else:
+        if args.device == "cpu":
+            torch.set_num_threads(args.threads)
+        work = args.work or Path(tempfile.mkdtemp(prefix="p2-"))
+        store = neu_store(work / "neu.db", args.data)
+        result = {"protocol": "P2", "device": device_name(args.device), "args": vars(args), "ours": {}}
+        for weighting in args.weightings.split(","):
+            report = train_and_score(store, work / f"ours-{weighting}", args, weighting=weighting)
+            result["ours"][weighting] = report
+            print(f"ours ({weighting}):", json.dumps(report, default=str), flush=True)
+        if not args.no_retinanet:
+            result["retinanet"] = run_retinanet(args, work / "retinanet")
+    text = json.dumps(result, indent=2, default=str)
+    print(text)
+    if args.json_out:
+        args.json_out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""P5: NEU-DET class split — `line` (inclusion + scratches) split into its two sub-classes.
+
+Done through the label store as a user would: ``merge inclusion, scratches -> line`` (the coarse
+taxonomy), then ``split line -> inclusion, scratches`` and relabel the boxes of K = 5 TRAIN images
+of each sub-class (seed 0). Every other old ``line`` box now resolves to {inclusion, scratches}.
+Three detectors, AP50 of the two sub-classes on TEST (ground truth: the original labels):
+
+- ``partial``: quickstudy's way — the old boxes train with the partial label {inclusion, scratches};
+- ``full``: every box with its true sub-class (the reference);
+- ``ignore``: the old boxes' class is ignored (box-only), only the 2 x K relabelled ones name a class.
+
+GPU (H100):  .venv/bin/python benchmarks/p5_class_split.py --device cuda --epochs 24 --json-out p5.json
+CPU smoke:   .venv/bin/python benchmarks/p5_class_split.py --arch tiny --epochs 1 --limit 48 --test-limit 24
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from p2_neu_detect import DATA, device_name, neu_store, train_and_score
+
+from quickstudy.detect.model import ARCHITECTURES
+from quickstudy.labels.known import neu_class_of
+
+SUBCLASSES = ["inclusion", "scratches"]
+
+
+def split_with_relabels(store: Any, k: int, seed: int) -> list[int]:
+    """Merge then split the two sub-classes in the store; relabel K images of each; their ids."""
+    truth = {b.box_id: next(iter(b.allowed)) for s in store.samples() for b in s.boxes if b.allowed}
+    store.taxonomy.merge(SUBCLASSES, "line")
+    store.taxonomy.split("line", SUBCLASSES)
+    rng = np.random.default_rng(seed)
+    relabelled = []
+    for name in SUBCLASSES:
+        candidates = [s for s in store.samples("train") if neu_class_of(s.path) == name]
+        for index in rng.choice(len(candidates), size=k, replace=False):
+            sample = candidates[int(index)]
+            relabelled.append(sample.image_id)
+            for box in sample.boxes:
+                if box.allowed == frozenset(SUBCLASSES):
+                    store.set_label(box.box_id, truth[box.box_id])
+    return relabelled
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--work", type=Path)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--epochs", type=int, default=24)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--limit", type=int)
+    parser.add_argument("--test-limit", type=int)
+    parser.add_argument("--arch", default="small", choices=sorted(ARCHITECTURES))
+    parser.add_argument("--k", type=int, default=5, help="relabelled TRAIN images per sub-class")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json-out", type=Path)
+    args = parser.parse_args()
+    if args.device == "cpu":
+        torch.set_num_threads(args.threads)
+    work = args.work or Path(tempfile.mkdtemp(prefix="p5-"))
+    reference = neu_store(work / "neu.db", args.data)  # original labels: the full variant and TEST truth
+    split = neu_store(work / "neu-split.db", args.data)
+    relabelled = split_with_relabels(split, args.k, args.seed)
+    partial = split.samples("train")
+    ignore = [
+        dataclasses.replace(
+            s,
+            boxes=[dataclasses.replace(b, allowed=frozenset()) if len(b.allowed) > 1 else b for b in s.boxes],
+        )
+        for s in partial
+    ]
+    n_partial = sum(len(b.allowed) > 1 for s in partial for b in s.boxes)
+    result: dict[str, Any] = {
+        "protocol": "P5",
+        "device": device_name(args.device),
+        "args": vars(args),
+        "relabelled_images": relabelled,
+        "partial_boxes": n_partial,
+    }
+    runs = {"partial": (split, partial), "ignore": (split, ignore), "full": (reference, None)}
+    for name, (store, samples) in runs.items():
+        # the split store's TEST boxes are partial too: score every variant against the original labels
+        report = train_and_score(store, work / name, args, samples=samples, test_store=reference)
+        result[name] = report
+        print(f"{name}: " + ", ".join(f"{c} AP50 {report['AP50'][c]}" for c in SUBCLASSES), flush=True)
+    result["summary_AP50"] = {name: {c: result[name]["AP50"][c] for c in SUBCLASSES} for name in runs}
+    print(json.dumps(result["summary_AP50"], indent=2))
+    if args.json_out:
+        args.json_out.write_text(json.dumps(result, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
