@@ -10,11 +10,11 @@ Few-shot episodes are drawn from these by index, so sampling never touches the d
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -23,25 +23,8 @@ from PIL import Image
 from quickstudy.data.images import IMAGE_SUFFIXES, read_image
 from quickstudy.data.omniglot import load_omniglot, vinyals_split
 from quickstudy.errors import QuickstudyError
-
-
-class _Box(Protocol):
-    allowed: frozenset[str]
-
-
-class Sample(Protocol):
-    """What is read of a :class:`quickstudy.labels` sample: its image path and its boxes."""
-
-    @property
-    def path(self) -> Path: ...
-    @property
-    def boxes(self) -> Sequence[_Box]: ...
-
-
-class Store(Protocol):
-    """What is read of a :class:`quickstudy.labels` store."""
-
-    def samples(self, split: str | None = None) -> Sequence[Sample]: ...
+from quickstudy.labels import Sample, Store
+from quickstudy.labels.known import NEU_NOVEL, import_neu_det, neu_class_of
 
 
 @dataclass(frozen=True)
@@ -182,3 +165,55 @@ def store_classes(
             paths.append(Path(sample.path))
             names.append(name)
     return _from_paths(paths, names, size, f"label store{f' split {split!r}' if split else ''}")
+
+
+def neu_classes(root: Path, split: str, size: int = 84) -> ImageClassSet:
+    """NEU-DET images of the P1 ``split`` ("train" or "test"), each labelled by its folder class (P7).
+
+    Read through the label model: the dataset is imported into a throw-away label store.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        store = Store.open(Path(folder) / "neu.qs")
+        try:
+            import_neu_det(store, root)
+            images = store_classes(store, split=split, size=size, class_of=lambda s: neu_class_of(s.path))
+        finally:
+            store.close()
+    return ImageClassSet(images.images, images.labels, images.classes, f"neu-det:{split}")
+
+
+@dataclass(frozen=True)
+class FewShotSets:
+    """The image sets of a few-shot protocol: meta-train on ``train``; test episodes take supports
+    from ``test_support`` and queries from ``test_query`` (None: disjoint images of ``test_support``).
+    ``focus`` names the classes whose query accuracy is the headline (P7: the novel classes).
+    """
+
+    train: ImageClassSet
+    test_support: ImageClassSet
+    test_query: ImageClassSet | None
+    focus: list[str]
+
+
+def fewshot_sets(dataset: str, data_root: Path, size: int, novel: Sequence[str] = ()) -> FewShotSets:
+    """``omniglot`` (P6), ``neu`` (P7) or a folder ``root/<class>/*`` (meta-trained without ``novel``).
+
+    - omniglot: meta-train on the Vinyals ``trainval`` classes, test on ``test``.
+    - neu: meta-train on the TRAIN images of the BASE classes; test 6-way with supports from
+      TRAIN and queries from TEST; ``novel`` defaults to pitted_surface and scratches.
+    - a folder: meta-train on its classes other than ``novel``; test on all of them.
+    """
+    if dataset == "omniglot":
+        root = Path(data_root) / "omniglot"
+        return FewShotSets(
+            omniglot_classes(root, "trainval", size), omniglot_classes(root, "test", size), None, []
+        )
+    if dataset == "neu":
+        root = Path(data_root) / "neu-det"
+        novel = list(novel or NEU_NOVEL)
+        train_all, test = neu_classes(root, "train", size), neu_classes(root, "test", size)
+        base = [name for name in train_all.classes if name not in novel]
+        return FewShotSets(train_all.select(base), train_all, test, novel)
+    folder = folder_classes(Path(dataset), size)
+    base = [name for name in folder.classes if name not in novel]
+    return FewShotSets(folder.select(base), folder, None, list(novel))

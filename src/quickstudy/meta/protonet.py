@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -47,15 +45,20 @@ class ProtoNet(FewShotLearner):
 
     @torch.no_grad()
     def fit(self, support_x: torch.Tensor, support_y: torch.Tensor) -> Predictor:
-        prototypes = class_means(self.backbone(support_x), support_y, way_of(support_y))
+        way = way_of(support_y)
+        prototypes = class_means(self.backbone(support_x), support_y, way)
+        support_counts = torch.bincount(support_y, minlength=way)
 
         @torch.no_grad()
         def predict(query_x: torch.Tensor) -> torch.Tensor:
             query = self.backbone(query_x)
             refined = prototypes
             if self.transductive_steps > 0:
-                transductive = importlib.import_module("quickstudy.meta.transductive")
-                refined = transductive.refine_prototypes(prototypes, query, steps=self.transductive_steps)
+                from quickstudy.meta.transductive import refine_prototypes  # it builds on this module
+
+                refined = refine_prototypes(
+                    prototypes, query, steps=self.transductive_steps, support_counts=support_counts
+                )
             return -squared_distances(query, refined)
 
         return predict
