@@ -107,13 +107,10 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> Path:
         "train images": stats["splits"].get("train", {}).get("images", 0),
         "test images": stats["splits"].get("test", {}).get("images", 0),
     }
-    console.print(
-        f"  {report.images} images, {report.boxes} boxes ({report.unlabelled_boxes} without class) → {store_path}"
-    )
-    console.print(
-        f"  taxonomy: merged {' + '.join(scenario.split_types)} into '{scenario.coarse_name}'; "
-        f"known types {', '.join(trained_types)}; held back as new: {', '.join(scenario.new_types)}"
-    )
+    console.print(f"  {report.images} images, {report.boxes} boxes ({report.unlabelled_boxes} without class)")
+    console.print(f"  label store: {store_path}")
+    console.print(f"  taxonomy: merged {' + '.join(scenario.split_types)} into '{scenario.coarse_name}'")
+    console.print(f"  known types: {', '.join(trained_types)}; held back: {', '.join(scenario.new_types)}")
 
     # 2 ------------------------------------------------------------------------------------------
     from quickstudy.detect.evaluation import evaluate_detector
@@ -147,7 +144,7 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> Path:
         **{f"AP50 {name}": value for name, value in scores["AP50"].items()},
     }
     console.print(
-        f"  trained in {train_seconds:.0f} s; on {len(known_test)} test images mAP50 {scores['mAP50']:.3f}"
+        f"  trained in {train_seconds:.0f} s; {len(known_test)} test images: mAP50 {scores['mAP50']:.3f}"
     )
     console.print("  " + ", ".join(f"AP50 {name} {value:.3f}" for name, value in scores["AP50"].items()))
 
@@ -156,12 +153,9 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> Path:
     new_test = [s for s in test if any(scenario.truth[str(s.path)].count(t) for t in scenario.new_types)]
     before = _naming(predictor, new_test, scenario, scenario.new_types)
     console.print(
-        f"  before learning, of {before['boxes']} {'/'.join(scenario.new_types)} boxes in test images:"
+        f"  before learning, {before['boxes']} {'/'.join(scenario.new_types)} boxes in test images:"
     )
-    console.print(
-        f"    {before['unknown']:.0%} reported as unknown, {before['named other']:.0%} named as a known type, "
-        f"{before['missed']:.0%} missed"
-    )
+    console.print(_naming_text(before))
     tic = time.perf_counter()
     for name in scenario.new_types:
         support = _support_images(store, scenario, name, settings)
@@ -169,11 +163,8 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> Path:
     learn_seconds = time.perf_counter() - tic
     predictor = Predictor.from_dir(model_dir, device=settings.device)
     after = _naming(predictor, new_test, scenario, scenario.new_types)
-    console.print(
-        f"  learned from {settings.shots} images each in {learn_seconds:.1f} s; now {after['right']:.0%} named "
-        f"right, {after['unknown']:.0%} unknown, {after['named other']:.0%} named as another type, "
-        f"{after['missed']:.0%} missed"
-    )
+    console.print(f"  learned from {settings.shots} images each in {learn_seconds:.1f} s; after learning:")
+    console.print(_naming_text(after))
     metrics["3 · new type"] = {
         "boxes": before["boxes"],
         "unknown before learning": before["unknown"],
@@ -197,14 +188,10 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> Path:
     split_test = [s for s in test if any(scenario.truth[str(s.path)].count(t) for t in scenario.split_types)]
     split_naming = _naming(predictor, split_test, scenario, scenario.split_types)
     partial = store.stats()["partial_label_sets"]
-    console.print(
-        f"  relabelled {settings.shots} images of each; {sum(partial.values())} boxes keep the partial label "
-        f"{{{sub_a}, {sub_b}}}; learned in {split_seconds:.1f} s"
-    )
-    console.print(
-        f"  on {split_naming['boxes']} test boxes of the two: {split_naming['right']:.0%} named right, "
-        f"{split_naming['named other']:.0%} named as another type, {split_naming['unknown']:.0%} unknown"
-    )
+    console.print(f"  relabelled {settings.shots} images of each, learned them in {split_seconds:.1f} s")
+    console.print(f"  {sum(partial.values())} other boxes keep the partial label {{{sub_a}, {sub_b}}}")
+    console.print(f"  {split_naming['boxes']} test boxes of the two:")
+    console.print(_naming_text(split_naming))
     metrics["4 · split"] = {
         "boxes with partial label": sum(partial.values()),
         "seconds to learn": round(split_seconds, 2),
@@ -256,7 +243,7 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> Path:
     )
     store.close()
     console.print(f"  done in {metrics['total seconds']:.0f} s")
-    console.print(str(path))
+    console.print(str(path), soft_wrap=True, markup=False, highlight=False)  # whole, on one line
     return path
 
 
@@ -408,6 +395,13 @@ def _naming(
         key: outcome[key] / total if total else 0.0 for key in ("right", "unknown", "named other", "missed")
     }
     return {"boxes": total, **shares}
+
+
+def _naming_text(result: dict[str, Any]) -> str:
+    return (
+        f"    {result['right']:.0%} named right · {result['unknown']:.0%} reported unknown · "
+        f"{result['named other']:.0%} named as another type · {result['missed']:.0%} missed"
+    )
 
 
 def _iou(a: Sequence[float], b: Sequence[float]) -> float:
