@@ -199,7 +199,8 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> Path:
     }
 
     # 5 ------------------------------------------------------------------------------------------
-    from quickstudy.evaluate.report import ReportData, write_report  # matplotlib: only when needed
+    # imported here: it loads matplotlib, which the other steps do not need
+    from quickstudy.evaluate.report import ReportData, prediction_row, truth_row, write_report
 
     _step(console, 5, "evaluate and write the report")
     truth_rows, found_rows = [], []
@@ -210,21 +211,8 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> Path:
             predictor.predict(paths[chunk : chunk + 32], score_threshold=settings.report_score_floor),
             strict=True,
         ):
-            truth_rows.append(
-                {
-                    "image": sample.path,
-                    "name": sample.path.name,
-                    "boxes": [box.xyxy for box in sample.boxes],
-                    "labels": scenario.truth[str(sample.path)],
-                }
-            )
-            found_rows.append(
-                {
-                    "boxes": [d.box for d in detections],
-                    "labels": [d.class_name for d in detections],
-                    "scores": [d.score for d in detections],
-                }
-            )
+            truth_rows.append(truth_row(sample, scenario.truth[str(sample.path)]))
+            found_rows.append(prediction_row(detections))
     metrics["total seconds"] = round(time.perf_counter() - started, 1)
     path = write_report(
         out / "report.html",

@@ -16,7 +16,9 @@ from quickstudy.evaluate.report import (
     _confusion_counts,
     _image_level_sweep,
     _ImageResult,
+    prediction_row,
     render_report,
+    truth_row,
     write_report,
 )
 
@@ -149,3 +151,24 @@ def test_unwritable_report_path_is_a_clear_error(tmp_path) -> None:
     data = ReportData("x", CLASSES, [_image([], [])], [_found([], [], [])])
     with pytest.raises(QuickstudyError, match="cannot write report"):
         write_report(blocker / "report.html", data)
+
+
+def test_rows_from_store_samples_and_detections() -> None:
+    from types import SimpleNamespace as NS
+
+    sample = NS(
+        path="/x/a.png",
+        boxes=[
+            NS(xyxy=(1, 2, 3, 4), allowed=frozenset({"pit"})),
+            NS(xyxy=(5, 6, 7, 8), allowed=frozenset({"a", "b"})),
+        ],
+    )
+    assert truth_row(sample) == {
+        "image": "/x/a.png",
+        "name": "a.png",
+        "boxes": [(1, 2, 3, 4), (5, 6, 7, 8)],
+        "labels": ["pit", None],
+    }
+    assert truth_row(sample, ["pit", "a"])["labels"] == ["pit", "a"]
+    found = prediction_row([NS(box=(1, 2, 3, 4), class_name=UNKNOWN, score=0.7)])
+    assert found == {"boxes": [(1, 2, 3, 4)], "labels": [UNKNOWN], "scores": [0.7]}

@@ -104,6 +104,32 @@ class ReportData:
         return f"{self.operating_threshold:.2f}"
 
 
+def truth_row(sample: Any, labels: Sequence[str | None] | None = None) -> dict[str, Any]:
+    """The ground-truth row of a label-store sample (``path``, ``boxes`` with ``xyxy`` and ``allowed``):
+    a box's label is its class when its allowed set holds exactly one, else None; ``labels``
+    replaces them (a benchmark that knows the truth)."""
+    names = (
+        labels
+        if labels is not None
+        else [next(iter(b.allowed)) if len(b.allowed) == 1 else None for b in sample.boxes]
+    )
+    return {
+        "image": sample.path,
+        "name": Path(sample.path).name,
+        "boxes": [box.xyxy for box in sample.boxes],
+        "labels": list(names),
+    }
+
+
+def prediction_row(detections: Sequence[Any]) -> dict[str, Any]:
+    """The prediction row of one image's detections (each with ``box``, ``class_name``, ``score``)."""
+    return {
+        "boxes": [d.box for d in detections],
+        "labels": [d.class_name for d in detections],
+        "scores": [d.score for d in detections],
+    }
+
+
 def write_report(path: str | os.PathLike[str], data: ReportData) -> Path:
     """Render ``data`` and write it to ``path`` (parent folders are created). Returns the path."""
     path = Path(path)
