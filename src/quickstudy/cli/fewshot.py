@@ -111,6 +111,8 @@ def _train(args: argparse.Namespace) -> int:
     size = args.image_size or _DEFAULT_SIZE.get(args.dataset, 84)
     novel = [name for name in (args.novel or "").split(",") if name]
     sets = fewshot_sets(args.dataset, data_root(args.data_root), size, novel)
+    # Fail now, not after training, if the test episodes asked for cannot be drawn.
+    EpisodeSampler(sets.test_support, way=args.way, shot=args.shot, query=1, query_set=sets.test_query)
     recipe = paper_recipe(args.algo, args.way, args.shot)
     given = {
         "train_way": args.train_way,
