@@ -1,33 +1,39 @@
-"""End to end on synthetic images: a tiny detector trained from a store-like object overfits them."""
+"""End to end on synthetic images: a tiny detector overfits them; learning a class, undoing it."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
+from quickstudy.cli import main
 from quickstudy.data.synthetic import SyntheticLine
 from quickstudy.detect.data import DetectionSet
 from quickstudy.detect.evaluation import evaluate_detector
+from quickstudy.detect.fewshot import learn_class
 from quickstudy.detect.model import TINY, DetectorConfig
 from quickstudy.detect.predictor import Predictor
 from quickstudy.detect.training import train_detector
-from quickstudy.detect.versions import ModelFolder
+from quickstudy.detect.versions import ModelFolder, diff_versions
+from quickstudy.errors import QuickstudyError
 from quickstudy.labels.records import LabelledBox, Sample
 
 CLASSES = ["dent", "pit"]  # compact shapes: boxes converge in a few steps
 
 
 class MemoryStore:
-    """The part of :class:`quickstudy.labels.store.Store` that training reads."""
+    """The part of :class:`quickstudy.labels.store.Store` that training and learning read."""
 
-    def __init__(self, samples: list[Sample]) -> None:
+    def __init__(self, samples: list[Sample], classes: list[str] = CLASSES) -> None:
         self._samples = samples
+        self._classes = classes
 
     def classes(self) -> list[str]:
-        return CLASSES
+        return self._classes
 
     def taxonomy_version(self) -> int:
         return 1
@@ -36,33 +42,91 @@ class MemoryStore:
         return [s for s in self._samples if split is None or s.split == split]
 
 
-def synthetic_samples(folder: Path, n: int, drop_classes: bool = False) -> list[Sample]:
-    line = SyntheticLine(seed=0, size=64, defect_types=tuple(CLASSES), max_per_image=1, p_second_type=0)
+def synthetic_samples(
+    folder: Path, n: int, types: tuple[str, ...] = tuple(CLASSES), start: int = 0
+) -> list[Sample]:
+    line = SyntheticLine(seed=0, size=64, defect_types=types, max_per_image=1, p_second_type=0)
     samples = []
-    for i in range(n):
+    for i in range(start, start + n):
         pixels, boxes, names = line.sample(i)
         path = folder / f"line_{i}.png"
         Image.fromarray(pixels).save(path)
         labelled = [
-            LabelledBox(j, tuple(float(v) for v in box), frozenset() if drop_classes else frozenset({name}))
+            LabelledBox(100 * i + j, tuple(float(v) for v in box), frozenset({name}))
             for j, (box, name) in enumerate(zip(boxes, names, strict=True))
         ]
         samples.append(Sample(i, path, 64, 64, "train", labelled))  # type: ignore[arg-type]
     return samples
 
 
-@pytest.mark.slow
-def test_tiny_detector_overfits_four_synthetic_images(tmp_path: Path):
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Sample]]:
+    """A tiny detector trained on 4 synthetic images of 2 classes (dent, pit)."""
     torch.set_num_threads(1)
-    samples = synthetic_samples(tmp_path, 4)
+    folder = tmp_path_factory.mktemp("synthetic")
+    samples = synthetic_samples(folder, 4)
     config = DetectorConfig(**TINY, image_size=64)
     version = train_detector(
-        MemoryStore(samples), tmp_path / "model", epochs=100, batch_size=4, lr=5e-3, config=config
+        MemoryStore(samples), folder / "model", epochs=100, batch_size=4, lr=5e-3, config=config
     )
-    assert version == 1 and ModelFolder(tmp_path / "model").current() == 1
-    report = evaluate_detector(Predictor.from_dir(tmp_path / "model"), samples)
+    assert version == 1
+    return folder / "model", samples
+
+
+@pytest.mark.slow
+def test_tiny_detector_overfits_four_synthetic_images(trained):
+    model_dir, samples = trained
+    assert ModelFolder(model_dir).current() == 1
+    report = evaluate_detector(Predictor.from_dir(model_dir), samples)
     assert report["mAP50"] > 0.9, report
     assert report["AR100_agnostic"] > 0.5, report
     assert all(r == 1.0 for r in report["image_recall"].values()), report
     data = DetectionSet.from_samples(samples, CLASSES, 64)
     assert data.valid.sum() == sum(len(s.boxes) for s in samples)
+
+
+@pytest.mark.slow
+def test_learning_a_class_from_one_image_leaves_the_others_alone_and_undoes_exactly(
+    trained, tmp_path, capsys
+):
+    source, samples = trained
+    model_dir = tmp_path / "model"
+    shutil.copytree(source, model_dir)
+    scratches = synthetic_samples(tmp_path, 1, types=("scratch",), start=10)
+    store = MemoryStore(samples + scratches, [*CLASSES, "scratch"])
+    before = Predictor.from_dir(model_dir).raw([s.path for s in samples])
+
+    assert learn_class(model_dir, store, "scratch", images=[scratches[0].path]) == 2  # K = 1
+    learned = Predictor.from_dir(model_dir)
+    assert learned.classes == [*CLASSES, "scratch"] and "scratch" in learned.operating
+    after = learned.raw([s.path for s in samples])
+    for old, new in zip(before, after, strict=True):
+        assert torch.equal(old["embeddings"][:1], new["embeddings"][:1])  # the network did not move
+        base = new["labels"] < len(CLASSES)
+        assert torch.equal(old["boxes"][0], new["boxes"][base][0])
+        # the best box keeps its class; its score may shrink (one more class in the softmax),
+        # by how much is what P3's bAP50 before/after measures on real data
+        assert old["labels"][0] == new["labels"][base][0]
+
+    diff = diff_versions(ModelFolder(model_dir), 1, 2)
+    assert diff["added"] == ["scratch"] and not diff["removed"] and not diff["changed"]
+    assert main(["models", "undo", "--model", str(model_dir)]) == 0
+    restored = Predictor.from_dir(model_dir).raw([s.path for s in samples])
+    for old, new in zip(before, restored, strict=True):
+        assert all(torch.equal(old[k], new[k]) for k in old)
+    capsys.readouterr()
+    assert main(["models", "list", "--model", str(model_dir), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(v["version"], v["current"]) for v in listed] == [(1, True), (2, False)]
+
+
+def test_support_without_a_box_of_the_class_is_a_clear_error(trained, tmp_path):
+    model_dir, samples = trained
+    store = MemoryStore(samples, [*CLASSES, "scratch"])
+    with pytest.raises(QuickstudyError, match="holds no box labelled 'scratch'"):
+        learn_class(model_dir, store, "scratch", images=[samples[0].path])
+    with pytest.raises(QuickstudyError, match="not in the store's taxonomy"):
+        learn_class(model_dir, store, "crack", images=[samples[0].path])
+    with pytest.raises(QuickstudyError, match="not in the label store"):
+        learn_class(model_dir, store, "scratch", images=[tmp_path / "elsewhere.png"])
+    assert ModelFolder(model_dir).numbers() == [1]

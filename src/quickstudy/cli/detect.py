@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,84 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_learn(args: argparse.Namespace) -> int:
+    from quickstudy.detect.fewshot import learn_class
+
+    if bool(args.images) == args.from_store:
+        raise QuickstudyError("learn: give either --images IMG... or --from-store")
+    store = _open_store(args.store)
+    started = time.perf_counter()
+    version = learn_class(
+        args.model, store, args.class_name, images=args.images, adapt=args.adapt, device=args.device
+    )
+    print(
+        f"learned {args.class_name!r} in {time.perf_counter() - started:.2f} s: version {version} (current)"
+    )
+    return 0
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from quickstudy.detect.versions import ModelFolder
+
+    folder = ModelFolder(args.model)
+    current = folder.current()
+    versions = folder.versions()
+    if args.json:
+        print_json(
+            [
+                {
+                    "version": v.number,
+                    "current": v.number == current,
+                    "classes": v.classes,
+                    "note": v.note,
+                    "taxonomy_version": v.taxonomy_version,
+                    "created": v.created,
+                }
+                for v in versions
+            ]
+        )
+        return 0
+    rows = [
+        [f"{'*' if v.number == current else ' '} v{v.number}", v.created, len(v.classes), v.note]
+        for v in versions
+    ]
+    print_table(f"{args.model} (* = current)", ["version", "created", "classes", "note"], rows)
+    return 0
+
+
+def cmd_models_use(args: argparse.Namespace) -> int:
+    from quickstudy.detect.versions import ModelFolder
+
+    ModelFolder(args.model).use(args.version)
+    print(f"{args.model}: version {args.version} is current")
+    return 0
+
+
+def cmd_models_undo(args: argparse.Namespace) -> int:
+    from quickstudy.detect.versions import ModelFolder
+
+    folder = ModelFolder(args.model)
+    earlier = [n for n in folder.numbers() if n < folder.current()]
+    if not earlier:
+        raise QuickstudyError(f"{args.model}: version {folder.current()} is the first; nothing to undo")
+    folder.use(earlier[-1])
+    print(f"{args.model}: version {earlier[-1]} is current")
+    return 0
+
+
+def cmd_models_diff(args: argparse.Namespace) -> int:
+    from quickstudy.detect.versions import ModelFolder, diff_versions
+
+    report = diff_versions(ModelFolder(args.model), args.a, args.b)
+    if args.json:
+        print_json(report)
+        return 0
+    rows = [[c, "added"] for c in report["added"]] + [[c, "removed"] for c in report["removed"]]
+    rows += [[c, f"prototype moved (cosine {cos:.3f})"] for c, cos in report["changed"].items()]
+    print_table(f"v{args.a} -> v{args.b}", ["class", "change"], rows)
+    return 0
+
+
 def register(subparsers: Any) -> None:
     train = subparsers.add_parser(
         "train",
@@ -166,3 +245,39 @@ def register(subparsers: Any) -> None:
     evaluate.add_argument("--device", default="cpu")
     evaluate.add_argument("--json", action="store_true", help="print JSON")
     evaluate.set_defaults(func=cmd_eval)
+
+    learn = subparsers.add_parser(
+        "learn",
+        help="add a defect type to a model from a few marked images",
+        description="Compute the class's prototype from its marked boxes in the given store images (or in "
+        "every TRAIN image with --from-store) and write a new model version; the old one stays "
+        "(`quickstudy models undo`). No retraining: other classes' predictions do not move.",
+    )
+    learn.add_argument("--model", required=True)
+    learn.add_argument("--store", required=True)
+    learn.add_argument("--class", dest="class_name", required=True, help="the class to learn (in the store)")
+    learn.add_argument("--images", nargs="+", metavar="IMG", help="store images holding marked boxes of it")
+    learn.add_argument("--from-store", action="store_true", help="use every TRAIN image with a box of it")
+    learn.add_argument("--adapt", action="store_true", help="tune the new prototype on its support boxes")
+    learn.add_argument("--device", default="cpu")
+    learn.set_defaults(func=cmd_learn)
+
+    models = subparsers.add_parser("models", help="list, compare and choose model versions")
+    actions = models.add_subparsers(dest="action", metavar="ACTION", required=True)
+    listing = actions.add_parser("list", help="the versions of a model folder")
+    listing.add_argument("--model", required=True)
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(func=cmd_models_list)
+    use = actions.add_parser("use", help="make a version current")
+    use.add_argument("--model", required=True)
+    use.add_argument("version", type=_positive)
+    use.set_defaults(func=cmd_models_use)
+    undo = actions.add_parser("undo", help="go back to the version before the current one")
+    undo.add_argument("--model", required=True)
+    undo.set_defaults(func=cmd_models_undo)
+    diff = actions.add_parser("diff", help="classes added, removed or moved between two versions")
+    diff.add_argument("--model", required=True)
+    diff.add_argument("a", type=_positive)
+    diff.add_argument("b", type=_positive)
+    diff.add_argument("--json", action="store_true", help="print JSON")
+    diff.set_defaults(func=cmd_models_diff)

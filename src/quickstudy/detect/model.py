@@ -146,8 +146,15 @@ class DefectDetector(nn.Module):
     def postprocess(
         self, features: list[torch.Tensor], dense: dict[str, torch.Tensor], image_size: Sequence[int]
     ) -> list[dict[str, torch.Tensor]]:
-        """Top candidates → class-agnostic NMS (proposals) → embeddings → (box, class) pairs scored
-        defect × p(class) → per-class NMS. One dict per image."""
+        """:meth:`propose` then :meth:`classify`. One dict per image."""
+        return self.classify(self.propose(features, dense, image_size))
+
+    @torch.no_grad()
+    def propose(
+        self, features: list[torch.Tensor], dense: dict[str, torch.Tensor], image_size: Sequence[int]
+    ) -> list[dict[str, torch.Tensor]]:
+        """Class-agnostic proposals per image: top candidates → NMS → ``boxes``, ``defect_scores``,
+        ``embeddings``. They do not depend on the class memory, so one pass serves any prototypes."""
         cfg = self.config
         sizes = [(f.shape[-2], f.shape[-1]) for f in features]
         points = self.localize.points(sizes, dense["logits"].device)
@@ -165,27 +172,35 @@ class DefectDetector(nn.Module):
             proposals.append(top_boxes[keep])
             proposal_scores.append(top_scores[keep])
         rois = torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], 1) for i, b in enumerate(proposals)])
-        embeddings = self.recognize.embed(features, rois)
-        similarity = embeddings @ self.prototypes.T  # [K, C] cosines
-        probabilities = (self.recognize.log_scale.exp() * similarity).softmax(-1)
+        embeddings = self.recognize.embed(features, rois).split([b.shape[0] for b in proposals])
+        return [
+            {"boxes": b, "defect_scores": s, "embeddings": e}
+            for b, s, e in zip(proposals, proposal_scores, embeddings, strict=True)
+        ]
+
+    @torch.no_grad()
+    def classify(self, proposals: Sequence[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
+        """(box, class) pairs scored defect × p(class | prototypes) → per-class NMS, per image."""
+        cfg = self.config
+        scale = self.recognize.log_scale.exp()
         results = []
-        for i, chunk in enumerate(
-            torch.split(torch.arange(rois.shape[0], device=rois.device), [b.shape[0] for b in proposals])
-        ):
-            pair_scores = proposal_scores[i][:, None] * probabilities[chunk]  # [N, C]
+        for proposal in proposals:
+            boxes, defect, embeddings = proposal["boxes"], proposal["defect_scores"], proposal["embeddings"]
+            similarity = embeddings @ self.prototypes.to(embeddings.device).T  # [N, C] cosines
+            pair_scores = defect[:, None] * (scale * similarity).softmax(-1)
             box_index, label = torch.nonzero(pair_scores > cfg.score_thresh, as_tuple=True)
             pair = pair_scores[box_index, label]
-            keep = batched_nms(proposals[i][box_index], pair, label, cfg.nms_thresh)[: cfg.detections]
+            keep = batched_nms(boxes[box_index], pair, label, cfg.nms_thresh)[: cfg.detections]
             box_index, label = box_index[keep], label[keep]
             results.append(
                 {
-                    "boxes": proposals[i][box_index],
+                    "boxes": boxes[box_index],
                     "scores": pair[keep],
                     "labels": label,
-                    "embeddings": embeddings[chunk][box_index],
-                    "similarity": similarity[chunk][box_index, label],
-                    "max_similarity": similarity[chunk][box_index].amax(-1),
-                    "defect_scores": proposal_scores[i][box_index],
+                    "embeddings": embeddings[box_index],
+                    "similarity": similarity[box_index, label],
+                    "max_similarity": similarity[box_index].amax(-1),
+                    "defect_scores": defect[box_index],
                 }
             )
         return results

@@ -93,8 +93,9 @@ class Predictor:
         return self.model.classes
 
     @torch.no_grad()
-    def raw(self, images: Sequence[ImageInput]) -> list[dict[str, torch.Tensor]]:
-        """The model's output per image (every (box, class) pair) with boxes in the images' pixels."""
+    def proposals(self, images: Sequence[ImageInput]) -> list[dict[str, torch.Tensor]]:
+        """Class-agnostic proposals per image (boxes in the images' pixels, defect scores,
+        embeddings): the expensive part, independent of the class memory."""
         size = self.model.config.image_size
         device = self.model.prototypes.device
         results: list[dict[str, torch.Tensor]] = []
@@ -107,13 +108,17 @@ class Predictor:
                 tensors.append(tensor)
                 scales.append(scale)
             batch = torch.stack(tensors).to(device).float() / 255
-            outputs = self.model(batch)
-            assert isinstance(outputs, list)
-            for out, (sx, sy) in zip(outputs, scales, strict=True):
-                out = {k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in out.items()}
+            features = self.model.features(batch)
+            proposals = self.model.propose(features, self.model.localize(features), batch.shape[-2:])
+            for out, (sx, sy) in zip(proposals, scales, strict=True):
+                out = {k: v.float().cpu() for k, v in out.items()}
                 out["boxes"] = out["boxes"] / torch.tensor([sx, sy, sx, sy])
                 results.append(out)
         return results
+
+    def raw(self, images: Sequence[ImageInput]) -> list[dict[str, torch.Tensor]]:
+        """The model's output per image (every (box, class) pair) with boxes in the images' pixels."""
+        return self.model.classify(self.proposals(images))
 
     def predict(
         self, images: Sequence[ImageInput], score_threshold: float | None = None

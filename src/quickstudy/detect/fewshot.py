@@ -1,0 +1,218 @@
+"""New defect types from a few marked images, without retraining and without forgetting.
+
+A new class is a new row of the class memory: the robust mean of the embeddings of its K support
+boxes (:func:`robust_mean`). The network is untouched, so the boxes it finds and the embeddings of
+every other class stay exactly as they were; only the softmax over prototypes gains one entry.
+``adapt`` optionally tunes the new prototypes for a few steps on the support boxes against the
+held base prototypes. :func:`finetune_classifier` is the TFA-style baseline (Wang et al. 2020):
+new randomly initialised class rows and the whole last layer fine-tuned on a balanced K-shot set.
+
+>>> version = learn_class("runs/neu", store, "scratches", images=["scratches_1.jpg"])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from quickstudy.detect.data import load_square
+from quickstudy.detect.model import DefectDetector
+from quickstudy.detect.training import detector_from_payload, detector_payload
+from quickstudy.detect.versions import ModelFolder
+from quickstudy.errors import QuickstudyError
+
+SupportSet = list[tuple[Path, list[tuple[float, float, float, float]]]]
+
+
+def support_boxes(
+    store: Any, name: str, images: Sequence[str | os.PathLike[str]] | None = None
+) -> SupportSet:
+    """The boxes labelled exactly ``name`` in the store: in ``images`` (each must hold one), or in
+    every TRAIN image when ``images`` is None (``--from-store``)."""
+    if name not in store.classes():
+        raise QuickstudyError(
+            f"class {name!r} is not in the store's taxonomy ({', '.join(store.classes())}); "
+            "add it and mark its boxes first"
+        )
+    if images is None:
+        found = [(s.path, [b.xyxy for b in s.boxes if b.allowed == {name}]) for s in store.samples("train")]
+        found = [(path, boxes) for path, boxes in found if boxes]
+        if not found:
+            raise QuickstudyError(f"no TRAIN image in the store holds a box labelled {name!r}")
+        return found
+    by_path = {Path(s.path).resolve(): s for s in store.samples()}
+    result: SupportSet = []
+    for image in images:
+        sample = by_path.get(Path(image).resolve())
+        if sample is None:
+            raise QuickstudyError(f"{image}: not in the label store; import it and mark its {name!r} boxes")
+        boxes = [b.xyxy for b in sample.boxes if b.allowed == {name}]
+        if not boxes:
+            raise QuickstudyError(f"{image}: holds no box labelled {name!r}; mark one first")
+        result.append((Path(sample.path), boxes))
+    return result
+
+
+@torch.no_grad()
+def embed_support(model: DefectDetector, support: SupportSet, batch_size: int = 16) -> torch.Tensor:
+    """Embeddings ``[K, D]`` of every support box (boxes in the images' own pixels)."""
+    model.eval()
+    size = model.config.image_size
+    device = model.prototypes.device
+    chunks = []
+    for start in range(0, len(support), batch_size):
+        images, boxes = [], []
+        for path, image_boxes in support[start : start + batch_size]:
+            image, (sx, sy) = load_square(path, size)
+            images.append(image)
+            boxes.append(torch.tensor(image_boxes, dtype=torch.float32) * torch.tensor([sx, sy, sx, sy]))
+        batch = torch.stack(images).to(device).float() / 255
+        chunks.append(model.embed_boxes(batch, [b.to(device) for b in boxes]).cpu())
+    return torch.cat(chunks)
+
+
+def robust_mean(embeddings: torch.Tensor, keep: float = 0.8) -> torch.Tensor:
+    """Unit-norm mean after dropping the ``1 - keep`` share of embeddings farthest from the plain
+    mean (from 5 boxes on), so a mislabelled or odd support box does not drag the prototype.
+
+    >>> robust_mean(torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.9, 0.0], [1.0, -0.1], [-1.0, 0.0]]))
+    tensor([1., 0.])
+    """
+    mean = F.normalize(embeddings.mean(0), dim=0)
+    if embeddings.shape[0] >= 5:
+        n = max(1, round(keep * embeddings.shape[0]))
+        nearest = (embeddings @ mean).topk(n).indices
+        mean = F.normalize(embeddings[nearest].mean(0), dim=0)
+    return mean
+
+
+def adapt_prototypes(
+    model: DefectDetector, new: Sequence[str], embeddings: torch.Tensor, labels: torch.Tensor, steps: int = 50
+) -> None:
+    """Tune the prototypes of the ``new`` classes only (base rows held) so that the support
+    embeddings (``labels`` index ``model.classes``) and the base prototypes themselves are
+    classified correctly; the network is not touched."""
+    rows = torch.tensor([model.classes.index(n) for n in new])
+    prototypes = model.prototypes.detach().cpu().clone()
+    trainable = prototypes[rows].clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([trainable], lr=0.01)
+    held = torch.ones(len(model.classes), dtype=torch.bool)
+    held[rows] = False
+    anchors = prototypes[held]  # base prototypes stand in for base examples
+    anchor_labels = torch.nonzero(held).flatten()
+    inputs = torch.cat([embeddings, anchors])
+    targets = torch.cat([labels, anchor_labels])
+    scale = model.recognize.log_scale.exp().detach().cpu()
+    for _ in range(steps):
+        memory = prototypes.index_put((rows,), trainable)
+        loss = F.cross_entropy(scale * inputs @ F.normalize(memory, dim=-1).T, targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.set_prototypes(model.classes, prototypes.index_put((rows,), trainable.detach()))
+
+
+def add_classes(
+    model: DefectDetector,
+    support: dict[str, torch.Tensor],
+    adapt: bool = False,
+) -> None:
+    """Add (or replace) one prototype per class name from its support embeddings ``[K, D]``."""
+    classes = list(model.classes)
+    prototypes = model.prototypes.detach().cpu()
+    for name, embeddings in support.items():
+        row = robust_mean(embeddings)[None]
+        if name in classes:
+            prototypes = prototypes.clone()
+            prototypes[classes.index(name)] = row[0]
+        else:
+            classes.append(name)
+            prototypes = torch.cat([prototypes, row])
+    model.set_prototypes(classes, prototypes)
+    if adapt:
+        embeddings = torch.cat(list(support.values()))
+        labels = torch.cat([torch.full((len(e),), classes.index(n)) for n, e in support.items()])
+        adapt_prototypes(model, list(support), embeddings, labels)
+
+
+def finetune_classifier(
+    model: DefectDetector,
+    embeddings: torch.Tensor,
+    labels: torch.Tensor,
+    new: Sequence[str],
+    steps: int = 200,
+    lr: float = 0.01,
+    seed: int = 0,
+) -> None:
+    """TFA-style baseline: append randomly initialised rows for ``new`` classes, then fine-tune all
+    class rows (base rows start from their prototypes) on a balanced K-shot set of box embeddings
+    (``labels`` index the extended class list); the network stays frozen."""
+    generator = torch.Generator().manual_seed(seed)
+    dim = model.prototypes.shape[1]
+    rows = torch.cat(
+        [
+            model.prototypes.detach().cpu(),
+            F.normalize(torch.randn(len(new), dim, generator=generator), dim=-1),
+        ]
+    ).requires_grad_(True)
+    optimizer = torch.optim.SGD([rows], lr=lr, momentum=0.9)
+    scale = model.recognize.log_scale.exp().detach().cpu()
+    for _ in range(steps):
+        loss = F.cross_entropy(scale * embeddings @ F.normalize(rows, dim=-1).T, labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.set_prototypes([*model.classes, *new], rows.detach())
+
+
+def learn_class(
+    model_dir: str | os.PathLike[str],
+    store: Any,
+    name: str,
+    *,
+    images: Sequence[str | os.PathLike[str]] | None = None,
+    adapt: bool = False,
+    device: str = "cpu",
+) -> int:
+    """Add class ``name`` to the current model of ``model_dir`` from its marked boxes in the store
+    (in ``images``, or in every TRAIN image if None); write and return the new version number.
+
+    Classes the model knows but the store no longer has (e.g. the parent of a split) are dropped
+    from the new version; the old version keeps them.
+    """
+    folder = ModelFolder(model_dir)
+    payload = folder.load()
+    model = detector_from_payload(payload, device)
+    support = support_boxes(store, name, images)
+    embeddings = embed_support(model, support)
+    current = set(store.classes())
+    kept = [c for c in model.classes if c in current]
+    if kept != model.classes:
+        rows = [model.classes.index(c) for c in kept]
+        model.set_prototypes(kept, model.prototypes[rows])
+    add_classes(model, {name: embeddings}, adapt=adapt)
+    thresholds = {**payload["thresholds"], "operating": dict(payload["thresholds"]["operating"])}
+    thresholds["operating"] = {c: thresholds["operating"][c] for c in kept if c in thresholds["operating"]}
+    if name not in thresholds["operating"]:
+        # no held-out images of a new class yet: it gets the median of the calibrated thresholds
+        thresholds["operating"][name] = (
+            median(thresholds["operating"].values()) if thresholds["operating"] else 0.5
+        )
+    n_boxes = sum(len(b) for _, b in support)
+    return folder.save(
+        detector_payload(
+            model,
+            thresholds,
+            taxonomy_version=store.taxonomy_version(),
+            note=f"learned {name!r} from {n_boxes} boxes in {len(support)} images"
+            + (" (adapted)" if adapt else ""),
+            parent=payload.get("version"),
+            train=payload.get("train"),
+        )
+    )
