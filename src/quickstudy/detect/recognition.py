@@ -44,8 +44,9 @@ class RecognitionHead(nn.Module):
 
     >>> head = RecognitionHead(8, embedding_dim=4, strides=(8,))
     >>> rois = torch.tensor([[0.0, 0.0, 0.0, 32.0, 32.0]])  # (image index, x1, y1, x2, y2)
-    >>> head.embed([torch.randn(1, 8, 8, 8)], rois).norm(dim=-1)
-    tensor([1.0000], grad_fn=<LinalgVectorNormBackward0>)
+    >>> embedding = head.embed([torch.randn(1, 8, 8, 8)], rois)
+    >>> embedding.shape, bool(torch.allclose(embedding.norm(dim=-1), torch.ones(1)))
+    (torch.Size([1, 4]), True)
     """
 
     def __init__(
