@@ -118,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=64, help="Conv-4 filters per block")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="CPU threads for torch (more contend on a busy CPU)"
+    )
     parser.add_argument(
         "--configs", default=",".join(CONFIGS), help="comma-separated arch/method (single/equal comes first)"
     )
@@ -126,28 +128,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--libmtl-methods", default=",".join(LIBMTL_METHODS), help=f"of {', '.join(LIBMTL_METHODS)}"
     )
+    parser.add_argument(
+        "--libmtl-steps",
+        type=int,
+        help="steps of the LibMTL runs (default: --steps); fewer makes them timing anchors only",
+    )
     parser.add_argument("--out-dir", type=Path, help="keep run folders here (default: a temporary folder)")
     parser.add_argument("--json-out", type=Path, help="write all results as JSON")
     args = parser.parse_args(argv)
-    if args.steps < 2:
-        parser.error("--steps must be at least 2 (the first step is left out of the timing)")
+    if min(args.steps, args.libmtl_steps or args.steps) < 2:
+        parser.error("--steps and --libmtl-steps must be at least 2 (the first step is not timed)")
     torch.set_num_threads(args.threads)
 
     tasks = omniglot_mtl_tasks(data_root(args.data_root) / "omniglot", n_tasks=args.tasks)
     out_dir = args.out_dir or Path(tempfile.mkdtemp(prefix="p8-"))
-    names = [name for name in args.configs.split(",") if name]
+    names = list(dict.fromkeys(name for name in args.configs.split(",") if name))
     if "single/equal" in names:  # the baseline of Δm runs first
         names.remove("single/equal")
         names.insert(0, "single/equal")
-    runs: list[tuple[str, MultiTaskConfig, Weighting | None]] = []
+    runs: list[tuple[str, MultiTaskConfig, Weighting | None, int]] = []
     for name in names:
-        runs.append((name, parse_config(name), None))
+        runs.append((name, parse_config(name), None, args.steps))
     if args.libmtl_path:
         weighting_module = import_libmtl_weighting(args.libmtl_path)
         for method in [m for m in args.libmtl_methods.split(",") if m]:
             cls_name, kwargs = LIBMTL_METHODS[method]
             libmtl = LibMTLWeighting(getattr(weighting_module, cls_name), len(tasks), kwargs, args.device)
-            runs.append((f"shared/{method} (LibMTL {cls_name})", MultiTaskConfig(arch="shared"), libmtl))
+            label = f"shared/{method} (LibMTL {cls_name})"
+            runs.append((label, MultiTaskConfig(arch="shared"), libmtl, args.libmtl_steps or args.steps))
 
     console = Console()
     console.print(
@@ -156,17 +164,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     results: list[dict[str, Any]] = []
     baseline: list[float] | None = None
-    for name, config, method in runs:
-        config.steps, config.batch_size, config.width = args.steps, args.batch_size, args.width
+    for name, config, method, steps in runs:
+        config.steps, config.batch_size, config.width = steps, args.batch_size, args.width
         config.lr, config.seed = args.lr, args.seed
+        run_dir = out_dir / name.replace("/", "-").replace(" ", "_").replace("(", "").replace(")", "")
+        if run_dir.exists():  # a resumed run would time nothing
+            parser.error(f"{run_dir} exists; give a fresh --out-dir")
         started = time.perf_counter()
         result = train_multitask(
             tasks,
             config,
-            out_dir / name.replace("/", "-").replace(" ", "_").strip("()"),
+            run_dir,
             device=args.device,
-            checkpoint_every=args.steps,
-            log_every=max(1, args.steps // 10),
+            checkpoint_every=steps,
+            log_every=max(1, steps // 10),
             method=method,
         )
         accuracies = list(result["accuracy"].values())
@@ -174,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             baseline = accuracies
         row = {
             "config": name,
+            "steps": steps,
             "mean_accuracy": result["mean_accuracy"],
             "min_accuracy": min(accuracies),
             "delta_m": delta_m(accuracies, baseline) if baseline is not None else None,
@@ -190,11 +202,12 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     table = Table(title=f"P8 Omniglot multi-task ({len(tasks)} tasks, {args.steps} steps, {args.device})")
-    for column in ("config", "mean acc", "min acc", "Δm %", "ms/step"):
+    for column in ("config", "steps", "mean acc", "min acc", "Δm %", "ms/step"):
         table.add_column(column)
     for row in results:
         table.add_row(
             row["config"],
+            str(row["steps"]),
             f"{row['mean_accuracy']:.4f}",
             f"{row['min_accuracy']:.4f}",
             f"{row['delta_m']:+.2f}" if row["delta_m"] is not None else "-",
