@@ -127,9 +127,9 @@ class Predictor:
         per-class operating thresholds calibrated on held-out images."""
         if isinstance(images, str | os.PathLike | np.ndarray):
             raise QuickstudyError("predict: pass a list of images, not a single image")
-        return [self._named(out, score_threshold) for out in self.raw(list(images))]
+        return [self.name_detections(out, score_threshold) for out in self.raw(list(images))]
 
-    def _named(self, out: dict[str, torch.Tensor], score_threshold: float | None) -> list[Detection]:
+    def name_detections(self, out: dict[str, torch.Tensor], score_threshold: float | None) -> list[Detection]:
         unknown = out["max_similarity"] < self.unknown_threshold
         names = [self.classes[int(c)] for c in out["labels"]]
         thresholds = torch.tensor(

@@ -1,0 +1,221 @@
+#!/usr/bin/env python3
+"""P3: NEU-DET, new defect types — learn pitted_surface and scratches from K images each.
+
+The base detector trains on the TRAIN images all of whose boxes are BASE classes (``--classes``).
+Then, for K in {1, 5, 10} and seeds 0-4, K TRAIN images per novel class (from that class's folder,
+with all their boxes of the class) are the support set, and three ways of adding the classes are
+scored on all of TEST: nAP50 (mean AP50 over NOVEL), bAP50 (over BASE; "before" = the base model),
+image-level precision/recall per novel class (threshold: the median of the base classes'
+calibrated thresholds, as ``quickstudy learn`` sets it), seconds to add both classes:
+
+- ``prototype``: robust mean of the support embeddings (``quickstudy learn``);
+- ``prototype_adapt``: the same, then the new prototypes tuned on the support (``learn --adapt``);
+- ``tfa``: TFA-style fine-tuning — new random class rows, all rows fine-tuned on a balanced K-shot
+  set of base + novel boxes (network frozen, as TFA freezes all but the last layer).
+
+Before learning, the novel TEST boxes are matched (IoU >= 0.5) to the base model's named detections
+to measure how often a new type shows up as ``unknown``. Class-agnostic proposals on TEST are
+computed once; each way of adding classes only re-scores them.
+
+GPU (H100):  .venv/bin/python benchmarks/p3_neu_fewshot_detect.py --device cuda --epochs 24 --json-out p3.json
+CPU smoke:   .venv/bin/python benchmarks/p3_neu_fewshot_detect.py --arch tiny --epochs 1 --limit 48 \\
+                 --test-limit 24 --shots 1 --seeds 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from p2_neu_detect import DATA, device_name, neu_store
+from torchvision.ops import box_iou
+
+from quickstudy.detect.evaluation import ground_truth
+from quickstudy.detect.fewshot import add_classes, embed_support, finetune_classifier
+from quickstudy.detect.model import ARCHITECTURES, DefectDetector, DetectorConfig
+from quickstudy.detect.predictor import UNKNOWN, Predictor
+from quickstudy.detect.training import train_detector
+from quickstudy.evaluate.detection import coco_metrics, image_level
+from quickstudy.labels.known import NEU_BASE, NEU_NOVEL, neu_class_of
+
+METHODS = ("prototype", "prototype_adapt", "tfa")
+
+
+def draw_support(train: list, classes: tuple[str, ...], k: int, seed: int) -> dict[str, list]:
+    """K TRAIN images per class from its folder, with their boxes of that class (seeded)."""
+    rng = np.random.default_rng(seed)
+    support = {}
+    for name in classes:
+        folder = [s for s in train if neu_class_of(s.path) == name]
+        chosen = [folder[int(i)] for i in rng.choice(len(folder), size=k, replace=False)]
+        support[name] = [(s.path, [b.xyxy for b in s.boxes if b.allowed == {name}]) for s in chosen]
+        support[name] = [(p, b) for p, b in support[name] if b]
+    return support
+
+
+def score(model: DefectDetector, proposals: list, test: list, operating: dict[str, float]) -> dict[str, Any]:
+    """AP50 per class, nAP50, bAP50 and novel image-level precision/recall from cached proposals."""
+    outputs = model.classify(proposals)
+    named, agnostic = ground_truth(test, model.classes)
+    report = coco_metrics(named, outputs, model.classes, agnostic)
+    levels = image_level(named, outputs, model.classes, operating)
+    ap = report["AP50"]
+    return {
+        "nAP50": statistics.mean(ap[c] or 0.0 for c in NEU_NOVEL)
+        if all(c in ap for c in NEU_NOVEL)
+        else None,
+        "bAP50": statistics.mean(ap[c] or 0.0 for c in NEU_BASE),
+        "AP50": ap,
+        "image_precision": {c: levels["image_precision"].get(c) for c in NEU_NOVEL},
+        "image_recall": {c: levels["image_recall"].get(c) for c in NEU_NOVEL},
+    }
+
+
+def unknown_before(predictor: Predictor, outputs: list, test: list) -> dict[str, float]:
+    """How the base model names novel TEST boxes: unknown / a base class / not found (IoU < 0.5)."""
+    counts = {"unknown": 0, "base_class": 0, "missed": 0}
+    for sample, out in zip(test, outputs, strict=True):
+        truth = [b.xyxy for b in sample.boxes if b.allowed & set(NEU_NOVEL)]
+        if not truth:
+            continue
+        found = predictor.name_detections(out, None)
+        if not found:
+            counts["missed"] += len(truth)
+            continue
+        iou = box_iou(torch.tensor(truth), torch.tensor([d.box for d in found]))
+        best, index = iou.max(1)
+        for overlap, i in zip(best.tolist(), index.tolist(), strict=True):
+            key = (
+                "missed" if overlap < 0.5 else ("unknown" if found[i].class_name == UNKNOWN else "base_class")
+            )
+            counts[key] += 1
+    total = max(1, sum(counts.values()))
+    return {**{k: v / total for k, v in counts.items()}, "n_novel_boxes": sum(counts.values())}
+
+
+def add_novel(
+    base: DefectDetector, method: str, support: dict[str, list], base_support: dict[str, list], seed: int
+) -> tuple[DefectDetector, float]:
+    """A copy of ``base`` with both novel classes added by ``method``; seconds it took."""
+    model = copy.deepcopy(base)
+    started = time.perf_counter()
+    if method == "tfa":
+        shots = {**base_support, **support}
+        embeddings = {name: embed_support(model, images) for name, images in shots.items()}
+        order = [*model.classes, *NEU_NOVEL]
+        labels = torch.cat([torch.full((len(e),), order.index(n)) for n, e in embeddings.items()])
+        finetune_classifier(model, torch.cat(list(embeddings.values())), labels, list(NEU_NOVEL), seed=seed)
+    else:
+        embedded = {name: embed_support(model, images) for name, images in support.items()}
+        add_classes(model, embedded, adapt=method == "prototype_adapt")
+    return model, time.perf_counter() - started
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    def stats(values: list[float]) -> dict[str, float]:
+        return {"mean": statistics.mean(values), "std": statistics.pstdev(values) if len(values) > 1 else 0.0}
+
+    out: dict[str, Any] = {
+        "nAP50": stats([r["nAP50"] for r in runs]),
+        "bAP50": stats([r["bAP50"] for r in runs]),
+        "seconds": stats([r["seconds"] for r in runs]),
+    }
+    for c in NEU_NOVEL:
+        for key in ("image_precision", "image_recall"):
+            values = [r[key][c] for r in runs if r[key][c] is not None]
+            out[f"{key}_{c}"] = stats(values) if values else None
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--work", type=Path)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--epochs", type=int, default=24)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--limit", type=int)
+    parser.add_argument("--test-limit", type=int)
+    parser.add_argument("--arch", default="small", choices=sorted(ARCHITECTURES))
+    parser.add_argument("--shots", default="1,5,10")
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--base-model", type=Path, help="reuse a base model folder instead of training one")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json-out", type=Path)
+    args = parser.parse_args()
+    if args.device == "cpu":
+        torch.set_num_threads(args.threads)
+    work = args.work or Path(tempfile.mkdtemp(prefix="p3-"))
+    store = neu_store(work / "neu.db", args.data)
+    base_dir = args.base_model or work / "base"
+    result: dict[str, Any] = {"protocol": "P3", "device": device_name(args.device), "args": vars(args)}
+    if args.base_model is None:
+        started = time.perf_counter()
+        train_detector(
+            store,
+            base_dir,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            classes=list(NEU_BASE),
+            limit=args.limit,
+            device=args.device,
+            config=DetectorConfig(**ARCHITECTURES[args.arch]),
+        )
+        result["base_train_seconds"] = time.perf_counter() - started
+    predictor = Predictor.from_dir(base_dir, device=args.device)
+    base = predictor.model
+    train, test = store.samples("train"), store.samples("test")
+    if args.test_limit:
+        test = test[:: max(1, len(test) // args.test_limit)][: args.test_limit]
+    proposals = predictor.proposals([s.path for s in test])
+    operating = dict(predictor.operating)
+    novel_threshold = statistics.median(operating.values())
+    operating.update(dict.fromkeys(NEU_NOVEL, novel_threshold))
+    before = score(base, proposals, test, operating)
+    result["before"] = {"bAP50": before["bAP50"], "AP50": before["AP50"]}
+    result["novel_boxes_before_learning"] = unknown_before(predictor, base.classify(proposals), test)
+    print(
+        "before:", json.dumps(result["before"]), json.dumps(result["novel_boxes_before_learning"]), flush=True
+    )
+
+    runs: dict[str, dict[int, list[dict[str, Any]]]] = {m: {} for m in METHODS}
+    for k in (int(v) for v in args.shots.split(",")):
+        for seed in (int(v) for v in args.seeds.split(",")):
+            support = draw_support(train, NEU_NOVEL, k, seed)
+            base_support = draw_support(train, NEU_BASE, k, seed)
+            for method in METHODS:
+                model, seconds = add_novel(base, method, support, base_support, seed)
+                report = score(model, proposals, test, operating)
+                report["seconds"] = seconds
+                runs[method].setdefault(k, []).append(report)
+                print(
+                    f"K={k} seed={seed} {method}: nAP50 {report['nAP50']:.3f} bAP50 {report['bAP50']:.3f}",
+                    flush=True,
+                )
+    result["runs"] = runs
+    result["summary"] = {m: {f"K={k}": summarise(r) for k, r in by_k.items()} for m, by_k in runs.items()}
+    # seconds to add both classes with K = 10 on the CPU, whatever device trained the model
+    cpu_model = copy.deepcopy(base).cpu()
+    support = draw_support(train, NEU_NOVEL, min(10, max(int(v) for v in args.shots.split(","))), 0)
+    _, cpu_seconds = add_novel(cpu_model, "prototype", support, {}, 0)
+    result["cpu_seconds_to_add_both_classes"] = cpu_seconds
+    result["cpu_threads"] = torch.get_num_threads()
+    print(json.dumps({"before": result["before"], "summary": result["summary"]}, indent=2))
+    if args.json_out:
+        args.json_out.write_text(json.dumps(result, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
