@@ -1,0 +1,37 @@
+"""The multi-task defect detector: class-agnostic localization + prototype recognition.
+
+The Python API (what ``quickstudy train | predict | eval | learn | models`` call)::
+
+    from quickstudy.detect import Predictor, evaluate_detector, learn_class, train_detector
+    version = train_detector(store, "runs/neu", epochs=24, device="cuda")   # writes runs/neu/versions/v1.pt
+    found = Predictor.from_dir("runs/neu").predict(["a.jpg"])               # [[Detection(box, class_name, score, similarity)]]
+    report = evaluate_detector(Predictor.from_dir("runs/neu"), store.samples("test"))
+    version = learn_class("runs/neu", store, "scratches", images=["s1.jpg"])  # new version, old kept
+    ModelFolder("runs/neu").use(1)                                           # back to version 1
+
+Modules: ``model`` (the network), ``localization`` and ``recognition`` (the two heads and their
+losses), ``data`` (store samples → in-memory batches), ``training`` (Trainer glue, calibration),
+``predictor`` (user images in, named boxes out), ``evaluation``, ``fewshot`` (new classes),
+``versions`` (the model folder).
+"""
+
+from quickstudy.detect.evaluation import evaluate_detector
+from quickstudy.detect.fewshot import learn_class
+from quickstudy.detect.model import ARCHITECTURES, DefectDetector, DetectorConfig
+from quickstudy.detect.predictor import UNKNOWN, Detection, Predictor
+from quickstudy.detect.training import train_detector
+from quickstudy.detect.versions import ModelFolder, check_taxonomy
+
+__all__ = [
+    "ARCHITECTURES",
+    "UNKNOWN",
+    "DefectDetector",
+    "Detection",
+    "DetectorConfig",
+    "ModelFolder",
+    "Predictor",
+    "check_taxonomy",
+    "evaluate_detector",
+    "learn_class",
+    "train_detector",
+]
