@@ -22,6 +22,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+import zlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -92,7 +93,9 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> Path:
 
     # 1 ------------------------------------------------------------------------------------------
     _step(console, 1, "the data, imported into a fresh label store")
-    images, scenario = _line_images(settings, out) if settings.data is None else _voc_images(settings)
+    images, scenario = (
+        _line_images(settings, out, console) if settings.data is None else _voc_images(settings)
+    )
     base_types = _hide_labels(images, scenario, settings)
     store = Store.open(store_path)
     report = store.import_images(images, source=str(settings.data or "built-in defect line"))
@@ -114,6 +117,7 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> Path:
 
     # 2 ------------------------------------------------------------------------------------------
     from quickstudy.detect.evaluation import evaluate_detector
+    from quickstudy.detect.fewshot import learn_class
     from quickstudy.detect.model import TINY, DetectorConfig
     from quickstudy.detect.predictor import Predictor
     from quickstudy.detect.training import train_detector
@@ -159,7 +163,7 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> Path:
     tic = time.perf_counter()
     for name in scenario.new_types:
         support = _support_images(store, scenario, name, settings)
-        _learn(model_dir, store, name, support, settings.device)
+        learn_class(model_dir, store, name, images=[s.path for s in support], device=settings.device)
     learn_seconds = time.perf_counter() - tic
     predictor = Predictor.from_dir(model_dir, device=settings.device)
     after = _naming(predictor, new_test, scenario, scenario.new_types)
@@ -182,7 +186,7 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> Path:
     for name in (sub_a, sub_b):
         support = _support_images(store, scenario, name, settings)
         _relabel(store, scenario, support, name)
-        _learn(model_dir, store, name, support, settings.device)
+        learn_class(model_dir, store, name, images=[s.path for s in support], device=settings.device)
     split_seconds = time.perf_counter() - tic
     predictor = Predictor.from_dir(model_dir, device=settings.device)
     split_test = [s for s in test if any(scenario.truth[str(s.path)].count(t) for t in scenario.split_types)]
@@ -249,7 +253,7 @@ def _fresh_folder(out: Path) -> None:
 # --- the data ----------------------------------------------------------------------------------
 
 
-def _line_images(settings: DemoSettings, out: Path) -> tuple[list[ImportedImage], Scenario]:
+def _line_images(settings: DemoSettings, out: Path, console: Console) -> tuple[list[ImportedImage], Scenario]:
     """Write the built-in line as VOC under ``out/line/{train,test}`` and read it back."""
     line = SyntheticLine(
         seed=settings.seed,
@@ -263,7 +267,7 @@ def _line_images(settings: DemoSettings, out: Path) -> tuple[list[ImportedImage]
     for split, start, count in parts:
         folder = out / "line" / split
         for index in track(
-            range(start, start + count), description=f"  drawing {split} images", console=None
+            range(start, start + count), description=f"  drawing {split} images", console=console
         ):
             line.write_voc(folder, 1, start=index)
         for image in read_voc(folder):
@@ -332,29 +336,21 @@ def _step(console: Console, number: int, title: str) -> None:
     console.print(f"\n[bold]Step {number}/5[/bold] · {title}")
 
 
-def _support_images(store: Store, scenario: Scenario, name: str, settings: DemoSettings) -> list[int]:
-    """``shots`` training images holding a true box of ``name``, drawn with the demo's seed."""
-    candidates = [s.image_id for s in store.samples("train") if name in scenario.truth[str(s.path)]]
+def _support_images(store: Store, scenario: Scenario, name: str, settings: DemoSettings) -> list[Any]:
+    """``shots`` training images (store samples) holding a true box of ``name``, drawn with the seed."""
+    candidates = [s for s in store.samples("train") if name in scenario.truth[str(s.path)]]
     if len(candidates) < settings.shots:
         raise QuickstudyError(f"{store.path}: only {len(candidates)} training images hold '{name}'")
-    rng = np.random.default_rng([settings.seed, len(name)])
-    return sorted(int(i) for i in rng.choice(candidates, size=settings.shots, replace=False))
+    rng = np.random.default_rng([settings.seed, zlib.crc32(name.encode())])
+    return [candidates[i] for i in sorted(rng.choice(len(candidates), size=settings.shots, replace=False))]
 
 
-def _relabel(store: Store, scenario: Scenario, image_ids: Sequence[int], name: str) -> None:
+def _relabel(store: Store, scenario: Scenario, samples: Sequence[Any], name: str) -> None:
     """What a person does after a split: give the boxes of ``name`` in these images their new class."""
-    wanted = set(image_ids)
-    for sample in store.samples("train"):
-        if sample.image_id in wanted:
-            for box, true_name in zip(sample.boxes, scenario.truth[str(sample.path)], strict=True):
-                if true_name == name:
-                    store.set_label(box.box_id, name, author="demo")
-
-
-def _learn(model_dir: Path, store: Store, name: str, image_ids: Sequence[int], device: str) -> None:
-    from quickstudy.detect.learn import learn_class
-
-    learn_class(model_dir, store, name, image_ids=list(image_ids), device=device)
+    for sample in samples:
+        for box, true_name in zip(sample.boxes, scenario.truth[str(sample.path)], strict=True):
+            if true_name == name:
+                store.set_label(box.box_id, name, author="demo")
 
 
 def _naming(
