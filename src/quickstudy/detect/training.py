@@ -87,11 +87,13 @@ def box_embeddings(model: DefectDetector, data: DetectionSet, batch_size: int = 
     return torch.cat(chunks) if chunks else torch.zeros(0, model.config.embedding_dim)
 
 
-def class_means(embeddings: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-    """Per-class mean of the embeddings whose allowed set is exactly that class (``[C, D]``)."""
+def class_means(embeddings: torch.Tensor, allowed: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
+    """Per-class mean of the embeddings whose allowed set is exactly that class (``[C, D]``); a
+    class without such a box keeps its ``fallback`` row (the learned class vector)."""
     single = (allowed.sum(-1) == 1)[:, None] & allowed
     sums = single.float().T @ embeddings
-    return torch.nn.functional.normalize(sums, dim=-1)
+    seen = single.any(0)[:, None]
+    return torch.nn.functional.normalize(torch.where(seen, sums, fallback.to(sums)), dim=-1)
 
 
 def calibrate(model: DefectDetector, memory: DetectionSet, validation: DetectionSet) -> dict[str, Any]:
@@ -102,7 +104,8 @@ def calibrate(model: DefectDetector, memory: DetectionSet, validation: Detection
     holds a box of class c" on the held-out images.
     """
     memory_allowed = memory.allowed[memory.valid].cpu()
-    model.set_prototypes(model.classes, class_means(box_embeddings(model, memory), memory_allowed))
+    means = class_means(box_embeddings(model, memory), memory_allowed, model.class_vectors.detach().cpu())
+    model.set_prototypes(model.classes, means)
     embeddings = box_embeddings(model, validation)
     allowed = validation.allowed[validation.valid]
     single = allowed.sum(-1) == 1

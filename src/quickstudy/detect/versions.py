@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+import torch.nn.functional as F
+
 from quickstudy.errors import QuickstudyError
 from quickstudy.train import load_checkpoint, save_checkpoint
 
@@ -124,16 +127,13 @@ def check_taxonomy(payload: dict[str, Any], store: Any, where: str | os.PathLike
 def diff_versions(folder: ModelFolder, a: int, b: int) -> dict[str, Any]:
     """Classes added and removed from version ``a`` to ``b``, and the cosine between old and new
     prototypes of common classes whose prototype moved."""
-    import torch.nn.functional as F
-
     old, new = folder.load(a), folder.load(b)
     old_rows = dict(zip(old["classes"], F.normalize(old["model"]["prototypes"], dim=-1), strict=True))
     new_rows = dict(zip(new["classes"], F.normalize(new["model"]["prototypes"], dim=-1), strict=True))
     changed = {}
     for name in old_rows.keys() & new_rows.keys():
-        cosine = float(old_rows[name] @ new_rows[name])
-        if cosine < 1 - 1e-6:
-            changed[name] = cosine
+        if not torch.equal(old_rows[name], new_rows[name]):
+            changed[name] = float(old_rows[name] @ new_rows[name])
     return {
         "added": [c for c in new["classes"] if c not in old_rows],
         "removed": [c for c in old["classes"] if c not in new_rows],
