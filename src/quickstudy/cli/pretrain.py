@@ -1,0 +1,91 @@
+"""``quickstudy pretrain``: self-supervised pretraining of a backbone on a store's images, labels ignored."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from quickstudy.backbones import BACKBONES
+from quickstudy.cli._common import print_json
+from quickstudy.data.classification import store_classes
+from quickstudy.errors import QuickstudyError
+from quickstudy.labels import Store
+from quickstudy.pretrain import METHODS, pretrain
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "pretrain",
+        help="self-supervised pretraining of a backbone on unlabelled images",
+        description="Pretrain a backbone without labels (SimCLR: contrastive; BYOL: self-distillation "
+        "with an EMA target) on every image of a label store (or of one split); boxes and classes "
+        "are ignored. Images are decoded once into memory. The run folder's checkpoint.pt is what "
+        "`--init DIR` of the few-shot learners and the detector loads. Rerunning into the same "
+        "folder resumes.",
+    )
+    parser.add_argument("--store", required=True, help="label store file whose images to learn from")
+    parser.add_argument("--split", help="only images tagged with this split (e.g. train); default: all")
+    parser.add_argument("--backbone", default="conv4", choices=sorted(BACKBONES))
+    parser.add_argument("--width", type=int, help="conv4: filters per block (default 64)")
+    parser.add_argument("--method", default="simclr", choices=sorted(METHODS))
+    parser.add_argument(
+        "--size", type=int, default=64, help="image side in pixels the backbone sees (default 64)"
+    )
+    parser.add_argument(
+        "--stored-size",
+        type=int,
+        help="side images are kept at in memory; crops are cut from it (default: twice --size)",
+    )
+    parser.add_argument("--steps", type=int, default=2000, help="optimisation steps (default 2000)")
+    parser.add_argument("--batch-size", type=int, default=256, help="images per step, two views each")
+    parser.add_argument("--lr", type=float, default=1e-3, help="AdamW peak learning rate")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", required=True, help="run folder (checkpoint.pt, metrics.csv)")
+    parser.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+    parser.set_defaults(func=_pretrain)
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    for name in ("size", "steps", "batch_size"):
+        if getattr(args, name) < 1:
+            raise QuickstudyError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    store_path = Path(args.store)
+    with Store.open(store_path, create=False) as store:
+        count = len(store.images(args.split))
+        if count < 2:
+            where = f"split {args.split!r} of " if args.split else ""
+            raise QuickstudyError(
+                f"{store_path}: {where}the store holds {count} images; pretraining needs 2 or more"
+            )
+        # Labels are ignored: every image counts as one class of "unlabelled" images.
+        images = store_classes(
+            store, split=args.split, size=args.stored_size or 2 * args.size, class_of=lambda _: "unlabelled"
+        ).images
+    metrics = pretrain(
+        images,
+        out_dir=args.out,
+        backbone=args.backbone,
+        backbone_kwargs={"width": args.width} if args.width else {},
+        method=args.method,
+        image_size=args.size,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        device=args.device,
+        amp=args.amp,
+        seed=args.seed,
+    )
+    summary = {"out": args.out, "images": len(images), **metrics}
+    if args.json:
+        print_json(summary)
+    else:
+        print(
+            f"pretrained {args.backbone} with {args.method} on {len(images)} images in {metrics['seconds']:.0f} s"
+        )
+        print(f"checkpoint: {Path(args.out) / 'checkpoint.pt'}  (use it with --init {args.out})")
+    return 0
