@@ -89,22 +89,24 @@ def train_and_score(
     **kw: Any,
 ) -> dict[str, Any]:
     """Train one detector (on ``samples`` if given, else the store's TRAIN), evaluate it on the TEST
-    images of ``test_store`` (default: ``store``); returns the eval report plus timings."""
-    config = DetectorConfig(**ARCHITECTURES[args.arch])
-    started = time.perf_counter()
-    train_detector(
-        store,
-        out,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        limit=args.limit,
-        device=args.device,
-        config=config,
-        samples=samples,
-        **kw,
-    )
-    seconds = time.perf_counter() - started
+    images of ``test_store`` (default: ``store``); returns the eval report plus timings. A folder
+    that already holds a model (e.g. P2's, passed to P4/P5 as ``--full-model``) is scored as it is."""
+    seconds = None
+    if not (out / "versions").is_dir():
+        started = time.perf_counter()
+        train_detector(
+            store,
+            out,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            limit=args.limit,
+            device=args.device,
+            config=DetectorConfig(**ARCHITECTURES[args.arch]),
+            samples=samples,
+            **kw,
+        )
+        seconds = time.perf_counter() - started
     predictor = Predictor.from_dir(out, device=args.device)
     test = (test_store or store).samples("test")
     if args.test_limit:

@@ -73,6 +73,11 @@ def main() -> None:
     parser.add_argument("--fractions", default="0.5,0.9")
     parser.add_argument("--seed", type=int, default=0, help="which boxes lose their class")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--full-model",
+        type=Path,
+        help="score this model folder as the full-label variant (P2's, same recipe)",
+    )
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
     if args.device == "cpu":
@@ -81,7 +86,7 @@ def main() -> None:
     store = neu_store(work / "neu.db", args.data)
     train = store.samples("train")
     result: dict[str, Any] = {"protocol": "P4", "device": device_name(args.device), "args": vars(args)}
-    full = train_and_score(store, work / "full", args, samples=train)
+    full = train_and_score(store, args.full_model or work / "full", args, samples=train)
     result["full"] = full
     print("full:", full["mAP50"], flush=True)
     for fraction in (float(f) for f in args.fractions.split(",")):

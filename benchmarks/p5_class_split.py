@@ -78,6 +78,11 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=5, help="relabelled TRAIN images per sub-class")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--full-model",
+        type=Path,
+        help="score this model folder as the full-label variant (P2's, same recipe)",
+    )
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
     if args.device == "cpu":
@@ -111,7 +116,8 @@ def main() -> None:
     runs = {"partial": (split, partial), "ignore": (split, ignore), "full": (reference, None)}
     for name, (store, samples) in runs.items():
         # the split store's TEST boxes are partial too: score every variant against the original labels
-        report = train_and_score(store, work / name, args, samples=samples, test_store=reference)
+        out = args.full_model if name == "full" and args.full_model else work / name
+        report = train_and_score(store, out, args, samples=samples, test_store=reference)
         result[name] = report
         print(f"{name}: " + ", ".join(f"{c} AP50 {report['AP50'][c]}" for c in SUBCLASSES), flush=True)
     started = time.perf_counter()
