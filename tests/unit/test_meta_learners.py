@@ -80,3 +80,19 @@ def test_learner_learns_novel_classes_far_above_chance(algo: str) -> None:
     after = evaluate(learner, test_sampler, episodes=30).accuracy
     print(f"{algo}: 5-way 1-shot accuracy {before:.2f} -> {after:.2f}")
     assert after > 0.5 and after > before + 0.15  # chance is 0.2
+
+
+@pytest.mark.parametrize("algo", ["protonet", "finetune"])
+def test_scoring_embeddings_computed_once_gives_the_same_report(algo: str) -> None:
+    torch.manual_seed(0)
+    config = FewShotConfig(
+        algo=algo,
+        backbone_kw={"width": 8},
+        num_classes=64,
+        learner_kw={"head_steps": 3} if algo == "finetune" else {},
+    )
+    learner = build_learner(config)
+    sampler = EpisodeSampler(TRAIN, way=5, shot=2, query=3, query_set=TRAIN)
+    once = evaluate(learner, sampler, episodes=5, embed_once=True)
+    each = evaluate(learner, sampler, episodes=5, embed_once=False)
+    assert once.accuracy == pytest.approx(each.accuracy) and once.per_class == each.per_class

@@ -33,6 +33,8 @@ def tiny_episode(seed: int = 0) -> Episode:
         query_x=torch.randn(6, 1, 2, 2, generator=g),
         query_y=torch.tensor([0, 1, 0, 1, 0, 1]),
         classes=torch.tensor([0, 1]),
+        support_index=torch.arange(4),
+        query_index=torch.arange(6),
     )
 
 
@@ -117,6 +119,8 @@ def test_maml_memory_stays_flat_over_hundreds_of_meta_iterations() -> None:
                 torch.rand(10, 1, 16, 16, generator=g),
                 torch.arange(5).repeat(2),
                 torch.arange(5),
+                torch.arange(5),
+                torch.arange(10),
             )
             optimizer.zero_grad()
             learner.meta_loss(episode)[0].backward()

@@ -24,6 +24,8 @@ class Episode:
     """One few-shot task. Labels are ``0..way-1`` in episode order; ``classes`` maps them back to the set.
 
     Images are float ``[B, 1, H, W]`` in ``[0, 1]``; support and query come class by class.
+    ``support_index`` / ``query_index`` say which images of the sampled sets they are (evaluation
+    uses them to look up embeddings computed once per image).
     """
 
     support_x: torch.Tensor
@@ -31,6 +33,8 @@ class Episode:
     query_x: torch.Tensor
     query_y: torch.Tensor
     classes: torch.Tensor
+    support_index: torch.Tensor
+    query_index: torch.Tensor
 
     @property
     def way(self) -> int:
@@ -43,6 +47,8 @@ class Episode:
             self.query_x.to(device, non_blocking=True),
             self.query_y.to(device, non_blocking=True),
             self.classes.to(device, non_blocking=True),
+            self.support_index.to(device, non_blocking=True),
+            self.query_index.to(device, non_blocking=True),
         )
 
 
@@ -142,4 +148,6 @@ class EpisodeSampler:
             query_x=query_images,
             query_y=labels.repeat_interleave(self.query).to(device),
             classes=chosen.to(device),
+            support_index=support.flatten().to(device),
+            query_index=query.flatten().to(device),
         )

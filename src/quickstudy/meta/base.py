@@ -29,6 +29,8 @@ class FewShotLearner(nn.Module):
 
     algo: str = ""
     backbone: nn.Module
+    adapts_backbone = False
+    """True when ``fit`` changes the backbone (MAML): its embeddings cannot be computed once per image."""
 
     def meta_loss(self, episode: Episode) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError

@@ -57,6 +57,7 @@ class MAML(FewShotLearner):
     """
 
     algo = "maml"
+    adapts_backbone = True
 
     def __init__(
         self,
