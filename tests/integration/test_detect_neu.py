@@ -71,6 +71,15 @@ def test_train_predict_eval_on_a_slice(neu_slice: Path, neu_root: Path, tmp_path
     }
     assert report["n_images"] == 12
 
+    support = neu_root / "IMAGES" / "scratches_2.jpg"  # a TRAIN image of the slice
+    learn = ["learn", "--model", str(model), "--store", str(neu_store), "--class", "scratches"]
+    assert main([*learn, "--images", str(support)]) == 0
+    assert main([*learn, "--images", str(image)]) == 2  # crazing_5 holds no scratches box
+    assert "holds no box labelled 'scratches'" in capsys.readouterr().err
+    assert main(["models", "diff", "--model", str(model), "1", "2", "--json"]) == 0
+    assert set(json.loads(capsys.readouterr().out)["changed"]) == {"scratches"}
+    assert main(["models", "undo", "--model", str(model)]) == 0
+
     with Store.open(neu_store) as store:
         store.taxonomy.rename("crazing", "craze")
     try:
