@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from quickstudy.cli import main
+from quickstudy.errors import QuickstudyError
 from quickstudy.multitask.omniglot import ClassificationTask
 from quickstudy.multitask.training import MultiTaskConfig, load_multitask, train_multitask
 
@@ -66,6 +67,9 @@ def test_a_resumed_run_restores_the_weighting_state_and_runs_only_the_remaining_
     network, loaded = load_multitask(tmp_path)
     assert loaded.steps == 3 and loaded.task_names == ["task0", "task1"]
     assert network(torch.zeros(1, 1, 28, 28), 1).shape == (1, 2)
+    config.arch = "film"
+    with pytest.raises(QuickstudyError, match="holds a run with another arch"):
+        train_multitask(tasks, config, tmp_path)
 
 
 def test_cli_reports_a_missing_dataset_and_a_bad_combination_in_one_line(
