@@ -130,3 +130,5 @@ def test_support_without_a_box_of_the_class_is_a_clear_error(trained, tmp_path):
     with pytest.raises(QuickstudyError, match="not in the label store"):
         learn_class(model_dir, store, "scratch", images=[tmp_path / "elsewhere.png"])
     assert ModelFolder(model_dir).numbers() == [1]
+    with pytest.raises(QuickstudyError, match="already holds a trained model"):
+        train_detector(store, model_dir, epochs=1)

@@ -183,6 +183,10 @@ def train_detector(
     ``samples`` replaces ``store.samples("train")`` (benchmarks that edit labels in memory);
     ``classes`` restricts the taxonomy as ``--classes`` does. Returns the version number written.
     """
+    if ModelFolder(out_dir).numbers():
+        raise QuickstudyError(
+            f"{out_dir}: already holds a trained model (see `quickstudy models list`); choose another --out"
+        )
     all_classes = list(store.classes())
     if classes is not None:
         unknown = [c for c in classes if c not in all_classes]
