@@ -66,7 +66,8 @@ class DemoSettings:
     # the detector
     epochs: int = 12
     batch_size: int = 16
-    tiny: bool = True
+    lr: float = 5e-3
+    arch: str = "tiny"  # a detector size preset (quickstudy.detect.model.ARCHITECTURES)
     device: str = "cpu"
     report_score_floor: float = 0.05  # detections below this are left out of the report's curves
 
@@ -116,20 +117,22 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> Path:
     console.print(f"  known types: {', '.join(trained_types)}; held back: {', '.join(scenario.new_types)}")
 
     # 2 ------------------------------------------------------------------------------------------
+    # torch loads here, not at import: registering the command keeps `quickstudy --help` quick
     from quickstudy.detect.evaluation import evaluate_detector
     from quickstudy.detect.fewshot import learn_class
-    from quickstudy.detect.model import TINY, DetectorConfig
+    from quickstudy.detect.model import ARCHITECTURES, DetectorConfig
     from quickstudy.detect.predictor import Predictor
     from quickstudy.detect.training import train_detector
 
     _step(console, 2, f"train the detector on {len(trained_types)} types, half of their boxes without class")
-    config = DetectorConfig(**(TINY if settings.tiny else {}), image_size=_image_size(settings, images))
+    config = DetectorConfig(**ARCHITECTURES[settings.arch], image_size=_image_size(settings, images))
     tic = time.perf_counter()
     train_detector(
         store,
         model_dir,
         epochs=settings.epochs,
         batch_size=settings.batch_size,
+        lr=settings.lr,
         classes=trained_types,
         device=settings.device,
         config=config,
