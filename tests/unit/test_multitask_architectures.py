@@ -111,3 +111,14 @@ def test_delta_m_is_the_mean_relative_change_in_percent() -> None:
     assert delta_m([2.0], [1.0], higher_is_better=[False]) == pytest.approx(-100.0)  # an error metric
     with pytest.raises(ValueError, match="one baseline per task"):
         delta_m([0.9], [0.8, 0.7])
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_all_tasks_in_one_pass_give_what_each_task_alone_gives_at_inference(arch: str) -> None:
+    torch.manual_seed(0)
+    net = build_network(arch, N_CLASSES, width=8)
+    net.eval()  # running statistics: each image's output no longer depends on the rest of the batch
+    batches = [torch.rand(3, 1, 28, 28) for _ in N_CLASSES]
+    together = net.forward_tasks(batches)
+    for task, images in enumerate(batches):
+        assert torch.allclose(together[task], net(images, task), atol=1e-5)

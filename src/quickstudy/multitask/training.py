@@ -162,10 +162,12 @@ def train_multitask(
         generator = step_generator(config.seed, step, distributed.rank())
         task_losses.clear()
         correct = torch.zeros((), device=device)
-        for t, task in enumerate(on_device):
-            pick = torch.randint(len(task.train_labels), (config.batch_size,), generator=generator)
-            pick = pick.to(task.train_labels.device)
-            logits = network(_as_input(task.train_images[pick]), t)
+        picks = [
+            torch.randint(len(task.train_labels), (config.batch_size,), generator=generator).to(device)
+            for task in on_device
+        ]
+        batches = [_as_input(task.train_images[pick]) for task, pick in zip(on_device, picks, strict=True)]
+        for task, pick, logits in zip(on_device, picks, network.forward_tasks(batches), strict=True):
             labels = task.train_labels[pick]
             task_losses.append(F.cross_entropy(logits.float(), labels))
             correct = correct + (logits.argmax(dim=1) == labels).float().mean()
