@@ -390,7 +390,10 @@ def _fmt(value: Any) -> str:
     if isinstance(value, int | np.integer):
         return f"{int(value):,}"
     if isinstance(value, float | np.floating):
-        return "—" if not np.isfinite(value) else f"{float(value):.3f}"
+        if not np.isfinite(value):
+            return "—"
+        # scores and shares to 3 decimals; seconds and counts need fewer
+        return f"{float(value):.3f}" if abs(value) < 10 else f"{float(value):,.1f}"
     return html.escape(str(value))
 
 
