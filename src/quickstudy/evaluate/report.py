@@ -390,10 +390,11 @@ def _fmt(value: Any) -> str:
     if isinstance(value, int | np.integer):
         return f"{int(value):,}"
     if isinstance(value, float | np.floating):
-        if not np.isfinite(value):
+        number = float(value)
+        if not np.isfinite(number):
             return "—"
         # scores and shares to 3 decimals; seconds and counts need fewer
-        return f"{float(value):.3f}" if abs(value) < 10 else f"{float(value):,.1f}"
+        return f"{number:.3f}" if abs(number) < 10 else f"{number:,.1f}"
     return html.escape(str(value))
 
 
