@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -73,21 +74,18 @@ def test_short_pretraining_lowers_its_loss_and_writes_a_checkpoint_others_load(
 ) -> None:
     torch.set_num_threads(1)
     images, out = _striped_images(48), tmp_path / method
-    metrics = pretrain(
-        images,
-        out_dir=out,
-        backbone="conv4",
-        backbone_kwargs={"width": 8},
-        method=method,
-        image_size=24,
-        steps=40,
-        batch_size=24,
-        lr=3e-3,
-        log_every=1,
-    )
+    run: dict[str, Any] = {"backbone_kwargs": {"width": 8}, "method": method, "image_size": 24, "steps": 40}
+    run |= {"batch_size": 24, "lr": 3e-3, "log_every": 1}
+    metrics = pretrain(images, out_dir=out, **run)
     assert math.isfinite(metrics["loss"])
     with open(out / "metrics.csv", newline="") as handle:
         assert len(list(csv.DictReader(handle))) == 40
+    # Calling it again resumes a finished run: no step is taken, and the training time is kept...
+    again = pretrain(images, out_dir=out, **run)
+    assert metrics["seconds"] <= again["seconds"] < metrics["seconds"] + 5
+    # ...but another run's settings are refused rather than silently mixed into it.
+    with pytest.raises(QuickstudyError, match="image_size=24, not 32; use another --out"):
+        pretrain(images, out_dir=out, **{**run, "image_size": 32})
     # The loss on one fixed pair of views of every image, at initialisation (same seed) and after training.
     # (The logged training loss is no measure for BYOL: its target moves while it learns.)
     pixels = images.unsqueeze(1).float() / 255

@@ -72,7 +72,7 @@ def pretrain(
     ``image_size`` pixels and takes one AdamW step (linear warm-up, then cosine decay). Images may
     be stored larger than ``image_size`` (e.g. twice): crops then keep detail instead of upsampling.
     Resumes from ``out_dir/checkpoint.pt``. Returns the metrics of the last log window plus
-    ``seconds``.
+    ``seconds``, the training time of the whole run (over resumes).
 
     Example:
         >>> pretrain(torch.randint(0, 255, (64, 32, 32), dtype=torch.uint8), out_dir="runs/x", steps=5,
@@ -117,6 +117,7 @@ def pretrain(
         "seed": seed,
         "augment": (augment or AugmentConfig()).__dict__,
     }
+    _check_resumable(Path(out_dir), config)
     trainer = Trainer(
         model,
         optimizer,
@@ -130,7 +131,10 @@ def pretrain(
         checkpoint_every=checkpoint_every,
         log_every=log_every,
         desc=f"pretrain {method} {backbone}",
+        # Training time survives a resume: each checkpoint holds the seconds spent up to it.
+        extra_state=lambda: {"seconds": earlier_seconds + time.perf_counter() - started},
     )
+    earlier_seconds = float(trainer.resumed_extra_state.get("seconds", 0.0))
 
     def step_fn(step: int) -> dict[str, torch.Tensor]:
         generator = step_generator(seed, step)
@@ -141,7 +145,7 @@ def pretrain(
 
     started = time.perf_counter()
     metrics = trainer.fit(step_fn)
-    seconds = time.perf_counter() - started
+    seconds = earlier_seconds + time.perf_counter() - started
     # The final checkpoint also carries the backbone alone, so that --init DIR needs no method code.
     payload = trainer.state(steps)
     payload.update(
@@ -155,6 +159,20 @@ def pretrain(
     )
     save_checkpoint(trainer.checkpoint_file, payload)
     return {**metrics, "seconds": seconds}
+
+
+def _check_resumable(out_dir: Path, config: dict[str, Any]) -> None:
+    """A run folder may only be resumed by the run that wrote it (same network, method, size, steps)."""
+    file = out_dir / "checkpoint.pt"
+    if not file.exists():
+        return
+    saved = load_checkpoint(file, kind=KIND).get("config", {})
+    for key in ("backbone_name", "backbone_kwargs", "method", "image_size", "steps", "batch_size"):
+        if saved.get(key) != config[key]:
+            raise QuickstudyError(
+                f"{file}: holds a run with {key}={saved.get(key)!r}, not {config[key]!r}; "
+                "use another --out to start a new run"
+            )
 
 
 def load_pretrained(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> PretrainedBackbone:
