@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -37,18 +37,6 @@ class FewShotLearner(nn.Module):
 
     def fit(self, support_x: torch.Tensor, support_y: torch.Tensor) -> Predictor:
         raise NotImplementedError
-
-    def meta_batch_loss(self, episodes: Sequence[Episode]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean ``meta_loss`` over a meta-batch of same-shaped episodes, and each one's query accuracy.
-
-        Learners that can run the tasks of a meta-batch as one batched computation override this.
-        """
-        losses, accuracies = [], []
-        for episode in episodes:
-            loss, logits = self.meta_loss(episode)
-            losses.append(loss)
-            accuracies.append((logits.argmax(dim=1) == episode.query_y).float().mean())
-        return torch.stack(losses).mean(), torch.stack(accuracies)
 
 
 def feature_size(backbone: nn.Module) -> int:

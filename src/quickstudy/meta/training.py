@@ -184,9 +184,15 @@ def train_learner(
     tasks = range(rank * per_process, (rank + 1) * per_process)
 
     def step_fn(step: int) -> dict[str, torch.Tensor]:
-        episodes = [sampler.sample(step_generator(config.seed, step, task)) for task in tasks]
-        loss, accuracies = learner.meta_batch_loss(episodes)
-        return {"loss": loss, "acc": accuracies.mean()}
+        # Backward task by task: only one task's (second-order) graph is alive at a time.
+        losses, accuracies = [], []
+        for task in tasks:
+            episode = sampler.sample(step_generator(config.seed, step, task))
+            loss, logits = learner.meta_loss(episode)
+            (loss / len(tasks)).backward()
+            losses.append(loss.detach())
+            accuracies.append((logits.argmax(dim=1) == episode.query_y).float().mean())
+        return {"loss": torch.stack(losses).mean(), "acc": torch.stack(accuracies).mean()}
 
     optimizer = torch.optim.Adam(learner.parameters(), lr=config.lr)
     scheduler = (
@@ -207,5 +213,6 @@ def train_learner(
         log_every=log_every,
         checkpoint_every=checkpoint_every,
         desc=f"{config.algo} {config.train_way}-way {config.shot}-shot",
+        backward=lambda outputs: None,  # done task by task in step_fn
     )
     return trainer.fit(step_fn)
