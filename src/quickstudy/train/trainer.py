@@ -97,7 +97,7 @@ class Trainer:
         self.optimizer.load_state_dict(payload["optimizer"])
         if self.scheduler is not None and payload.get("scheduler") is not None:
             self.scheduler.load_state_dict(payload["scheduler"])
-        torch.set_rng_state(payload["rng"])
+        torch.set_rng_state(payload["rng"].cpu())  # map_location may have moved it to the GPU
         self.start_step = int(payload["step"])
         self.resumed_extra_state = payload.get("extra", {})
 
