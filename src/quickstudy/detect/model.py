@@ -187,7 +187,7 @@ class DefectDetector(nn.Module):
         for proposal in proposals:
             boxes, defect, embeddings = proposal["boxes"], proposal["defect_scores"], proposal["embeddings"]
             similarity = embeddings @ self.prototypes.to(embeddings.device).T  # [N, C] cosines
-            pair_scores = defect[:, None] * (scale * similarity).softmax(-1)
+            pair_scores = defect[:, None] * (scale.to(embeddings.device) * similarity).softmax(-1)
             box_index, label = torch.nonzero(pair_scores > cfg.score_thresh, as_tuple=True)
             pair = pair_scores[box_index, label]
             keep = batched_nms(boxes[box_index], pair, label, cfg.nms_thresh)[: cfg.detections]
