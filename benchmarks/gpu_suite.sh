@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Every GPU benchmark side by side on one GPU, each under its own time limit, so that one lease of a
+# GPU machine gives all the numbers at once (and one crash costs one benchmark, not all).
+#
+#   bash benchmarks/gpu_suite.sh smoke|full|rerun DATA_ROOT OUT [SECONDS]
+#
+# DATA_ROOT holds neu-det/ and omniglot/ (laid out like ../shared/data); anchors are taken from
+# DATA_ROOT/../anchors. Logs and JSON go to OUT/logs and OUT/json, packed into OUT/results.tar.gz.
+# "smoke" runs each benchmark for a few steps (does everything start?); "full" runs the protocol
+# sizes that fit SECONDS (default 500) on one H100. Processes share the GPU, so their timings are
+# contended: compare only timings taken inside one benchmark (ours vs its anchor in the same process).
+set -u
+MODE=$1; DATA=$(cd "$2" && pwd); OUT=$3; SECONDS_BUDGET=${4:-500}
+mkdir -p "$OUT/logs" "$OUT/json"
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
+export QUICKSTUDY_DATA="$DATA" QUICKSTUDY_CACHE=/tmp/qs-cache
+# the benchmarks find the anchors and data beside the checkout, as on the development machines
+mkdir -p ../shared && ln -sfn "$DATA" ../shared/data && ln -sfn "$DATA/../anchors" ../shared/anchors
+PY=${PYTHON:-python3}
+W=/tmp/qs-bench; rm -rf "$W"; mkdir -p "$W"  # a warm machine may hold an earlier run's folders
+{ nvidia-smi; $PY -c "import torch, torchvision; print(torch.__version__, torchvision.__version__)"; } \
+  > "$OUT/logs/machine.txt" 2>&1
+
+job() {  # job NAME SECONDS COMMAND...
+  local name=$1 limit=$2; shift 2
+  ( start=$(date +%s); timeout --signal=INT --kill-after=15 "$limit" "$@" > "$OUT/logs/$name.log" 2>&1
+    echo "exit $? after $(( $(date +%s) - start )) s" >> "$OUT/logs/$name.log" ) &
+}
+
+B=$SECONDS_BUDGET
+# decode Omniglot once, before several processes would each decode it and race to write the cache
+$PY -c "from pathlib import Path; from quickstudy.data.omniglot import load_omniglot; load_omniglot(Path('$DATA/omniglot'))" \
+  > "$OUT/logs/omniglot-cache.log" 2>&1
+if [ "$MODE" = rerun ]; then  # the second, shorter lease: the few-shot and multi-task benchmarks only
+  for shot in 1 5; do
+    job p6-protonet-${shot}s $B $PY benchmarks/p6_omniglot.py --device cuda --amp --algos protonet \
+        --configs 5w${shot}s,20w${shot}s --max-minutes 2.2 --out $W/p6p$shot --json-out "$OUT/json/p6-protonet-${shot}s.json"
+  done
+  for config in 5w1s 5w5s 20w1s 20w5s; do
+    job p6-maml-$config $B $PY benchmarks/p6_omniglot.py --device cuda --amp --algos maml --configs $config \
+        --max-minutes 2.2 --out $W/p6m$config --json-out "$OUT/json/p6-maml-$config.json"
+  done
+  job p8 $B $PY benchmarks/p8_omniglot_mtl.py --device cuda --steps 300 --batch-size 32 --libmtl-path .gpu/libmtl \
+      --libmtl-steps 50 --out-dir $W/p8 --json-out "$OUT/json/p8.json"
+  job p7u $B $PY benchmarks/p7u_pretrain.py --device cuda --amp --threads 2 --work $W/p7u --backbones conv4 --width 64 \
+      --sizes 64 --methods none,simclr --learners nearest-mean,protonet --pretrain-steps 500 \
+      --pretrain-batch 256 --protonet-steps 200 --protonet-lr 2e-4 --episodes 1000 --tta --json-out "$OUT/json/p7u.json"
+elif [ "$MODE" = smoke ]; then
+  job p2 $B $PY benchmarks/p2_neu_detect.py --device cuda --epochs 1 --limit 96 --test-limit 48 --weightings equal \
+      --retinanet-epochs 1 --work $W/p2 --json-out "$OUT/json/p2.json"
+  job p6 $B $PY benchmarks/p6_omniglot.py --device cuda --amp --protonet-steps 20 --maml-steps 4 --episodes 20 \
+      --json-out "$OUT/json/p6.json"
+  job p8 $B $PY benchmarks/p8_omniglot_mtl.py --device cuda --tasks 5 --steps 10 --configs single/equal,shared/pcgrad \
+      --libmtl-path .gpu/libmtl --libmtl-steps 5 --out-dir $W/p8 --json-out "$OUT/json/p8.json"
+  job p7u $B $PY benchmarks/p7u_pretrain.py --device cuda --amp --threads 2 --work $W/p7u --backbones conv4 --width 16 \
+      --sizes 64 --methods none,simclr --learners nearest-mean --pretrain-steps 5 --episodes 20 \
+      --json-out "$OUT/json/p7u.json"
+else
+  job p2 $B $PY benchmarks/p2_neu_detect.py --device cuda --epochs 24 --work $W/p2 --json-out "$OUT/json/p2.json"
+  job p3 $B $PY benchmarks/p3_neu_fewshot_detect.py --device cuda --epochs 24 --work $W/p3 --json-out "$OUT/json/p3.json"
+  job p4 $B $PY benchmarks/p4_missing_labels.py --device cuda --epochs 12 --work $W/p4 --json-out "$OUT/json/p4.json"
+  job p5 $B $PY benchmarks/p5_class_split.py --device cuda --epochs 12 --work $W/p5 --json-out "$OUT/json/p5.json"
+  # ProtoNet: one model per shot (tested at 5 and 20 ways); MAML: one model per configuration
+  for shot in 1 5; do
+    job p6-protonet-${shot}s $B $PY benchmarks/p6_omniglot.py --device cuda --amp --algos protonet \
+        --configs 5w${shot}s,20w${shot}s --max-minutes 5.5 --out $W/p6p$shot --json-out "$OUT/json/p6-protonet-${shot}s.json"
+  done
+  for config in 5w1s 5w5s 20w1s 20w5s; do
+    job p6-maml-$config $B $PY benchmarks/p6_omniglot.py --device cuda --amp --algos maml --configs $config \
+        --max-minutes 5.5 --out $W/p6m$config --json-out "$OUT/json/p6-maml-$config.json"
+  done
+  job p8 $B $PY benchmarks/p8_omniglot_mtl.py --device cuda --steps 300 --batch-size 32 --libmtl-path .gpu/libmtl \
+      --libmtl-steps 50 --out-dir $W/p8 --json-out "$OUT/json/p8.json"
+  job p7u $B $PY benchmarks/p7u_pretrain.py --device cuda --amp --threads 2 --work $W/p7u --backbones conv4 --width 64 \
+      --sizes 64,128 --methods none,simclr,byol --learners nearest-mean,protonet --pretrain-steps 800 \
+      --pretrain-batch 256 --protonet-steps 200 --protonet-lr 2e-4 --episodes 1000 --tta --json-out "$OUT/json/p7u.json"
+fi
+wait
+nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv >> "$OUT/logs/machine.txt" 2>&1
+tar czf "$OUT/results.tar.gz" -C "$OUT" logs json
