@@ -19,7 +19,7 @@ from quickstudy.data.classification import ImageClassSet
 from quickstudy.errors import QuickstudyError
 from quickstudy.meta import FewShotConfig, ProtoNet, build_learner, load_learner, train_learner
 from quickstudy.meta.base import FewShotLearner
-from quickstudy.train import distributed
+from quickstudy.train import distributed, save_checkpoint
 
 
 def toy_classes() -> ImageClassSet:
@@ -122,6 +122,24 @@ def test_checkpoint_of_another_algorithm_or_corrupt_is_a_clear_error(tmp_path: P
         load_learner(tmp_path / "bad.pt")
     with pytest.raises(QuickstudyError, match="unknown algorithm 'reptile'"):
         FewShotConfig(algo="reptile")
+
+
+def test_init_loads_a_pretrained_backbone_and_refuses_a_mismatched_one(tmp_path: Path) -> None:
+    cfg = config(steps=0)
+    pretrained = build_learner(cfg).backbone
+    save_checkpoint(
+        tmp_path / "pre" / "checkpoint.pt",
+        {"kind": "pretrain", "backbone": pretrained.state_dict(), "backbone_name": "conv4"},
+    )
+    learner = build_learner(cfg)
+    train_learner(learner, cfg, toy_classes(), out_dir=tmp_path / "run", init=tmp_path / "pre")
+    for key, value in pretrained.state_dict().items():
+        assert torch.equal(learner.backbone.state_dict()[key], value)
+    wider = FewShotConfig(**{**vars(cfg), "backbone_kw": {"width": 16}})
+    with pytest.raises(QuickstudyError, match="weights do not fit"):
+        train_learner(
+            build_learner(wider), wider, toy_classes(), out_dir=tmp_path / "run2", init=tmp_path / "pre"
+        )
 
 
 def test_maml_cannot_run_another_way(tmp_path: Path) -> None:
