@@ -202,10 +202,8 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every NEU-DET detector benchmark shares: data, work folder, device, recipe, sizes."""
     parser.add_argument("--data", type=Path, default=DATA, help="NEU-DET root (IMAGES/, ANNOTATIONS/)")
     parser.add_argument("--work", type=Path, help="folder for the store and models (default: a temp dir)")
     parser.add_argument("--device", default="cpu")
@@ -215,6 +213,14 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="first N training images only (smoke runs)")
     parser.add_argument("--test-limit", type=int, help="evaluate on N test images only (smoke runs)")
     parser.add_argument("--arch", default="small", choices=sorted(ARCHITECTURES), help="tiny for smoke runs")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_training_arguments(parser)
     parser.add_argument("--weightings", default="equal,uncertainty", help="comma-separated, one run each")
     parser.add_argument("--no-retinanet", action="store_true")
     parser.add_argument("--retinanet-epochs", type=int, help="default: --epochs")
@@ -222,7 +228,6 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4, help="RetinaNet data loader workers")
     parser.add_argument("--speed", action="store_true", help="only time CPU inference (batch 1, 200 px)")
     parser.add_argument("--model", help="with --speed: time this trained model folder instead of random init")
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()

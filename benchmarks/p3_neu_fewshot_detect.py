@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from p2_neu_detect import DATA, device_name, neu_store
+from p2_neu_detect import add_training_arguments, device_name, neu_store
 from torchvision.ops import box_iou
 
 from quickstudy.detect.evaluation import ground_truth
@@ -139,19 +139,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--work", type=Path)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--epochs", type=int, default=24)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--limit", type=int)
-    parser.add_argument("--test-limit", type=int)
-    parser.add_argument("--arch", default="small", choices=sorted(ARCHITECTURES))
+    add_training_arguments(parser)
     parser.add_argument("--shots", default="1,5,10")
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--base-model", type=Path, help="reuse a base model folder instead of training one")
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
     if args.device == "cpu":

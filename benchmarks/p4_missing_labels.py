@@ -24,9 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from p2_neu_detect import DATA, device_name, neu_store, train_and_score
-
-from quickstudy.detect.model import ARCHITECTURES
+from p2_neu_detect import add_training_arguments, device_name, neu_store, train_and_score
 
 
 def drop_classes(samples: list, fraction: float, seed: int) -> tuple[list, set[int]]:
@@ -61,18 +59,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--work", type=Path)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--epochs", type=int, default=24)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--limit", type=int)
-    parser.add_argument("--test-limit", type=int)
-    parser.add_argument("--arch", default="small", choices=sorted(ARCHITECTURES))
+    add_training_arguments(parser)
     parser.add_argument("--fractions", default="0.5,0.9")
     parser.add_argument("--seed", type=int, default=0, help="which boxes lose their class")
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--full-model",
         type=Path,

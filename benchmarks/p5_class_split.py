@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from p2_neu_detect import DATA, device_name, neu_store, train_and_score
+from p2_neu_detect import add_training_arguments, device_name, neu_store, train_and_score
 
 from quickstudy.detect.evaluation import evaluate_detector
 from quickstudy.detect.fewshot import learn_class
@@ -66,18 +66,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--work", type=Path)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--epochs", type=int, default=24)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--limit", type=int)
-    parser.add_argument("--test-limit", type=int)
-    parser.add_argument("--arch", default="small", choices=sorted(ARCHITECTURES))
+    add_training_arguments(parser)
     parser.add_argument("--k", type=int, default=5, help="relabelled TRAIN images per sub-class")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--full-model",
         type=Path,
