@@ -51,7 +51,8 @@ NEU_SPLIT = ("crazing", "rolled-in_scale")
 
 @dataclass
 class DemoSettings:
-    """How big the story is. The defaults finish in under 5 minutes on a 2-core CPU."""
+    """How big the story is. The defaults are sized for about 5 minutes on an idle 2-core CPU
+    (measured: benchmarks/results/demo.md)."""
 
     out: Path = Path("runs/demo")
     data: Path | None = None  # a VOC dataset instead of the built-in line
@@ -64,8 +65,8 @@ class DemoSettings:
     train_images: int = 300
     test_images: int = 100
     # the detector
-    epochs: int = 12
-    batch_size: int = 16
+    epochs: int = 20
+    batch_size: int = 32
     lr: float = 5e-3
     arch: str = "tiny"  # a detector size preset (quickstudy.detect.model.ARCHITECTURES)
     device: str = "cpu"
