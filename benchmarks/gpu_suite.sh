@@ -27,19 +27,24 @@ job() {  # job NAME SECONDS COMMAND...
     echo "exit $? after $(( $(date +%s) - start )) s" >> "$OUT/logs/$name.log" ) &
 }
 
+p6_jobs() {  # P6 as six processes: ProtoNet one model per shot (tested at 5 and 20 ways), MAML one per configuration
+  local minutes=$1
+  for shot in 1 5; do
+    job p6-protonet-${shot}s $B $PY benchmarks/p6_omniglot.py --device cuda --amp --algos protonet \
+        --configs 5w${shot}s,20w${shot}s --max-minutes "$minutes" --out $W/p6p$shot --json-out "$OUT/json/p6-protonet-${shot}s.json"
+  done
+  for config in 5w1s 5w5s 20w1s 20w5s; do
+    job p6-maml-$config $B $PY benchmarks/p6_omniglot.py --device cuda --amp --algos maml --configs $config \
+        --max-minutes "$minutes" --out $W/p6m$config --json-out "$OUT/json/p6-maml-$config.json"
+  done
+}
+
 B=$SECONDS_BUDGET
 # decode Omniglot once, before several processes would each decode it and race to write the cache
 $PY -c "from pathlib import Path; from quickstudy.data.omniglot import load_omniglot; load_omniglot(Path('$DATA/omniglot'))" \
   > "$OUT/logs/omniglot-cache.log" 2>&1
 if [ "$MODE" = rerun ]; then  # the second, shorter lease: the few-shot and multi-task benchmarks only
-  for shot in 1 5; do
-    job p6-protonet-${shot}s $B $PY benchmarks/p6_omniglot.py --device cuda --amp --algos protonet \
-        --configs 5w${shot}s,20w${shot}s --max-minutes 2.2 --out $W/p6p$shot --json-out "$OUT/json/p6-protonet-${shot}s.json"
-  done
-  for config in 5w1s 5w5s 20w1s 20w5s; do
-    job p6-maml-$config $B $PY benchmarks/p6_omniglot.py --device cuda --amp --algos maml --configs $config \
-        --max-minutes 2.2 --out $W/p6m$config --json-out "$OUT/json/p6-maml-$config.json"
-  done
+  p6_jobs 2.2
   job p8 $B $PY benchmarks/p8_omniglot_mtl.py --device cuda --steps 300 --batch-size 32 --libmtl-path .gpu/libmtl \
       --libmtl-steps 50 --out-dir $W/p8 --json-out "$OUT/json/p8.json"
   job p7u $B $PY benchmarks/p7u_pretrain.py --device cuda --amp --threads 2 --work $W/p7u --backbones conv4 --width 64 \
@@ -60,15 +65,7 @@ else
   job p3 $B $PY benchmarks/p3_neu_fewshot_detect.py --device cuda --epochs 24 --work $W/p3 --json-out "$OUT/json/p3.json"
   job p4 $B $PY benchmarks/p4_missing_labels.py --device cuda --epochs 12 --work $W/p4 --json-out "$OUT/json/p4.json"
   job p5 $B $PY benchmarks/p5_class_split.py --device cuda --epochs 12 --work $W/p5 --json-out "$OUT/json/p5.json"
-  # ProtoNet: one model per shot (tested at 5 and 20 ways); MAML: one model per configuration
-  for shot in 1 5; do
-    job p6-protonet-${shot}s $B $PY benchmarks/p6_omniglot.py --device cuda --amp --algos protonet \
-        --configs 5w${shot}s,20w${shot}s --max-minutes 5.5 --out $W/p6p$shot --json-out "$OUT/json/p6-protonet-${shot}s.json"
-  done
-  for config in 5w1s 5w5s 20w1s 20w5s; do
-    job p6-maml-$config $B $PY benchmarks/p6_omniglot.py --device cuda --amp --algos maml --configs $config \
-        --max-minutes 5.5 --out $W/p6m$config --json-out "$OUT/json/p6-maml-$config.json"
-  done
+  p6_jobs 5.5
   job p8 $B $PY benchmarks/p8_omniglot_mtl.py --device cuda --steps 300 --batch-size 32 --libmtl-path .gpu/libmtl \
       --libmtl-steps 50 --out-dir $W/p8 --json-out "$OUT/json/p8.json"
   job p7u $B $PY benchmarks/p7u_pretrain.py --device cuda --amp --threads 2 --work $W/p7u --backbones conv4 --width 64 \

@@ -40,22 +40,28 @@ class _Killed(Exception):
     pass
 
 
-def test_resume_after_kill_matches_uninterrupted_run(tmp_path: Path) -> None:
-    model, optimizer, scheduler = _problem()
-    Trainer(
+def _resumable_trainer(seed: int, out_dir: Path) -> tuple[nn.Module, Trainer]:
+    model, optimizer, scheduler = _problem(seed)
+    trainer = Trainer(
         model,
         optimizer,
         scheduler=scheduler,
-        out_dir=tmp_path / "a",
+        out_dir=out_dir,
         steps=12,
         kind="toy",
         config={},
         checkpoint_every=4,
         log_every=2,
-    ).fit(_step_fn(model))
+    )
+    return model, trainer
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path: Path) -> None:
+    model, trainer = _resumable_trainer(0, tmp_path / "a")
+    trainer.fit(_step_fn(model))
     reference = [p.detach().clone() for p in model.parameters()]
 
-    model, optimizer, scheduler = _problem()
+    model, trainer = _resumable_trainer(0, tmp_path / "b")
     killing = _step_fn(model)
 
     def dies_at_step_9(step: int) -> dict[str, torch.Tensor]:
@@ -64,31 +70,10 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path: Path) -> None:
         return killing(step)
 
     with pytest.raises(_Killed):
-        Trainer(
-            model,
-            optimizer,
-            scheduler=scheduler,
-            out_dir=tmp_path / "b",
-            steps=12,
-            kind="toy",
-            config={},
-            checkpoint_every=4,
-            log_every=2,
-        ).fit(dies_at_step_9)
+        trainer.fit(dies_at_step_9)
     assert load_checkpoint(tmp_path / "b", kind="toy")["step"] == 8
 
-    model, optimizer, scheduler = _problem(seed=123)  # a fresh process: different init, resumed from disk
-    trainer = Trainer(
-        model,
-        optimizer,
-        scheduler=scheduler,
-        out_dir=tmp_path / "b",
-        steps=12,
-        kind="toy",
-        config={},
-        checkpoint_every=4,
-        log_every=2,
-    )
+    model, trainer = _resumable_trainer(123, tmp_path / "b")  # a fresh process: other init, resumed from disk
     assert trainer.start_step == 8
     trainer.fit(_step_fn(model))
     for got, want in zip(model.parameters(), reference, strict=True):
