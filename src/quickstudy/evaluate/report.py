@@ -46,6 +46,8 @@ from quickstudy.errors import QuickstudyError
 UNKNOWN = "unknown"
 BACKGROUND = "background"
 MATCH_IOU = 0.5
+# An example image shows its highest-scoring false alarms only: dozens of boxes hide the image.
+_FALSE_ALARMS_DRAWN = 5
 SECTIONS = (
     ("summary", "Summary"),
     ("ap-table", "Average precision per class"),
@@ -610,7 +612,10 @@ def _examples_figure(images: Sequence[_ImageResult]) -> Figure:
     for axes, image in zip(axes_row[0], images, strict=True):
         axes.imshow(image.pixels(), cmap="gray", vmin=0, vmax=255)
         axes.set_axis_off()
-        axes.set_title(image.name, fontsize=8)
+        false_alarms = int((image.matched_truth < 0).sum())
+        hidden = max(0, false_alarms - _FALSE_ALARMS_DRAWN)
+        axes.set_title(image.name + (f"  (+{hidden} more false alarms)" if hidden else ""), fontsize=8)
+        drawn_false_alarms = 0
         for box in image.true_boxes:
             axes.add_patch(_rect(box, "white", lw=0.8, alpha=0.8))
         for truth in image.missed():
@@ -619,6 +624,9 @@ def _examples_figure(images: Sequence[_ImageResult]) -> Figure:
         for prediction, truth in zip(image.kept, image.matched_truth, strict=True):
             label = image.labels[prediction]
             if truth < 0:
+                drawn_false_alarms += 1
+                if drawn_false_alarms > _FALSE_ALARMS_DRAWN:
+                    continue
                 colour = "#d62728"
             elif label == image.true_labels[truth] or image.true_labels[truth] is None:
                 colour = "#1a9850"
