@@ -56,6 +56,8 @@ def average_gradients(parameters: Iterable[torch.nn.Parameter]) -> None:
 def mean_across_processes(value: float) -> float:
     if world_size() == 1:
         return value
-    tensor = torch.tensor([value], dtype=torch.float64)
+    # NCCL reduces only CUDA tensors; gloo only CPU ones
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    tensor = torch.tensor([value], dtype=torch.float64, device=device)
     dist.all_reduce(tensor)
     return float(tensor.item()) / world_size()
