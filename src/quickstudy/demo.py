@@ -65,7 +65,7 @@ class DemoSettings:
     train_images: int = 300
     test_images: int = 100
     # the detector
-    epochs: int = 20
+    epochs: int = 80
     batch_size: int = 32
     lr: float = 5e-3
     arch: str = "tiny"  # a detector size preset (quickstudy.detect.model.ARCHITECTURES)
