@@ -208,7 +208,13 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> Path:
 
     # 5 ------------------------------------------------------------------------------------------
     # imported here: it loads matplotlib, which the other steps do not need
-    from quickstudy.evaluate.report import ReportData, prediction_row, truth_row, write_report
+    from quickstudy.evaluate.report import (
+        ReportData,
+        prediction_row,
+        taxonomy_history_rows,
+        truth_row,
+        write_report,
+    )
 
     _step(console, 5, "evaluate and write the report")
     truth_rows, found_rows = [], []
@@ -232,7 +238,7 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> Path:
             ground_truth=truth_rows,
             predictions=found_rows,
             operating_threshold=predictor.operating,
-            taxonomy_history=_history_rows(store),
+            taxonomy_history=taxonomy_history_rows(store),
             metrics=metrics,
             command=" ".join(["quickstudy", *sys.argv[1:]]) if sys.argv else "quickstudy demo",
         ),
@@ -398,28 +404,3 @@ def _iou(a: Sequence[float], b: Sequence[float]) -> float:
     inter = inter_w * inter_h
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
-
-
-def _history_rows(store: Store) -> list[dict[str, Any]]:
-    rows = []
-    for edit in store.taxonomy.history():
-        payload = edit["payload"]
-        if edit["kind"] == "merge":
-            detail = f"{' + '.join(payload['sources'])} → {payload['target']}"
-        elif edit["kind"] == "split":
-            detail = f"{payload['source']} → {', '.join(payload['targets'])}"
-        elif edit["kind"] == "rename":
-            detail = f"{payload['old']} → {payload['new']}"
-        else:
-            detail = str(payload.get("name", payload))
-        rows.append(
-            {
-                "edit": edit["id"],
-                "operation": edit["kind"],
-                "detail": detail,
-                "author": edit["author"],
-                "time": edit["time"],
-                "undone": "yes" if edit["undone"] else "",
-            }
-        )
-    return rows

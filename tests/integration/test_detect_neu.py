@@ -57,8 +57,13 @@ def test_train_predict_eval_on_a_slice(neu_slice: Path, neu_root: Path, tmp_path
     assert main(["predict", "--model", str(model), str(image), "--json"]) == 0
     found = json.loads(capsys.readouterr().out)
     assert found[0]["image"] == str(image) and isinstance(found[0]["detections"], list)
-    assert main(["eval", "--model", str(model), "--store", str(neu_store), "--split", "test", "--json"]) == 0
+    html_report = tmp_path / "eval.html"
+    command = ["eval", "--model", str(model), "--store", str(neu_store), "--split", "test", "--json"]
+    assert main([*command, "--report", str(html_report)]) == 0
     report = json.loads(capsys.readouterr().out)
+    assert report["report"] == str(html_report)
+    page = html_report.read_text()
+    assert all(f'id="{section}"' in page for section in ("confusion", "taxonomy"))
     for key in ("mAP", "mAP50", "AP50", "AR100_agnostic", "image_precision", "image_recall", "ms_per_image"):
         assert key in report
     assert set(report["AP50"]) == {

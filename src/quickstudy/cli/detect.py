@@ -91,7 +91,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     samples = store.samples(args.split)
     if not samples:
         raise QuickstudyError(f"{args.store}: no images in split {args.split!r}")
-    report = evaluate_detector(Predictor.from_dir(args.model, device=args.device), samples)
+    predictor = Predictor.from_dir(args.model, device=args.device)
+    report = evaluate_detector(predictor, samples)
+    if args.report:
+        report["report"] = str(_write_report(args, store, predictor, samples, report))
     if args.json:
         print_json(report)
         return 0
@@ -106,7 +109,36 @@ def cmd_eval(args: argparse.Namespace) -> int:
         ["class", "AP50", "image precision", "image recall"],
         rows,
     )
+    if args.report:
+        print(report["report"])
     return 0
+
+
+def _write_report(
+    args: argparse.Namespace, store: Any, predictor: Any, samples: list[Any], metrics: dict
+) -> Any:
+    """The HTML report of an evaluation (matplotlib is imported only when one is asked for)."""
+    from quickstudy.evaluate.report import (
+        ReportData,
+        prediction_row,
+        taxonomy_history_rows,
+        truth_row,
+        write_report,
+    )
+
+    detections = predictor.predict([s.path for s in samples], score_threshold=0.05)
+    return write_report(
+        args.report,
+        ReportData(
+            title=f"{args.model} on {args.store} ({args.split})",
+            class_names=predictor.classes,
+            ground_truth=[truth_row(s) for s in samples],
+            predictions=[prediction_row(d) for d in detections],
+            operating_threshold=predictor.operating,
+            taxonomy_history=taxonomy_history_rows(store),
+            metrics=metrics,
+        ),
+    )
 
 
 def cmd_learn(args: argparse.Namespace) -> int:
@@ -244,6 +276,7 @@ def register(subparsers: Any) -> None:
     evaluate.add_argument("--split", default="test")
     evaluate.add_argument("--device", default="cpu")
     evaluate.add_argument("--json", action="store_true", help="print JSON")
+    evaluate.add_argument("--report", metavar="OUT.html", help="also write a self-contained HTML report")
     evaluate.set_defaults(func=cmd_eval)
 
     learn = subparsers.add_parser(

@@ -42,6 +42,7 @@ from matplotlib.patches import Rectangle
 
 from quickstudy.data.images import read_image
 from quickstudy.errors import QuickstudyError
+from quickstudy.labels.store import Store
 
 UNKNOWN = "unknown"
 BACKGROUND = "background"
@@ -130,6 +131,32 @@ def prediction_row(detections: Sequence[Any]) -> dict[str, Any]:
         "labels": [d.class_name for d in detections],
         "scores": [d.score for d in detections],
     }
+
+
+def taxonomy_history_rows(store: Store) -> list[dict[str, Any]]:
+    """The taxonomy edits of a label store as report rows (operation, what changed, author, time)."""
+    rows = []
+    for edit in store.taxonomy.history():
+        payload = edit["payload"]
+        if edit["kind"] == "merge":
+            detail = f"{' + '.join(payload['sources'])} → {payload['target']}"
+        elif edit["kind"] == "split":
+            detail = f"{payload['source']} → {', '.join(payload['targets'])}"
+        elif edit["kind"] == "rename":
+            detail = f"{payload['old']} → {payload['new']}"
+        else:
+            detail = str(payload.get("name", payload))
+        rows.append(
+            {
+                "edit": edit["id"],
+                "operation": edit["kind"],
+                "detail": detail,
+                "author": edit["author"],
+                "time": edit["time"],
+                "undone": "yes" if edit["undone"] else "",
+            }
+        )
+    return rows
 
 
 def write_report(path: str | os.PathLike[str], data: ReportData) -> Path:
