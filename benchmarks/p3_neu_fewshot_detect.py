@@ -6,7 +6,9 @@ Then, for K in {1, 5, 10} and seeds 0-4, K TRAIN images per novel class (from th
 with all their boxes of the class) are the support set, and three ways of adding the classes are
 scored on all of TEST: nAP50 (mean AP50 over NOVEL), bAP50 (over BASE; "before" = the base model),
 image-level precision/recall per novel class (threshold: the median of the base classes'
-calibrated thresholds, as ``quickstudy learn`` sets it), seconds to add both classes:
+calibrated thresholds; ``quickstudy learn`` lowers it further to where the support images are found,
+``detect.fewshot.support_threshold``, which this benchmark does not apply yet), seconds to add both
+classes:
 
 - ``prototype``: robust mean of the support embeddings (``quickstudy learn``);
 - ``prototype_adapt``: the same, then the new prototypes tuned on the support (``learn --adapt``);

@@ -20,9 +20,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torchvision.ops import box_iou
 
 from quickstudy.detect.data import load_square
 from quickstudy.detect.model import DefectDetector
+from quickstudy.detect.predictor import Predictor
 from quickstudy.detect.training import detector_from_payload, detector_payload
 from quickstudy.detect.versions import ModelFolder
 from quickstudy.errors import QuickstudyError
@@ -171,6 +173,28 @@ def finetune_classifier(
     model.set_prototypes([*model.classes, *new], rows.detach())
 
 
+def support_threshold(
+    model: DefectDetector, thresholds: dict[str, Any], name: str, support: SupportSet, iou: float = 0.5
+) -> float | None:
+    """The operating threshold at which the support images of ``name`` are called positive: the
+    lowest, over support images, of the best ``name`` score on a marked box (IoU ≥ ``iou``).
+
+    In-sample, so optimistic; it replaces a borrowed threshold that a new class's scores may never
+    reach. Support images whose marked boxes get no ``name`` detection at all are left out (the
+    localizer missed them; no threshold helps); ``None`` when that is every one.
+    """
+    index = model.classes.index(name)
+    found = Predictor(model, thresholds).raw([path for path, _ in support])
+    per_image = []
+    for out, (_, boxes) in zip(found, support, strict=True):
+        mine = out["labels"] == index
+        overlap = box_iou(torch.tensor(boxes, dtype=torch.float32), out["boxes"][mine]) >= iou
+        scores = torch.where(overlap, out["scores"][mine][None], torch.zeros(()))
+        if scores.numel() and float(scores.max()) > 0:  # a box never proposed: no threshold helps
+            per_image.append(float(scores.max()))
+    return min(per_image) if per_image else None
+
+
 def learn_class(
     model_dir: str | os.PathLike[str],
     store: Any,
@@ -200,10 +224,12 @@ def learn_class(
     thresholds = {**payload["thresholds"], "operating": dict(payload["thresholds"]["operating"])}
     thresholds["operating"] = {c: thresholds["operating"][c] for c in kept if c in thresholds["operating"]}
     if name not in thresholds["operating"]:
-        # no held-out images of a new class yet: it gets the median of the calibrated thresholds
-        thresholds["operating"][name] = (
-            median(thresholds["operating"].values()) if thresholds["operating"] else 0.5
-        )
+        # no held-out images of a new class yet: the median of the calibrated thresholds, lowered to
+        # where the class's own support images are found (its scores may never reach the median)
+        borrowed = median(thresholds["operating"].values()) if thresholds["operating"] else 0.5
+        thresholds["operating"][name] = borrowed
+        own = support_threshold(model, thresholds, name, support)
+        thresholds["operating"][name] = min(borrowed, own) if own is not None else borrowed
     n_boxes = sum(len(b) for _, b in support)
     return folder.save(
         detector_payload(
