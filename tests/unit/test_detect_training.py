@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import statistics
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from quickstudy.cli import main
 from quickstudy.data.synthetic import SyntheticLine
 from quickstudy.detect.data import DetectionSet
 from quickstudy.detect.evaluation import evaluate_detector
-from quickstudy.detect.fewshot import learn_class
+from quickstudy.detect.fewshot import learn_class, support_threshold
 from quickstudy.detect.model import TINY, DetectorConfig
 from quickstudy.detect.predictor import Predictor
 from quickstudy.detect.training import train_detector
@@ -99,6 +100,13 @@ def test_learning_a_class_from_one_image_leaves_the_others_alone_and_undoes_exac
     assert learn_class(model_dir, store, "scratch", images=[scratches[0].path]) == 2  # K = 1
     learned = Predictor.from_dir(model_dir)
     assert learned.classes == [*CLASSES, "scratch"] and "scratch" in learned.operating
+    # the new class borrows the median threshold, lowered to where its own support image is found
+    borrowed = statistics.median(v for c, v in learned.operating.items() if c != "scratch")
+    support = [(scratches[0].path, [b.xyxy for b in scratches[0].boxes])]
+    own = support_threshold(
+        learned.model, {"unknown": 0.0, "operating": learned.operating}, "scratch", support
+    )
+    assert learned.operating["scratch"] == pytest.approx(min(borrowed, own) if own is not None else borrowed)
     after = learned.raw([s.path for s in samples])
     for old, new in zip(before, after, strict=True):
         assert torch.equal(old["embeddings"][:1], new["embeddings"][:1])  # the network did not move
@@ -132,3 +140,39 @@ def test_support_without_a_box_of_the_class_is_a_clear_error(trained, tmp_path):
     assert ModelFolder(model_dir).numbers() == [1]
     with pytest.raises(QuickstudyError, match="already holds a trained model"):
         train_detector(store, model_dir, epochs=1)
+
+
+def test_support_threshold_is_where_the_support_images_are_found(monkeypatch):
+    found = [
+        {
+            "boxes": torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30]]),
+            "scores": torch.tensor([0.3, 0.9]),
+            "labels": torch.tensor([1, 1]),
+        },  # the marked box is found at 0.3 (0.9 is elsewhere)
+        {
+            "boxes": torch.tensor([[5.0, 5, 15, 15], [5, 5, 15, 15]]),
+            "scores": torch.tensor([0.6, 0.95]),
+            "labels": torch.tensor([1, 0]),
+        },  # 0.6 as the new class; 0.95 is another class
+        {
+            "boxes": torch.tensor([[50.0, 50, 60, 60]]),
+            "scores": torch.tensor([0.8]),
+            "labels": torch.tensor([1]),
+        },  # the marked box is never proposed: left out
+    ]
+    monkeypatch.setattr(Predictor, "raw", lambda self, images: found[-len(images) :])
+
+    class FakeModel:
+        classes = ("old", "new")
+
+        def eval(self):
+            return self
+
+    support = [
+        (Path("a.png"), [(0.0, 0.0, 10.0, 10.0)]),
+        (Path("b.png"), [(5.0, 5.0, 15.0, 15.0)]),
+        (Path("c.png"), [(0.0, 0.0, 4.0, 4.0)]),
+    ]
+    thresholds = {"unknown": 0.0, "operating": {"old": 0.5}}
+    assert support_threshold(FakeModel(), thresholds, "new", support) == pytest.approx(0.3)
+    assert support_threshold(FakeModel(), thresholds, "new", support[2:]) is None
