@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from quickstudy.backbones import build_backbone
 from quickstudy.data.classification import ImageClassSet
 from quickstudy.meta import FewShotConfig, build_learner, train_learner
+from quickstudy.train import describe_device
 
 WAY, SHOT = 5, 1
 
@@ -96,6 +97,23 @@ def ours(algo: str, data: ImageClassSet, args: argparse.Namespace) -> float:
     return args.steps * batch / elapsed
 
 
+def reference_episode(
+    rng: random.Random, per_class: list[torch.Tensor], query: int, device: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A WAY-way SHOT-shot episode drawn the plain way (Python sampling, one copy to the device):
+    support images, support labels, query images, query labels."""
+    support, queries = [], []
+    for c in rng.sample(range(len(per_class)), WAY):
+        picks = rng.sample(range(len(per_class[c])), SHOT + query)
+        support.append(per_class[c][picks[:SHOT]])
+        queries.append(per_class[c][picks[SHOT:]])
+    xs = torch.cat(support).unsqueeze(1).float().div(255).to(device)
+    xq = torch.cat(queries).unsqueeze(1).float().div(255).to(device)
+    ys = torch.arange(WAY, device=device).repeat_interleave(SHOT)
+    yq = torch.arange(WAY, device=device).repeat_interleave(query)
+    return xs, ys, xq, yq
+
+
 def reference_protonet(data: ImageClassSet, args: argparse.Namespace) -> float:
     device, query = args.device, 15
     per_class = [data.images[data.labels == c] for c in range(len(data.classes))]
@@ -105,15 +123,7 @@ def reference_protonet(data: ImageClassSet, args: argparse.Namespace) -> float:
     rng = random.Random(0)
 
     def step(_: int) -> None:
-        classes = rng.sample(range(len(per_class)), WAY)
-        support, queries = [], []
-        for c in classes:
-            picks = rng.sample(range(len(per_class[c])), SHOT + query)
-            support.append(per_class[c][picks[:SHOT]])
-            queries.append(per_class[c][picks[SHOT:]])
-        xs = torch.cat(support).unsqueeze(1).float().div(255).to(device)
-        xq = torch.cat(queries).unsqueeze(1).float().div(255).to(device)
-        yq = torch.arange(WAY, device=device).repeat_interleave(query)
+        xs, _labels, xq, yq = reference_episode(rng, per_class, query, device)
         prototypes = model(xs).view(WAY, SHOT, -1).mean(1)
         logits = -torch.cdist(model(xq), prototypes).pow(2)
         loss = F.cross_entropy(logits, yq)
@@ -153,16 +163,7 @@ def reference_maml(data: ImageClassSet, args: argparse.Namespace) -> float:
     def step(_: int) -> None:
         optimizer.zero_grad()
         for _task in range(args.maml_batch):
-            classes = rng.sample(range(len(per_class)), WAY)
-            support, queries = [], []
-            for c in classes:
-                picks = rng.sample(range(len(per_class[c])), SHOT + query)
-                support.append(per_class[c][picks[:SHOT]])
-                queries.append(per_class[c][picks[SHOT:]])
-            xs = torch.cat(support).unsqueeze(1).float().div(255).to(device)
-            xq = torch.cat(queries).unsqueeze(1).float().div(255).to(device)
-            ys = torch.arange(WAY, device=device).repeat_interleave(SHOT)
-            yq = torch.arange(WAY, device=device).repeat_interleave(query)
+            xs, ys, xq, yq = reference_episode(rng, per_class, query, device)
             inner = F.cross_entropy(functional_conv4(xs, weights), ys)
             grads = torch.autograd.grad(inner, weights, create_graph=True)
             fast = [w - 0.4 * g for w, g in zip(weights, grads, strict=True)]
@@ -190,16 +191,7 @@ def learn2learn_maml(data: ImageClassSet, args: argparse.Namespace) -> float | N
     def step(_: int) -> None:
         optimizer.zero_grad()
         for _task in range(args.maml_batch):
-            classes = rng.sample(range(len(per_class)), WAY)
-            support, queries = [], []
-            for c in classes:
-                picks = rng.sample(range(len(per_class[c])), SHOT + query)
-                support.append(per_class[c][picks[:SHOT]])
-                queries.append(per_class[c][picks[SHOT:]])
-            xs = torch.cat(support).unsqueeze(1).float().div(255).to(device)
-            xq = torch.cat(queries).unsqueeze(1).float().div(255).to(device)
-            ys = torch.arange(WAY, device=device).repeat_interleave(SHOT)
-            yq = torch.arange(WAY, device=device).repeat_interleave(query)
+            xs, ys, xq, yq = reference_episode(rng, per_class, query, device)
             learner = maml.clone()
             learner.adapt(F.cross_entropy(learner(xs), ys))
             (F.cross_entropy(learner(xq), yq) / args.maml_batch).backward()
@@ -228,11 +220,7 @@ def main() -> int:
         "maml_reference": reference_maml(data, args),
         "maml_learn2learn": learn2learn_maml(data, args),
     }
-    device = (
-        torch.cuda.get_device_name()
-        if args.device.startswith("cuda")
-        else f"CPU, {torch.get_num_threads()} threads"
-    )
+    device = describe_device(args.device)
     print(
         f"## meta-training throughput, 5-way 1-shot Conv-4 — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {device}\n"
     )

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from quickstudy.detect.predictor import Predictor
 from quickstudy.detect.training import train_detector
 from quickstudy.labels.known import NEU_CLASSES, import_neu_det
 from quickstudy.labels.store import Store
+from quickstudy.train import describe_device
 
 ROOT = Path(__file__).resolve().parents[1]
 ANCHORS = ROOT.parent / "shared" / "anchors"
@@ -48,12 +48,6 @@ def neu_store(path: Path, data: Path) -> Store:
     if fresh:
         import_neu_det(store, data)
     return store
-
-
-def device_name(device: str) -> str:
-    if device.startswith("cuda") and torch.cuda.is_available():
-        return torch.cuda.get_device_name(torch.device(device))
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def anchor_metrics(predictor: Predictor, samples: list, classes: list[str]) -> dict[str, Any]:
@@ -198,7 +192,7 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
         optimizer.step()
     result["ours_train_images_per_second"] = steps * args.batch_size / (time.perf_counter() - t)
     result["threads"] = args.threads
-    result["device"] = device_name("cpu")
+    result["device"] = describe_device("cpu")
     return result
 
 
@@ -239,7 +233,7 @@ def main() -> None:
             torch.set_num_threads(args.threads)
         work = args.work or Path(tempfile.mkdtemp(prefix="p2-"))
         store = neu_store(work / "neu.db", args.data)
-        result = {"protocol": "P2", "device": device_name(args.device), "args": vars(args), "ours": {}}
+        result = {"protocol": "P2", "device": describe_device(args.device), "args": vars(args), "ours": {}}
         for weighting in args.weightings.split(","):
             report = train_and_score(store, work / f"ours-{weighting}", args, weighting=weighting)
             result["ours"][weighting] = report

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from p2_neu_detect import add_training_arguments, device_name, neu_store
+from p2_neu_detect import add_training_arguments, neu_store
 from torchvision.ops import box_iou
 
 from quickstudy.detect.evaluation import ground_truth
@@ -47,6 +47,7 @@ from quickstudy.detect.predictor import UNKNOWN, Predictor
 from quickstudy.detect.training import train_detector
 from quickstudy.evaluate.detection import coco_metrics, image_level
 from quickstudy.labels.known import NEU_BASE, NEU_NOVEL, neu_class_of
+from quickstudy.train import describe_device
 
 METHODS = ("prototype", "prototype_adapt", "tfa")
 
@@ -152,7 +153,7 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="p3-"))
     store = neu_store(work / "neu.db", args.data)
     base_dir = args.base_model or work / "base"
-    result: dict[str, Any] = {"protocol": "P3", "device": device_name(args.device), "args": vars(args)}
+    result: dict[str, Any] = {"protocol": "P3", "device": describe_device(args.device), "args": vars(args)}
     if args.base_model is None:
         started = time.perf_counter()
         train_detector(

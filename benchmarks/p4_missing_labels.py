@@ -24,7 +24,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from p2_neu_detect import add_training_arguments, device_name, neu_store, train_and_score
+from p2_neu_detect import add_training_arguments, neu_store, train_and_score
+
+from quickstudy.train import describe_device
 
 
 def drop_classes(samples: list, fraction: float, seed: int) -> tuple[list, set[int]]:
@@ -74,7 +76,7 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="p4-"))
     store = neu_store(work / "neu.db", args.data)
     train = store.samples("train")
-    result: dict[str, Any] = {"protocol": "P4", "device": device_name(args.device), "args": vars(args)}
+    result: dict[str, Any] = {"protocol": "P4", "device": describe_device(args.device), "args": vars(args)}
     full = train_and_score(store, args.full_model or work / "full", args, samples=train)
     result["full"] = full
     print("full:", full["mAP50"], flush=True)

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from p2_neu_detect import add_training_arguments, device_name, neu_store, train_and_score
+from p2_neu_detect import add_training_arguments, neu_store, train_and_score
 
 from quickstudy.detect.evaluation import evaluate_detector
 from quickstudy.detect.fewshot import learn_class
@@ -37,6 +37,7 @@ from quickstudy.detect.model import ARCHITECTURES, DetectorConfig
 from quickstudy.detect.predictor import Predictor
 from quickstudy.detect.training import train_detector
 from quickstudy.labels.known import neu_class_of
+from quickstudy.train import describe_device
 
 SUBCLASSES = ["inclusion", "scratches"]
 
@@ -99,7 +100,7 @@ def main() -> None:
     n_partial = sum(len(b.allowed) > 1 for s in partial for b in s.boxes)
     result: dict[str, Any] = {
         "protocol": "P5",
-        "device": device_name(args.device),
+        "device": describe_device(args.device),
         "args": vars(args),
         "relabelled_images": relabelled,
         "partial_boxes": n_partial,

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ from quickstudy.data.classification import omniglot_classes
 from quickstudy.data.episodes import EpisodeSampler
 from quickstudy.data.paths import data_root
 from quickstudy.meta import FewShotConfig, build_learner, evaluate, paper_recipe, train_learner
+from quickstudy.train import describe_device
 
 PUBLISHED = {
     "protonet": {(5, 1): 98.8, (5, 5): 99.7, (20, 1): 96.0, (20, 5): 98.9},
@@ -136,11 +136,7 @@ def main() -> int:
                     }
                     results.append(row)
                     print(json.dumps(row), flush=True)
-    device = (
-        torch.cuda.get_device_name()
-        if args.device.startswith("cuda")
-        else f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
-    )
+    device = describe_device(args.device)
     print(f"\n## P6 Omniglot — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {device}\n")
     print(
         "| algo | test | accuracy % ± 95% CI | published | train steps (way, meta-batch) | train s | eval s |"

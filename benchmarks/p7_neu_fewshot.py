@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ from quickstudy.data.classification import fewshot_sets
 from quickstudy.data.episodes import EpisodeSampler
 from quickstudy.data.paths import data_root
 from quickstudy.meta import FewShotConfig, ProtoNet, build_learner, evaluate, paper_recipe, train_learner
+from quickstudy.train import describe_device
 
 
 def main() -> int:
@@ -120,11 +120,7 @@ def main() -> int:
                     }
                     results.append(row)
                     print(json.dumps(row), flush=True)
-    device = (
-        torch.cuda.get_device_name()
-        if args.device.startswith("cuda")
-        else f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
-    )
+    device = describe_device(args.device)
     print(f"\n## P7 NEU few-shot — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {device}\n")
     print(f"`{' '.join(['benchmarks/p7_neu_fewshot.py', *sys.argv[1:]])}`\n")
     print(

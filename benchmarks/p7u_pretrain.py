@@ -41,7 +41,7 @@ from quickstudy.meta import FewShotConfig, build_learner, train_learner
 from quickstudy.meta.evaluation import mean_ci95
 from quickstudy.meta.transductive import class_log_probabilities, refine_prototypes, shared_temperature
 from quickstudy.pretrain import load_pretrained, pretrain
-from quickstudy.train import step_generator
+from quickstudy.train import describe_device, step_generator
 
 
 def neu_sets(data_root: Path, work: Path, size: int) -> tuple[ImageClassSet, ImageClassSet]:
@@ -277,7 +277,7 @@ def main() -> None:
     args.shots = [int(s) for s in args.shots.split(",")]
     torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
-    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
+    device_name = describe_device(args.device)
     rows: list[dict[str, Any]] = []
     for size in [int(s) for s in args.sizes.split(",")]:
         train, test = neu_sets(args.data_root, args.work, size)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,14 @@ def omniglot_root(shared_data: Path) -> Path:
     if not (root / "images_background.zip").exists() and not (root / "images_background").is_dir():
         pytest.skip(f"Omniglot not found at {root}")
     return root
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models: one thread is fastest, and two test workers on two cores do not fight."""
+    import torch  # here, so that the label tests never import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -5,11 +5,13 @@
 
 from quickstudy.train import distributed
 from quickstudy.train.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from quickstudy.train.device import describe_device
 from quickstudy.train.trainer import Trainer, step_generator
 
 __all__ = [
     "Trainer",
     "checkpoint_path",
+    "describe_device",
     "distributed",
     "load_checkpoint",
     "save_checkpoint",
