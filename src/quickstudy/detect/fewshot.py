@@ -227,7 +227,6 @@ def learn_class(
         # no held-out images of a new class yet: the median of the calibrated thresholds, lowered to
         # where the class's own support images are found (its scores may never reach the median)
         borrowed = median(thresholds["operating"].values()) if thresholds["operating"] else 0.5
-        thresholds["operating"][name] = borrowed
         own = support_threshold(model, thresholds, name, support)
         thresholds["operating"][name] = min(borrowed, own) if own is not None else borrowed
     n_boxes = sum(len(b) for _, b in support)
