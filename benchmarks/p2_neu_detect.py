@@ -166,6 +166,16 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
         name: 1000 * sorted(v)[len(v) // 2] for name, v in times.items()
     }  # median ms per image
     result["speedup"] = result["retinanet_r50"] / result["ours"]
+    if args.profile:  # where our inference time goes: share of CPU time per operator, top 8
+        from torch.profiler import ProfilerActivity, profile
+
+        with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(10):
+                ours(image)
+        events = prof.key_averages()
+        total = sum(e.self_cpu_time_total for e in events)
+        top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:8]
+        result["ours_profile_self_cpu_share"] = {e.key: round(e.self_cpu_time_total / total, 3) for e in top}
     # training throughput of ours on this CPU: a few steps at the real batch size
     model = DefectDetector(list(NEU_CLASSES), config).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -223,6 +233,9 @@ def main() -> None:
     parser.add_argument("--speed", action="store_true", help="only time CPU inference (batch 1, 200 px)")
     parser.add_argument("--model", help="with --speed: time this trained model folder instead of random init")
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument(
+        "--profile", action="store_true", help="with --speed: operator shares of our inference"
+    )
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
 
