@@ -225,7 +225,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_training_arguments(parser)
-    parser.add_argument("--weightings", default="equal,uncertainty", help="comma-separated, one run each")
+    parser.add_argument("--weightings", default="uncertainty,equal", help="comma-separated, one run each")
     parser.add_argument("--no-retinanet", action="store_true")
     parser.add_argument("--retinanet-epochs", type=int, help="default: --epochs")
     parser.add_argument("--retinanet-backbone", default="resnet50")

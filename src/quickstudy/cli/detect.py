@@ -41,6 +41,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     store = _open_store(args.store)
     config = DetectorConfig(**ARCHITECTURES[args.arch])
+    options = {"weighting": args.weighting} if args.weighting else {}
     version = train_detector(
         store,
         args.out,
@@ -50,10 +51,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         classes=_classes(args.classes),
         limit=args.limit,
         device=args.device,
-        weighting=args.weighting,
         config=config,
         weights=args.weights,
         seed=args.seed,
+        **options,
     )
     print(f"wrote {Path(args.out) / 'versions' / f'v{version}.pt'} (current)")
     return 0
@@ -236,7 +237,9 @@ def register(subparsers: Any) -> None:
     )
     train.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     train.add_argument(
-        "--weighting", default="uncertainty", help="multi-task loss weighting (equal, uncertainty, ...)"
+        "--weighting",
+        help="multi-task loss weighting of localize vs recognize: equal, uncertainty, ... "
+        "(default: uncertainty; equal collapsed on P2)"
     )
     train.add_argument("--batch-size", type=_positive, default=32)
     train.add_argument("--lr", type=float, default=2e-3)
