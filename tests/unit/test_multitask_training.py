@@ -11,7 +11,7 @@ import torch
 from quickstudy.cli import main
 from quickstudy.errors import QuickstudyError
 from quickstudy.multitask.omniglot import ClassificationTask
-from quickstudy.multitask.training import MultiTaskConfig, load_multitask, train_multitask
+from quickstudy.multitask.training import MultiTaskConfig, evaluate_tasks, load_multitask, train_multitask
 
 
 def synthetic_tasks(n_classes: list[int], per_class: int = 4) -> list[ClassificationTask]:
@@ -82,3 +82,24 @@ def test_cli_reports_a_missing_dataset_and_a_bad_combination_in_one_line(
     assert "use it with --weighting equal" in capsys.readouterr().err
     assert main(["multitask", "eval", str(tmp_path / "nothing")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_evaluation_reads_the_split_it_is_asked_for_and_results_carry_train_accuracy(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    tasks = synthetic_tasks([3, 2])
+    results = train_multitask(tasks, MultiTaskConfig(arch="shared", steps=2, batch_size=4, width=4), tmp_path)
+    network, _ = load_multitask(tmp_path)
+    network.eval()
+    # Task 1 again with one training image, labelled with the class the network predicts for it (train
+    # accuracy 1) or with the other one (train accuracy 0); the test split stays task 1's own.
+    image = tasks[1].train_images[:1]
+    predicted = int(network(image.float() / 255.0, 1).argmax())
+    for label, train_accuracy in ((predicted, 1.0), (1 - predicted, 0.0)):
+        relabelled = ClassificationTask(
+            "relabelled", 2, image, torch.tensor([label]), tasks[1].test_images, tasks[1].test_labels
+        )
+        assert evaluate_tasks(network, [tasks[0], relabelled], split="train")[1] == train_accuracy
+        assert evaluate_tasks(network, [tasks[0], relabelled]) == evaluate_tasks(network, tasks)
+    assert list(results["train_accuracy"].values()) == evaluate_tasks(network, tasks, split="train")
+    with pytest.raises(ValueError, match="unknown split 'val'"):
+        evaluate_tasks(network, tasks, split="val")

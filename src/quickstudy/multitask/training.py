@@ -107,20 +107,28 @@ def _as_input(images: Tensor) -> Tensor:
 
 @torch.no_grad()
 def evaluate_tasks(
-    network: MultiTaskNetwork, tasks: Sequence[ClassificationTask], batch_size: int = 1000
+    network: MultiTaskNetwork,
+    tasks: Sequence[ClassificationTask],
+    batch_size: int = 1000,
+    split: str = "test",
 ) -> list[float]:
-    """Test accuracy of each task (drawings 16-20 in P8), batch-norm in inference mode."""
+    """Accuracy of each task on its ``split`` (``"test"``: drawings 16-20 in P8; ``"train"``: 1-15,
+    to see overfitting), batch-norm in inference mode."""
+    if split not in ("test", "train"):
+        raise ValueError(f"unknown split {split!r}; choose test or train")
     was_training = network.training
     network.eval()
     device = next(network.parameters()).device
     accuracies = []
     for t, task in enumerate(tasks):
+        all_images = task.test_images if split == "test" else task.train_images
+        all_labels = task.test_labels if split == "test" else task.train_labels
         correct = 0
-        for start in range(0, len(task.test_labels), batch_size):
-            images = _as_input(task.test_images[start : start + batch_size].to(device))
-            labels = task.test_labels[start : start + batch_size].to(device)
+        for start in range(0, len(all_labels), batch_size):
+            images = _as_input(all_images[start : start + batch_size].to(device))
+            labels = all_labels[start : start + batch_size].to(device)
             correct += int((network(images, t).argmax(dim=1) == labels).sum())
-        accuracies.append(correct / len(task.test_labels))
+        accuracies.append(correct / len(all_labels))
     network.train(was_training)
     return accuracies
 
@@ -136,7 +144,8 @@ def train_multitask(
     method: Weighting | None = None,
 ) -> dict[str, Any]:
     """Train ``config`` on ``tasks`` into ``out_dir`` (resuming if a checkpoint is there); evaluate;
-    write and return the results (per-task accuracy, mean accuracy, seconds per step, weights).
+    write and return the results (per-task test and train accuracy, their means, seconds per step,
+    weights).
 
     ``method`` replaces the weighting ``config`` names (e.g. another library's implementation, to
     compare against); ``config.weighting`` and ``config.combiner`` then only label the run.
@@ -192,11 +201,14 @@ def train_multitask(
     timed_steps = steps_run - 1
     seconds_per_step = (time.perf_counter() - timer["started"]) / timed_steps if timed_steps > 0 else None
     accuracies = evaluate_tasks(network, on_device)
+    train_accuracies = evaluate_tasks(network, on_device, split="train")
     results = {
         "config": asdict(config),
         "method": type(learner.method).__name__,
         "accuracy": dict(zip(config.task_names, accuracies, strict=True)),
         "mean_accuracy": sum(accuracies) / len(accuracies),
+        "train_accuracy": dict(zip(config.task_names, train_accuracies, strict=True)),
+        "mean_train_accuracy": sum(train_accuracies) / len(train_accuracies),
         "steps_run": steps_run,
         "seconds_per_step": seconds_per_step,
         "final_weights": learner.last_weights.tolist() if learner.last_weights is not None else None,
