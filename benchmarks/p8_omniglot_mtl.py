@@ -207,6 +207,23 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     baseline: list[float] | None = None
     load_at_start = os.getloadavg()
+
+    def save_json() -> None:
+        """Write the rows so far: after every row, so an interrupted grid keeps what it finished."""
+        if not args.json_out:
+            return
+        payload = {
+            "protocol": "P8",
+            "device": describe_device(args.device),
+            "torch": torch.__version__,
+            "written_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+            "load_average_1_5_15_min": {"start": load_at_start, "now": os.getloadavg()},
+            "settings": {k: str(v) for k, v in vars(args).items() if k not in ("json_out",)},
+            "tasks": [task.name for task in tasks],
+            "results": results,
+        }
+        args.json_out.write_text(json.dumps(payload, indent=2))
+
     for name, config, method, steps in runs:
         if name in reused:
             row = reused[name]
@@ -260,11 +277,13 @@ def main(argv: list[str] | None = None) -> int:
             "mean_train_accuracy": result["mean_train_accuracy"],
             "seconds_per_step": timed_seconds / timed_steps,
             "seconds_total": time.perf_counter() - started,
+            "load_average_1_min_at_end": os.getloadavg()[0],
             "accuracy": result["accuracy"],
             "curve": curve,
             "final_weights": result["final_weights"],
         }
         results.append(row)
+        save_json()
         console.print(
             f"{name}: mean acc {row['mean_accuracy']:.4f} (train {row['mean_train_accuracy']:.4f}), "
             + (f"Δm {row['delta_m']:+.2f}%, " if row["delta_m"] is not None else "")
@@ -287,18 +306,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{1000 * row['seconds_per_step']:.1f}",
         )
     console.print(table)
-    if args.json_out:
-        payload = {
-            "protocol": "P8",
-            "device": describe_device(args.device),
-            "torch": torch.__version__,
-            "finished_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-            "load_average_1_5_15_min": {"start": load_at_start, "end": os.getloadavg()},
-            "settings": {k: str(v) for k, v in vars(args).items() if k not in ("json_out",)},
-            "tasks": [task.name for task in tasks],
-            "results": results,
-        }
-        args.json_out.write_text(json.dumps(payload, indent=2))
+    save_json()
     if args.plot:
         plot_curves(results, args.plot, f"P8 Omniglot multi-task, {len(tasks)} tasks ({args.device})")
     return 0
