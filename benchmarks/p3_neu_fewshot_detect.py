@@ -3,23 +3,28 @@
 
 The base detector trains on the TRAIN images all of whose boxes are BASE classes (``--classes``).
 Then, for K in {1, 5, 10} and seeds 0-4, K TRAIN images per novel class (from that class's folder,
-with all their boxes of the class) are the support set, and three ways of adding the classes are
+with all their boxes of the class) are the support set, and four ways of adding the classes are
 scored on all of TEST: nAP50 (mean AP50 over NOVEL), bAP50 (over BASE; "before" = the base model),
-image-level precision/recall per novel class (threshold: the median of the base classes'
-calibrated thresholds; ``quickstudy learn`` lowers it further to where the support images are found,
-``detect.fewshot.support_threshold``, which this benchmark does not apply yet), seconds to add both
-classes:
+the share of novel TEST boxes the localizer proposes at all (IoU >= 0.5), image-level
+precision/recall per novel class (threshold as ``quickstudy learn`` sets it: the median of the base
+classes' calibrated thresholds, lowered to where the class's own support images are found,
+``detect.fewshot.support_threshold``), seconds to add both classes:
 
 - ``prototype``: robust mean of the support embeddings (``quickstudy learn``);
 - ``prototype_adapt``: the same, then the new prototypes tuned on the support (``learn --adapt``);
+- ``localizer``: prototypes as ``prototype``, and the localization head tuned on the support
+  images' boxes with the base training images replayed, backbone frozen
+  (``detect.fewshot.adapt_localizer``);
 - ``tfa``: TFA-style fine-tuning — new random class rows, all rows fine-tuned on a balanced K-shot
   set of base + novel boxes (network frozen, as TFA freezes all but the last layer).
 
 Before learning, the novel TEST boxes are matched (IoU >= 0.5) to the base model's named detections
 to measure how often a new type shows up as ``unknown``. Class-agnostic proposals on TEST are
-computed once; each way of adding classes only re-scores them.
+computed once for the methods that leave the network as it is; ``localizer`` recomputes them.
 
 GPU (H100):  .venv/bin/python benchmarks/p3_neu_fewshot_detect.py --device cuda --epochs 24 --json-out p3.json
+CPU (tiny):  .venv/bin/python benchmarks/p3_neu_fewshot_detect.py --arch tiny --epochs 12 --threads 2 \\
+                 --json-out p3_cpu.json
 CPU smoke:   .venv/bin/python benchmarks/p3_neu_fewshot_detect.py --arch tiny --epochs 1 --limit 48 \\
                  --test-limit 24 --shots 1 --seeds 0
 """
@@ -40,28 +45,51 @@ import torch
 from p2_neu_detect import add_training_arguments, neu_store
 from torchvision.ops import box_iou
 
+from quickstudy.detect.data import DetectionSet
 from quickstudy.detect.evaluation import ground_truth
-from quickstudy.detect.fewshot import add_classes, embed_support, finetune_classifier
+from quickstudy.detect.fewshot import (
+    adapt_localizer,
+    add_classes,
+    embed_support,
+    finetune_classifier,
+    support_threshold,
+)
 from quickstudy.detect.model import ARCHITECTURES, DefectDetector, DetectorConfig
 from quickstudy.detect.predictor import UNKNOWN, Predictor
-from quickstudy.detect.training import train_detector
+from quickstudy.detect.training import select_samples, split_validation, train_detector
 from quickstudy.evaluate.detection import coco_metrics, image_level
 from quickstudy.labels.known import NEU_BASE, NEU_NOVEL, neu_class_of
 from quickstudy.train import describe_device
 
-METHODS = ("prototype", "prototype_adapt", "tfa")
+METHODS = ("prototype", "prototype_adapt", "localizer", "tfa")
 
 
 def draw_support(train: list, classes: tuple[str, ...], k: int, seed: int) -> dict[str, list]:
-    """K TRAIN images per class from its folder, with their boxes of that class (seeded)."""
+    """K TRAIN samples per class from its folder that hold a box of the class (seeded)."""
     rng = np.random.default_rng(seed)
     support = {}
     for name in classes:
-        folder = [s for s in train if neu_class_of(s.path) == name]
-        chosen = [folder[int(i)] for i in rng.choice(len(folder), size=k, replace=False)]
-        support[name] = [(s.path, [b.xyxy for b in s.boxes if b.allowed == {name}]) for s in chosen]
-        support[name] = [(p, b) for p, b in support[name] if b]
+        folder = [
+            s for s in train if neu_class_of(s.path) == name and any(b.allowed == {name} for b in s.boxes)
+        ]
+        support[name] = [folder[int(i)] for i in rng.choice(len(folder), size=k, replace=False)]
     return support
+
+
+def marked_boxes(samples: list, name: str) -> list:
+    """``(path, boxes labelled name)`` per sample: the support set as ``quickstudy learn`` takes it."""
+    return [(s.path, [b.xyxy for b in s.boxes if b.allowed == {name}]) for s in samples]
+
+
+def novel_proposed(proposals: list, test: list) -> float:
+    """Share of novel TEST boxes that some class-agnostic proposal overlaps with IoU >= 0.5."""
+    found = total = 0
+    for sample, proposal in zip(test, proposals, strict=True):
+        truth = [b.xyxy for b in sample.boxes if b.allowed & set(NEU_NOVEL)]
+        total += len(truth)
+        if truth and proposal["boxes"].numel():
+            found += int((box_iou(torch.tensor(truth), proposal["boxes"]).amax(1) >= 0.5).sum())
+    return found / max(1, total)
 
 
 def score(model: DefectDetector, proposals: list, test: list, operating: dict[str, float]) -> dict[str, Any]:
@@ -76,6 +104,7 @@ def score(model: DefectDetector, proposals: list, test: list, operating: dict[st
         if all(c in ap for c in NEU_NOVEL)
         else None,
         "bAP50": statistics.mean(ap[c] or 0.0 for c in NEU_BASE),
+        "novel_proposed": novel_proposed(proposals, test),
         "AP50": ap,
         "image_precision": {c: levels["image_precision"].get(c) for c in NEU_NOVEL},
         "image_recall": {c: levels["image_recall"].get(c) for c in NEU_NOVEL},
@@ -105,21 +134,40 @@ def unknown_before(predictor: Predictor, outputs: list, test: list) -> dict[str,
 
 
 def add_novel(
-    base: DefectDetector, method: str, support: dict[str, list], base_support: dict[str, list], seed: int
+    base: DefectDetector,
+    method: str,
+    support: dict[str, list],
+    base_support: dict[str, list],
+    seed: int,
+    replay: DetectionSet | None = None,
 ) -> tuple[DefectDetector, float]:
     """A copy of ``base`` with both novel classes added by ``method``; seconds it took."""
     model = copy.deepcopy(base)
     started = time.perf_counter()
     if method == "tfa":
         shots = {**base_support, **support}
-        embeddings = {name: embed_support(model, images) for name, images in shots.items()}
+        embeddings = {name: embed_support(model, marked_boxes(s, name)) for name, s in shots.items()}
         order = [*model.classes, *NEU_NOVEL]
         labels = torch.cat([torch.full((len(e),), order.index(n)) for n, e in embeddings.items()])
         finetune_classifier(model, torch.cat(list(embeddings.values())), labels, list(NEU_NOVEL), seed=seed)
     else:
-        embedded = {name: embed_support(model, images) for name, images in support.items()}
+        embedded = {name: embed_support(model, marked_boxes(s, name)) for name, s in support.items()}
         add_classes(model, embedded, adapt=method == "prototype_adapt")
+        if method == "localizer":
+            marked = [s for samples in support.values() for s in samples]
+            images = DetectionSet.from_samples(marked, [], model.config.image_size)
+            adapt_localizer(model, images, replay, seed=seed)
     return model, time.perf_counter() - started
+
+
+def novel_thresholds(
+    model: DefectDetector, thresholds: dict[str, Any], support: dict[str, list], borrowed: float
+) -> dict[str, float]:
+    """Each novel class's operating threshold as ``quickstudy learn`` sets it."""
+    found = {
+        name: support_threshold(model, thresholds, name, marked_boxes(s, name)) for name, s in support.items()
+    }
+    return {name: borrowed if own is None else min(borrowed, own) for name, own in found.items()}
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -129,6 +177,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "nAP50": stats([r["nAP50"] for r in runs]),
         "bAP50": stats([r["bAP50"] for r in runs]),
+        "novel_proposed": stats([r["novel_proposed"] for r in runs]),
         "seconds": stats([r["seconds"] for r in runs]),
     }
     for c in NEU_NOVEL:
@@ -170,15 +219,19 @@ def main() -> None:
         result["base_train_seconds"] = time.perf_counter() - started
     predictor = Predictor.from_dir(base_dir, device=args.device)
     base = predictor.model
+    thresholds = {"unknown": predictor.unknown_threshold, "operating": dict(predictor.operating)}
     train, test = store.samples("train"), store.samples("test")
     if args.test_limit:
         test = test[:: max(1, len(test) // args.test_limit)][: args.test_limit]
-    proposals = predictor.proposals([s.path for s in test])
-    operating = dict(predictor.operating)
-    novel_threshold = statistics.median(operating.values())
-    operating.update(dict.fromkeys(NEU_NOVEL, novel_threshold))
+    test_paths = [s.path for s in test]
+    proposals = predictor.proposals(test_paths)
+    borrowed = statistics.median(predictor.operating.values())
+    operating = {**predictor.operating, **dict.fromkeys(NEU_NOVEL, borrowed)}
+    # the images the base model was fitted on, replayed while the localizer adapts
+    fitted, _ = split_validation(select_samples(train, list(NEU_BASE), args.limit))
+    replay = DetectionSet.from_samples(fitted, [], base.config.image_size)
     before = score(base, proposals, test, operating)
-    result["before"] = {"bAP50": before["bAP50"], "AP50": before["AP50"]}
+    result["before"] = {k: before[k] for k in ("bAP50", "novel_proposed", "AP50")}
     result["novel_boxes_before_learning"] = unknown_before(predictor, base.classify(proposals), test)
     print(
         "before:", json.dumps(result["before"]), json.dumps(result["novel_boxes_before_learning"]), flush=True
@@ -190,12 +243,19 @@ def main() -> None:
             support = draw_support(train, NEU_NOVEL, k, seed)
             base_support = draw_support(train, NEU_BASE, k, seed)
             for method in METHODS:
-                model, seconds = add_novel(base, method, support, base_support, seed)
-                report = score(model, proposals, test, operating)
+                model, seconds = add_novel(base, method, support, base_support, seed, replay)
+                if method == "localizer":
+                    scored = Predictor(model, thresholds).proposals(test_paths)
+                else:
+                    scored = proposals
+                learned = {**predictor.operating, **novel_thresholds(model, thresholds, support, borrowed)}
+                report = score(model, scored, test, learned)
                 report["seconds"] = seconds
+                report["novel_thresholds"] = {c: learned[c] for c in NEU_NOVEL}
                 runs[method].setdefault(k, []).append(report)
                 print(
-                    f"K={k} seed={seed} {method}: nAP50 {report['nAP50']:.3f} bAP50 {report['bAP50']:.3f}",
+                    f"K={k} seed={seed} {method}: nAP50 {report['nAP50']:.3f} bAP50 {report['bAP50']:.3f} "
+                    f"novel proposed {report['novel_proposed']:.2f} ({seconds:.1f} s)",
                     flush=True,
                 )
     result["runs"] = runs
@@ -203,8 +263,10 @@ def main() -> None:
     # seconds to add both classes with K = 10 on the CPU, whatever device trained the model
     cpu_model = copy.deepcopy(base).cpu()
     support = draw_support(train, NEU_NOVEL, min(10, max(int(v) for v in args.shots.split(","))), 0)
-    _, cpu_seconds = add_novel(cpu_model, "prototype", support, {}, 0)
-    result["cpu_seconds_to_add_both_classes"] = cpu_seconds
+    result["cpu_seconds_to_add_both_classes"] = {
+        method: add_novel(cpu_model, method, support, {}, 0, replay)[1]
+        for method in ("prototype", "localizer")
+    }
     result["cpu_threads"] = torch.get_num_threads()
     print(json.dumps({"before": result["before"], "summary": result["summary"]}, indent=2))
     if args.json_out:

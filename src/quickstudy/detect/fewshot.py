@@ -7,6 +7,12 @@ every other class stay exactly as they were; only the softmax over prototypes ga
 held base prototypes. :func:`finetune_classifier` is the TFA-style baseline (Wang et al. 2020):
 new randomly initialised class rows and the whole last layer fine-tuned on a balanced K-shot set.
 
+A localizer trained on other defect types may not propose boxes of a new one at all (P3: 94% of
+the novel boxes were never proposed), and then no prototype can name them. The support boxes are
+boxes, so they can teach localization too: :func:`adapt_localizer` tunes only the localization head
+on them, mixed with replayed images the model already knows, with the backbone and FPN frozen —
+so every box's embedding, and with it every prototype, stays exactly what it was.
+
 >>> version = learn_class("runs/neu", store, "scratches", images=["scratches_1.jpg"])  # doctest: +SKIP
 """
 
@@ -22,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import box_iou
 
-from quickstudy.detect.data import load_square
+from quickstudy.detect.data import DetectionSet, load_square
 from quickstudy.detect.model import DefectDetector
 from quickstudy.detect.predictor import Predictor
 from quickstudy.detect.training import detector_from_payload, detector_payload
@@ -120,6 +126,62 @@ def adapt_prototypes(
     model.set_prototypes(model.classes, prototypes.index_put((rows,), trainable.detach()))
 
 
+def adapt_localizer(
+    model: DefectDetector,
+    support: DetectionSet,
+    replay: DetectionSet | None = None,
+    *,
+    steps: int = 60,
+    batch_size: int = 16,
+    lr: float = 1e-3,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Fine-tune ``model.localize`` on every box of the ``support`` images (localization is
+    class-agnostic, so their class does not matter), each batch half support, half ``replay``
+    (images of what the model already finds, so it keeps finding it). Augmented with the square's
+    8 symmetries and brightness/contrast. Backbone and FPN stay frozen, so embeddings, prototypes
+    and recognition are unchanged. Returns the mean localization loss of the first and last 10 steps.
+
+    >>> adapt_localizer(model, DetectionSet.from_samples(marked, [], 200))  # doctest: +SKIP
+    """
+    if len(support) == 0 or steps < 1:
+        raise QuickstudyError(
+            f"adapt_localizer: {len(support)} support images, {steps} steps; need at least one of each"
+        )
+    device = model.prototypes.device
+    generator = torch.Generator().manual_seed(seed)
+    parts = [support.to(device)] + ([replay.to(device)] if replay is not None and len(replay) else [])
+    shares = [batch_size - batch_size // 2, batch_size // 2] if len(parts) == 2 else [batch_size]
+    model.eval()  # BatchNorm statistics of the frozen backbone stay as trained
+    optimizer = torch.optim.AdamW(model.localize.parameters(), lr=lr, weight_decay=0.0)
+    losses = []
+    for _ in range(steps):
+        images, boxes, valid = [], [], []
+        for part, share in zip(parts, shares, strict=True):
+            picked = torch.randint(len(part), (share,), generator=generator)
+            part_images, targets = part.batch(picked, generator, augment=True, jitter=0)
+            images.append(part_images)
+            boxes.append(targets["boxes"])
+            valid.append(targets["valid"])
+        width = max(b.shape[1] for b in boxes)
+        boxes = [F.pad(b, (0, 0, 0, width - b.shape[1])) for b in boxes]
+        valid = [F.pad(v, (0, width - v.shape[1])) for v in valid]
+        with torch.no_grad():
+            features = model.features(torch.cat(images))
+        dense = model.localize(features)
+        sizes = [(f.shape[-2], f.shape[-1]) for f in features]
+        loss = sum(model.localize.compute_loss(dense, sizes, torch.cat(boxes), torch.cat(valid)).values())
+        optimizer.zero_grad()
+        loss.backward()  # type: ignore[union-attr]
+        optimizer.step()
+        losses.append(float(loss.detach()))  # type: ignore[union-attr]
+    model.eval()
+    return {
+        "loss_first": sum(losses[:10]) / len(losses[:10]),
+        "loss_last": sum(losses[-10:]) / len(losses[-10:]),
+    }
+
+
 def add_classes(
     model: DefectDetector,
     support: dict[str, torch.Tensor],
@@ -173,6 +235,27 @@ def finetune_classifier(
     model.set_prototypes([*model.classes, *new], rows.detach())
 
 
+def _localizer_sets(
+    store: Any, name: str, support: SupportSet, replay_images: int, image_size: int
+) -> tuple[DetectionSet, DetectionSet | None]:
+    """The support images with all their boxes, and a seeded sample of TRAIN images that hold boxes
+    but none of ``name`` (what the model already finds, replayed so it keeps finding it)."""
+    paths = {Path(path).resolve() for path, _ in support}
+    samples = store.samples()
+    marked = [s for s in samples if Path(s.path).resolve() in paths]
+    others = [
+        s
+        for s in store.samples("train")
+        if s.boxes and Path(s.path).resolve() not in paths and all(name not in b.allowed for b in s.boxes)
+    ]
+    picked = torch.randperm(len(others), generator=torch.Generator().manual_seed(0))[:replay_images]
+    replay = [others[int(i)] for i in picked]
+    return (
+        DetectionSet.from_samples(marked, [], image_size),
+        DetectionSet.from_samples(replay, [], image_size) if replay else None,
+    )
+
+
 def support_threshold(
     model: DefectDetector, thresholds: dict[str, Any], name: str, support: SupportSet, iou: float = 0.5
 ) -> float | None:
@@ -202,13 +285,17 @@ def learn_class(
     *,
     images: Sequence[str | os.PathLike[str]] | None = None,
     adapt: bool = False,
+    localizer: bool = False,
+    replay_images: int = 64,
     device: str = "cpu",
 ) -> int:
     """Add class ``name`` to the current model of ``model_dir`` from its marked boxes in the store
     (in ``images``, or in every TRAIN image if None); write and return the new version number.
 
-    Classes the model knows but the store no longer has (e.g. the parent of a split) are dropped
-    from the new version; the old version keeps them.
+    ``adapt`` tunes the new prototype (:func:`adapt_prototypes`); ``localizer`` tunes the
+    localization head on every box of the support images with up to ``replay_images`` TRAIN images
+    without the class replayed (:func:`adapt_localizer`). Classes the model knows but the store no
+    longer has (e.g. the parent of a split) are dropped from the new version; the old version keeps them.
     """
     folder = ModelFolder(model_dir)
     payload = folder.load()
@@ -221,6 +308,8 @@ def learn_class(
         rows = [model.classes.index(c) for c in kept]
         model.set_prototypes(kept, model.prototypes[rows])
     add_classes(model, {name: embeddings}, adapt=adapt)
+    if localizer:
+        adapt_localizer(model, *_localizer_sets(store, name, support, replay_images, model.config.image_size))
     thresholds = {**payload["thresholds"], "operating": dict(payload["thresholds"]["operating"])}
     thresholds["operating"] = {c: thresholds["operating"][c] for c in kept if c in thresholds["operating"]}
     if name not in thresholds["operating"]:
@@ -236,7 +325,8 @@ def learn_class(
             thresholds,
             taxonomy_version=store.taxonomy_version(),
             note=f"learned {name!r} from {n_boxes} boxes in {len(support)} images"
-            + (" (adapted)" if adapt else ""),
+            + (" (prototype adapted)" if adapt else "")
+            + (" (localizer adapted)" if localizer else ""),
             parent=payload.get("version"),
             train=payload.get("train"),
         )

@@ -1,0 +1,55 @@
+"""Few-shot additions to the detector that touch the network: the localizer adapted on support boxes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from quickstudy.detect.data import DetectionSet
+from quickstudy.detect.fewshot import adapt_localizer
+from quickstudy.detect.model import TINY, DefectDetector, DetectorConfig
+from quickstudy.errors import QuickstudyError
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def bright_squares(n: int, seed: int) -> DetectionSet:
+    """``n`` 64-px images, each with one bright square on a dark noisy ground, boxed."""
+    generator = torch.Generator().manual_seed(seed)
+    images = (torch.rand(n, 1, 64, 64, generator=generator) * 40).to(torch.uint8)
+    boxes = torch.zeros(n, 1, 4)
+    for i in range(n):
+        x, y = (int(v) for v in torch.randint(4, 36, (2,), generator=generator))
+        side = int(torch.randint(14, 24, (1,), generator=generator))
+        images[i, 0, y : y + side, x : x + side] = 220
+        boxes[i, 0] = torch.tensor([x, y, x + side, y + side], dtype=torch.float32)
+    valid = torch.ones(n, 1, dtype=torch.bool)
+    return DetectionSet(images, boxes, valid, torch.zeros(n, 1, 0, dtype=torch.bool), [], [""] * n)
+
+
+def test_adapting_the_localizer_learns_the_support_boxes_and_leaves_embeddings_alone():
+    torch.manual_seed(0)
+    model = DefectDetector(["scratch"], DetectorConfig(**TINY, image_size=64)).eval()
+    support, replay = bright_squares(4, seed=1), bright_squares(4, seed=2)
+    images = support.images.float() / 255
+    rois = torch.cat([torch.arange(4.0)[:, None], support.boxes[:, 0]], 1)
+    with torch.no_grad():
+        embeddings = model.recognize.embed(model.features(images), rois)
+    frozen = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("localize.")}
+    head = {k: v.clone() for k, v in model.localize.state_dict().items()}
+
+    losses = adapt_localizer(model, support, replay, steps=40, batch_size=8, lr=3e-3)
+
+    assert losses["loss_last"] < 0.7 * losses["loss_first"]
+    assert any(not torch.equal(v, model.localize.state_dict()[k]) for k, v in head.items())
+    for name, value in model.state_dict().items():
+        if name in frozen:
+            assert torch.equal(value, frozen[name]), f"{name} moved"
+    with torch.no_grad():
+        assert torch.equal(model.recognize.embed(model.features(images), rois), embeddings)
+
+
+def test_adapting_without_support_is_a_clear_error():
+    model = DefectDetector(["scratch"], DetectorConfig(**TINY, image_size=64))
+    with pytest.raises(QuickstudyError, match="support images"):
+        adapt_localizer(model, bright_squares(0, seed=0))
