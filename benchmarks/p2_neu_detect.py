@@ -13,6 +13,7 @@ in one process (the "5x faster" goal), and a few training steps of ours.
 GPU (H100):  .venv/bin/python benchmarks/p2_neu_detect.py --device cuda --epochs 24 --json-out p2.json
 CPU smoke:   .venv/bin/python benchmarks/p2_neu_detect.py --limit 48 --epochs 1 --arch tiny --no-retinanet
 CPU speed:   .venv/bin/python benchmarks/p2_neu_detect.py --speed --threads 2
+From a self-supervised pretraining run (labels unused):  ... --arch tiny --init /tmp/pretrain-detector-tiny
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ def train_and_score(
             device=args.device,
             config=DetectorConfig(**ARCHITECTURES[args.arch]),
             samples=samples,
+            init=args.init,
             **kw,
         )
         seconds = time.perf_counter() - started
@@ -217,6 +219,11 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, help="first N training images only (smoke runs)")
     parser.add_argument("--test-limit", type=int, help="evaluate on N test images only (smoke runs)")
     parser.add_argument("--arch", default="small", choices=sorted(ARCHITECTURES), help="tiny for smoke runs")
+    parser.add_argument(
+        "--init",
+        type=Path,
+        help="backbone from this `quickstudy pretrain --backbone detector --arch A` run (P*-u variants)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
 
 

@@ -176,3 +176,75 @@ def test_support_threshold_is_where_the_support_images_are_found(monkeypatch):
     thresholds = {"unknown": 0.0, "operating": {"old": 0.5}}
     assert support_threshold(FakeModel(), thresholds, "new", support) == pytest.approx(0.3)
     assert support_threshold(FakeModel(), thresholds, "new", support[2:]) is None
+
+
+def _pretrained_tiny(out: Path, steps: int = 2, **network: object) -> Path:
+    """A short `pretrain --backbone detector --arch tiny` run on noise (what it learns does not matter here)."""
+    from quickstudy.pretrain import pretrain
+
+    kwargs = {"widths": TINY["widths"], "depths": TINY["depths"], "fpn_channels": TINY["fpn_channels"]}
+    images = torch.randint(0, 256, (8, 64, 64), dtype=torch.uint8)
+    pretrain(images, out_dir=out, backbone="detector", backbone_kwargs=kwargs | network, arch="tiny",
+             image_size=64, steps=steps, batch_size=4)  # fmt: skip
+    return out
+
+
+def test_training_from_a_pretraining_run_starts_from_its_weights_and_records_it(tmp_path, one_torch_thread):
+    from quickstudy.detect.model import DefectDetector
+    from quickstudy.detect.training import load_pretrained_backbone
+    from quickstudy.pretrain import load_pretrained
+
+    run = _pretrained_tiny(tmp_path / "pretrain")
+    config = DetectorConfig(**TINY, image_size=64)
+    model = DefectDetector(CLASSES, config)
+    record = load_pretrained_backbone(model, run)
+    pretrained = load_pretrained(run).backbone.state_dict()
+    assert set(model.backbone.state_dict()) == set(pretrained)
+    assert all(torch.equal(v, pretrained[k]) for k, v in model.backbone.state_dict().items())
+    assert record == {
+        "path": str((run / "checkpoint.pt").resolve()),
+        "method": "simclr",
+        "steps": 2,
+        "arch": "tiny",
+        "image_size": 64,
+    }
+    # train_detector(init=...) starts from it, and the model folder's training record names the run
+    samples = synthetic_samples(tmp_path, 4)
+    store = MemoryStore(samples)
+    train_detector(store, tmp_path / "model", epochs=1, batch_size=4, config=config, init=run)
+    saved = ModelFolder(tmp_path / "model").load()
+    assert saved["train"]["init"] == record and "simclr pretraining" in saved["note"]
+    plain = train_detector(store, tmp_path / "plain", epochs=1, batch_size=4, config=config)
+    assert plain == 1 and ModelFolder(tmp_path / "plain").load()["train"]["init"] is None
+
+
+def test_init_of_another_network_or_not_a_pretraining_run_is_a_one_line_error(tmp_path, one_torch_thread):
+    from quickstudy.detect.model import DefectDetector
+    from quickstudy.detect.training import load_pretrained_backbone
+    from quickstudy.pretrain import pretrain
+    from quickstudy.train import save_checkpoint
+
+    model = DefectDetector(CLASSES, DetectorConfig(**TINY, image_size=64))
+    wider = _pretrained_tiny(tmp_path / "wider", fpn_channels=48)
+    with pytest.raises(
+        QuickstudyError, match=r"wider/checkpoint.pt: pretrains the detector network tiny .*48"
+    ):
+        load_pretrained_backbone(model, wider)
+    conv4 = tmp_path / "conv4"
+    pretrain(torch.randint(0, 256, (4, 32, 32), dtype=torch.uint8), out_dir=conv4, backbone_kwargs={"width": 4},
+             image_size=16, steps=1, batch_size=4)  # fmt: skip
+    with pytest.raises(
+        QuickstudyError, match="conv4/checkpoint.pt: pretrains a 'conv4' backbone, not the detector"
+    ):
+        load_pretrained_backbone(model, conv4)
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(QuickstudyError, match="corrupt/checkpoint.pt: not a readable checkpoint"):
+        load_pretrained_backbone(model, tmp_path / "corrupt")
+    save_checkpoint(tmp_path / "fewshot" / "checkpoint.pt", {"kind": "fewshot"})
+    with pytest.raises(QuickstudyError, match="expected 'pretrain'"):
+        load_pretrained_backbone(model, tmp_path / "fewshot")
+    with pytest.raises(QuickstudyError, match="missing: checkpoint not found"):
+        load_pretrained_backbone(model, tmp_path / "missing")
+    with pytest.raises(QuickstudyError, match="either --init .* or --weights"):
+        train_detector(MemoryStore([]), tmp_path / "m", init=wider, weights="resnet18.pth")

@@ -125,3 +125,35 @@ def test_bad_method_and_unfinished_run_are_clear_errors(tmp_path: Path) -> None:
     save_checkpoint(tmp_path / "other" / "checkpoint.pt", {"kind": "fewshot"})
     with pytest.raises(QuickstudyError, match="expected 'pretrain'"):
         load_pretrained(tmp_path / "other")
+
+
+def test_detector_pretraining_lowers_its_loss_and_records_its_network(
+    tmp_path: Path, one_torch_thread
+) -> None:
+    """``pretrain --backbone detector``: the detector's ResNet + FPN, pooled, learns from unlabelled images."""
+    from quickstudy.backbones import PooledResNetFPN
+    from quickstudy.backbones.resnet_fpn import ResNetFPN
+
+    network = {"widths": (8, 16, 32, 64), "depths": (1, 1, 1, 1), "fpn_channels": 16}
+    images, out = _striped_images(16, size=64), tmp_path / "detector"
+    run: dict[str, Any] = {"backbone": "detector", "backbone_kwargs": network, "arch": "test"}
+    run |= {"method": "simclr", "image_size": 64, "steps": 40, "batch_size": 16, "lr": 1e-2}
+    pretrain(images, out_dir=out, **run)
+    pixels = images.unsqueeze(1).float() / 255
+    augment, views = TextureAugment(out_size=64), torch.Generator().manual_seed(123)
+    view_a, view_b = augment(pixels, views), augment(pixels, views)
+    torch.manual_seed(0)
+    model = METHODS["simclr"](PooledResNetFPN(**network))
+    with torch.no_grad():
+        initial = float(model(view_a, view_b)["loss"])
+        model.load_state_dict(load_checkpoint(out)["model"])
+        trained = float(model(view_a, view_b)["loss"])
+    assert trained < 0.9 * initial
+
+    pretrained = load_pretrained(out)
+    assert (pretrained.backbone_name, pretrained.arch, pretrained.steps) == ("detector", "test", 40)
+    assert pretrained.backbone_kwargs == network and pretrained.file == out / "checkpoint.pt"
+    # Its weights are a detector backbone's, name for name and shape for shape.
+    detector_backbone = ResNetFPN(**network)
+    load_backbone_weights(detector_backbone, out, backbone_name="detector")
+    assert torch.equal(detector_backbone.trunk.conv1.weight, pretrained.backbone.trunk.conv1.weight)

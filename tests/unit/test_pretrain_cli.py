@@ -62,3 +62,22 @@ def test_missing_store_and_empty_split_exit_2_with_one_line(
     assert main(["pretrain", "--store", str(store), "--split", "train", "--out", str(tmp_path / "r")]) == 2
     error = capsys.readouterr().err
     assert error.startswith("error: ") and "split 'train'" in error and error.count("\n") == 1
+
+
+def test_pretrain_detector_records_its_arch_and_refuses_options_of_other_backbones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from quickstudy.detect.model import TINY, DefectDetector, DetectorConfig
+    from quickstudy.detect.training import load_pretrained_backbone
+
+    store = _store_of_textures(tmp_path)
+    out = tmp_path / "detector"
+    argv = ["pretrain", "--store", str(store), "--backbone", "detector", "--arch", "tiny", "--size", "32"]
+    assert main([*argv, "--steps", "1", "--batch-size", "4", "--device", "cpu", "--out", str(out)]) == 0
+    assert "pretrained detector (tiny) with simclr on 12 images" in capsys.readouterr().out
+    record = load_pretrained_backbone(DefectDetector(["a", "b"], DetectorConfig(**TINY)), out)
+    assert (record["arch"], record["image_size"], record["steps"]) == ("tiny", 32, 1)
+    assert main([*argv, "--width", "8", "--out", str(tmp_path / "x")]) == 2
+    assert "--width is for conv4" in capsys.readouterr().err
+    assert main(["pretrain", "--store", str(store), "--arch", "tiny", "--out", str(tmp_path / "y")]) == 2
+    assert "--arch is for --backbone detector, not conv4" in capsys.readouterr().err

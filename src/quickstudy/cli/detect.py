@@ -54,6 +54,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         config=config,
         weights=args.weights,
         seed=args.seed,
+        init=args.init,
         **options,
     )
     print(f"wrote {Path(args.out) / 'versions' / f'v{version}.pt'} (current)")
@@ -239,7 +240,7 @@ def register(subparsers: Any) -> None:
     train.add_argument(
         "--weighting",
         help="multi-task loss weighting of localize vs recognize: equal, uncertainty, ... "
-        "(default: uncertainty; equal collapsed on P2)"
+        "(default: uncertainty; equal collapsed on P2)",
     )
     train.add_argument("--batch-size", type=_positive, default=32)
     train.add_argument("--lr", type=float, default=2e-3)
@@ -251,6 +252,11 @@ def register(subparsers: Any) -> None:
     )
     train.add_argument(
         "--weights", help="torchvision resnet18 state dict file for the backbone (--arch resnet18)"
+    )
+    train.add_argument(
+        "--init",
+        metavar="DIR",
+        help="start the backbone from this `quickstudy pretrain --backbone detector` run (same --arch)",
     )
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(func=cmd_train)

@@ -2,6 +2,10 @@
 class memory and thresholds calibrated on held-out images → version 1 of a model folder.
 
 >>> version = train_detector(store, "runs/neu", epochs=24, device="cuda")  # doctest: +SKIP
+>>> train_detector(store, "runs/neu-ssl", init="runs/pretrain-small")  # doctest: +SKIP
+
+``init`` starts the backbone (ResNet + FPN) from a self-supervised pretraining run
+(``quickstudy pretrain --backbone detector --arch A``); the heads start from scratch.
 
 Held out for calibration (never trained on): on NEU-DET the TRAIN images ``<class>_<n>`` with
 n % 5 == 1 (protocol P1's model selection set), elsewhere every fifth training image. From them
@@ -164,6 +168,40 @@ def detector_from_payload(payload: dict[str, Any], device: str | torch.device = 
     return model.to(device).eval()
 
 
+def load_pretrained_backbone(model: DefectDetector, init: str | os.PathLike[str]) -> dict[str, Any]:
+    """Copy a detector pretraining run's weights into ``model.backbone``; return what was loaded.
+
+    Every tensor must match by name and shape. Raises :class:`QuickstudyError` naming the file when
+    it is missing, corrupt, not a finished pretraining run, or pretrains another network.
+    """
+    from quickstudy.backbones import load_backbone_weights
+    from quickstudy.pretrain import load_pretrained
+
+    pretrained = load_pretrained(init)
+    config = model.config
+    wanted = {"widths": config.widths, "depths": config.depths, "fpn_channels": config.fpn_channels}
+    if pretrained.backbone_name != "detector":
+        raise QuickstudyError(
+            f"{pretrained.file}: pretrains a {pretrained.backbone_name!r} backbone, not the detector's; "
+            "make one with `quickstudy pretrain --backbone detector --arch ...`"
+        )
+    recorded = pretrained.backbone_kwargs
+    got = {k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items() if k in wanted}
+    if got != wanted:
+        raise QuickstudyError(
+            f"{pretrained.file}: pretrains the detector network {pretrained.arch or ''} {got}, "
+            f"but this detector's is {wanted}; pretrain with the same --arch"
+        )
+    load_backbone_weights(model.backbone, pretrained.backbone.state_dict(), backbone_name="detector")
+    return {
+        "path": str(pretrained.file.resolve()),
+        "method": pretrained.method,
+        "steps": pretrained.steps,
+        "arch": pretrained.arch,
+        "image_size": pretrained.image_size,
+    }
+
+
 def train_detector(
     store: Any,
     out_dir: str | os.PathLike[str],
@@ -179,16 +217,21 @@ def train_detector(
     weights: str | None = None,
     seed: int = 0,
     samples: Sequence[Any] | None = None,
+    init: str | os.PathLike[str] | None = None,
 ) -> int:
     """Train on the store's train split and write version 1 of the model folder ``out_dir``.
 
     ``samples`` replaces ``store.samples("train")`` (benchmarks that edit labels in memory);
-    ``classes`` restricts the taxonomy as ``--classes`` does. Returns the version number written.
+    ``classes`` restricts the taxonomy as ``--classes`` does; ``init`` is a pretraining run
+    (:func:`load_pretrained_backbone`) the backbone starts from, recorded in the version's
+    ``train["init"]`` (None: random or ``weights`` init). Returns the version number written.
     """
     if ModelFolder(out_dir).numbers():
         raise QuickstudyError(
             f"{out_dir}: already holds a trained model (see `quickstudy models list`); choose another --out"
         )
+    if init is not None and weights is not None:
+        raise QuickstudyError("give either --init (a pretraining run) or --weights (torchvision), not both")
     all_classes = list(store.classes())
     if classes is not None:
         unknown = [c for c in classes if c not in all_classes]
@@ -204,7 +247,9 @@ def train_detector(
     config = config or DetectorConfig()
     config.train_classes = class_names
     torch.manual_seed(seed)
-    model = DefectDetector(class_names, config, weights=weights).to(device)
+    model = DefectDetector(class_names, config, weights=weights)
+    initialised_from = load_pretrained_backbone(model, init) if init is not None else None
+    model.to(device)
     started = time.perf_counter()
     train_set = DetectionSet.from_samples(train_samples, class_names, config.image_size).to(device)
     validation_set = DetectionSet.from_samples(validation_samples, class_names, config.image_size)
@@ -253,6 +298,7 @@ def train_detector(
         "classes": class_names,
         "limit": limit,
         "seed": seed,
+        "init": initialised_from,
         "n_train": len(train_set),
         "n_validation": len(validation_set),
         "detector": config.to_dict(),
@@ -283,7 +329,8 @@ def train_detector(
             model,
             thresholds,
             taxonomy_version=store.taxonomy_version(),
-            note=f"trained {epochs} epochs on {len(train_set)} images",
+            note=f"trained {epochs} epochs on {len(train_set)} images"
+            + (f", backbone from {initialised_from['method']} pretraining" if initialised_from else ""),
             train=train_config,
             train_seconds=train_seconds,
         )

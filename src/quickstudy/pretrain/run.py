@@ -1,9 +1,11 @@
 """Pretraining a backbone on unlabelled images, and loading the result for a learner or the detector.
 
 The checkpoint (kind ``"pretrain"``) is the :class:`~quickstudy.train.Trainer`'s, plus top-level
-``backbone`` (the encoder's state dict), ``backbone_name``, ``backbone_kwargs``, ``image_size``
-(the side, in pixels, images are resized to before they reach the backbone), ``method`` and
-``input`` (how pixels are scaled). :func:`quickstudy.backbones.load_backbone_weights` reads it.
+``backbone`` (the encoder's state dict), ``backbone_name``, ``backbone_kwargs``, ``arch`` (the
+detector's ``--arch`` whose network ``backbone_kwargs`` describe, else None), ``image_size`` (the
+side, in pixels, images are resized to before they reach the backbone), ``method`` and ``input``
+(how pixels are scaled). :func:`quickstudy.backbones.load_backbone_weights` reads it, and so does
+``train_detector(init=...)`` for ``backbone_name == "detector"``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from quickstudy.backbones import build_backbone, load_backbone_weights
 from quickstudy.data.augment import AugmentConfig, TextureAugment
 from quickstudy.errors import QuickstudyError
 from quickstudy.pretrain.methods import METHODS
-from quickstudy.train import Trainer, load_checkpoint, save_checkpoint, step_generator
+from quickstudy.train import Trainer, checkpoint_path, load_checkpoint, save_checkpoint, step_generator
 
 KIND = "pretrain"
 INPUT_SCALING = "grayscale, values / 255 in [0, 1], [B, 1, image_size, image_size]"
@@ -45,6 +47,8 @@ class PretrainedBackbone:
     image_size: int
     method: str
     steps: int
+    arch: str | None
+    file: Path
 
 
 def pretrain(
@@ -53,6 +57,7 @@ def pretrain(
     out_dir: str | os.PathLike[str],
     backbone: str = "conv4",
     backbone_kwargs: dict[str, Any] | None = None,
+    arch: str | None = None,
     method: str = "simclr",
     image_size: int = 64,
     steps: int = 2000,
@@ -71,7 +76,8 @@ def pretrain(
     Each step draws ``batch_size`` distinct images, makes two random views of each at
     ``image_size`` pixels and takes one AdamW step (linear warm-up, then cosine decay). Images may
     be stored larger than ``image_size`` (e.g. twice): crops then keep detail instead of upsampling.
-    Resumes from ``out_dir/checkpoint.pt``. Returns the metrics of the last log window plus
+    ``arch`` only names the preset ``backbone_kwargs`` came from (the detector's ``--arch``), for
+    the record. Resumes from ``out_dir/checkpoint.pt``. Returns the metrics of the last log window plus
     ``seconds``, the training time of the whole run (over resumes).
 
     Example:
@@ -106,6 +112,7 @@ def pretrain(
     config = {
         "backbone_name": backbone,
         "backbone_kwargs": backbone_kwargs,
+        "arch": arch,
         "method": method,
         "image_size": image_size,
         "stored_size": int(images.shape[-1]),
@@ -152,6 +159,7 @@ def pretrain(
         backbone={k: v.detach().cpu() for k, v in model.backbone.state_dict().items()},
         backbone_name=backbone,
         backbone_kwargs=backbone_kwargs,
+        arch=arch,
         image_size=image_size,
         method=method,
         input=INPUT_SCALING,
@@ -193,4 +201,6 @@ def load_pretrained(path: str | os.PathLike[str], device: str | torch.device = "
         image_size=int(payload["image_size"]),
         method=str(payload["method"]),
         steps=int(payload["step"]),
+        arch=payload.get("arch"),
+        file=checkpoint_path(path),
     )
