@@ -25,6 +25,8 @@ computed once for the methods that leave the network as it is; ``localizer`` rec
 GPU (H100):  .venv/bin/python benchmarks/p3_neu_fewshot_detect.py --device cuda --epochs 24 --json-out p3.json
 CPU (tiny):  .venv/bin/python benchmarks/p3_neu_fewshot_detect.py --arch tiny --epochs 12 --threads 2 \\
                  --json-out p3_cpu.json
+P3-u:        the same with ``--init RUN``, a ``quickstudy pretrain --backbone detector`` run on every TRAIN
+             image without labels or boxes (allowed in P3-u); the base model starts from it.
 CPU smoke:   .venv/bin/python benchmarks/p3_neu_fewshot_detect.py --arch tiny --epochs 1 --limit 48 \\
                  --test-limit 24 --shots 1 --seeds 0
 """
@@ -215,6 +217,7 @@ def main() -> None:
             limit=args.limit,
             device=args.device,
             config=DetectorConfig(**ARCHITECTURES[args.arch]),
+            init=args.init,
         )
         result["base_train_seconds"] = time.perf_counter() - started
     predictor = Predictor.from_dir(base_dir, device=args.device)
