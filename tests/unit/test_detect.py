@@ -9,12 +9,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torchvision.ops import nms, roi_align
 
+from quickstudy.detect import model as model_module
+from quickstudy.detect import recognition
 from quickstudy.detect.data import DetectionSet, _augment
 from quickstudy.detect.localization import LocalizationHead
-from quickstudy.detect.model import TINY, DefectDetector, DetectorConfig
+from quickstudy.detect.model import TINY, DefectDetector, DetectorConfig, first_kept
 from quickstudy.detect.predictor import Predictor
-from quickstudy.detect.recognition import partial_label_loss
+from quickstudy.detect.recognition import partial_label_loss, pyramid_roi_align
 from quickstudy.detect.training import detector_from_payload, detector_payload, operating_thresholds
 from quickstudy.detect.versions import ModelFolder, check_taxonomy
 from quickstudy.errors import QuickstudyError
@@ -193,3 +196,100 @@ def test_a_model_refuses_a_store_whose_classes_it_knows_are_gone():
     check_taxonomy(payload, _Store(["scratch", "pit", "dent"], 4), "m")  # a new class is fine
     with pytest.raises(QuickstudyError, match=r"'pit'.*version 5.*quickstudy learn"):
         check_taxonomy(payload, _Store(["scratch", "pit-deep", "pit-shallow"], 5), "m")
+
+
+def test_adding_a_prototype_keeps_the_others_bit_for_bit():
+    model = tiny_model()
+    torch.manual_seed(0)
+    known = F.normalize(torch.randn(40, model.config.embedding_dim), dim=-1)  # F.normalize is not
+    model.set_prototypes([f"c{i}" for i in range(40)], known)  # idempotent in the last bit
+    new = torch.randn(1, model.config.embedding_dim) * 3
+    model.set_prototypes([*model.classes, "new"], torch.cat([model.prototypes, new]))
+    assert torch.equal(model.prototypes[:40], known)
+    torch.testing.assert_close(model.prototypes[40], F.normalize(new[0], dim=-1))
+
+
+def torchvision_pyramid_roi_align(features, rois, strides, output_size=7, sampling_ratio=2):
+    """The reference :func:`pyramid_roi_align` must equal: torchvision's RoIAlign per level, summed."""
+    return sum(
+        roi_align(f.float(), rois, output_size, 1 / s, sampling_ratio, aligned=True)
+        for f, s in zip(features, strides, strict=True)
+    )
+
+
+def test_pyramid_roi_align_equals_torchvision_roi_align_summed_over_levels():
+    torch.manual_seed(0)
+    features = [torch.randn(3, 8, h, w, requires_grad=True) for h, w in ((13, 9), (7, 5), (4, 3))]
+    corner = torch.rand(40, 2) * 140 - 20  # some boxes start outside the 100 x 70 image
+    size = torch.rand(40, 2) * 90
+    size[:4] = 0.01  # degenerate boxes
+    rois = torch.cat([torch.randint(0, 3, (40, 1)).float(), corner, corner + size], 1)
+    rois[4, 1:] = torch.tensor([150.0, 150, 190, 190])  # wholly outside: zeros
+    strides = (8, 16, 32)
+    ours = pyramid_roi_align(features, rois, strides)
+    expected = torchvision_pyramid_roi_align(features, rois, strides)
+    assert ours.shape == expected.shape == (40, 8, 7, 7)
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-5)
+    assert ours[4].abs().max() == 0
+    # it trains the detector, so its gradient must be RoIAlign's too
+    weights = torch.randn_like(expected)
+    ours_grad = torch.autograd.grad((ours * weights).sum(), features)
+    expected_grad = torch.autograd.grad((expected * weights).sum(), features)
+    for a, b in zip(ours_grad, expected_grad, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    one_image = [f[:1].detach() for f in features]  # the one-image path: no per-box copy of the grid
+    torch.testing.assert_close(
+        pyramid_roi_align(one_image, rois[rois[:, 0] == 0], strides),
+        torchvision_pyramid_roi_align(one_image, rois[rois[:, 0] == 0], strides),
+        atol=1e-5,
+        rtol=1e-5,
+    )
+    assert pyramid_roi_align(one_image, rois[:0], strides).shape == (0, 8, 7, 7)
+
+
+def test_first_kept_is_the_head_of_full_nms_even_with_tied_scores():
+    torch.manual_seed(0)
+    # 30 clusters of 20 near-identical boxes, a cluster's scores all above the next cluster's and
+    # tied in threes: each cluster keeps one box, so the first prefixes run short and must grow
+    corner = (torch.rand(30, 2) * 200).repeat_interleave(20, 0) + torch.randn(600, 2) * 0.5
+    clustered = torch.cat([corner, corner + 25], 1)
+    tied = 1 - torch.arange(600).div(3, rounding_mode="floor") / 600
+    spread = torch.cat([torch.rand(200, 2) * 200, torch.rand(200, 2) * 200 + 30], 1)  # mostly kept
+    for boxes, scores in ((clustered, tied), (spread, torch.rand(200).sort(descending=True).values)):
+        for count in (1, 5, 25, 50, 1000):
+            expected = nms(boxes, scores, 0.6)[:count]
+            assert torch.equal(first_kept(boxes, scores, 0.6, count), expected), count
+
+
+def briefly_trained_tiny_model() -> DefectDetector:
+    """A tiny model after a few steps on two images, so its scores are no longer the prior's."""
+    model = tiny_model(seed=1).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(2, 1, 64, 64, generator=generator)
+    allowed = torch.tensor([[True, False], [False, True], [True, False]])
+    for _ in range(5):
+        optimizer.zero_grad()
+        losses = model(images, targets(allowed))
+        (losses["loss_localize"] + losses["loss_recognize"]).backward()
+        optimizer.step()
+    return model.eval()
+
+
+def test_fast_inference_predicts_what_roi_align_and_full_nms_predict(tmp_path, monkeypatch):
+    folder = ModelFolder(tmp_path / "model")
+    folder.save(detector_payload(briefly_trained_tiny_model(), THRESHOLDS, taxonomy_version=1, note="t"))
+    model = detector_from_payload(folder.load())
+    model.config.proposals = 20  # fewer than the ~84 locations of a 64-pixel image: NMS stops early
+    images = torch.rand(3, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+    fast = model(images)
+    monkeypatch.setattr(recognition, "pyramid_roi_align", torchvision_pyramid_roi_align)
+    monkeypatch.setattr(
+        model_module, "first_kept", lambda boxes, scores, iou, count: nms(boxes, scores, iou)[:count]
+    )
+    reference = model(images)
+    for a, b in zip(fast, reference, strict=True):
+        assert a["boxes"].shape[0] > 1
+        assert torch.equal(a["boxes"], b["boxes"]) and torch.equal(a["labels"], b["labels"])
+        for key in ("scores", "embeddings", "similarity", "max_similarity", "defect_scores"):
+            torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-5)

@@ -68,6 +68,27 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
 }
 
 
+def first_kept(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, count: int) -> torch.Tensor:
+    """``nms(boxes, scores, iou_threshold)[:count]`` for ``scores`` sorted high to low, computed on
+    the shortest prefix (4·count, 16·count, …) that keeps ``count`` boxes.
+
+    Greedy NMS decides each box from the higher-scored boxes alone and torchvision sorts stably,
+    so a prefix's kept boxes are exactly the whole list's kept boxes that lie in it. NMS costs
+    about N² IoUs for N boxes that mostly survive; at inference 200 candidates instead of ~850.
+
+    >>> boxes = torch.tensor([[0.0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]])
+    >>> scores = torch.tensor([0.9, 0.8, 0.7, 0.6])
+    >>> first_kept(boxes, scores, 0.5, 2).tolist(), nms(boxes, scores, 0.5)[:2].tolist()
+    ([0, 2], [0, 2])
+    """
+    prefix = 4 * count
+    while True:
+        keep = nms(boxes[:prefix], scores[:prefix], iou_threshold)
+        if keep.numel() >= count or prefix >= boxes.shape[0]:
+            return keep[:count]
+        prefix *= 4
+
+
 class DefectDetector(nn.Module):
     """Detects defects of any type and names them by their nearest class prototype.
 
@@ -107,7 +128,12 @@ class DefectDetector(nn.Module):
         if len(classes) != prototypes.shape[0]:
             raise ValueError(f"{len(classes)} class names for {prototypes.shape[0]} prototypes")
         self.classes = list(classes)
-        self.prototypes = F.normalize(prototypes.detach().float(), dim=-1).to(self.class_vectors.device)
+        rows = prototypes.detach().float()
+        norms = rows.norm(dim=-1, keepdim=True)
+        # rows already of unit norm are kept bit for bit (normalising again may move their last
+        # bit), so adding a class leaves the other classes' prototypes exactly as they were
+        unit = (norms - 1).abs() <= 1e-6
+        self.prototypes = torch.where(unit, rows, rows / norms.clamp(min=1e-12)).to(self.class_vectors.device)
 
     # -- forward --------------------------------------------------------------------------------------
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
@@ -168,7 +194,7 @@ class DefectDetector(nn.Module):
             top_scores, top = image_scores.topk(min(cfg.candidates, image_scores.numel()))
             keep = top_scores > cfg.score_thresh
             top_boxes, top_scores = image_boxes[top[keep]], top_scores[keep]
-            keep = nms(top_boxes, top_scores, cfg.proposal_nms)[: cfg.proposals]
+            keep = first_kept(top_boxes, top_scores, cfg.proposal_nms, cfg.proposals)
             proposals.append(top_boxes[keep])
             proposal_scores.append(top_scores[keep])
         rois = torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], 1) for i, b in enumerate(proposals)])

@@ -18,7 +18,6 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import roi_align
 
 
 def partial_label_loss(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
@@ -37,6 +36,93 @@ def partial_label_loss(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Ten
         return logits.sum() * 0
     log_p = F.log_softmax(logits[rows].float(), -1)
     return -torch.logsumexp(log_p.masked_fill(~allowed[rows], -math.inf), -1).mean()
+
+
+def _bin_weights(
+    rois: torch.Tensor,
+    heights: Sequence[int],
+    widths: Sequence[int],
+    strides: Sequence[int],
+    output_size: int,
+    sampling_ratio: int,
+) -> torch.Tensor:
+    """RoIAlign's interpolation weights, one axis at a time: ``[2, K, output_size, Σ lengths]``, the
+    y weights of each box's bins over the rows of all levels side by side (level l's rows start
+    after all earlier levels' rows), then the x weights over the columns, zero-padded to the longer
+    of Σ heights and Σ widths. Follows torchvision's ``roi_align(aligned=True)`` sample by sample:
+    a sample farther than one cell outside the map counts zero, one before the first row or past
+    the last is clamped to it."""
+    device = rois.device
+    lengths = torch.tensor([list(heights), list(widths)], dtype=torch.float32, device=device)  # [2, L]
+    scale = 1.0 / torch.tensor(strides, dtype=torch.float32, device=device)  # [L]
+    box = rois[:, 1:].float()
+    start = torch.stack([box[:, 1], box[:, 0]])[:, None, :] * scale[:, None] - 0.5  # [2, L, K]
+    extent = torch.stack([box[:, 3] - box[:, 1], box[:, 2] - box[:, 0]])[:, None, :] * scale[:, None]
+    bin_size = (extent / output_size)[..., None, None]  # [2, L, K, 1, 1]
+    bins = torch.arange(output_size, dtype=torch.float32, device=device)[:, None]
+    samples = torch.arange(sampling_ratio, dtype=torch.float32, device=device)[None, :] + 0.5
+    position = (
+        start[..., None, None] + bins * bin_size + samples * bin_size / sampling_ratio
+    )  # [2, L, K, P, S]
+    length = lengths[:, :, None, None, None]
+    valid = (position >= -1.0) & (position <= length)
+    position = position.clamp(min=0)
+    low = position.floor().minimum(length - 1)
+    high = (low + 1).minimum(length - 1)
+    fraction = (position - low).masked_fill(low >= length - 1, 0.0)
+    weight = torch.stack([1 - fraction, fraction], -1) * valid[..., None] / sampling_ratio
+    offsets = (lengths.cumsum(1) - lengths)[:, :, None, None, None, None]
+    column = (torch.stack([low, high], -1) + offsets).long()  # [2, L, K, P, S, 2]
+    # every level's samples of a bin add into one row: its weights over all levels' rows (columns)
+    shape = (2, rois.shape[0], output_size, len(heights) * sampling_ratio * 2)
+    column = column.permute(0, 2, 3, 1, 4, 5).reshape(shape)
+    weight = weight.permute(0, 2, 3, 1, 4, 5).reshape(shape)
+    width = max(sum(heights), sum(widths))
+    return torch.zeros(*shape[:3], width, device=device).scatter_add_(-1, column, weight)
+
+
+def pyramid_roi_align(
+    features: Sequence[torch.Tensor],
+    rois: torch.Tensor,
+    strides: Sequence[int],
+    output_size: int = 7,
+    sampling_ratio: int = 2,
+) -> torch.Tensor:
+    """``Σ_l roi_align(features[l], rois, output_size, 1 / strides[l], sampling_ratio, aligned=True)``
+    (torchvision's), ``[K, C, output_size, output_size]`` float32, as two matrix products.
+
+    A bin's RoIAlign value is an average of bilinear samples on a ``sampling_ratio²`` grid, which
+    factors into a y-weight row times the map times an x-weight column; with the levels placed
+    side by side on one block-diagonal grid, the sum over levels is the same two products. On a
+    CPU that is 3-4x faster than torchvision's scalar per-sample kernel called once per level (50
+    boxes, 96 channels, strides 8/16/32 of a 200-pixel image, one thread), with the same numbers
+    up to float rounding (~1e-6) and RoIAlign's gradient, so it serves training too.
+
+    >>> from torchvision.ops import roi_align
+    >>> features = [torch.randn(1, 8, 8, 8), torch.randn(1, 8, 4, 4)]
+    >>> rois = torch.tensor([[0.0, 3.0, 5.0, 40.0, 30.0]])
+    >>> expected = sum(roi_align(f, rois, 7, 1 / s, 2, aligned=True) for f, s in zip(features, (8, 16)))
+    >>> torch.allclose(pyramid_roi_align(features, rois, (8, 16)), expected, atol=1e-5)
+    True
+    """
+    heights, widths = [f.shape[-2] for f in features], [f.shape[-1] for f in features]
+    batch, channels = features[0].shape[:2]
+    count = rois.shape[0]
+    # float32 whatever the autocast (as torchvision runs roi_align under autocast)
+    with torch.autocast(rois.device.type, enabled=False):
+        weights = _bin_weights(rois, heights, widths, strides, output_size, sampling_ratio)
+        rows, columns = weights[0, ..., : sum(heights)], weights[1, ..., : sum(widths)]
+        # the levels on one block-diagonal grid [B, Σ H, C, Σ W]
+        grid = features[0].new_zeros(batch, sum(heights), channels, sum(widths), dtype=torch.float32)
+        top = left = 0
+        for feature, height, width in zip(features, heights, widths, strict=True):
+            grid[:, top : top + height, :, left : left + width] = feature.float().transpose(1, 2)
+            top, left = top + height, left + width
+        grid = grid.view(batch, sum(heights), channels * sum(widths))
+        # one image: one matrix product for all boxes (no per-box copy of its grid)
+        by_rows = rows @ grid[0] if batch == 1 else torch.bmm(rows, grid[rois[:, 0].long()])
+        pooled = by_rows.view(count, output_size * channels, sum(widths)) @ columns.transpose(1, 2)
+    return pooled.view(count, output_size, channels, output_size).transpose(1, 2)
 
 
 class RecognitionHead(nn.Module):
@@ -71,12 +157,7 @@ class RecognitionHead(nn.Module):
 
     def embed(self, features: Sequence[torch.Tensor], rois: torch.Tensor) -> torch.Tensor:
         """Unit-norm embeddings ``[K, D]`` of ``rois [K, 5]`` (image index, x1, y1, x2, y2) in pixels."""
-        pooled = sum(
-            roi_align(
-                feature.float(), rois.float(), self.pool_size, 1.0 / stride, sampling_ratio=2, aligned=True
-            )
-            for feature, stride in zip(features, self.strides, strict=True)
-        )
+        pooled = pyramid_roi_align(features, rois, self.strides, self.pool_size, sampling_ratio=2)
         return F.normalize(self.mlp(pooled), dim=-1)
 
     def logits(self, embeddings: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
