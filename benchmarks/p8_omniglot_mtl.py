@@ -355,14 +355,15 @@ def evaluation_steps(steps: int, every: int | None) -> list[int]:
 
 
 def plot_curves(results: list[dict[str, Any]], path: Path, title: str) -> None:
-    """Mean test (solid) and train (dotted) accuracy against steps, one colour per configuration."""
+    """Mean test (solid) and train (dotted) accuracy against steps, one colour per configuration
+    (rows evaluated once, such as short timing rows, have no curve and are left out)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    for row in results:
+    for row in [row for row in results if len(row["curve"]) > 1]:
         steps = [point["step"] for point in row["curve"]]
         (line,) = axes.plot(
             steps, [p["mean_accuracy"] for p in row["curve"]], marker="o", label=row["config"]
