@@ -18,6 +18,9 @@ does not depend on the episode; they are computed once and episodes are drawn ov
 CPU (reduced):  .venv/bin/python benchmarks/p7u_pretrain.py --backbones conv4 --width 32 --sizes 64 \\
                     --pretrain-steps 300 --protonet-steps 300 --episodes 1000 --threads 2
 GPU (H100):     .venv/bin/python benchmarks/p7u_pretrain.py --device cuda --amp --json-out p7u.json
+Detector trunk: .venv/bin/python benchmarks/p7u_pretrain.py --backbones detector --arch tiny --sizes 200 \\
+                    --methods none,simclr --pretrained-run /tmp/pretrain-detector-tiny --protonet-steps 150
+                (``--pretrained-run`` scores a finished ``quickstudy pretrain`` run instead of pretraining)
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from quickstudy.data.classification import ImageClassSet, store_classes
+from quickstudy.detect.model import ARCHITECTURES, DetectorConfig
 from quickstudy.evaluate.operating import operating_points
 from quickstudy.labels import Store
 from quickstudy.labels.known import NEU_BASE, NEU_NOVEL, import_neu_det, neu_class_of
@@ -41,7 +45,7 @@ from quickstudy.meta import FewShotConfig, build_learner, train_learner
 from quickstudy.meta.evaluation import mean_ci95
 from quickstudy.meta.transductive import class_log_probabilities, refine_prototypes, shared_temperature
 from quickstudy.pretrain import load_pretrained, pretrain
-from quickstudy.train import describe_device, step_generator
+from quickstudy.train import describe_device, load_checkpoint, step_generator
 
 
 def neu_sets(data_root: Path, work: Path, size: int) -> tuple[ImageClassSet, ImageClassSet]:
@@ -196,7 +200,20 @@ def protonet_stage(
 def backbone_kwargs(args: argparse.Namespace, backbone: str) -> dict[str, Any]:
     if backbone == "conv4":
         return {"width": args.width}
+    if backbone == "detector":  # the detector's ResNet + FPN at --arch, levels pooled
+        config = DetectorConfig(**ARCHITECTURES[args.arch])
+        return {"widths": config.widths, "depths": config.depths, "fpn_channels": config.fpn_channels}
     return {"widths": tuple(args.resnet_widths)}
+
+
+def pretrained_run(args: argparse.Namespace, backbone: str, size: int, method: str) -> tuple[Path, float]:
+    """``--pretrained-run`` (checked to be of this backbone, size and method) and its training seconds."""
+    run = load_pretrained(args.pretrained_run)
+    recorded = (run.backbone_name, run.backbone_kwargs, run.image_size, run.method)
+    wanted = (backbone, backbone_kwargs(args, backbone), size, method)
+    if recorded != wanted:
+        raise SystemExit(f"{run.file}: a run of {recorded}, but this grid cell is {wanted}")
+    return args.pretrained_run, float(load_checkpoint(run.file).get("seconds", 0.0))
 
 
 def evaluate_backbone(
@@ -255,6 +272,14 @@ def main() -> None:
     parser.add_argument("--backbones", default="conv4,resnet12")
     parser.add_argument("--width", type=int, default=64, help="conv4 filters per block")
     parser.add_argument("--resnet-widths", type=int, nargs=4, default=[64, 128, 256, 512])
+    parser.add_argument(
+        "--arch", default="tiny", choices=sorted(ARCHITECTURES), help="detector: network size"
+    )
+    parser.add_argument(
+        "--pretrained-run",
+        type=Path,
+        help="score this finished pretraining run (one backbone, size and method) instead of pretraining",
+    )
     parser.add_argument("--methods", default="none,simclr,byol", help="'none' = strict P7 (no pretraining)")
     parser.add_argument("--learners", default="nearest-mean,protonet")
     parser.add_argument("--sizes", default="64,128")
@@ -281,14 +306,18 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     for size in [int(s) for s in args.sizes.split(",")]:
         train, test = neu_sets(args.data_root, args.work, size)
-        stored, _ = neu_sets(args.data_root, args.work, 2 * size)  # pretraining crops keep detail
+        stored: ImageClassSet | None = None
         base_train = train.select(list(NEU_BASE))
         for backbone in args.backbones.split(","):
             for method in args.methods.split(","):
                 tag = f"{backbone}-{size}px-{method}"
                 pretrain_dir = args.work / f"pretrain-{tag}"
                 pretrain_seconds = 0.0
-                if method != "none":
+                if method != "none" and args.pretrained_run:
+                    pretrain_dir, pretrain_seconds = pretrained_run(args, backbone, size, method)
+                elif method != "none":
+                    if stored is None:  # pretraining crops are cut from twice the size: they keep detail
+                        stored, _ = neu_sets(args.data_root, args.work, 2 * size)
                     metrics = pretrain(
                         stored.images,  # all six classes' TRAIN images; their labels are never read
                         out_dir=pretrain_dir,
