@@ -67,8 +67,17 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Sample
     folder = tmp_path_factory.mktemp("synthetic")
     samples = synthetic_samples(folder, 4)
     config = DetectorConfig(**TINY, image_size=64)
+    # Equal weighting: this is about the network's capacity to fit, and in 100 steps the default
+    # uncertainty weighting's learnt variances still damp recognition (measured 2026-11-28:
+    # mAP50 0.75 with uncertainty, 1.0 with equal, on these four images).
     version = train_detector(
-        MemoryStore(samples), folder / "model", epochs=100, batch_size=4, lr=5e-3, config=config
+        MemoryStore(samples),
+        folder / "model",
+        epochs=100,
+        batch_size=4,
+        lr=5e-3,
+        config=config,
+        weighting="equal",
     )
     assert version == 1
     return folder / "model", samples
