@@ -209,6 +209,24 @@ def test_adding_a_prototype_keeps_the_others_bit_for_bit():
     torch.testing.assert_close(model.prototypes[40], F.normalize(new[0], dim=-1))
 
 
+def test_trunk_pools_channels_last_with_the_same_values_and_gradients():
+    from quickstudy.backbones.resnet_fpn import ResNetTrunk
+
+    torch.manual_seed(0)
+    trunk = ResNetTrunk((8, 8, 8, 8), (1, 1, 1, 1))
+    image = torch.rand(2, 1, 64, 64, requires_grad=True)
+
+    def reference(x):  # the plain NCHW pool; ReLU zeros make ties, where the gradient goes first
+        x = trunk.maxpool(trunk.relu(trunk.bn1(trunk.conv1(x))))
+        return trunk.layer4(trunk.layer3(trunk.layer2(trunk.layer1(x))))
+
+    ours, expected = trunk(image)[-1], reference(image)
+    assert ours.is_contiguous() and torch.equal(ours, expected)
+    assert torch.equal(
+        torch.autograd.grad(ours.sum(), image)[0], torch.autograd.grad(expected.sum(), image)[0]
+    )
+
+
 def torchvision_pyramid_roi_align(features, rois, strides, output_size=7, sampling_ratio=2):
     """The reference :func:`pyramid_roi_align` must equal: torchvision's RoIAlign per level, summed."""
     return sum(

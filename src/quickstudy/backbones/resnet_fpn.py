@@ -58,7 +58,10 @@ class ResNetTrunk(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The outputs of stages 2, 3 and 4 (strides 8, 16, 32)."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.relu(self.bn1(self.conv1(x)))
+        # max-pooling channels-last is the same values, ~10x faster on a CPU (vectorised over
+        # channels; it was 5% of the detector's inference), and the stages keep the usual layout
+        x = self.maxpool(x.contiguous(memory_format=torch.channels_last)).contiguous()
         c2 = self.layer1(x)
         c3 = self.layer2(c2)
         c4 = self.layer3(c3)
