@@ -11,12 +11,14 @@ second-order inner step at lr 0.4. quickstudy runs through its real path (Episod
 the shared Trainer, which also writes metrics and a checkpoint at the end). The reference loops
 index a Python list of per-class tensors with ``random.sample`` and move each episode to the device,
 as a plain script does; the reference MAML uses hand-written functional conv/batch-norm layers with a
-list of fast weights. Steps after ``--warmup`` are timed (CUDA synchronised).
+list of fast weights. Steps after ``--warmup`` are timed (CUDA synchronised). The ``sampler_*`` rows time the episode
+sampler alone on an Omniglot-sized set, to show that data loading is not the bottleneck.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 import tempfile
@@ -29,8 +31,9 @@ import torch.nn.functional as F
 
 from quickstudy.backbones import build_backbone
 from quickstudy.data.classification import ImageClassSet
+from quickstudy.data.episodes import EpisodeSampler
 from quickstudy.meta import FewShotConfig, build_learner, train_learner
-from quickstudy.train import describe_device
+from quickstudy.train import describe_device, step_generator
 
 WAY, SHOT = 5, 1
 
@@ -174,6 +177,20 @@ def reference_maml(data: ImageClassSet, args: argparse.Namespace) -> float:
     return args.maml_batch / timed(step, args.steps, args.warmup, device)
 
 
+SAMPLER_SHAPES = {"sampler_5w1s15q": (5, 1, 15), "sampler_60w1s5q": (60, 1, 5), "sampler_60w5s5q": (60, 5, 5)}
+"""Episode shapes of the throughput runs and of P6 ProtoNet training (60-way, 5 queries)."""
+
+
+def sampler_rate(way: int, shot: int, query: int, args: argparse.Namespace) -> float:
+    """Episodes/s that :class:`EpisodeSampler` draws (and moves to the device) from an Omniglot-sized set.
+
+    4800 classes x 20 images of 28x28, as P6 meta-trains on: the data path alone, no learner.
+    """
+    sampler = EpisodeSampler(synthetic(4800, 20).to(args.device), way=way, shot=shot, query=query)
+    steps = 20 * args.steps  # an episode takes milliseconds: time more of them than of training steps
+    return 1.0 / timed(lambda i: sampler.sample(step_generator(0, i)), steps, args.warmup, args.device)
+
+
 def learn2learn_maml(data: ImageClassSet, args: argparse.Namespace) -> float | None:
     try:
         import learn2learn as l2l  # type: ignore[import-not-found]
@@ -209,17 +226,26 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
     parser.add_argument("--amp", action="store_true", help="quickstudy with bfloat16 autocast (CUDA)")
     parser.add_argument("--json-out", help="write the results here as JSON")
+    parser.add_argument(
+        "--only", help="comma-separated contenders to run (default: all); e.g. sampler_60w1s5q"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     data = synthetic()
-    results: dict[str, float | None] = {
-        "protonet_quickstudy": ours("protonet", data, args),
-        "protonet_reference": reference_protonet(data, args),
-        "maml_quickstudy": ours("maml", data, args),
-        "maml_reference": reference_maml(data, args),
-        "maml_learn2learn": learn2learn_maml(data, args),
+    contenders: dict[str, Callable[[], float | None]] = {
+        "protonet_quickstudy": lambda: ours("protonet", data, args),
+        "protonet_reference": lambda: reference_protonet(data, args),
+        "maml_quickstudy": lambda: ours("maml", data, args),
+        "maml_reference": lambda: reference_maml(data, args),
+        "maml_learn2learn": lambda: learn2learn_maml(data, args),
+        **{name: functools.partial(sampler_rate, *shape, args) for name, shape in SAMPLER_SHAPES.items()},
     }
+    chosen = args.only.split(",") if args.only else list(contenders)
+    unknown = sorted(set(chosen) - set(contenders))
+    if unknown:
+        parser.error(f"--only: unknown contenders {', '.join(unknown)}; choose from {', '.join(contenders)}")
+    results = {name: contenders[name]() for name in chosen}
     device = describe_device(args.device)
     print(
         f"## meta-training throughput, 5-way 1-shot Conv-4 — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {device}\n"
