@@ -88,3 +88,24 @@ def test_scoring_embeddings_computed_once_gives_the_same_report(algo: str) -> No
     once = evaluate(learner, sampler, episodes=5, embed_once=True)
     each = evaluate(learner, sampler, episodes=5, embed_once=False)
     assert once.accuracy == pytest.approx(each.accuracy) and once.per_class == each.per_class
+
+
+@pytest.mark.parametrize("algo", ALGORITHMS)
+def test_every_learner_trains_and_adapts_on_a_resnet12(algo: str) -> None:
+    torch.manual_seed(0)
+    config = FewShotConfig(
+        algo=algo,
+        backbone="resnet12",
+        backbone_kw={"widths": (4, 4, 4, 4)},
+        train_way=5,
+        num_classes=len(TRAIN.classes),
+        learner_kw={"head_steps": 2} if algo == "finetune" else {},
+    )
+    learner = build_learner(config)
+    episode = EpisodeSampler(TRAIN, way=5, shot=1, query=2).sample(step_generator(0, 0))
+    loss, logits = learner.train().meta_loss(episode)
+    loss.backward()
+    assert logits.shape == (10, 5) and torch.isfinite(loss)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in learner.backbone.parameters())
+    predictor = learner.eval().fit(episode.support_x, episode.support_y)
+    assert predictor(episode.query_x).shape == (10, 5)

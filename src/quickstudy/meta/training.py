@@ -212,7 +212,9 @@ def train_learner(
         amp=amp,
         log_every=log_every,
         checkpoint_every=checkpoint_every,
-        desc=f"{config.algo} {config.train_way}-way {config.shot}-shot",
+        # The Trainer counts steps; with a meta-batch, episodes/s is that many times steps/s.
+        desc=f"{config.algo} {config.train_way}-way {config.shot}-shot"
+        + (f", {config.meta_batch} episodes/step" if config.meta_batch > 1 else ""),
         backward=lambda outputs: None,  # done task by task in step_fn
     )
     return trainer.fit(step_fn)
