@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from quickstudy.cli import main
 from quickstudy.detect.training import select_samples, split_validation
+from quickstudy.detect.versions import ModelFolder
 from quickstudy.labels.known import NEU_BASE, import_neu_det
 from quickstudy.labels.store import Store
 
@@ -84,6 +86,15 @@ def test_train_predict_eval_on_a_slice(neu_slice: Path, neu_root: Path, tmp_path
     assert main(["models", "diff", "--model", str(model), "1", "2", "--json"]) == 0
     assert set(json.loads(capsys.readouterr().out)["changed"]) == {"scratches"}
     assert main(["models", "undo", "--model", str(model)]) == 0
+    assert main([*learn, "--images", str(support), "--adapt-localizer"]) == 0
+    capsys.readouterr()
+    assert main(["models", "list", "--model", str(model), "--json"]) == 0
+    newest = json.loads(capsys.readouterr().out)[-1]
+    assert newest["current"] and "scratches" in newest["classes"] and "localizer adapted" in newest["note"]
+    before, after = (ModelFolder(model).load(v)["model"] for v in (1, newest["version"]))
+    assert not torch.equal(before["localize.score.weight"], after["localize.score.weight"])
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("backbone."))
+    assert main(["models", "use", "--model", str(model), "1"]) == 0
 
     with Store.open(neu_store) as store:
         store.taxonomy.rename("crazing", "craze")

@@ -151,7 +151,13 @@ def cmd_learn(args: argparse.Namespace) -> int:
     store = _open_store(args.store)
     started = time.perf_counter()
     version = learn_class(
-        args.model, store, args.class_name, images=args.images, adapt=args.adapt, device=args.device
+        args.model,
+        store,
+        args.class_name,
+        images=args.images,
+        adapt=args.adapt,
+        localizer=args.adapt_localizer,
+        device=args.device,
     )
     print(
         f"learned {args.class_name!r} in {time.perf_counter() - started:.2f} s: version {version} (current)"
@@ -301,6 +307,12 @@ def register(subparsers: Any) -> None:
     learn.add_argument("--images", nargs="+", metavar="IMG", help="store images holding marked boxes of it")
     learn.add_argument("--from-store", action="store_true", help="use every TRAIN image with a box of it")
     learn.add_argument("--adapt", action="store_true", help="tune the new prototype on its support boxes")
+    learn.add_argument(
+        "--adapt-localizer",
+        action="store_true",
+        help="also teach the localizer the support boxes (seconds to a minute on CPU; other images' "
+        "detections may change a little, their classes do not): for a type the model does not find at all",
+    )
     learn.add_argument("--device", default="cpu")
     learn.set_defaults(func=cmd_learn)
 
