@@ -137,7 +137,7 @@ def plot_curves(runs: list[dict], path: str, title: str) -> None:
                     run["published"], linestyle="--", linewidth=0.8, color=axis.lines[-1].get_color()
                 )
     by_step.set_xlabel("meta-training steps (ProtoNet: episodes; MAML: meta-iterations)")
-    by_time.set_xlabel("training seconds")
+    by_time.set_xlabel("training wall seconds (they depend on the machine's load)")
     by_step.set_ylabel("test accuracy % (dashed: published)")
     by_step.legend(fontsize=8)
     for axis in (by_step, by_time):
