@@ -1,15 +1,25 @@
 """P6: Omniglot few-shot accuracy of ProtoNet and MAML at 5w1s, 5w5s, 20w1s, 20w5s (DESIGN.md).
 
-Full recipes (a GPU; ``--max-minutes`` caps each run's training time):
+Full recipes (a GPU; ``--max-minutes`` caps each run's training time, the same ``--out`` continues it):
 
-    .venv/bin/python benchmarks/p6_omniglot.py --device cuda --amp --max-minutes 30 --json-out p6.json
+    .venv/bin/python benchmarks/p6_omniglot.py --device cuda --amp --algos protonet --protonet-steps 20000 \
+        --chunk 1000 --curve-episodes 200 --out runs/p6 --json-out p6-protonet.json --plot p6-protonet.png
+    .venv/bin/python benchmarks/p6_omniglot.py --device cuda --amp --algos maml --maml-steps 60000 \
+        --chunk 1000 --curve-episodes 200 --max-minutes 3 --out runs/p6 --json-out p6-maml.json --plot p6-maml.png
 
-The partial CPU variant recorded in ``results/meta.md`` (one thread; a learning curve every chunk):
+The partial CPU variant recorded in ``results/meta.md`` (one thread; a learning curve point every
+chunk; a later invocation with more steps and the same ``--out`` continues a run):
 
-    .venv/bin/python benchmarks/p6_omniglot.py --device cpu --threads 1 --algos protonet --configs 5w1s,20w1s,5w5s,20w5s \\
-        --max-minutes 11 --chunk 50 --curve-episodes 100 --json-out p6-protonet.json --plot p6-protonet.png
-    .venv/bin/python benchmarks/p6_omniglot.py --device cpu --threads 1 --algos maml,fomaml --configs 5w1s \\
-        --max-minutes 8 --chunk 30 --curve-episodes 100 --json-out p6-maml.json --plot p6-maml.png
+    .venv/bin/python benchmarks/p6_omniglot.py --device cpu --threads 1 --algos protonet --configs 5w1s,20w1s \
+        --protonet-steps 400 --chunk 50 --curve-episodes 100 --out runs/p6 --json-out p6-protonet-1s.json
+    .venv/bin/python benchmarks/p6_omniglot.py --device cpu --threads 1 --algos protonet --configs 5w5s,20w5s \
+        --protonet-steps 100 --chunk 50 --curve-episodes 100 --out runs/p6 --json-out p6-protonet-5s.json
+    .venv/bin/python benchmarks/p6_omniglot.py --device cpu --threads 1 --algos maml --configs 5w1s \
+        --maml-steps 90 --chunk 30 --curve-episodes 100 --out runs/p6 --json-out p6-maml.json
+    .venv/bin/python benchmarks/p6_omniglot.py --device cpu --threads 1 --algos fomaml --configs 5w1s \
+        --maml-steps 75 --chunk 75 --curve-episodes 100 --out runs/p6 --json-out p6-fomaml.json
+    .venv/bin/python benchmarks/p6_omniglot.py --curves-from p6-protonet-1s.json p6-protonet-5s.json \
+        p6-maml.json p6-fomaml.json --plot p6_cpu_curves.png
 
 Meta-train on the Vinyals ``trainval`` classes (1200 characters x 4 rotations), evaluate on ``test``
 (423 x 4) with ``--episodes`` episodes of 15 queries per class (seed 0), mean accuracy and 95% CI.
