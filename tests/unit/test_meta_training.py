@@ -116,6 +116,9 @@ def test_checkpoint_of_another_algorithm_or_corrupt_is_a_clear_error(tmp_path: P
         load_learner(tmp_path / "bad.pt")
     with pytest.raises(QuickstudyError, match="unknown algorithm 'reptile'"):
         FewShotConfig(algo="reptile")
+    save_checkpoint(tmp_path / "pretrained.pt", {"kind": "pretrain", "backbone": {}})
+    with pytest.raises(QuickstudyError, match="a 'pretrain' checkpoint, expected 'fewshot'"):
+        load_learner(tmp_path / "pretrained.pt")
 
 
 def test_init_loads_a_pretrained_backbone_and_refuses_a_mismatched_one(tmp_path: Path) -> None:
