@@ -83,7 +83,13 @@ def main() -> None:
     reference = neu_store(work / "neu.db", args.data)  # original labels: the full variant and TEST truth
     split = neu_store(work / "neu-split.db", args.data)
     config = DetectorConfig(**ARCHITECTURES[args.arch])
-    train_options = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "limit": args.limit}
+    train_options = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "limit": args.limit,
+        "init": args.init,
+    }
 
     def train_coarse() -> None:
         train_detector(split, work / "coarse", device=args.device, config=config, **train_options)
