@@ -13,7 +13,7 @@ chunk; a later invocation with more steps and the same ``--out`` continues a run
     .venv/bin/python benchmarks/p6_omniglot.py --device cpu --threads 1 --algos protonet --configs 5w1s,20w1s \
         --protonet-steps 400 --chunk 50 --curve-episodes 100 --out runs/p6 --json-out p6-protonet-1s.json
     .venv/bin/python benchmarks/p6_omniglot.py --device cpu --threads 1 --algos protonet --configs 5w5s,20w5s \
-        --protonet-steps 100 --chunk 50 --curve-episodes 100 --out runs/p6 --json-out p6-protonet-5s.json
+        --protonet-steps 150 --chunk 50 --curve-episodes 100 --out runs/p6 --json-out p6-protonet-5s.json
     .venv/bin/python benchmarks/p6_omniglot.py --device cpu --threads 1 --algos maml --configs 5w1s \
         --maml-steps 90 --chunk 30 --curve-episodes 100 --out runs/p6 --json-out p6-maml.json
     .venv/bin/python benchmarks/p6_omniglot.py --device cpu --threads 1 --algos fomaml --configs 5w1s \
