@@ -45,8 +45,8 @@ $PY -c "from pathlib import Path; from quickstudy.data.omniglot import load_omni
   > "$OUT/logs/omniglot-cache.log" 2>&1
 if [ "$MODE" = rerun ]; then  # the second, shorter lease: the few-shot and multi-task benchmarks only
   p6_jobs 2.2
-  job p8 $B $PY benchmarks/p8_omniglot_mtl.py --device cuda --steps 300 --batch-size 32 --libmtl-path .gpu/libmtl \
-      --libmtl-steps 50 --out-dir $W/p8 --json-out "$OUT/json/p8.json"
+  job p8 $B $PY benchmarks/p8_omniglot_mtl.py --device cuda --steps 2000 --eval-every 500 --width 32 --batch-size 8 \
+      --lr 1e-3 --libmtl-path .gpu/libmtl --gradient-method-steps 300 --out-dir $W/p8 --json-out "$OUT/json/p8.json"
   job p7u $B $PY benchmarks/p7u_pretrain.py --device cuda --amp --threads 2 --work $W/p7u --backbones conv4 --width 64 \
       --sizes 64 --methods none,simclr --learners nearest-mean,protonet --pretrain-steps 500 \
       --pretrain-batch 256 --protonet-steps 200 --protonet-lr 2e-4 --episodes 1000 --tta --json-out "$OUT/json/p7u.json"
@@ -56,7 +56,7 @@ elif [ "$MODE" = smoke ]; then
   job p6 $B $PY benchmarks/p6_omniglot.py --device cuda --amp --protonet-steps 20 --maml-steps 4 --episodes 20 \
       --json-out "$OUT/json/p6.json"
   job p8 $B $PY benchmarks/p8_omniglot_mtl.py --device cuda --tasks 5 --steps 10 --configs single/equal,shared/pcgrad \
-      --libmtl-path .gpu/libmtl --libmtl-steps 5 --out-dir $W/p8 --json-out "$OUT/json/p8.json"
+      --libmtl-path .gpu/libmtl --gradient-method-steps 5 --out-dir $W/p8 --json-out "$OUT/json/p8.json"
   job p7u $B $PY benchmarks/p7u_pretrain.py --device cuda --amp --threads 2 --work $W/p7u --backbones conv4 --width 16 \
       --sizes 64 --methods none,simclr --learners nearest-mean --pretrain-steps 5 --episodes 20 \
       --json-out "$OUT/json/p7u.json"
@@ -66,8 +66,8 @@ else
   job p4 $B $PY benchmarks/p4_missing_labels.py --device cuda --epochs 12 --work $W/p4 --json-out "$OUT/json/p4.json"
   job p5 $B $PY benchmarks/p5_class_split.py --device cuda --epochs 12 --work $W/p5 --json-out "$OUT/json/p5.json"
   p6_jobs 5.5
-  job p8 $B $PY benchmarks/p8_omniglot_mtl.py --device cuda --steps 300 --batch-size 32 --libmtl-path .gpu/libmtl \
-      --libmtl-steps 50 --out-dir $W/p8 --json-out "$OUT/json/p8.json"
+  job p8 $B $PY benchmarks/p8_omniglot_mtl.py --device cuda --steps 2000 --eval-every 500 --width 32 --batch-size 8 \
+      --lr 1e-3 --libmtl-path .gpu/libmtl --gradient-method-steps 300 --out-dir $W/p8 --json-out "$OUT/json/p8.json"
   job p7u $B $PY benchmarks/p7u_pretrain.py --device cuda --amp --threads 2 --work $W/p7u --backbones conv4 --width 64 \
       --sizes 64,128 --methods none,simclr,byol --learners nearest-mean,protonet --pretrain-steps 800 \
       --pretrain-batch 256 --protonet-steps 200 --protonet-lr 2e-4 --episodes 1000 --tta --json-out "$OUT/json/p7u.json"
