@@ -6,9 +6,9 @@ Then, for K in {1, 5, 10} and seeds 0-4, K TRAIN images per novel class (from th
 with all their boxes of the class) are the support set, and four ways of adding the classes are
 scored on all of TEST: nAP50 (mean AP50 over NOVEL), bAP50 (over BASE; "before" = the base model),
 the share of novel TEST boxes the localizer proposes at all (IoU >= 0.5), image-level
-precision/recall per novel class (threshold as ``quickstudy learn`` sets it,
-``detect.fewshot.new_class_threshold``: the support score of best image-level F1 against images known
-to lack the class — here the held-out BASE training images), seconds to add both classes:
+precision/recall per novel class (threshold as ``quickstudy learn`` sets it: the median of the base
+classes' calibrated thresholds, lowered to where the class's own support images are found,
+``detect.fewshot.support_threshold``), seconds to add both classes:
 
 - ``prototype``: robust mean of the support embeddings (``quickstudy learn``);
 - ``prototype_adapt``: the same, then the new prototypes tuned on the support (``learn --adapt``);
@@ -54,7 +54,7 @@ from quickstudy.detect.fewshot import (
     add_classes,
     embed_support,
     finetune_classifier,
-    new_class_threshold,
+    support_threshold,
 )
 from quickstudy.detect.model import ARCHITECTURES, DefectDetector, DetectorConfig
 from quickstudy.detect.predictor import UNKNOWN, Predictor
@@ -163,14 +163,13 @@ def add_novel(
 
 
 def novel_thresholds(
-    model: DefectDetector, thresholds: dict[str, Any], support: dict[str, list], negatives: list
+    model: DefectDetector, thresholds: dict[str, Any], support: dict[str, list], borrowed: float
 ) -> dict[str, float]:
-    """Each novel class's operating threshold as ``quickstudy learn`` sets it, with the held-out
-    BASE training images as the images known to lack it."""
-    return {
-        name: new_class_threshold(model, thresholds, name, marked_boxes(s, name), negatives)
-        for name, s in support.items()
+    """Each novel class's operating threshold as ``quickstudy learn`` sets it."""
+    found = {
+        name: support_threshold(model, thresholds, name, marked_boxes(s, name)) for name, s in support.items()
     }
+    return {name: borrowed if own is None else min(borrowed, own) for name, own in found.items()}
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -232,8 +231,7 @@ def main() -> None:
     borrowed = statistics.median(predictor.operating.values())
     operating = {**predictor.operating, **dict.fromkeys(NEU_NOVEL, borrowed)}
     # the images the base model was fitted on, replayed while the localizer adapts
-    fitted, held_out = split_validation(select_samples(train, list(NEU_BASE), args.limit))
-    negatives = [s.path for s in held_out]  # TRAIN images of base classes only: known negatives
+    fitted, _ = split_validation(select_samples(train, list(NEU_BASE), args.limit))
     replay = DetectionSet.from_samples(fitted, [], base.config.image_size)
     before = score(base, proposals, test, operating)
     result["before"] = {k: before[k] for k in ("bAP50", "novel_proposed", "AP50")}
@@ -253,7 +251,7 @@ def main() -> None:
                     scored = Predictor(model, thresholds).proposals(test_paths)
                 else:
                     scored = proposals
-                learned = {**predictor.operating, **novel_thresholds(model, thresholds, support, negatives)}
+                learned = {**predictor.operating, **novel_thresholds(model, thresholds, support, borrowed)}
                 report = score(model, scored, test, learned)
                 report["seconds"] = seconds
                 report["novel_thresholds"] = {c: learned[c] for c in NEU_NOVEL}

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
 from quickstudy.detect.data import DetectionSet
-from quickstudy.detect.fewshot import adapt_localizer, new_class_threshold
+from quickstudy.detect.fewshot import adapt_localizer
 from quickstudy.detect.model import TINY, DefectDetector, DetectorConfig
-from quickstudy.detect.predictor import Predictor
 from quickstudy.errors import QuickstudyError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -56,40 +53,3 @@ def test_adapting_without_support_is_a_clear_error():
     model = DefectDetector(["scratch"], DetectorConfig(**TINY, image_size=64))
     with pytest.raises(QuickstudyError, match="support images"):
         adapt_localizer(model, bright_squares(0, seed=0))
-
-
-def test_new_class_threshold_trades_recall_for_the_precision_known_negatives_show(monkeypatch):
-    def found(*scores: float) -> list[dict[str, torch.Tensor]]:
-        """One image per score: a detection of class 1 on the marked box [0, 0, 10, 10]."""
-        return [
-            {
-                "boxes": torch.tensor([[0.0, 0, 10, 10]]),
-                "scores": torch.tensor([s]),
-                "labels": torch.tensor([1]),
-            }
-            for s in scores
-        ]
-
-    class TwoClasses:
-        classes = ("old", "new")
-
-        def eval(self):
-            return self
-
-    thresholds = {"unknown": 0.0, "operating": {"old": 0.8}}
-    support = [(Path(f"s{i}.png"), [(0.0, 0.0, 10.0, 10.0)]) for i in range(2)]
-    outputs = {"support": found(0.3, 0.6), "negatives": found(0.5, 0.1)}
-    monkeypatch.setattr(
-        Predictor,
-        "raw",
-        lambda self, images: outputs["support" if str(images[0]).startswith("s") else "negatives"],
-    )
-    model = TwoClasses()
-    # one false alarm at 0.5 costs less than losing the support image found at 0.3: F1 0.8 vs 0.67
-    assert new_class_threshold(model, thresholds, "new", support, ["n0.png", "n1.png"]) == pytest.approx(0.3)
-    outputs["negatives"] = found(0.5, 0.55, 0.4)  # three false alarms below 0.6: F1 0.57 vs 0.67
-    assert new_class_threshold(
-        model, thresholds, "new", support, ["n0.png", "n1.png", "n2.png"]
-    ) == pytest.approx(0.6)
-    # without negatives: the borrowed median (0.8) lowered to the lowest support score
-    assert new_class_threshold(model, thresholds, "new", support) == pytest.approx(0.3)

@@ -36,8 +36,6 @@ from quickstudy.detect.versions import ModelFolder
 from quickstudy.errors import QuickstudyError
 
 SupportSet = list[tuple[Path, list[tuple[float, float, float, float]]]]
-# Images known to lack a new class that ``learn`` scores to set the class's threshold.
-NEGATIVE_IMAGES = 64
 
 
 def support_boxes(
@@ -237,26 +235,21 @@ def finetune_classifier(
     model.set_prototypes([*model.classes, *new], rows.detach())
 
 
-def _without_class(store: Any, name: str, support: SupportSet, limit: int) -> list[Any]:
-    """A seeded sample of at most ``limit`` TRAIN images that hold boxes, none of them ``name``,
-    and are not support images: what the model already finds, and known negatives of ``name``."""
+def _localizer_sets(
+    store: Any, name: str, support: SupportSet, replay_images: int, image_size: int
+) -> tuple[DetectionSet, DetectionSet | None]:
+    """The support images with all their boxes, and a seeded sample of TRAIN images that hold boxes
+    but none of ``name`` (what the model already finds, replayed so it keeps finding it)."""
     paths = {Path(path).resolve() for path, _ in support}
+    samples = store.samples()
+    marked = [s for s in samples if Path(s.path).resolve() in paths]
     others = [
         s
         for s in store.samples("train")
         if s.boxes and Path(s.path).resolve() not in paths and all(name not in b.allowed for b in s.boxes)
     ]
-    picked = torch.randperm(len(others), generator=torch.Generator().manual_seed(0))[:limit]
-    return [others[int(i)] for i in picked]
-
-
-def _localizer_sets(
-    store: Any, name: str, support: SupportSet, replay_images: int, image_size: int
-) -> tuple[DetectionSet, DetectionSet | None]:
-    """The support images with all their boxes, and the images replayed beside them."""
-    paths = {Path(path).resolve() for path, _ in support}
-    marked = [s for s in store.samples() if Path(s.path).resolve() in paths]
-    replay = _without_class(store, name, support, replay_images)
+    picked = torch.randperm(len(others), generator=torch.Generator().manual_seed(0))[:replay_images]
+    replay = [others[int(i)] for i in picked]
     return (
         DetectionSet.from_samples(marked, [], image_size),
         DetectionSet.from_samples(replay, [], image_size) if replay else None,
@@ -264,69 +257,25 @@ def _localizer_sets(
 
 
 def support_threshold(
-    model: DefectDetector,
-    thresholds: dict[str, Any],
-    name: str,
-    support: SupportSet,
-    negatives: Sequence[str | os.PathLike[str]] = (),
-    iou: float = 0.5,
+    model: DefectDetector, thresholds: dict[str, Any], name: str, support: SupportSet, iou: float = 0.5
 ) -> float | None:
-    """The operating threshold at which the support images of ``name`` are called positive.
+    """The operating threshold at which the support images of ``name`` are called positive: the
+    lowest, over support images, of the best ``name`` score on a marked box (IoU ≥ ``iou``).
 
-    Each support image scores the best ``name`` score on one of its marked boxes (IoU ≥ ``iou``).
-    Without ``negatives`` the threshold is the lowest of these (every support image found). With
-    ``negatives`` — images known to hold no ``name`` — it is the support score that maximises the
-    image-level F1 of support (positive) and negative images (a negative counts as found by its best
-    ``name`` score anywhere): recall traded for the precision the negatives show is missing.
-
-    In-sample for the positives, so optimistic; it replaces a borrowed threshold that a new class's
-    scores may never reach. Support images whose marked boxes get no ``name`` detection at all are
-    left out (the localizer missed them; no threshold helps); ``None`` when that is every one.
+    In-sample, so optimistic; it replaces a borrowed threshold that a new class's scores may never
+    reach. Support images whose marked boxes get no ``name`` detection at all are left out (the
+    localizer missed them; no threshold helps); ``None`` when that is every one.
     """
     index = model.classes.index(name)
-    predictor = Predictor(model, thresholds)
-    found = predictor.raw([path for path, _ in support])
-    positive = []
+    found = Predictor(model, thresholds).raw([path for path, _ in support])
+    per_image = []
     for out, (_, boxes) in zip(found, support, strict=True):
         mine = out["labels"] == index
         overlap = box_iou(torch.tensor(boxes, dtype=torch.float32), out["boxes"][mine]) >= iou
         scores = torch.where(overlap, out["scores"][mine][None], torch.zeros(()))
         if scores.numel() and float(scores.max()) > 0:  # a box never proposed: no threshold helps
-            positive.append(float(scores.max()))
-    if not positive:
-        return None
-    if not negatives:
-        return min(positive)
-    negative = []
-    for out in predictor.raw(list(negatives)):
-        scores = out["scores"][out["labels"] == index]
-        negative.append(float(scores.max()) if scores.numel() else 0.0)
-
-    def f1(threshold: float) -> float:
-        hits = sum(p >= threshold for p in positive)
-        false_alarms = sum(n >= threshold for n in negative)
-        return 2 * hits / (2 * hits + false_alarms + len(positive) - hits)
-
-    return max(sorted(positive), key=f1)  # the lowest of equally good thresholds: recall first
-
-
-def new_class_threshold(
-    model: DefectDetector,
-    thresholds: dict[str, Any],
-    name: str,
-    support: SupportSet,
-    negatives: Sequence[str | os.PathLike[str]] = (),
-) -> float:
-    """The operating threshold of a class that has no held-out images yet. With images known to
-    lack it (``negatives``): :func:`support_threshold`'s best image-level F1. Without: the median of
-    the calibrated thresholds (``thresholds["operating"]``, the other classes), lowered to where the
-    class's own support images are found, since its scores may never reach the median. The median
-    when the localizer finds none of the support boxes."""
-    borrowed = median(thresholds["operating"].values()) if thresholds["operating"] else 0.5
-    own = support_threshold(model, thresholds, name, support, negatives)
-    if own is None:
-        return borrowed
-    return own if negatives else min(borrowed, own)
+            per_image.append(float(scores.max()))
+    return min(per_image) if per_image else None
 
 
 def learn_class(
@@ -364,8 +313,11 @@ def learn_class(
     thresholds = {**payload["thresholds"], "operating": dict(payload["thresholds"]["operating"])}
     thresholds["operating"] = {c: thresholds["operating"][c] for c in kept if c in thresholds["operating"]}
     if name not in thresholds["operating"]:
-        negatives = [n.path for n in _without_class(store, name, support, NEGATIVE_IMAGES)]
-        thresholds["operating"][name] = new_class_threshold(model, thresholds, name, support, negatives)
+        # no held-out images of a new class yet: the median of the calibrated thresholds, lowered to
+        # where the class's own support images are found (its scores may never reach the median)
+        borrowed = median(thresholds["operating"].values()) if thresholds["operating"] else 0.5
+        own = support_threshold(model, thresholds, name, support)
+        thresholds["operating"][name] = min(borrowed, own) if own is not None else borrowed
     n_boxes = sum(len(b) for _, b in support)
     return folder.save(
         detector_payload(
