@@ -89,19 +89,7 @@ def train_and_score(
     seconds = None
     if not (out / "versions").is_dir():
         started = time.perf_counter()
-        train_detector(
-            store,
-            out,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            limit=args.limit,
-            device=args.device,
-            config=DetectorConfig(**ARCHITECTURES[args.arch]),
-            samples=samples,
-            init=args.init,
-            **kw,
-        )
+        train_detector(store, out, samples=samples, **training_options(args), **kw)
         seconds = time.perf_counter() - started
     predictor = Predictor.from_dir(out, device=args.device)
     test = (test_store or store).samples("test")
@@ -206,6 +194,19 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
     result["threads"] = args.threads
     result["device"] = describe_device("cpu")
     return result
+
+
+def training_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``train_detector`` keywords from the options of :func:`add_training_arguments`."""
+    return {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "limit": args.limit,
+        "device": args.device,
+        "config": DetectorConfig(**ARCHITECTURES[args.arch]),
+        "init": args.init,
+    }
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from p2_neu_detect import add_training_arguments, neu_store
+from p2_neu_detect import add_training_arguments, neu_store, training_options
 from torchvision.ops import box_iou
 
 from quickstudy.detect.data import DetectionSet
@@ -54,9 +54,9 @@ from quickstudy.detect.fewshot import (
     add_classes,
     embed_support,
     finetune_classifier,
-    support_threshold,
+    new_class_threshold,
 )
-from quickstudy.detect.model import ARCHITECTURES, DefectDetector, DetectorConfig
+from quickstudy.detect.model import DefectDetector
 from quickstudy.detect.predictor import UNKNOWN, Predictor
 from quickstudy.detect.training import select_samples, split_validation, train_detector
 from quickstudy.evaluate.detection import coco_metrics, image_level
@@ -163,13 +163,13 @@ def add_novel(
 
 
 def novel_thresholds(
-    model: DefectDetector, thresholds: dict[str, Any], support: dict[str, list], borrowed: float
+    model: DefectDetector, thresholds: dict[str, Any], support: dict[str, list]
 ) -> dict[str, float]:
     """Each novel class's operating threshold as ``quickstudy learn`` sets it."""
-    found = {
-        name: support_threshold(model, thresholds, name, marked_boxes(s, name)) for name, s in support.items()
+    return {
+        name: new_class_threshold(model, thresholds, name, marked_boxes(s, name))
+        for name, s in support.items()
     }
-    return {name: borrowed if own is None else min(borrowed, own) for name, own in found.items()}
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -207,18 +207,7 @@ def main() -> None:
     result: dict[str, Any] = {"protocol": "P3", "device": describe_device(args.device), "args": vars(args)}
     if args.base_model is None:
         started = time.perf_counter()
-        train_detector(
-            store,
-            base_dir,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            classes=list(NEU_BASE),
-            limit=args.limit,
-            device=args.device,
-            config=DetectorConfig(**ARCHITECTURES[args.arch]),
-            init=args.init,
-        )
+        train_detector(store, base_dir, classes=list(NEU_BASE), **training_options(args))
         result["base_train_seconds"] = time.perf_counter() - started
     predictor = Predictor.from_dir(base_dir, device=args.device)
     base = predictor.model
@@ -251,7 +240,7 @@ def main() -> None:
                     scored = Predictor(model, thresholds).proposals(test_paths)
                 else:
                     scored = proposals
-                learned = {**predictor.operating, **novel_thresholds(model, thresholds, support, borrowed)}
+                learned = {**predictor.operating, **novel_thresholds(model, thresholds, support)}
                 report = score(model, scored, test, learned)
                 report["seconds"] = seconds
                 report["novel_thresholds"] = {c: learned[c] for c in NEU_NOVEL}

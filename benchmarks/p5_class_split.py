@@ -29,11 +29,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from p2_neu_detect import add_training_arguments, neu_store, train_and_score
+from p2_neu_detect import add_training_arguments, neu_store, train_and_score, training_options
 
 from quickstudy.detect.evaluation import evaluate_detector
 from quickstudy.detect.fewshot import learn_class
-from quickstudy.detect.model import ARCHITECTURES, DetectorConfig
 from quickstudy.detect.predictor import Predictor
 from quickstudy.detect.training import train_detector
 from quickstudy.labels.known import neu_class_of
@@ -82,17 +81,9 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="p5-"))
     reference = neu_store(work / "neu.db", args.data)  # original labels: the full variant and TEST truth
     split = neu_store(work / "neu-split.db", args.data)
-    config = DetectorConfig(**ARCHITECTURES[args.arch])
-    train_options = {
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "limit": args.limit,
-        "init": args.init,
-    }
 
     def train_coarse() -> None:
-        train_detector(split, work / "coarse", device=args.device, config=config, **train_options)
+        train_detector(split, work / "coarse", **training_options(args))
 
     relabelled = split_with_relabels(split, args.k, args.seed, coarse=train_coarse)
     partial = split.samples("train")

@@ -170,12 +170,12 @@ def adapt_localizer(
             features = model.features(torch.cat(images))
         dense = model.localize(features)
         sizes = [(f.shape[-2], f.shape[-1]) for f in features]
-        loss = sum(model.localize.compute_loss(dense, sizes, torch.cat(boxes), torch.cat(valid)).values())
+        parts_of_loss = model.localize.compute_loss(dense, sizes, torch.cat(boxes), torch.cat(valid))
+        loss = torch.stack(list(parts_of_loss.values())).sum()
         optimizer.zero_grad()
-        loss.backward()  # type: ignore[union-attr]
+        loss.backward()
         optimizer.step()
-        losses.append(float(loss.detach()))  # type: ignore[union-attr]
-    model.eval()
+        losses.append(float(loss.detach()))
     return {
         "loss_first": sum(losses[:10]) / len(losses[:10]),
         "loss_last": sum(losses[-10:]) / len(losses[-10:]),
@@ -241,12 +241,16 @@ def _localizer_sets(
     """The support images with all their boxes, and a seeded sample of TRAIN images that hold boxes
     but none of ``name`` (what the model already finds, replayed so it keeps finding it)."""
     paths = {Path(path).resolve() for path, _ in support}
-    samples = store.samples()
-    marked = [s for s in samples if Path(s.path).resolve() in paths]
+    samples = store.samples()  # one read of the store for both sets
+    resolved = [Path(s.path).resolve() for s in samples]
+    marked = [s for s, path in zip(samples, resolved, strict=True) if path in paths]
     others = [
         s
-        for s in store.samples("train")
-        if s.boxes and Path(s.path).resolve() not in paths and all(name not in b.allowed for b in s.boxes)
+        for s, path in zip(samples, resolved, strict=True)
+        if s.split == "train"
+        and s.boxes
+        and path not in paths
+        and all(name not in b.allowed for b in s.boxes)
     ]
     picked = torch.randperm(len(others), generator=torch.Generator().manual_seed(0))[:replay_images]
     replay = [others[int(i)] for i in picked]
@@ -276,6 +280,17 @@ def support_threshold(
         if scores.numel() and float(scores.max()) > 0:  # a box never proposed: no threshold helps
             per_image.append(float(scores.max()))
     return min(per_image) if per_image else None
+
+
+def new_class_threshold(
+    model: DefectDetector, thresholds: dict[str, Any], name: str, support: SupportSet
+) -> float:
+    """The operating threshold of a class with no held-out images yet: the median of the other
+    classes' calibrated thresholds (``thresholds["operating"]``), lowered to where the class's own
+    support images are found (:func:`support_threshold`), since its scores may never reach the median."""
+    borrowed = median(thresholds["operating"].values()) if thresholds["operating"] else 0.5
+    own = support_threshold(model, thresholds, name, support)
+    return borrowed if own is None else min(borrowed, own)
 
 
 def learn_class(
@@ -313,11 +328,7 @@ def learn_class(
     thresholds = {**payload["thresholds"], "operating": dict(payload["thresholds"]["operating"])}
     thresholds["operating"] = {c: thresholds["operating"][c] for c in kept if c in thresholds["operating"]}
     if name not in thresholds["operating"]:
-        # no held-out images of a new class yet: the median of the calibrated thresholds, lowered to
-        # where the class's own support images are found (its scores may never reach the median)
-        borrowed = median(thresholds["operating"].values()) if thresholds["operating"] else 0.5
-        own = support_threshold(model, thresholds, name, support)
-        thresholds["operating"][name] = min(borrowed, own) if own is not None else borrowed
+        thresholds["operating"][name] = new_class_threshold(model, thresholds, name, support)
     n_boxes = sum(len(b) for _, b in support)
     return folder.save(
         detector_payload(
