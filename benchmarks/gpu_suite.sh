@@ -2,13 +2,16 @@
 # Every GPU benchmark side by side on one GPU, each under its own time limit, so that one lease of a
 # GPU machine gives all the numbers at once (and one crash costs one benchmark, not all).
 #
-#   bash benchmarks/gpu_suite.sh smoke|full|rerun DATA_ROOT OUT [SECONDS]
+#   bash benchmarks/gpu_suite.sh smoke|full|rerun|p2sweep|p2sweep-smoke DATA_ROOT OUT [SECONDS]
 #
 # DATA_ROOT holds neu-det/ and omniglot/ (laid out like ../shared/data); anchors are taken from
 # DATA_ROOT/../anchors. Logs and JSON go to OUT/logs and OUT/json, packed into OUT/results.tar.gz.
 # "smoke" runs each benchmark for a few steps (does everything start?); "full" runs the protocol
 # sizes that fit SECONDS (default 500) on one H100. Processes share the GPU, so their timings are
 # contended: compare only timings taken inside one benchmark (ours vs its anchor in the same process).
+# "p2sweep" trains P2 variants of our detector side by side with the RetinaNet anchor (what closes
+# the gap?) and pretrains the `small` detector network for P7-u; "p2sweep-smoke" is the same on
+# the CPU with a few images (does every command line run?).
 set -u
 MODE=$1; DATA=$(cd "$2" && pwd); OUT=$3; SECONDS_BUDGET=${4:-500}
 mkdir -p "$OUT/logs" "$OUT/json"
@@ -39,11 +42,48 @@ p6_jobs() {  # P6 as six processes: ProtoNet one model per shot (tested at 5 and
   done
 }
 
+p2sweep_jobs() {  # p2sweep_jobs DEVICE EXTRA_ARGS: one process per variant, each scored with other inference settings
+  local device=$1 extra=$2 common
+  common="--device $device --weightings uncertainty --no-retinanet $extra"
+  local infer="proposals=100,proposal_nms=0.7;score_thresh=0.001;proposals=100,proposal_nms=0.7,score_thresh=0.001"
+  while read -r name options; do
+    # shellcheck disable=SC2086  # the options are words
+    job p2-$name $B $PY benchmarks/p2_neu_detect.py $common $options --inference-variants "$infer" \
+        --work $W/p2-$name --json-out "$OUT/json/p2-$name.json"
+  done <<'VARIANTS'
+base
+equal --weightings equal
+batch16 --batch-size 16 --lr 1e-3
+epochs48 --epochs 48
+fitall --fit-all
+resnet18 --arch resnet18
+head4 --head-convs 4
+size320 --image-size 320
+combo --fit-all --batch-size 16 --lr 1e-3 --head-convs 4
+VARIANTS
+}
+
 B=$SECONDS_BUDGET
 # decode Omniglot once, before several processes would each decode it and race to write the cache
-$PY -c "from pathlib import Path; from quickstudy.data.omniglot import load_omniglot; load_omniglot(Path('$DATA/omniglot'))" \
-  > "$OUT/logs/omniglot-cache.log" 2>&1
-if [ "$MODE" = rerun ]; then  # the second, shorter lease: the few-shot and multi-task benchmarks only
+case $MODE in p2sweep*) ;; *)
+  $PY -c "from pathlib import Path; from quickstudy.data.omniglot import load_omniglot; load_omniglot(Path('$DATA/omniglot'))" \
+    > "$OUT/logs/omniglot-cache.log" 2>&1 ;;
+esac
+if [ "$MODE" = p2sweep ]; then
+  p2sweep_jobs cuda "--epochs 24"
+  job p2-retinanet $B $PY benchmarks/p2_neu_detect.py --device cuda --epochs 24 --no-ours --work $W/p2-retinanet \
+      --json-out "$OUT/json/p2-retinanet.json"
+  for method in simclr byol; do
+    job p7u-small-$method $B $PY benchmarks/p7u_pretrain.py --device cuda --amp --threads 2 --work $W/p7u-$method \
+        --backbones detector --arch small --sizes 200 --methods $method --learners nearest-mean \
+        --pretrain-steps 1500 --pretrain-batch 256 --episodes 1000 --tta --json-out "$OUT/json/p7u-small-$method.json"
+  done
+elif [ "$MODE" = p2sweep-smoke ]; then  # CPU: two at a time would oversubscribe a small machine
+  p2sweep_jobs cpu "--epochs 1 --arch tiny --limit 24 --test-limit 8 --batch-size 8 --threads 1"
+  wait
+  job p2-retinanet $B $PY benchmarks/p2_neu_detect.py --device cpu --epochs 1 --limit 16 --test-limit 8 \
+      --workers 0 --no-ours --work $W/p2-retinanet --json-out "$OUT/json/p2-retinanet.json"
+elif [ "$MODE" = rerun ]; then  # the second, shorter lease: the few-shot and multi-task benchmarks only
   p6_jobs 2.2
   job p8 $B $PY benchmarks/p8_omniglot_mtl.py --device cuda --steps 2000 --eval-every 500 --width 32 --batch-size 8 \
       --lr 1e-3 --libmtl-path .gpu/libmtl --gradient-method-steps 300 --out-dir $W/p8 --json-out "$OUT/json/p8.json"

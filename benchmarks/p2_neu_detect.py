@@ -98,6 +98,17 @@ def train_and_score(
     report = evaluate_detector(predictor, test)
     report["train_seconds"] = seconds
     report["anchor_metrics"] = anchor_metrics(predictor, test, predictor.classes)
+    variants = getattr(args, "inference_variants", None)
+    if variants:  # the same trained model, other inference settings (no retraining)
+        report["inference_variants"] = {}
+        for variant in variants.split(";"):
+            settings = dict(item.split("=") for item in variant.split(","))
+            saved = {key: getattr(predictor.model.config, key) for key in settings}
+            for key, value in settings.items():
+                setattr(predictor.model.config, key, type(saved[key])(value))
+            report["inference_variants"][variant] = evaluate_detector(predictor, test)
+            for key, value in saved.items():
+                setattr(predictor.model.config, key, value)
     return report
 
 
@@ -204,8 +215,12 @@ def training_options(args: argparse.Namespace) -> dict[str, Any]:
         "lr": args.lr,
         "limit": args.limit,
         "device": args.device,
-        "config": DetectorConfig(**ARCHITECTURES[args.arch]),
+        "config": DetectorConfig(
+            **{**ARCHITECTURES[args.arch], "image_size": args.image_size, "head_convs": args.head_convs}
+        ),
         "init": args.init,
+        "hold_out": not args.fit_all,
+        "seed": args.seed,
     }
 
 
@@ -220,6 +235,14 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, help="first N training images only (smoke runs)")
     parser.add_argument("--test-limit", type=int, help="evaluate on N test images only (smoke runs)")
     parser.add_argument("--arch", default="small", choices=sorted(ARCHITECTURES), help="tiny for smoke runs")
+    parser.add_argument("--image-size", type=int, default=200, help="the network's input side (NEU: 200 px)")
+    parser.add_argument("--head-convs", type=int, default=2, help="convolutions in the localization tower")
+    parser.add_argument(
+        "--fit-all",
+        action="store_true",
+        help="fit every TRAIN image, as the anchors do (thresholds then calibrated on fitted images)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--init",
         type=Path,
@@ -235,6 +258,14 @@ def main() -> None:
     add_training_arguments(parser)
     parser.add_argument("--weightings", default="uncertainty,equal", help="comma-separated, one run each")
     parser.add_argument("--no-retinanet", action="store_true")
+    parser.add_argument(
+        "--no-ours", action="store_true", help="only the RetinaNet anchor (a GPU job of its own)"
+    )
+    parser.add_argument(
+        "--inference-variants",
+        help="also score each trained model with other DetectorConfig inference settings, e.g. "
+        "'proposals=100,proposal_nms=0.7;score_thresh=0.001'",
+    )
     parser.add_argument("--retinanet-epochs", type=int, help="default: --epochs")
     parser.add_argument("--retinanet-backbone", default="resnet50")
     parser.add_argument("--workers", type=int, default=4, help="RetinaNet data loader workers")
@@ -255,7 +286,7 @@ def main() -> None:
         work = args.work or Path(tempfile.mkdtemp(prefix="p2-"))
         store = neu_store(work / "neu.db", args.data)
         result = {"protocol": "P2", "device": describe_device(args.device), "args": vars(args), "ours": {}}
-        for weighting in args.weightings.split(","):
+        for weighting in [] if args.no_ours else args.weightings.split(","):
             report = train_and_score(store, work / f"ours-{weighting}", args, weighting=weighting)
             result["ours"][weighting] = report
             print(f"ours ({weighting}):", json.dumps(report, default=str), flush=True)

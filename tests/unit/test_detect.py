@@ -106,6 +106,13 @@ def test_coco_metrics_known_answers():
     swapped = [{**perfect[0], "labels": np.array([1, 0])}]
     result = coco_metrics(gt, swapped, ["a", "b"])
     assert result["mAP50"] == 0.0 and result["AR100_agnostic"] == pytest.approx(1.0)
+    assert result["AP50_agnostic"] == pytest.approx(1.0) and result["AR100_agnostic_50"] == pytest.approx(1.0)
+    # one box found, shifted to IoU 0.6 with its ground truth; the other missed
+    one = [{"boxes": np.array([[0, 0, 10, 6.0]]), "scores": np.array([0.9]), "labels": np.array([0])}]
+    result = coco_metrics(gt, one, ["a", "b"])
+    assert result["AR100_agnostic_50"] == pytest.approx(0.5)
+    assert result["AP50_agnostic"] == pytest.approx(51 / 101)  # COCO: 101 recall points, 0 … 0.5 reached
+    assert result["AR100_agnostic"] == pytest.approx(0.5 * 0.3)  # found at IoU .50, .55, .60 of ten
     empty = [{"boxes": np.zeros((0, 4)), "scores": np.zeros(0), "labels": np.zeros(0, int)}]
     assert coco_metrics(gt, empty, ["a", "b"])["mAP"] == 0.0
 

@@ -107,7 +107,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     ]
     print_table(
         f"{args.split}: mAP {report['mAP']:.3f}  mAP50 {report['mAP50']:.3f}  "
-        f"AR100 (agnostic) {report['AR100_agnostic']:.3f}  {report['ms_per_image']:.1f} ms/image",
+        f"class-agnostic AP50 {report['AP50_agnostic']:.3f}  AR100 {report['AR100_agnostic']:.3f}  "
+        f"{report['ms_per_image']:.1f} ms/image",
         ["class", "AP50", "image precision", "image recall"],
         rows,
     )

@@ -218,13 +218,16 @@ def train_detector(
     seed: int = 0,
     samples: Sequence[Any] | None = None,
     init: str | os.PathLike[str] | None = None,
+    hold_out: bool = True,
 ) -> int:
     """Train on the store's train split and write version 1 of the model folder ``out_dir``.
 
     ``samples`` replaces ``store.samples("train")`` (benchmarks that edit labels in memory);
     ``classes`` restricts the taxonomy as ``--classes`` does; ``init`` is a pretraining run
     (:func:`load_pretrained_backbone`) the backbone starts from, recorded in the version's
-    ``train["init"]`` (None: random or ``weights`` init). Returns the version number written.
+    ``train["init"]`` (None: random or ``weights`` init). ``hold_out=False`` fits every image and
+    calibrates on the fitted images (optimistic thresholds; for comparisons with detectors that
+    fit the whole split). Returns the version number written.
     """
     if ModelFolder(out_dir).numbers():
         raise QuickstudyError(
@@ -243,7 +246,7 @@ def train_detector(
         raise QuickstudyError(
             f"{out_dir}: no training images (train split empty, or --classes/--limit left none)"
         )
-    train_samples, validation_samples = split_validation(chosen)
+    train_samples, validation_samples = split_validation(chosen) if hold_out else (chosen, chosen)
     config = config or DetectorConfig()
     config.train_classes = class_names
     torch.manual_seed(seed)
@@ -299,6 +302,7 @@ def train_detector(
         "limit": limit,
         "seed": seed,
         "init": initialised_from,
+        "hold_out": hold_out,
         "n_train": len(train_set),
         "n_validation": len(validation_set),
         "detector": config.to_dict(),
