@@ -32,7 +32,7 @@ import torch
 from quickstudy.detect.evaluation import evaluate_detector
 from quickstudy.detect.model import ARCHITECTURES, DefectDetector, DetectorConfig
 from quickstudy.detect.predictor import Predictor
-from quickstudy.detect.training import train_detector
+from quickstudy.detect.training import DEFAULT_BATCH_SIZE, DEFAULT_LR, train_detector
 from quickstudy.labels.known import NEU_CLASSES, import_neu_det
 from quickstudy.labels.store import Store
 from quickstudy.train import describe_device
@@ -216,7 +216,13 @@ def training_options(args: argparse.Namespace) -> dict[str, Any]:
         "limit": args.limit,
         "device": args.device,
         "config": DetectorConfig(
-            **{**ARCHITECTURES[args.arch], "image_size": args.image_size, "head_convs": args.head_convs}
+            **{
+                **ARCHITECTURES[args.arch],
+                "image_size": args.image_size,
+                "head_convs": args.head_convs,
+                "quality_target": args.quality_target,
+                "center_radius": args.center_radius,
+            }
         ),
         "init": args.init,
         "hold_out": not args.fit_all,
@@ -230,19 +236,30 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--work", type=Path, help="folder for the store and models (default: a temp dir)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--epochs", type=int, default=24)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--lr", type=float, default=DEFAULT_LR)
     parser.add_argument("--limit", type=int, help="first N training images only (smoke runs)")
     parser.add_argument("--test-limit", type=int, help="evaluate on N test images only (smoke runs)")
     parser.add_argument("--arch", default="small", choices=sorted(ARCHITECTURES), help="tiny for smoke runs")
     parser.add_argument("--image-size", type=int, default=200, help="the network's input side (NEU: 200 px)")
     parser.add_argument("--head-convs", type=int, default=2, help="convolutions in the localization tower")
     parser.add_argument(
+        "--quality-target",
+        default="centerness",
+        choices=["centerness", "iou"],
+        help="what the localizer's quality branch learns (ranks the boxes at inference)",
+    )
+    parser.add_argument(
+        "--center-radius", type=float, default=1.5, help="positives within this many strides of a box centre"
+    )
+    parser.add_argument(
         "--fit-all",
         action="store_true",
         help="fit every TRAIN image, as the anchors do (thresholds then calibrated on fitted images)",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="training seed (P4, P5: also which boxes are edited)"
+    )
     parser.add_argument(
         "--init",
         type=Path,

@@ -63,7 +63,6 @@ def main() -> None:
     )
     add_training_arguments(parser)
     parser.add_argument("--fractions", default="0.5,0.9")
-    parser.add_argument("--seed", type=int, default=0, help="which boxes lose their class")
     parser.add_argument(
         "--full-model",
         type=Path,

@@ -68,7 +68,6 @@ def main() -> None:
     )
     add_training_arguments(parser)
     parser.add_argument("--k", type=int, default=5, help="relabelled TRAIN images per sub-class")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--full-model",
         type=Path,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 
@@ -32,3 +33,18 @@ def test_label_commands_do_not_import_torch() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_train_help_states_the_library_defaults() -> None:
+    """`train` leaves unset options to train_detector; its help must name the same defaults."""
+    from quickstudy.detect.training import DEFAULT_BATCH_SIZE, DEFAULT_LR, DEFAULT_WEIGHTING
+
+    parser = build_parser("train")
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    train = commands.choices["train"]
+    helps = {action.dest: action.help or "" for action in train._actions}
+    assert f"default: {DEFAULT_BATCH_SIZE})" in helps["batch_size"]
+    assert f"default: {DEFAULT_LR:.0e})".replace("e-0", "e-") in helps["lr"]
+    assert f"default: {DEFAULT_WEIGHTING};" in helps["weighting"]
+    args = parser.parse_args(["train", "--store", "s.db", "--out", "o"])
+    assert args.batch_size is None and args.lr is None and args.weighting is None

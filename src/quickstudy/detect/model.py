@@ -31,6 +31,8 @@ class DetectorConfig:
     depths: tuple[int, ...] = (2, 2, 2, 2)
     fpn_channels: int = 96
     head_convs: int = 2
+    quality_target: str = "centerness"  # what the localizer's quality branch learns: "centerness" | "iou"
+    center_radius: float = 1.5  # positives lie within this many strides of a box's centre (FCOS)
     embedding_dim: int = 128
     image_size: int = 200
     score_thresh: float = 0.01
@@ -112,7 +114,12 @@ class DefectDetector(nn.Module):
             config.train_classes = list(classes)
         self.classes = list(classes)
         self.backbone = ResNetFPN(config.widths, config.depths, config.fpn_channels, weights=weights)
-        self.localize = LocalizationHead(config.fpn_channels, config.head_convs, self.backbone.strides)
+        self.localize = LocalizationHead(
+            config.fpn_channels,
+            config.head_convs,
+            self.backbone.strides,
+            quality_target=config.quality_target,
+        )
         self.recognize = RecognitionHead(
             config.fpn_channels, config.embedding_dim, strides=self.backbone.strides
         )
