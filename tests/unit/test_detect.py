@@ -75,6 +75,12 @@ def test_partial_label_loss_is_cross_entropy_for_one_class_and_zero_for_all():
     assert torch.allclose(partial_label_loss(logits, mixed), F.cross_entropy(logits[:3], labels[:3]))
 
 
+def test_detector_config_reaches_the_localization_head() -> None:
+    config = DetectorConfig(**{**TINY, "center_radius": 2.5, "quality_target": "iou", "head_convs": 3})
+    head = DefectDetector(["a"], config).localize
+    assert (head.center_radius, head.quality_target, len(head.tower)) == (2.5, "iou", 3)
+
+
 def test_iou_quality_target_is_the_iou_of_each_positive_predicted_box():
     """With quality_target="iou" the quality branch learns how well each location's own box fits:
     target 1 where the predicted box is the ground truth, the paired IoU elsewhere."""

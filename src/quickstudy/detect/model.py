@@ -118,6 +118,7 @@ class DefectDetector(nn.Module):
             config.fpn_channels,
             config.head_convs,
             self.backbone.strides,
+            center_radius=config.center_radius,
             quality_target=config.quality_target,
         )
         self.recognize = RecognitionHead(
