@@ -2,7 +2,7 @@
 # Every GPU benchmark side by side on one GPU, each under its own time limit, so that one lease of a
 # GPU machine gives all the numbers at once (and one crash costs one benchmark, not all).
 #
-#   bash benchmarks/gpu_suite.sh smoke|full|rerun|p2sweep|p2sweep-smoke DATA_ROOT OUT [SECONDS]
+#   bash benchmarks/gpu_suite.sh smoke|full|rerun|p2sweep|p2sweep-smoke|p2next DATA_ROOT OUT [SECONDS]
 #
 # DATA_ROOT holds neu-det/ and omniglot/ (laid out like ../shared/data); anchors are taken from
 # DATA_ROOT/../anchors. Logs and JSON go to OUT/logs and OUT/json, packed into OUT/results.tar.gz.
@@ -11,7 +11,10 @@
 # contended: compare only timings taken inside one benchmark (ours vs its anchor in the same process).
 # "p2sweep" trains P2 variants of our detector side by side with the RetinaNet anchor (what closes
 # the gap?) and pretrains the `small` detector network for P7-u; "p2sweep-smoke" is the same on
-# the CPU with a few images (does every command line run?).
+# the CPU with a few images (does every command line run?); both keep session 3's recipe (batch 32,
+# lr 2e-3, positives within 1.5 strides) so that they reproduce its numbers. "p2next" is the
+# follow-up: the changes that helped, alone and together, two seeds, with RetinaNet given room to
+# finish, and the BYOL row of P7-u on the `small` network.
 set -u
 MODE=$1; DATA=$(cd "$2" && pwd); OUT=$3; SECONDS_BUDGET=${4:-500}
 mkdir -p "$OUT/logs" "$OUT/json"
@@ -44,7 +47,7 @@ p6_jobs() {  # P6 as six processes: ProtoNet one model per shot (tested at 5 and
 
 p2sweep_jobs() {  # p2sweep_jobs DEVICE EXTRA_ARGS: one process per variant, each scored with other inference settings
   local device=$1 extra=$2 common
-  common="--device $device --weightings uncertainty --no-retinanet $extra"
+  common="--device $device --weightings uncertainty --no-retinanet --batch-size 32 --lr 2e-3 --center-radius 1.5 $extra"
   local infer="proposals=100,proposal_nms=0.7;score_thresh=0.001;proposals=100,proposal_nms=0.7,score_thresh=0.001"
   while read -r name options; do
     # shellcheck disable=SC2086  # the options are words
@@ -78,6 +81,24 @@ if [ "$MODE" = p2sweep ]; then
         --backbones detector --arch small --sizes 200 --methods $method --learners nearest-mean \
         --pretrain-steps 1500 --pretrain-batch 256 --episodes 1000 --tta --json-out "$OUT/json/p7u-small-$method.json"
   done
+elif [ "$MODE" = p2next ]; then
+  infer="proposals=100,proposal_nms=0.7"
+  while read -r name options; do
+    # shellcheck disable=SC2086  # the options are words
+    job p2-$name $B $PY benchmarks/p2_neu_detect.py --device cuda --epochs 24 --no-retinanet $options \
+        --inference-variants "$infer" --work $W/p2-$name --json-out "$OUT/json/p2-$name.json"
+  done <<'VARIANTS'
+defaults --weightings uncertainty
+equal --weightings equal
+all --weightings equal --fit-all
+all-uncertainty --weightings uncertainty --fit-all
+all-seed1 --weightings equal --fit-all --seed 1
+VARIANTS
+  job p2-retinanet $B $PY benchmarks/p2_neu_detect.py --device cuda --epochs 24 --no-ours --workers 6 \
+      --work $W/p2-retinanet --json-out "$OUT/json/p2-retinanet.json"
+  job p7u-small-byol $B $PY benchmarks/p7u_pretrain.py --device cuda --amp --threads 2 --work $W/p7u-byol \
+      --backbones detector --arch small --sizes 200 --methods byol --learners nearest-mean \
+      --pretrain-steps 1500 --pretrain-batch 256 --episodes 1000 --tta --json-out "$OUT/json/p7u-small-byol.json"
 elif [ "$MODE" = p2sweep-smoke ]; then  # CPU: two at a time would oversubscribe a small machine
   p2sweep_jobs cpu "--epochs 1 --arch tiny --limit 24 --test-limit 8 --batch-size 8 --threads 1"
   wait

@@ -250,7 +250,10 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         help="what the localizer's quality branch learns (ranks the boxes at inference)",
     )
     parser.add_argument(
-        "--center-radius", type=float, default=1.5, help="positives within this many strides of a box centre"
+        "--center-radius",
+        type=float,
+        default=DetectorConfig.center_radius,
+        help="positives within this many strides of a box centre",
     )
     parser.add_argument(
         "--fit-all",
