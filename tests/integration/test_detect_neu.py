@@ -77,6 +77,14 @@ def test_train_predict_eval_on_a_slice(neu_slice: Path, neu_root: Path, tmp_path
         "scratches",
     }
     assert report["n_images"] == 12
+    command = ["eval", "--model", str(model), "--store", str(neu_store), "--target-precision", "0.9"]
+    assert main(command) == 0
+    printed = capsys.readouterr().out
+    assert "precision ≥ 0.9" in printed and "defect present" in printed
+    assert main([*command, "--json"]) == 0
+    points = json.loads(capsys.readouterr().out)["at_target_precision"]
+    assert points["target"] == 0.9 and set(points) == {"target", "defect present", *report["AP50"]}
+    assert all(p["precision"] >= 0.9 for name, p in points.items() if name != "target" and p["reached"])
 
     support = neu_root / "IMAGES" / "scratches_2.jpg"  # a TRAIN image of the slice
     learn = ["learn", "--model", str(model), "--store", str(neu_store), "--class", "scratches"]

@@ -352,3 +352,28 @@ def test_fast_inference_predicts_what_roi_align_and_full_nms_predict(tmp_path, m
         assert torch.equal(a["boxes"], b["boxes"]) and torch.equal(a["labels"], b["labels"])
         for key in ("scores", "embeddings", "similarity", "max_similarity", "defect_scores"):
             torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-5)
+
+
+def test_thresholds_at_a_target_precision_cost_the_recall_they_must() -> None:
+    from quickstudy.detect.evaluation import at_target_precision
+
+    def detections(*pairs: tuple[int, float]) -> dict[str, torch.Tensor]:
+        return {"labels": torch.tensor([c for c, _ in pairs]), "scores": torch.tensor([s for _, s in pairs])}
+
+    outputs = [detections((0, 0.9)), detections((0, 0.8), (1, 0.6)), detections((0, 0.7)), detections()]
+    named = [
+        (None, np.array([0])),
+        (None, np.array([1])),
+        (None, np.array([0, 0])),
+        (None, np.array([], int)),
+    ]
+    points = at_target_precision(outputs, named, ["a", "b"], 0.99)
+    # class a: the 0.8 image holds no a, so only 0.9 is above it at full precision
+    assert (points["a"]["threshold"], points["a"]["precision"], points["a"]["recall"]) == (
+        pytest.approx(0.9),
+        1.0,
+        0.5,
+    )
+    assert (points["b"]["threshold"], points["b"]["recall"]) == (pytest.approx(0.6), 1.0)
+    assert points["defect present"]["recall"] == 1.0 and points["defect present"]["flagged"] == 3
+    assert all(p["reached"] for p in points.values())

@@ -35,6 +35,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return value
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from quickstudy.detect.model import ARCHITECTURES, DetectorConfig
     from quickstudy.detect.training import train_detector
@@ -94,7 +101,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not samples:
         raise QuickstudyError(f"{args.store}: no images in split {args.split!r}")
     predictor = Predictor.from_dir(args.model, device=args.device)
-    report = evaluate_detector(predictor, samples)
+    report = evaluate_detector(predictor, samples, target_precision=args.target_precision)
     if args.report:
         report["report"] = str(_write_report(args, store, predictor, samples, report))
     if args.json:
@@ -112,6 +119,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
         ["class", "AP50", "image precision", "image recall"],
         rows,
     )
+    if args.target_precision is not None:
+        points = {k: v for k, v in report["at_target_precision"].items() if k != "target"}
+        print_table(
+            f"image-level thresholds for precision ≥ {args.target_precision:g} on {args.split} "
+            "(picked on these images; use one with `predict --threshold`)",
+            ["class", "threshold", "precision", "recall", "images flagged", "reached"],
+            [
+                [
+                    name,
+                    f"{p['threshold']:.4f}",
+                    fmt(p["precision"]),
+                    fmt(p["recall"]),
+                    p["flagged"],
+                    p["reached"],
+                ]
+                for name, p in points.items()
+            ],
+        )
     if args.report:
         print(report["report"])
     return 0
@@ -293,6 +318,13 @@ def register(subparsers: Any) -> None:
     evaluate.add_argument("--device", default="cpu")
     evaluate.add_argument("--json", action="store_true", help="print JSON")
     evaluate.add_argument("--report", metavar="OUT.html", help="also write a self-contained HTML report")
+    evaluate.add_argument(
+        "--target-precision",
+        type=_fraction,
+        metavar="P",
+        help="also pick, per class and for 'defect present', the image-score threshold that reaches "
+        "precision P on this split with the most recall, and print the recall it costs (e.g. 0.99)",
+    )
     evaluate.set_defaults(func=cmd_eval)
 
     learn = subparsers.add_parser(

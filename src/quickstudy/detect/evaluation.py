@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 
 from quickstudy.detect.predictor import Predictor
+from quickstudy.detect.training import image_scores
 from quickstudy.evaluate.detection import coco_metrics, image_level
+from quickstudy.evaluate.operating import DEFECT_PRESENT, threshold_for_precision
 
 
 def ground_truth(samples: Sequence[Any], classes: Sequence[str]) -> tuple[list, list]:
@@ -40,9 +42,30 @@ def ground_truth(samples: Sequence[Any], classes: Sequence[str]) -> tuple[list, 
     return named, agnostic
 
 
-def evaluate_detector(predictor: Predictor, samples: Sequence[Any]) -> dict[str, Any]:
+def at_target_precision(
+    outputs: Sequence[dict[str, Any]], named: Sequence[tuple], classes: Sequence[str], target: float
+) -> dict[str, dict[str, Any]]:
+    """Per class ("the image holds a box of class c") and for "defect present": the image-score
+    threshold with the highest recall among those reaching precision ``target`` on these images,
+    with its precision and recall (``reached`` False when no threshold gets there)."""
+    scores = image_scores(outputs, len(classes)).numpy()
+    present = np.zeros(scores.shape, dtype=bool)
+    for i, (_, labels) in enumerate(named):
+        present[i, np.asarray(labels, dtype=np.int64)] = True
+    points = {
+        name: threshold_for_precision(scores[:, c], present[:, c], target) for c, name in enumerate(classes)
+    }
+    any_present = np.asarray(present.any(axis=1), dtype=bool)
+    points[DEFECT_PRESENT] = threshold_for_precision(scores.max(axis=1), any_present, target)
+    return {name: point.as_dict() for name, point in points.items()}
+
+
+def evaluate_detector(
+    predictor: Predictor, samples: Sequence[Any], target_precision: float | None = None
+) -> dict[str, Any]:
     """COCO mAP, mAP50, per-class AP50, class-agnostic AR@100, image-level precision/recall per class
-    at the model's operating thresholds, the share of detections named ``unknown``, ms per image."""
+    at the model's operating thresholds, ms per image; with ``target_precision``, also
+    ``at_target_precision`` (:func:`at_target_precision`, thresholds picked on these images)."""
     classes = predictor.classes
     started = time.perf_counter()
     outputs = predictor.raw([s.path for s in samples])
@@ -50,6 +73,11 @@ def evaluate_detector(predictor: Predictor, samples: Sequence[Any]) -> dict[str,
     named, agnostic = ground_truth(samples, classes)
     report = coco_metrics(named, outputs, classes, agnostic)
     report.update(image_level(named, outputs, classes, predictor.operating))
+    if target_precision is not None:
+        report["at_target_precision"] = {
+            "target": target_precision,
+            **at_target_precision(outputs, named, classes, target_precision),
+        }
     report["ms_per_image"] = ms_per_image
     report["n_images"] = len(samples)
     return report
