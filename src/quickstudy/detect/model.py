@@ -33,7 +33,7 @@ class DetectorConfig:
     head_convs: int = 2
     quality_target: str = "centerness"  # what the localizer's quality branch learns: "centerness" | "iou"
     # positives lie within this many strides of a box's centre: FCOS uses 1.5; on NEU-DET 1.0 gave
-    # +2.0 mAP50 (`small`, 8 epochs) and +3.4 (`tiny`, 12 epochs), 3.0 gave -8.4 (results/detect.md)
+    # +2.0 mAP50 (`small`, 8 epochs), +3.4 and +3.3 (`tiny`, 12 epochs, two seeds); 3.0 gave -8.4
     center_radius: float = 1.0
     embedding_dim: int = 128
     image_size: int = 200
