@@ -45,15 +45,18 @@ p6_jobs() {  # P6 as six processes: ProtoNet one model per shot (tested at 5 and
   done
 }
 
-p2sweep_jobs() {  # p2sweep_jobs DEVICE EXTRA_ARGS: one process per variant, each scored with other inference settings
-  local device=$1 extra=$2 common
-  common="--device $device --weightings uncertainty --no-retinanet --batch-size 32 --lr 2e-3 --center-radius 1.5 $extra"
-  local infer="proposals=100,proposal_nms=0.7;score_thresh=0.001;proposals=100,proposal_nms=0.7,score_thresh=0.001"
+p2_variants() {  # p2_variants "COMMON OPTIONS" "INFERENCE VARIANTS" < lines of "NAME OPTIONS...": one P2 process each
+  local common=$1 infer=$2
   while read -r name options; do
     # shellcheck disable=SC2086  # the options are words
-    job p2-$name $B $PY benchmarks/p2_neu_detect.py $common $options --inference-variants "$infer" \
+    job p2-$name $B $PY benchmarks/p2_neu_detect.py $common --no-retinanet $options --inference-variants "$infer" \
         --work $W/p2-$name --json-out "$OUT/json/p2-$name.json"
-  done <<'VARIANTS'
+  done
+}
+
+p2sweep_variants() {  # session 3's sweep, pinned to its recipe (batch 32, lr 2e-3, 1.5 strides) so it reproduces
+  p2_variants "--device $1 --weightings uncertainty --batch-size 32 --lr 2e-3 --center-radius 1.5 $2" \
+      "proposals=100,proposal_nms=0.7;score_thresh=0.001;proposals=100,proposal_nms=0.7,score_thresh=0.001" <<'VARIANTS'
 base
 equal --weightings equal
 batch16 --batch-size 16 --lr 1e-3
@@ -66,28 +69,26 @@ combo --fit-all --batch-size 16 --lr 1e-3 --head-convs 4
 VARIANTS
 }
 
+p7u_small() {  # p7u_small METHOD: self-supervised pretraining of the `small` detector network, scored on P7-u
+  job p7u-small-$1 $B $PY benchmarks/p7u_pretrain.py --device cuda --amp --threads 2 --work $W/p7u-$1 \
+      --backbones detector --arch small --sizes 200 --methods $1 --learners nearest-mean \
+      --pretrain-steps 1500 --pretrain-batch 256 --episodes 1000 --tta --json-out "$OUT/json/p7u-small-$1.json"
+}
+
 B=$SECONDS_BUDGET
 # decode Omniglot once, before several processes would each decode it and race to write the cache
-case $MODE in p2sweep*) ;; *)
+case $MODE in p2*) ;; *)
   $PY -c "from pathlib import Path; from quickstudy.data.omniglot import load_omniglot; load_omniglot(Path('$DATA/omniglot'))" \
     > "$OUT/logs/omniglot-cache.log" 2>&1 ;;
 esac
 if [ "$MODE" = p2sweep ]; then
-  p2sweep_jobs cuda "--epochs 24"
+  p2sweep_variants cuda "--epochs 24"
   job p2-retinanet $B $PY benchmarks/p2_neu_detect.py --device cuda --epochs 24 --no-ours --work $W/p2-retinanet \
       --json-out "$OUT/json/p2-retinanet.json"
-  for method in simclr byol; do
-    job p7u-small-$method $B $PY benchmarks/p7u_pretrain.py --device cuda --amp --threads 2 --work $W/p7u-$method \
-        --backbones detector --arch small --sizes 200 --methods $method --learners nearest-mean \
-        --pretrain-steps 1500 --pretrain-batch 256 --episodes 1000 --tta --json-out "$OUT/json/p7u-small-$method.json"
-  done
-elif [ "$MODE" = p2next ]; then
-  infer="proposals=100,proposal_nms=0.7"
-  while read -r name options; do
-    # shellcheck disable=SC2086  # the options are words
-    job p2-$name $B $PY benchmarks/p2_neu_detect.py --device cuda --epochs 24 --no-retinanet $options \
-        --inference-variants "$infer" --work $W/p2-$name --json-out "$OUT/json/p2-$name.json"
-  done <<'VARIANTS'
+  p7u_small simclr
+  p7u_small byol
+elif [ "$MODE" = p2next ]; then  # today's defaults, with the changes that helped alone and together
+  p2_variants "--device cuda --epochs 24" "proposals=100,proposal_nms=0.7" <<'VARIANTS'
 defaults --weightings uncertainty
 equal --weightings equal
 all --weightings equal --fit-all
@@ -96,11 +97,9 @@ all-seed1 --weightings equal --fit-all --seed 1
 VARIANTS
   job p2-retinanet $B $PY benchmarks/p2_neu_detect.py --device cuda --epochs 24 --no-ours --workers 6 \
       --work $W/p2-retinanet --json-out "$OUT/json/p2-retinanet.json"
-  job p7u-small-byol $B $PY benchmarks/p7u_pretrain.py --device cuda --amp --threads 2 --work $W/p7u-byol \
-      --backbones detector --arch small --sizes 200 --methods byol --learners nearest-mean \
-      --pretrain-steps 1500 --pretrain-batch 256 --episodes 1000 --tta --json-out "$OUT/json/p7u-small-byol.json"
+  p7u_small byol
 elif [ "$MODE" = p2sweep-smoke ]; then  # CPU: two at a time would oversubscribe a small machine
-  p2sweep_jobs cpu "--epochs 1 --arch tiny --limit 24 --test-limit 8 --batch-size 8 --threads 1"
+  p2sweep_variants cpu "--epochs 1 --arch tiny --limit 24 --test-limit 8 --batch-size 8 --threads 1"
   wait
   job p2-retinanet $B $PY benchmarks/p2_neu_detect.py --device cpu --epochs 1 --limit 16 --test-limit 8 \
       --workers 0 --no-ours --work $W/p2-retinanet --json-out "$OUT/json/p2-retinanet.json"

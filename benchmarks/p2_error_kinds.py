@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Where a trained detector's class-agnostic false positives come from, on the TEST images.
 
-Detections of all classes are merged as in the class-agnostic AP (NMS 0.5, 100 per image), ranked
+Detections of all classes are merged as in the class-agnostic AP (``merge_classes``), ranked
 by score over the whole split and matched greedily to ground truth at IoU 0.5 (as COCO does). Every
 unmatched detection ranked above the point where recall reaches ``--recall`` is sorted into one
 kind: ``duplicate`` (IoU ≥ 0.5 with a box already found), ``part_of_box`` (> 70% of it inside one
@@ -19,9 +19,10 @@ import json
 from pathlib import Path
 
 import torch
-from torchvision.ops import box_iou, nms
+from torchvision.ops import box_iou
 
 from quickstudy.detect.predictor import Predictor
+from quickstudy.evaluate.detection import merge_classes
 from quickstudy.labels.store import Store
 
 KINDS = ("duplicate", "part_of_box", "spans_boxes", "loose", "background")
@@ -32,9 +33,10 @@ def error_kinds(predictor: Predictor, samples: list, recall: float) -> dict[str,
     truth = [torch.tensor([b.xyxy for b in s.boxes], dtype=torch.float32).reshape(-1, 4) for s in samples]
     ranked = []  # (score, image index, box)
     for i, out in enumerate(outputs):
-        boxes, scores = out["boxes"].float().reshape(-1, 4), out["scores"].float()
-        for k in nms(boxes, scores, 0.5)[:100].tolist():
-            ranked.append((float(scores[k]), i, boxes[k]))
+        merged = merge_classes(out)
+        ranked += [
+            (float(s), i, torch.from_numpy(b)) for b, s in zip(merged["boxes"], merged["scores"], strict=True)
+        ]
     ranked.sort(key=lambda r: -r[0])
     found = [torch.zeros(len(t), dtype=torch.bool) for t in truth]
     total = sum(len(t) for t in truth)

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -75,17 +76,33 @@ def anchor_metrics(predictor: Predictor, samples: list, classes: list[str]) -> d
     }
 
 
+def score_with(predictor: Predictor, samples: list, variant: str) -> dict[str, Any]:
+    """The eval report with the model's inference settings changed as ``variant`` says
+    (``"proposals=100,proposal_nms=0.7"``: DetectorConfig fields), then restored."""
+    original = predictor.model.config
+    settings = dict(item.split("=") for item in variant.split(","))
+    predictor.model.config = replace(
+        original, **{key: type(getattr(original, key))(value) for key, value in settings.items()}
+    )
+    try:
+        return evaluate_detector(predictor, samples)
+    finally:
+        predictor.model.config = original
+
+
 def train_and_score(
     store: Store,
     out: Path,
     args: argparse.Namespace,
     samples: list | None = None,
     test_store: Store | None = None,
+    inference_variants: str | None = None,
     **kw: Any,
 ) -> dict[str, Any]:
     """Train one detector (on ``samples`` if given, else the store's TRAIN), evaluate it on the TEST
-    images of ``test_store`` (default: ``store``); returns the eval report plus timings. A folder
-    that already holds a model (e.g. P2's, passed to P4/P5 as ``--full-model``) is scored as it is."""
+    images of ``test_store`` (default: ``store``), and again with each of ``inference_variants``
+    (:func:`score_with`); returns the eval reports plus timings. A folder that already holds a model
+    (e.g. P2's, passed to P4/P5 as ``--full-model``) is scored as it is."""
     seconds = None
     if not (out / "versions").is_dir():
         started = time.perf_counter()
@@ -98,17 +115,10 @@ def train_and_score(
     report = evaluate_detector(predictor, test)
     report["train_seconds"] = seconds
     report["anchor_metrics"] = anchor_metrics(predictor, test, predictor.classes)
-    variants = getattr(args, "inference_variants", None)
-    if variants:  # the same trained model, other inference settings (no retraining)
-        report["inference_variants"] = {}
-        for variant in variants.split(";"):
-            settings = dict(item.split("=") for item in variant.split(","))
-            saved = {key: getattr(predictor.model.config, key) for key in settings}
-            for key, value in settings.items():
-                setattr(predictor.model.config, key, type(saved[key])(value))
-            report["inference_variants"][variant] = evaluate_detector(predictor, test)
-            for key, value in saved.items():
-                setattr(predictor.model.config, key, value)
+    if inference_variants:  # the same trained model, other inference settings (no retraining)
+        report["inference_variants"] = {
+            variant: score_with(predictor, test, variant) for variant in inference_variants.split(";")
+        }
     return report
 
 
@@ -220,7 +230,6 @@ def training_options(args: argparse.Namespace) -> dict[str, Any]:
                 **ARCHITECTURES[args.arch],
                 "image_size": args.image_size,
                 "head_convs": args.head_convs,
-                "quality_target": args.quality_target,
                 "center_radius": args.center_radius,
             }
         ),
@@ -241,13 +250,17 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, help="first N training images only (smoke runs)")
     parser.add_argument("--test-limit", type=int, help="evaluate on N test images only (smoke runs)")
     parser.add_argument("--arch", default="small", choices=sorted(ARCHITECTURES), help="tiny for smoke runs")
-    parser.add_argument("--image-size", type=int, default=200, help="the network's input side (NEU: 200 px)")
-    parser.add_argument("--head-convs", type=int, default=2, help="convolutions in the localization tower")
     parser.add_argument(
-        "--quality-target",
-        default="centerness",
-        choices=["centerness", "iou"],
-        help="what the localizer's quality branch learns (ranks the boxes at inference)",
+        "--image-size",
+        type=int,
+        default=DetectorConfig.image_size,
+        help="the network's input side (NEU: 200 px)",
+    )
+    parser.add_argument(
+        "--head-convs",
+        type=int,
+        default=DetectorConfig.head_convs,
+        help="convolutions in the localization tower",
     )
     parser.add_argument(
         "--center-radius",
@@ -307,7 +320,13 @@ def main() -> None:
         store = neu_store(work / "neu.db", args.data)
         result = {"protocol": "P2", "device": describe_device(args.device), "args": vars(args), "ours": {}}
         for weighting in [] if args.no_ours else args.weightings.split(","):
-            report = train_and_score(store, work / f"ours-{weighting}", args, weighting=weighting)
+            report = train_and_score(
+                store,
+                work / f"ours-{weighting}",
+                args,
+                inference_variants=args.inference_variants,
+                weighting=weighting,
+            )
             result["ours"][weighting] = report
             print(f"ours ({weighting}):", json.dumps(report, default=str), flush=True)
         if not args.no_retinanet:

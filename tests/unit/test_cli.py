@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 
@@ -43,8 +44,14 @@ def test_train_help_states_the_library_defaults() -> None:
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     train = commands.choices["train"]
     helps = {action.dest: action.help or "" for action in train._actions}
-    assert f"default: {DEFAULT_BATCH_SIZE})" in helps["batch_size"]
-    assert f"default: {DEFAULT_LR:.0e})".replace("e-0", "e-") in helps["lr"]
-    assert f"default: {DEFAULT_WEIGHTING};" in helps["weighting"]
+
+    def stated(dest: str) -> str:
+        found = re.search(r"\(default: ([^;)]+)", helps[dest])
+        assert found, helps[dest]
+        return found.group(1)
+
+    assert int(stated("batch_size")) == DEFAULT_BATCH_SIZE
+    assert float(stated("lr")) == DEFAULT_LR
+    assert stated("weighting") == DEFAULT_WEIGHTING
     args = parser.parse_args(["train", "--store", "s.db", "--out", "o"])
     assert args.batch_size is None and args.lr is None and args.weighting is None

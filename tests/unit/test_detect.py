@@ -14,7 +14,7 @@ from torchvision.ops import nms, roi_align
 from quickstudy.detect import model as model_module
 from quickstudy.detect import recognition
 from quickstudy.detect.data import DetectionSet, _augment
-from quickstudy.detect.localization import INF, QUALITY_TARGETS, LocalizationHead, paired_iou
+from quickstudy.detect.localization import LocalizationHead
 from quickstudy.detect.model import TINY, DefectDetector, DetectorConfig, first_kept
 from quickstudy.detect.predictor import Predictor
 from quickstudy.detect.recognition import partial_label_loss, pyramid_roi_align
@@ -76,37 +76,9 @@ def test_partial_label_loss_is_cross_entropy_for_one_class_and_zero_for_all():
 
 
 def test_detector_config_reaches_the_localization_head() -> None:
-    config = DetectorConfig(**{**TINY, "center_radius": 2.5, "quality_target": "iou", "head_convs": 3})
+    config = DetectorConfig(**{**TINY, "center_radius": 2.5, "head_convs": 3})
     head = DefectDetector(["a"], config).localize
-    assert (head.center_radius, head.quality_target, len(head.tower)) == (2.5, "iou", 3)
-
-
-def test_iou_quality_target_is_the_iou_of_each_positive_predicted_box():
-    """With quality_target="iou" the quality branch learns how well each location's own box fits:
-    target 1 where the predicted box is the ground truth, the paired IoU elsewhere."""
-    boxes = torch.tensor([[[8.0, 8, 40, 40]]])
-    valid = torch.tensor([[True]])
-    heads = {
-        q: LocalizationHead(8, size_ranges=((0.0, INF),), strides=(8,), quality_target=q)
-        for q in QUALITY_TARGETS
-    }
-    positive, matched, points = heads["iou"].assign([(8, 8)], boxes, valid)
-    exact = torch.cat([points - matched[0, :, :2], matched[0, :, 2:] - points], -1).clamp(min=0)[None]
-    logits = torch.linspace(-2, 2, 64)[None]  # not 0: at logit 0 the BCE is log 2 whatever the target
-    for distances, expected in ((exact, 1.0), (exact * 0.5, None)):
-        outputs = {"logits": torch.zeros(1, 64), "distances": distances, "centerness": logits}
-        loss = heads["iou"].compute_loss(outputs, [(8, 8)], boxes, valid)["loss_centerness"]
-        predicted = LocalizationHead.decode(points[positive[0]], distances[0][positive[0]])
-        target = (
-            torch.full((int(positive.sum()),), expected)
-            if expected
-            else paired_iou(predicted, matched[positive])
-        )
-        assert torch.allclose(loss, F.binary_cross_entropy_with_logits(logits[positive], target))
-    centered = heads["centerness"].compute_loss(outputs, [(8, 8)], boxes, valid)["loss_centerness"]
-    assert not torch.allclose(centered, loss)  # the two targets differ on the same outputs
-    with pytest.raises(ValueError, match="quality_target"):
-        LocalizationHead(8, quality_target="area")
+    assert (head.center_radius, len(head.tower)) == (2.5, 3)
 
 
 def test_fcos_assignment_marks_locations_inside_boxes_and_ignores_padding():

@@ -257,3 +257,24 @@ def test_init_of_another_network_or_not_a_pretraining_run_is_a_one_line_error(tm
         load_pretrained_backbone(model, tmp_path / "missing")
     with pytest.raises(QuickstudyError, match="either --init .* or --weights"):
         train_detector(MemoryStore([]), tmp_path / "m", init=wider, weights="resnet18.pth")
+
+
+def test_fitting_every_image_calibrates_on_them_and_reads_them_once(tmp_path: Path, monkeypatch) -> None:
+    from quickstudy.detect import training
+
+    torch.set_num_threads(1)
+    samples = synthetic_samples(tmp_path, 12)
+    decoded = []
+    read = training.DetectionSet.from_samples
+    monkeypatch.setattr(
+        training.DetectionSet, "from_samples", lambda *a: decoded.append(len(a[0])) or read(*a)
+    )
+    config = DetectorConfig(**TINY, image_size=64)
+    # (hold_out, images decoded per call, fitted, calibrated on): every fifth image held out, or none
+    for hold_out, calls, sizes in ((True, [9, 3], (9, 3)), (False, [12], (12, 12))):
+        decoded.clear()
+        out = tmp_path / f"model-{hold_out}"
+        train_detector(MemoryStore(samples), out, epochs=1, batch_size=4, config=config, hold_out=hold_out)
+        assert decoded == calls
+        train = ModelFolder(out).load()["train"]
+        assert (train["hold_out"], train["n_train"], train["n_validation"]) == (hold_out, *sizes)

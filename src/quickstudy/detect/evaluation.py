@@ -16,8 +16,7 @@ from typing import Any
 import numpy as np
 
 from quickstudy.detect.predictor import Predictor
-from quickstudy.detect.training import image_scores
-from quickstudy.evaluate.detection import coco_metrics, image_level
+from quickstudy.evaluate.detection import coco_metrics, image_level, image_scores, image_truth
 from quickstudy.evaluate.operating import DEFECT_PRESENT, threshold_for_precision
 
 
@@ -49,9 +48,7 @@ def at_target_precision(
     threshold with the highest recall among those reaching precision ``target`` on these images,
     with its precision and recall (``reached`` False when no threshold gets there)."""
     scores = image_scores(outputs, len(classes)).numpy()
-    present = np.zeros(scores.shape, dtype=bool)
-    for i, (_, labels) in enumerate(named):
-        present[i, np.asarray(labels, dtype=np.int64)] = True
+    present = image_truth(named, len(classes))
     points = {
         name: threshold_for_precision(scores[:, c], present[:, c], target) for c, name in enumerate(classes)
     }

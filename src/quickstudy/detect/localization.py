@@ -6,12 +6,7 @@ targets follow FCOS (Tian et al. 2019): a location is positive for the smallest 
 that holds it within ``center_radius`` strides of the box centre and whose largest edge distance
 falls in the level's size range. Anchor-free, so nothing to tune per dataset, and it trains fast
 from random init. Losses: sigmoid focal loss (scores), GIoU (boxes, weighted by centre-ness),
-BCE (the quality branch). All targets are computed for the whole batch at once on padded boxes.
-
-The quality branch (output ``centerness``) learns FCOS centre-ness by default, or with
-``quality_target="iou"`` the IoU of the location's own predicted box with its ground truth
-(IoU-aware scoring, as in YOLOX's objectness or VarifocalNet), so that at inference the boxes that
-fit best rank first.
+BCE (centre-ness). All targets are computed for the whole batch at once on padded boxes.
 """
 
 from __future__ import annotations
@@ -25,21 +20,6 @@ from torch import nn
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
 INF = float("inf")
-QUALITY_TARGETS = ("centerness", "iou")
-
-
-def paired_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU of ``a[i]`` with ``b[i]`` (xyxy, ``[N, 4]`` each): the diagonal of ``box_iou`` without
-    its N×N matrix.
-
-    >>> paired_iou(torch.tensor([[0.0, 0, 2, 2], [0, 0, 1, 1]]), torch.tensor([[1.0, 0, 3, 2], [0, 0, 1, 1]]))
-    tensor([0.3333, 1.0000])
-    """
-    low = torch.maximum(a[:, :2], b[:, :2])
-    high = torch.minimum(a[:, 2:], b[:, 2:])
-    inter = (high - low).clamp(min=0).prod(-1)
-    union = (a[:, 2:] - a[:, :2]).prod(-1) + (b[:, 2:] - b[:, :2]).prod(-1) - inter
-    return inter / union.clamp(min=1e-6)
 
 
 def _conv_gn_relu(channels: int) -> nn.Sequential:
@@ -65,12 +45,8 @@ class LocalizationHead(nn.Module):
         size_ranges: Sequence[tuple[float, float]] = ((0.0, 64.0), (64.0, 128.0), (128.0, INF)),
         center_radius: float = 1.5,
         prior_probability: float = 0.01,
-        quality_target: str = "centerness",
     ) -> None:
         super().__init__()
-        if quality_target not in QUALITY_TARGETS:
-            raise ValueError(f"quality_target {quality_target!r}: expected one of {QUALITY_TARGETS}")
-        self.quality_target = quality_target
         self.tower = nn.Sequential(*[_conv_gn_relu(in_channels) for _ in range(num_convs)])
         self.score = nn.Conv2d(in_channels, 1, 3, padding=1)
         self.box = nn.Conv2d(in_channels, 4, 3, padding=1)
@@ -161,8 +137,7 @@ class LocalizationHead(nn.Module):
         gt_boxes: torch.Tensor,
         gt_valid: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
-        """``loss_score`` (focal, per positive), ``loss_box`` (GIoU), ``loss_centerness`` (BCE of the
-        quality branch against centre-ness or IoU, see ``quality_target``)."""
+        """``loss_score`` (focal, per positive), ``loss_box`` (GIoU), ``loss_centerness`` (BCE)."""
         positive, matched, points = self.assign(sizes, gt_boxes, gt_valid)
         logits = outputs["logits"].float()
         num_positive = positive.sum().clamp(min=1).float()
@@ -181,10 +156,7 @@ class LocalizationHead(nn.Module):
         )
         giou = generalized_box_iou_loss(predicted, target, reduction="none")
         loss_box = (giou * centerness).sum() / centerness.sum().clamp(min=1e-6)
-        quality = (
-            centerness if self.quality_target == "centerness" else paired_iou(predicted.detach(), target)
-        )
         loss_centerness = F.binary_cross_entropy_with_logits(
-            outputs["centerness"].float()[positive], quality, reduction="mean"
+            outputs["centerness"].float()[positive], centerness, reduction="mean"
         )
         return {"loss_score": loss_score, "loss_box": loss_box, "loss_centerness": loss_centerness}

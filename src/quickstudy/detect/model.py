@@ -31,7 +31,6 @@ class DetectorConfig:
     depths: tuple[int, ...] = (2, 2, 2, 2)
     fpn_channels: int = 96
     head_convs: int = 2
-    quality_target: str = "centerness"  # what the localizer's quality branch learns: "centerness" | "iou"
     # positives lie within this many strides of a box's centre: FCOS uses 1.5; on NEU-DET 1.0 gave
     # +2.0 mAP50 (`small`, 8 epochs), +3.4 and +3.3 (`tiny`, 12 epochs, two seeds); 3.0 gave -8.4
     center_radius: float = 1.0
@@ -121,7 +120,6 @@ class DefectDetector(nn.Module):
             config.head_convs,
             self.backbone.strides,
             center_radius=config.center_radius,
-            quality_target=config.quality_target,
         )
         self.recognize = RecognitionHead(
             config.fpn_channels, config.embedding_dim, strides=self.backbone.strides

@@ -28,11 +28,13 @@ from quickstudy.detect.data import DetectionSet
 from quickstudy.detect.model import DefectDetector, DetectorConfig
 from quickstudy.detect.versions import ModelFolder
 from quickstudy.errors import QuickstudyError
+from quickstudy.evaluate.detection import image_scores
 from quickstudy.multitask.weighting import get_weighting
 from quickstudy.train import Trainer, distributed, step_generator
 
-# Chosen by measurement (P2 on the GPU, benchmarks/results/gpu.md): uncertainty weighting reached
-# mAP50 0.436 where equal weighting collapsed to 0.0003 at the same learning rate.
+# Chosen by measurement (P2 on the GPU, benchmarks/results/gpu.md): uncertainty weighting has not
+# collapsed; equal weighting collapsed once (mAP50 0.0003 vs 0.436, session 1, batch 32, lr 2e-3)
+# and trained better in the two runs since (0.537 vs 0.463 on the GPU, 0.340 vs 0.317 on the CPU).
 DEFAULT_WEIGHTING = "uncertainty"
 # P2 on an H200 (benchmarks/results/gpu.md, p2sweep): batch 16 at lr 1e-3 (twice the steps per
 # epoch) reached mAP50 0.505 where batch 32 at lr 2e-3 reached 0.463, in the same run.
@@ -54,11 +56,12 @@ def select_samples(samples: Sequence[Any], classes: Sequence[str] | None, limit:
 
 def split_validation(samples: Sequence[Any]) -> tuple[list[Any], list[Any]]:
     """(train, validation) as described in the module docstring; under 10 images nothing is held
-    out and the training images double as validation."""
+    out and the training images double as validation (the same list, so they are read once)."""
     from quickstudy.labels.known import is_neu_validation
 
     if len(samples) < 10:
-        return list(samples), list(samples)
+        both = list(samples)
+        return both, both
     try:
         held = [is_neu_validation(s.path) for s in samples]
     except QuickstudyError:  # not NEU-DET names
@@ -124,15 +127,6 @@ def calibrate(model: DefectDetector, memory: DetectionSet, validation: Detection
     outputs = detect(model, validation.images)
     present = (validation.allowed & validation.valid[..., None]).any(1)  # [N, C]
     return {"unknown": unknown, "operating": operating_thresholds(outputs, present, model.classes)}
-
-
-def image_scores(outputs: Sequence[dict[str, torch.Tensor]], n_classes: int) -> torch.Tensor:
-    """``[N, C]``: each image's highest detection score per class (0 without one)."""
-    scores = torch.zeros(len(outputs), n_classes)
-    for i, out in enumerate(outputs):
-        if out["labels"].numel():
-            scores[i].scatter_reduce_(0, out["labels"], out["scores"], reduce="amax")
-    return scores
 
 
 def operating_thresholds(
@@ -258,8 +252,13 @@ def train_detector(
     initialised_from = load_pretrained_backbone(model, init) if init is not None else None
     model.to(device)
     started = time.perf_counter()
-    train_set = DetectionSet.from_samples(train_samples, class_names, config.image_size).to(device)
-    validation_set = DetectionSet.from_samples(validation_samples, class_names, config.image_size)
+    fitted = DetectionSet.from_samples(train_samples, class_names, config.image_size)
+    validation_set = (  # decoded once where the fitted images double as validation
+        fitted
+        if validation_samples is train_samples
+        else DetectionSet.from_samples(validation_samples, class_names, config.image_size)
+    )
+    train_set = fitted.to(device)
     method = get_weighting(weighting, n_tasks=2).to(device)
     trained = nn.ModuleDict({"detector": model, "weighting": method})
     optimizer = torch.optim.AdamW(

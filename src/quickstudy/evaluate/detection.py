@@ -104,7 +104,7 @@ def coco_metrics(
     agnostic_truth = [
         (boxes, np.zeros(len(_np(labels).reshape(-1)), dtype=int)) for boxes, labels in (agnostic_gts or gts)
     ]
-    agnostic = _coco_eval(agnostic_truth, [_agnostic(p) for p in preds], 1)
+    agnostic = _coco_eval(agnostic_truth, [merge_classes(p) for p in preds], 1)
     if agnostic is not None:
         agnostic_metrics = {
             "AR100_agnostic": max(float(agnostic.stats[8]), 0.0),
@@ -119,11 +119,30 @@ def coco_metrics(
     }
 
 
-def _agnostic(pred: Mapping[str, Any]) -> dict[str, np.ndarray]:
+def merge_classes(pred: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """One image's detections with classes ignored, as the class-agnostic metrics see them: NMS at
+    0.5 across classes, the best 100, every label 0."""
     boxes = torch.as_tensor(_np(pred["boxes"]), dtype=torch.float32).reshape(-1, 4)
     scores = torch.as_tensor(_np(pred["scores"]), dtype=torch.float32).reshape(-1)
     keep = nms(boxes, scores, 0.5)[:100]
     return {"boxes": boxes[keep].numpy(), "scores": scores[keep].numpy(), "labels": np.zeros(len(keep), int)}
+
+
+def image_truth(gts: Sequence[GroundTruth], n_classes: int) -> np.ndarray:
+    """``[N, C]`` bool: whether each image holds a box of each class."""
+    truth = np.zeros((len(gts), n_classes), dtype=bool)
+    for i, (_, labels) in enumerate(gts):
+        truth[i, _np(labels).reshape(-1).astype(np.int64)] = True
+    return truth
+
+
+def image_scores(preds: Sequence[Mapping[str, torch.Tensor]], n_classes: int) -> torch.Tensor:
+    """``[N, C]``: each image's highest detection score per class (0 without one)."""
+    scores = torch.zeros(len(preds), n_classes)
+    for i, pred in enumerate(preds):
+        if pred["labels"].numel():
+            scores[i].scatter_reduce_(0, pred["labels"], pred["scores"], reduce="amax")
+    return scores
 
 
 def image_level(
@@ -136,8 +155,9 @@ def image_level(
     predicted positive when it has a detection of c scoring at least ``thresholds[c]``."""
     precision: dict[str, float | None] = {}
     recall: dict[str, float | None] = {}
+    truth = image_truth(gts, len(classes))
     for c, name in enumerate(classes):
-        actual = np.array([(_np(labels).reshape(-1) == c).any() for _, labels in gts], dtype=bool)
+        actual = truth[:, c]
         predicted = np.array(
             [
                 bool(
