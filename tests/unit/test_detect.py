@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -349,3 +350,14 @@ def test_thresholds_at_a_target_precision_cost_the_recall_they_must() -> None:
     assert (points["b"]["threshold"], points["b"]["recall"]) == (pytest.approx(0.6), 1.0)
     assert points["defect present"]["recall"] == 1.0 and points["defect present"]["flagged"] == 3
     assert all(p["reached"] for p in points.values())
+    # no image holds the third class: nothing reaches the target, and the report stays valid JSON
+    missing = at_target_precision(outputs, named, ["a", "b", "c"], 0.99)["c"]
+    assert missing == {
+        "threshold": None,
+        "precision": None,
+        "recall": 0.0,
+        "reached": False,
+        "positives": 0,
+        "flagged": 0,
+    }
+    json.dumps(missing, allow_nan=False)

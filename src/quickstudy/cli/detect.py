@@ -128,7 +128,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             [
                 [
                     name,
-                    f"{p['threshold']:.4f}",
+                    "-" if p["threshold"] is None else f"{p['threshold']:.4f}",
                     fmt(p["precision"]),
                     fmt(p["recall"]),
                     p["flagged"],

@@ -37,10 +37,11 @@ class OperatingPoint:
     positives: int
     flagged: int
 
-    def as_dict(self) -> dict[str, float | int | bool]:
+    def as_dict(self) -> dict[str, float | int | bool | None]:
+        """JSON-safe: the threshold and precision of a point not reached are None (not inf, NaN)."""
         return {
-            "threshold": self.threshold,
-            "precision": self.precision,
+            "threshold": self.threshold if self.reached else None,
+            "precision": self.precision if self.reached else None,
             "recall": self.recall,
             "reached": self.reached,
             "positives": self.positives,
