@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from quickstudy.detect.data import AUGMENTATIONS, DEFAULT_AUGMENT
 from quickstudy.detect.evaluation import evaluate_detector
 from quickstudy.detect.model import ARCHITECTURES, DefectDetector, DetectorConfig
 from quickstudy.detect.predictor import Predictor
@@ -236,6 +237,7 @@ def training_options(args: argparse.Namespace) -> dict[str, Any]:
         "init": args.init,
         "hold_out": not args.fit_all,
         "seed": args.seed,
+        "augment": args.augment,
     }
 
 
@@ -272,6 +274,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         "--fit-all",
         action="store_true",
         help="fit every TRAIN image, as the anchors do (thresholds then calibrated on fitted images)",
+    )
+    parser.add_argument(
+        "--augment", choices=AUGMENTATIONS, default=DEFAULT_AUGMENT, help="geometric augmentation"
     )
     parser.add_argument(
         "--seed", type=int, default=0, help="training seed (P4, P5: also which boxes are edited)"

@@ -19,7 +19,12 @@ from quickstudy.detect.localization import LocalizationHead
 from quickstudy.detect.model import TINY, DefectDetector, DetectorConfig, first_kept
 from quickstudy.detect.predictor import Predictor
 from quickstudy.detect.recognition import partial_label_loss, pyramid_roi_align
-from quickstudy.detect.training import detector_from_payload, detector_payload, operating_thresholds
+from quickstudy.detect.training import (
+    detector_from_payload,
+    detector_payload,
+    operating_thresholds,
+    train_detector,
+)
 from quickstudy.detect.versions import ModelFolder, check_taxonomy
 from quickstudy.errors import QuickstudyError
 from quickstudy.evaluate.detection import coco_metrics, image_level
@@ -103,6 +108,20 @@ def test_augmentation_moves_boxes_with_the_pixels():
         inside = image[0, y1:y2, x1:x2]
         assert inside.numel() == 60
         assert (inside > image[0].median()).all()
+
+
+def test_flips_keep_the_axes_and_dihedral_transposes():
+    images = torch.rand(64, 1, 32, 32)
+    boxes = torch.tensor([[20.0, 4, 30, 10]]).expand(64, 1, 4)  # wider than tall
+    _, flipped = _augment(images, boxes, torch.Generator().manual_seed(0), transpose=False)
+    wh = flipped[:, 0, 2:] - flipped[:, 0, :2]
+    assert (wh == torch.tensor([10.0, 6])).all()
+    assert len({tuple(b.tolist()) for b in flipped[:, 0]}) == 4  # all four flips drawn
+    _, turned = _augment(images, boxes, torch.Generator().manual_seed(0), transpose=True)
+    tall = (turned[:, 0, 3] - turned[:, 0, 1]) > (turned[:, 0, 2] - turned[:, 0, 0])
+    assert 0 < tall.sum() < 64
+    with pytest.raises(QuickstudyError, match="augment 'rotate90'"):
+        train_detector(None, "unused", augment="rotate90")
 
 
 def test_coco_metrics_known_answers():

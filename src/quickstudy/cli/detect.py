@@ -49,7 +49,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     store = _open_store(args.store)
     config = DetectorConfig(**ARCHITECTURES[args.arch])
     # unset options take train_detector's defaults (the one place they are chosen, by measurement)
-    given = {"weighting": args.weighting, "batch_size": args.batch_size, "lr": args.lr}
+    given = {
+        "weighting": args.weighting,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "augment": args.augment,
+    }
     options = {key: value for key, value in given.items() if value is not None}
     version = train_detector(
         store,
@@ -276,6 +281,12 @@ def register(subparsers: Any) -> None:
     )
     train.add_argument("--batch-size", type=_positive, help="images per step (default: 16)")
     train.add_argument("--lr", type=float, help="AdamW learning rate, warm-up then cosine (default: 1e-3)")
+    train.add_argument(
+        "--augment",
+        choices=["flips", "dihedral"],
+        help="geometric augmentation: flips keeps the image axes, for surfaces whose defects have a "
+        "direction, such as rolled steel; dihedral also turns by 90 degrees (default: flips)",
+    )
     train.add_argument(
         "--arch",
         choices=["tiny", "small", "resnet18"],

@@ -159,7 +159,7 @@ def adapt_localizer(
         images, boxes, valid = [], [], []
         for part, share in zip(parts, shares, strict=True):
             picked = torch.randint(len(part), (share,), generator=generator)
-            part_images, targets = part.batch(picked, generator, augment=True, jitter=0)
+            part_images, targets = part.batch(picked, generator, jitter=0)
             images.append(part_images)
             boxes.append(targets["boxes"])
             valid.append(targets["valid"])

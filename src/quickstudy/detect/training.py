@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from quickstudy.detect.data import DetectionSet
+from quickstudy.detect.data import AUGMENTATIONS, DEFAULT_AUGMENT, DetectionSet
 from quickstudy.detect.model import DefectDetector, DetectorConfig
 from quickstudy.detect.versions import ModelFolder
 from quickstudy.errors import QuickstudyError
@@ -217,6 +217,7 @@ def train_detector(
     samples: Sequence[Any] | None = None,
     init: str | os.PathLike[str] | None = None,
     hold_out: bool = True,
+    augment: str = DEFAULT_AUGMENT,
 ) -> int:
     """Train on the store's train split and write version 1 of the model folder ``out_dir``.
 
@@ -225,8 +226,11 @@ def train_detector(
     (:func:`load_pretrained_backbone`) the backbone starts from, recorded in the version's
     ``train["init"]`` (None: random or ``weights`` init). ``hold_out=False`` fits every image and
     calibrates on the fitted images (optimistic thresholds; for comparisons with detectors that
-    fit the whole split). Returns the version number written.
+    fit the whole split). ``augment`` names the geometric augmentation (``data.AUGMENTATIONS``).
+    Returns the version number written.
     """
+    if augment not in AUGMENTATIONS:
+        raise QuickstudyError(f"augment {augment!r}: choose one of {', '.join(AUGMENTATIONS)}")
     if ModelFolder(out_dir).numbers():
         raise QuickstudyError(
             f"{out_dir}: already holds a trained model (see `quickstudy models list`); choose another --out"
@@ -290,7 +294,7 @@ def train_detector(
             order[epoch] = torch.randperm(len(train_set), generator=step_generator(seed, epoch))
         start = (i * world + distributed.rank()) * batch_size
         images, targets = train_set.batch(
-            order[epoch][start : start + batch_size], step_generator(seed, step, distributed.rank())
+            order[epoch][start : start + batch_size], step_generator(seed, step, distributed.rank()), augment
         )
         out = model(images, targets)
         assert isinstance(out, dict)
@@ -306,6 +310,7 @@ def train_detector(
         "seed": seed,
         "init": initialised_from,
         "hold_out": hold_out,
+        "augment": augment,
         "n_train": len(train_set),
         "n_validation": len(validation_set),
         "detector": config.to_dict(),
