@@ -232,6 +232,7 @@ def training_options(args: argparse.Namespace) -> dict[str, Any]:
                 "image_size": args.image_size,
                 "head_convs": args.head_convs,
                 "center_radius": args.center_radius,
+                "assigner": args.assigner,
             }
         ),
         "init": args.init,
@@ -269,6 +270,12 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=DetectorConfig.center_radius,
         help="positives within this many strides of a box centre",
+    )
+    parser.add_argument(
+        "--assigner",
+        choices=["center", "atss"],
+        default=DetectorConfig.assigner,
+        help="positives: near box centres (FCOS) or ATSS's adaptive IoU threshold",
     )
     parser.add_argument(
         "--fit-all",

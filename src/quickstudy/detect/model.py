@@ -34,6 +34,7 @@ class DetectorConfig:
     # positives lie within this many strides of a box's centre: FCOS uses 1.5; on NEU-DET 1.0 gave
     # +2.0 mAP50 (`small`, 8 epochs), +3.4 and +3.3 (`tiny`, 12 epochs, two seeds); 3.0 gave -8.4
     center_radius: float = 1.0
+    assigner: str = "center"
     embedding_dim: int = 128
     image_size: int = 200
     score_thresh: float = 0.01
@@ -120,6 +121,7 @@ class DefectDetector(nn.Module):
             config.head_convs,
             self.backbone.strides,
             center_radius=config.center_radius,
+            assigner=config.assigner,
         )
         self.recognize = RecognitionHead(
             config.fpn_channels, config.embedding_dim, strides=self.backbone.strides
