@@ -232,7 +232,8 @@ def training_options(args: argparse.Namespace) -> dict[str, Any]:
                 "image_size": args.image_size,
                 "head_convs": args.head_convs,
                 "center_radius": args.center_radius,
-                "assigner": args.assigner,
+                "size_bounds": tuple(float(v) for v in args.size_bounds.split(",")),
+                "level_by": args.level_by,
             }
         ),
         "init": args.init,
@@ -272,10 +273,15 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         help="positives within this many strides of a box centre",
     )
     parser.add_argument(
-        "--assigner",
-        choices=["center", "atss"],
-        default=DetectorConfig.assigner,
-        help="positives: near box centres (FCOS) or ATSS's adaptive IoU threshold",
+        "--size-bounds",
+        default=",".join(str(v) for v in DetectorConfig.size_bounds),
+        help="box reach (px) separating the pyramid levels' targets",
+    )
+    parser.add_argument(
+        "--level-by",
+        choices=["reach", "area"],
+        default=DetectorConfig.level_by,
+        help="a box's pyramid level: by a location's farthest edge (FCOS) or the box's sqrt(w*h)/2",
     )
     parser.add_argument(
         "--fit-all",

@@ -82,9 +82,26 @@ def test_partial_label_loss_is_cross_entropy_for_one_class_and_zero_for_all():
 
 
 def test_detector_config_reaches_the_localization_head() -> None:
-    config = DetectorConfig(**{**TINY, "center_radius": 2.5, "head_convs": 3})
+    config = DetectorConfig(
+        **{**TINY, "center_radius": 2.5, "head_convs": 3, "size_bounds": (10.0, 20.0), "level_by": "reach"}
+    )
     head = DefectDetector(["a"], config).localize
-    assert (head.center_radius, len(head.tower)) == (2.5, 3)
+    assert (head.center_radius, len(head.tower), head.level_by) == (2.5, 3, "reach")
+    assert head.size_ranges == ((0.0, 10.0), (10.0, 20.0), (20.0, float("inf")))
+    saved = DetectorConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert saved.size_bounds == (10.0, 20.0)
+
+
+def test_levels_by_area_keep_a_thin_box_on_the_fine_level():
+    # 16 x 128: its farthest edge (64) sends it to the coarse level, its half-size sqrt(w*h)/2 = 22.6
+    # to the fine one, whose grid (stride 8) has locations inside it
+    boxes = torch.tensor([[[40.0, 0, 56, 128]]])
+    ranges = ((0.0, 32.0), (32.0, float("inf")))
+    for level_by, fine in (("reach", False), ("area", True)):
+        head = LocalizationHead(8, size_ranges=ranges, strides=(8, 32), center_radius=1.0, level_by=level_by)
+        positive, _, _ = head.assign([(16, 16), (4, 4)], boxes, torch.tensor([[True]]))
+        on_fine = positive[0, : 16 * 16]
+        assert bool(on_fine.any()) == fine and positive.any()
 
 
 def test_fcos_assignment_marks_locations_inside_boxes_and_ignores_padding():
@@ -96,6 +113,22 @@ def test_fcos_assignment_marks_locations_inside_boxes_and_ignores_padding():
     assert ((inside > 8) & (inside < 40)).all()
     assert (matched[positive] == boxes[0, 0]).all()
     assert not ((points > 100).all(-1) & positive[0]).any()
+
+
+def test_every_box_gets_a_positive_even_between_grid_points():
+    # a thin tall box (x 34..44) whose reach sends it to the stride-32 level, where the nearest grid
+    # points lie at x = 16 and 48: no location qualifies, so it falls back to the nearest inside it
+    head = LocalizationHead(
+        8, size_ranges=((0.0, 32.0), (32.0, float("inf"))), strides=(8, 32), center_radius=1.0
+    )
+    boxes = torch.tensor([[[34.0, 0, 44, 128], [0, 0, 16, 16]]])
+    positive, matched, points = head.assign([(16, 16), (4, 4)], boxes, torch.tensor([[True, True]]))
+    thin = (matched[0] == boxes[0, 0]).all(-1) & positive[0]
+    assert thin.sum() == 1
+    x, y = points[thin][0].tolist()
+    assert 34 < x < 44 and abs(y - 64) <= 4
+    small = (matched[0] == boxes[0, 1]).all(-1) & positive[0]
+    assert small.sum() >= 1
 
 
 def test_augmentation_moves_boxes_with_the_pixels():

@@ -3,9 +3,11 @@
 Every feature-map location of every pyramid level predicts a defect logit, the distances
 (left, top, right, bottom) to the edges of the box it lies in, and a centre-ness logit. Training
 targets follow FCOS (Tian et al. 2019): a location is positive for the smallest ground-truth box
-that holds it within ``center_radius`` strides of the box centre and whose largest edge distance
-falls in the level's size range. Anchor-free, so nothing to tune per dataset, and it trains fast
-from random init. Losses: sigmoid focal loss (scores), GIoU (boxes, weighted by centre-ness),
+that holds it within ``center_radius`` strides of the box centre and whose size falls in the
+level's size range — FCOS's largest edge distance (``level_by="reach"``) or the box's half-size
+sqrt(w·h)/2 (``"area"``, which keeps thin boxes on a grid fine enough to have locations inside
+them). A box no location qualifies for learns at the location inside it nearest its centre.
+Anchor-free, so nothing to tune per dataset, and it trains fast from random init. Losses: sigmoid focal loss (scores), GIoU (boxes, weighted by centre-ness),
 BCE (centre-ness). All targets are computed for the whole batch at once on padded boxes.
 """
 
@@ -17,7 +19,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import box_iou, generalized_box_iou_loss, sigmoid_focal_loss
+from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
 INF = float("inf")
 
@@ -45,8 +47,7 @@ class LocalizationHead(nn.Module):
         size_ranges: Sequence[tuple[float, float]] = ((0.0, 64.0), (64.0, 128.0), (128.0, INF)),
         center_radius: float = 1.5,
         prior_probability: float = 0.01,
-        assigner: str = "center",
-        atss_topk: int = 9,
+        level_by: str = "reach",
     ) -> None:
         super().__init__()
         self.tower = nn.Sequential(*[_conv_gn_relu(in_channels) for _ in range(num_convs)])
@@ -63,10 +64,9 @@ class LocalizationHead(nn.Module):
         self.strides = tuple(strides)
         self.size_ranges = tuple(size_ranges)
         self.center_radius = center_radius
-        if assigner not in ("center", "atss"):
-            raise ValueError(f"assigner {assigner!r}: choose center or atss")
-        self.assigner = assigner
-        self.atss_topk = atss_topk
+        if level_by not in ("reach", "area"):
+            raise ValueError(f"level_by {level_by!r}: choose reach or area")
+        self.level_by = level_by
 
     def forward(self, features: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
         """Per level outputs flattened and concatenated: ``logits [B, P]``, ``distances [B, P, 4]``
@@ -114,8 +114,6 @@ class LocalizationHead(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """FCOS targets for a padded batch: ``gt_boxes [B, M, 4]``, ``gt_valid [B, M]`` →
         (positive ``[B, P]`` bool, matched box ``[B, P, 4]``, points ``[P, 2]``)."""
-        if self.assigner == "atss":
-            return self._assign_atss(sizes, gt_boxes, gt_valid)
         points, strides, ranges = self._point_table(sizes, gt_boxes.device)
         px, py = points[None, :, None, 0], points[None, :, None, 1]  # [1, P, 1]
         x1, y1, x2, y2 = (gt_boxes[:, None, :, i] for i in range(4))  # [B, 1, M]
@@ -129,45 +127,25 @@ class LocalizationHead(nn.Module):
             & (py > torch.maximum(cy - radius, y1))
             & (py < torch.minimum(cy + radius, y2))
         )
-        reach = edges.amax(-1)
-        in_range = (reach >= ranges[None, :, None, 0]) & (reach <= ranges[None, :, None, 1])
+        # the level is chosen by how far a location's farthest edge lies (FCOS), or by the box's own
+        # half-size sqrt(w·h)/2 (the same for all its locations; a thin box stays on a fine level)
+        if self.level_by == "area":
+            size = ((x2 - x1) * (y2 - y1)).clamp(min=0).sqrt().div(2).expand_as(inside)
+        else:
+            size = edges.amax(-1)
+        in_range = (size >= ranges[None, :, None, 0]) & (size <= ranges[None, :, None, 1])
         candidate = inside & near_center & in_range & gt_valid[:, None, :]
+        # a box no location qualifies for (thin boxes between the coarse levels' grid points) learns
+        # at the location inside it nearest its centre, so that no box goes untrained
+        lonely = ~candidate.any(1) & gt_valid  # [B, M]
+        if lonely.any():
+            distance = (px - cx) ** 2 + (py - cy) ** 2  # [B, P, M]
+            nearest = distance.masked_fill(~inside, INF).argmin(1, keepdim=True)  # [B, 1, M]
+            fallback = torch.zeros_like(candidate).scatter_(1, nearest, lonely[:, None, :])
+            candidate |= fallback & inside
         area = ((x2 - x1) * (y2 - y1)).expand_as(candidate).masked_fill(~candidate, INF)
         best_area, best = area.min(-1)  # the smallest box wins where boxes overlap
         positive = torch.isfinite(best_area)
-        matched = gt_boxes.gather(1, best[..., None].expand(-1, -1, 4))
-        return positive, matched, points
-
-    def _assign_atss(
-        self, sizes: Sequence[tuple[int, int]], gt_boxes: torch.Tensor, gt_valid: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """ATSS (Zhang et al. 2020): per box, the ``atss_topk`` locations of each level nearest its
-        centre are candidates; those whose square anchor (8 strides) overlaps the box by at least
-        the candidates' mean + std IoU, and that lie inside it, are positive (highest IoU wins)."""
-        points, strides, _ = self._point_table(sizes, gt_boxes.device)
-        b, m = gt_boxes.shape[:2]
-        half = 4 * strides[:, None]
-        anchors = torch.cat([points - half, points + half], 1)  # [P, 4]
-        iou = box_iou(anchors, gt_boxes.reshape(-1, 4)).reshape(-1, b, m).permute(1, 0, 2)  # [B, P, M]
-        centers = (gt_boxes[..., :2] + gt_boxes[..., 2:]) / 2  # [B, M, 2]
-        distance = torch.cdist(points[None].expand(b, -1, -1), centers)  # [B, P, M]
-        candidate = torch.zeros_like(iou, dtype=torch.bool)
-        start = 0
-        for h, w in sizes:
-            count = h * w
-            k = min(self.atss_topk, count)
-            nearest = distance[:, start : start + count].topk(k, dim=1, largest=False).indices
-            candidate[:, start : start + count].scatter_(1, nearest, True)
-            start += count
-        n = candidate.sum(1).clamp(min=1)
-        mean = (iou * candidate).sum(1) / n
-        std = (((iou - mean[:, None]) ** 2) * candidate).sum(1).div(n).sqrt()
-        x1, y1, x2, y2 = (gt_boxes[:, None, :, i] for i in range(4))
-        px, py = points[None, :, None, 0], points[None, :, None, 1]
-        inside = (px > x1) & (px < x2) & (py > y1) & (py < y2)
-        chosen = candidate & (iou >= (mean + std)[:, None]) & inside & gt_valid[:, None, :]
-        best_iou, best = iou.masked_fill(~chosen, -1.0).max(-1)
-        positive = best_iou >= 0
         matched = gt_boxes.gather(1, best[..., None].expand(-1, -1, 4))
         return positive, matched, points
 
