@@ -67,8 +67,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Sample
     folder = tmp_path_factory.mktemp("synthetic")
     samples = synthetic_samples(folder, 4)
     config = DetectorConfig(**TINY, image_size=64)
-    # Equal weighting: this is about the network's capacity to fit, and in 100 steps the default
-    # uncertainty weighting's learnt variances still damp recognition (measured 2026-11-28:
+    # Equal weighting (the default) pinned: this is about the network's capacity to fit, and in 100
+    # steps uncertainty weighting's learnt variances still damp recognition (measured 2026-11-28:
     # mAP50 0.75 with uncertainty, 1.0 with equal, on these four images).
     version = train_detector(
         MemoryStore(samples),
