@@ -91,11 +91,11 @@ if [ "$MODE" = p2sweep ]; then
   p7u_small byol
 elif [ "$MODE" = p2next ]; then  # today's defaults, with the changes that helped alone and together
   p2_variants "--device cuda --epochs 24" "proposals=100,proposal_nms=0.7" <<'VARIANTS'
-defaults --weightings uncertainty
-equal --weightings equal
+defaults --weightings equal
 all --weightings equal --fit-all
-all-uncertainty --weightings uncertainty --fit-all
 all-seed1 --weightings equal --fit-all --seed 1
+all-seed2 --weightings equal --fit-all --seed 2
+all-uncertainty --weightings uncertainty --fit-all
 VARIANTS
   job p2-retinanet $B $PY benchmarks/p2_neu_detect.py --device cuda --epochs 24 --no-ours --workers 6 \
       --work $W/p2-retinanet --json-out "$OUT/json/p2-retinanet.json"
