@@ -218,6 +218,26 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in text.split(","))
+
+
+# DetectorConfig fields a benchmark may set (``--image-size`` ...), defaults from DetectorConfig
+NETWORK_OPTIONS: dict[str, dict[str, Any]] = {
+    "image_size": {"type": int, "help": "the network's input side (NEU: 200 px)"},
+    "head_convs": {"type": int, "help": "convolutions in the localization tower"},
+    "center_radius": {"type": float, "help": "positives within this many strides of a box centre"},
+    "size_bounds": {
+        "type": _floats,
+        "help": "A,B: box sizes (px) separating the pyramid levels (see --level-by)",
+    },
+    "level_by": {
+        "choices": ["reach", "area"],
+        "help": "a box's size for its level: a location's farthest edge (FCOS) or the box's sqrt(w*h)/2",
+    },
+}
+
+
 def training_options(args: argparse.Namespace) -> dict[str, Any]:
     """``train_detector`` keywords from the options of :func:`add_training_arguments`."""
     return {
@@ -227,14 +247,7 @@ def training_options(args: argparse.Namespace) -> dict[str, Any]:
         "limit": args.limit,
         "device": args.device,
         "config": DetectorConfig(
-            **{
-                **ARCHITECTURES[args.arch],
-                "image_size": args.image_size,
-                "head_convs": args.head_convs,
-                "center_radius": args.center_radius,
-                "size_bounds": tuple(float(v) for v in args.size_bounds.split(",")),
-                "level_by": args.level_by,
-            }
+            **{**ARCHITECTURES[args.arch], **{field: getattr(args, field) for field in NETWORK_OPTIONS}}
         ),
         "init": args.init,
         "hold_out": not args.fit_all,
@@ -254,35 +267,10 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, help="first N training images only (smoke runs)")
     parser.add_argument("--test-limit", type=int, help="evaluate on N test images only (smoke runs)")
     parser.add_argument("--arch", default="small", choices=sorted(ARCHITECTURES), help="tiny for smoke runs")
-    parser.add_argument(
-        "--image-size",
-        type=int,
-        default=DetectorConfig.image_size,
-        help="the network's input side (NEU: 200 px)",
-    )
-    parser.add_argument(
-        "--head-convs",
-        type=int,
-        default=DetectorConfig.head_convs,
-        help="convolutions in the localization tower",
-    )
-    parser.add_argument(
-        "--center-radius",
-        type=float,
-        default=DetectorConfig.center_radius,
-        help="positives within this many strides of a box centre",
-    )
-    parser.add_argument(
-        "--size-bounds",
-        default=",".join(str(v) for v in DetectorConfig.size_bounds),
-        help="box reach (px) separating the pyramid levels' targets",
-    )
-    parser.add_argument(
-        "--level-by",
-        choices=["reach", "area"],
-        default=DetectorConfig.level_by,
-        help="a box's pyramid level: by a location's farthest edge (FCOS) or the box's sqrt(w*h)/2",
-    )
+    for field, options in NETWORK_OPTIONS.items():
+        parser.add_argument(
+            "--" + field.replace("_", "-"), dest=field, default=getattr(DetectorConfig, field), **options
+        )
     parser.add_argument(
         "--fit-all",
         action="store_true",

@@ -138,9 +138,10 @@ def adapt_localizer(
 ) -> dict[str, float]:
     """Fine-tune ``model.localize`` on every box of the ``support`` images (localization is
     class-agnostic, so their class does not matter), each batch half support, half ``replay``
-    (images of what the model already finds, so it keeps finding it). Augmented with the square's
-    8 symmetries and brightness/contrast. Backbone and FPN stay frozen, so embeddings, prototypes
-    and recognition are unchanged. Returns the mean localization loss of the first and last 10 steps.
+    (images of what the model already finds, so it keeps finding it). Augmented as training is by
+    default (``data.DEFAULT_AUGMENT``: flips, axes kept; brightness/contrast). Backbone and FPN
+    stay frozen, so embeddings, prototypes and recognition are unchanged. Returns the mean
+    localization loss of the first and last 10 steps.
 
     >>> adapt_localizer(model, DetectionSet.from_samples(marked, [], 200))  # doctest: +SKIP
     """

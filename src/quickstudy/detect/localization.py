@@ -130,7 +130,7 @@ class LocalizationHead(nn.Module):
         # the level is chosen by how far a location's farthest edge lies (FCOS), or by the box's own
         # half-size sqrt(w·h)/2 (the same for all its locations; a thin box stays on a fine level)
         if self.level_by == "area":
-            size = ((x2 - x1) * (y2 - y1)).clamp(min=0).sqrt().div(2).expand_as(inside)
+            size = ((x2 - x1) * (y2 - y1)).clamp(min=0).sqrt().div(2)  # [B, 1, M], broadcast
         else:
             size = edges.amax(-1)
         in_range = (size >= ranges[None, :, None, 0]) & (size <= ranges[None, :, None, 1])
