@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from quickstudy.detect.data import AUGMENTATIONS, DEFAULT_AUGMENT
+from quickstudy.detect.data import AUGMENTATIONS, DEFAULT_AUGMENT, DEFAULT_PHOTOMETRIC
 from quickstudy.detect.evaluation import evaluate_detector
 from quickstudy.detect.model import ARCHITECTURES, DefectDetector, DetectorConfig
 from quickstudy.detect.predictor import Predictor
@@ -253,6 +253,7 @@ def training_options(args: argparse.Namespace) -> dict[str, Any]:
         "hold_out": not args.fit_all,
         "seed": args.seed,
         "augment": args.augment,
+        "photometric": args.photometric,
     }
 
 
@@ -278,6 +279,12 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--augment", choices=AUGMENTATIONS, default=DEFAULT_AUGMENT, help="geometric augmentation"
+    )
+    parser.add_argument(
+        "--photometric",
+        action=argparse.BooleanOptionalAction,
+        default=DEFAULT_PHOTOMETRIC,
+        help="brightness and contrast changes on top of the geometric augmentation",
     )
     parser.add_argument(
         "--seed", type=int, default=0, help="training seed (P4, P5: also which boxes are edited)"

@@ -157,6 +157,18 @@ def test_flips_keep_the_axes_and_dihedral_transposes():
         train_detector(None, "unused", augment="rotate90")
 
 
+def test_photometric_changes_only_grey_levels_and_only_when_asked():
+    images = torch.rand(16, 1, 32, 32)
+    boxes = torch.tensor([[20.0, 4, 30, 10]]).expand(16, 1, 4)
+    plain, plain_boxes = _augment(images, boxes, torch.Generator().manual_seed(0), photometric=False)
+    lit, lit_boxes = _augment(images, boxes, torch.Generator().manual_seed(0), photometric=True)
+    assert torch.equal(plain_boxes, lit_boxes)
+    # without it every output is a flip or transpose of its input: the same multiset of pixels
+    assert torch.equal(plain.flatten(1).sort(1).values, images.flatten(1).sort(1).values)
+    assert not torch.allclose(lit, plain)
+    assert lit.min() >= 0 and lit.max() <= 1
+
+
 def test_coco_metrics_known_answers():
     gt = [(np.array([[0, 0, 10, 10.0], [20, 20, 40, 40]]), np.array([0, 1]))]
     perfect = [{"boxes": gt[0][0], "scores": np.array([0.9, 0.8]), "labels": np.array([0, 1])}]

@@ -138,8 +138,8 @@ def adapt_localizer(
 ) -> dict[str, float]:
     """Fine-tune ``model.localize`` on every box of the ``support`` images (localization is
     class-agnostic, so their class does not matter), each batch half support, half ``replay``
-    (images of what the model already finds, so it keeps finding it). Augmented as training is by
-    default (``data.DEFAULT_AUGMENT``: flips, axes kept; brightness/contrast). Backbone and FPN
+    (images of what the model already finds, so it keeps finding it). Augmented with flips (axes
+    kept) and brightness/contrast, as P3 measured it. Backbone and FPN
     stay frozen, so embeddings, prototypes and recognition are unchanged. Returns the mean
     localization loss of the first and last 10 steps.
 
@@ -160,7 +160,7 @@ def adapt_localizer(
         images, boxes, valid = [], [], []
         for part, share in zip(parts, shares, strict=True):
             picked = torch.randint(len(part), (share,), generator=generator)
-            part_images, targets = part.batch(picked, generator, jitter=0)
+            part_images, targets = part.batch(picked, generator, jitter=0, photometric=True)
             images.append(part_images)
             boxes.append(targets["boxes"])
             valid.append(targets["valid"])

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from quickstudy.detect.data import AUGMENTATIONS, DEFAULT_AUGMENT, DetectionSet
+from quickstudy.detect.data import AUGMENTATIONS, DEFAULT_AUGMENT, DEFAULT_PHOTOMETRIC, DetectionSet
 from quickstudy.detect.model import DefectDetector, DetectorConfig
 from quickstudy.detect.versions import ModelFolder
 from quickstudy.errors import QuickstudyError
@@ -219,6 +219,7 @@ def train_detector(
     init: str | os.PathLike[str] | None = None,
     hold_out: bool = True,
     augment: str = DEFAULT_AUGMENT,
+    photometric: bool = DEFAULT_PHOTOMETRIC,
 ) -> int:
     """Train on the store's train split and write version 1 of the model folder ``out_dir``.
 
@@ -227,7 +228,8 @@ def train_detector(
     (:func:`load_pretrained_backbone`) the backbone starts from, recorded in the version's
     ``train["init"]`` (None: random or ``weights`` init). ``hold_out=False`` fits every image and
     calibrates on the fitted images (optimistic thresholds; for comparisons with detectors that
-    fit the whole split). ``augment`` names the geometric augmentation (``data.AUGMENTATIONS``).
+    fit the whole split). ``augment`` names the geometric augmentation (``data.AUGMENTATIONS``);
+    ``photometric`` adds brightness and contrast changes.
     Returns the version number written.
     """
     if augment not in AUGMENTATIONS:
@@ -295,7 +297,10 @@ def train_detector(
             order[epoch] = torch.randperm(len(train_set), generator=step_generator(seed, epoch))
         start = (i * world + distributed.rank()) * batch_size
         images, targets = train_set.batch(
-            order[epoch][start : start + batch_size], step_generator(seed, step, distributed.rank()), augment
+            order[epoch][start : start + batch_size],
+            step_generator(seed, step, distributed.rank()),
+            augment,
+            photometric=photometric,
         )
         out = model(images, targets)
         assert isinstance(out, dict)
@@ -312,6 +317,7 @@ def train_detector(
         "init": initialised_from,
         "hold_out": hold_out,
         "augment": augment,
+        "photometric": photometric,
         "n_train": len(train_set),
         "n_validation": len(validation_set),
         "detector": config.to_dict(),
