@@ -12,10 +12,11 @@
 # "p2sweep" trains P2 variants of our detector side by side with the RetinaNet anchor (what closes
 # the gap?) and pretrains the `small` detector network for P7-u; "p2sweep-smoke" is the same on
 # the CPU with a few images (does every command line run?); both keep session 3's recipe (batch 32,
-# lr 2e-3, positives within 1.5 strides, quarter turns, FCOS's levels) so that they come close to its
+# lr 2e-3, positives within 1.5 strides, quarter turns with brightness/contrast, FCOS's levels) so that they come close to its
 # numbers (session 4's fallback for boxes without positives has no switch). "p2next" is the
 # follow-up: today's defaults on all 1440 images (as RetinaNet fits), three seeds, with RetinaNet
-# given room to finish in the same run, and the BYOL row of P7-u on the `small` network.
+# given room to finish in the same run, session 4's brightness/contrast augmentation as the one
+# variant, and the BYOL row of P7-u on the `small` network.
 set -u
 MODE=$1; DATA=$(cd "$2" && pwd); OUT=$3; SECONDS_BUDGET=${4:-500}
 mkdir -p "$OUT/logs" "$OUT/json"
@@ -57,7 +58,7 @@ p2_variants() {  # p2_variants "COMMON OPTIONS" "INFERENCE VARIANTS" < lines of 
 
 p2sweep_variants() {  # session 3's sweep, pinned to its recipe (batch 32, lr 2e-3, 1.5 strides) so it reproduces
   p2_variants "--device $1 --weightings uncertainty --batch-size 32 --lr 2e-3 --center-radius 1.5 \
-    --augment dihedral --size-bounds 64,128 --level-by reach $2" \
+    --augment dihedral --photometric --size-bounds 64,128 --level-by reach $2" \
       "proposals=100,proposal_nms=0.7;score_thresh=0.001;proposals=100,proposal_nms=0.7,score_thresh=0.001" <<'VARIANTS'
 base
 equal --weightings equal
@@ -95,7 +96,7 @@ defaults --weightings equal
 all --weightings equal --fit-all
 all-seed1 --weightings equal --fit-all --seed 1
 all-seed2 --weightings equal --fit-all --seed 2
-all-uncertainty --weightings uncertainty --fit-all
+all-photometric --weightings equal --fit-all --photometric
 VARIANTS
   job p2-retinanet $B $PY benchmarks/p2_neu_detect.py --device cuda --epochs 24 --no-ours --workers 6 \
       --work $W/p2-retinanet --json-out "$OUT/json/p2-retinanet.json"
