@@ -92,6 +92,26 @@ def test_detector_config_reaches_the_localization_head() -> None:
     assert saved.size_bounds == (10.0, 20.0)
 
 
+def test_the_box_outputs_have_their_own_tower_and_older_checkpoints_still_load() -> None:
+    model = DefectDetector(["a", "b"], DetectorConfig(**TINY, image_size=64)).eval()
+    head = model.localize
+    assert head.box_tower is not None and len(head.box_tower) == len(head.tower)
+    features = [torch.randn(1, 32, s, s) for s in (8, 4, 2)]
+    before = head(features)
+    with torch.no_grad():  # the box outputs read the box tower only; the score, the score tower only
+        head.box_tower[0][0].weight.add_(1.0)
+    after = head(features)
+    assert torch.equal(before["logits"], after["logits"])
+    assert not torch.allclose(before["distances"], after["distances"])
+    # a checkpoint saved before the field existed: one tower, no "box_tower" key in its config
+    old = model.config.to_dict() | {"box_tower": False}
+    shared = DefectDetector(["a", "b"], DetectorConfig.from_dict(old))
+    del old["box_tower"]
+    payload = {"classes": ["a", "b"], "config": old, "model": shared.state_dict()}
+    restored = detector_from_payload(payload)
+    assert restored.localize.box_tower is None
+
+
 def test_levels_by_area_keep_a_thin_box_on_the_fine_level():
     # 16 x 128: its farthest edge (64) sends it to the coarse level, its half-size sqrt(w*h)/2 = 22.6
     # to the fine one, whose grid (stride 8) has locations inside it
