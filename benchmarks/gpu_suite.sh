@@ -15,8 +15,8 @@
 # lr 2e-3, positives within 1.5 strides, quarter turns with brightness/contrast, FCOS's levels) so that they come close to its
 # numbers (session 4's fallback for boxes without positives has no switch). "p2next" is the
 # follow-up: today's defaults on all 1440 images (as RetinaNet fits), three seeds, with RetinaNet
-# given room to finish in the same run, session 4's brightness/contrast augmentation as the one
-# variant, and the BYOL row of P7-u on the `small` network.
+# given room to finish in the same run, session 4's brightness/contrast augmentation and session 4's
+# shared localization tower as variants, and the BYOL row of P7-u on the `small` network.
 set -u
 MODE=$1; DATA=$(cd "$2" && pwd); OUT=$3; SECONDS_BUDGET=${4:-500}
 mkdir -p "$OUT/logs" "$OUT/json"
@@ -97,6 +97,7 @@ all --weightings equal --fit-all
 all-seed1 --weightings equal --fit-all --seed 1
 all-seed2 --weightings equal --fit-all --seed 2
 all-photometric --weightings equal --fit-all --photometric
+all-shared-tower --weightings equal --fit-all --no-box-tower
 VARIANTS
   job p2-retinanet $B $PY benchmarks/p2_neu_detect.py --device cuda --epochs 24 --no-ours --workers 6 \
       --work $W/p2-retinanet --json-out "$OUT/json/p2-retinanet.json"
