@@ -12,7 +12,8 @@
 # "p2sweep" trains P2 variants of our detector side by side with the RetinaNet anchor (what closes
 # the gap?) and pretrains the `small` detector network for P7-u; "p2sweep-smoke" is the same on
 # the CPU with a few images (does every command line run?); both keep session 3's recipe (batch 32,
-# lr 2e-3, positives within 1.5 strides, quarter turns with brightness/contrast, FCOS's levels) so that they come close to its
+# lr 2e-3, positives within 1.5 strides, quarter turns with brightness/contrast, FCOS's levels, one
+# localization tower) so that they come close to its
 # numbers (session 4's fallback for boxes without positives has no switch). "p2next" is the
 # follow-up: today's defaults on all 1440 images (as RetinaNet fits), three seeds, with RetinaNet
 # given room to finish in the same run, session 4's brightness/contrast augmentation and session 4's
@@ -58,7 +59,7 @@ p2_variants() {  # p2_variants "COMMON OPTIONS" "INFERENCE VARIANTS" < lines of 
 
 p2sweep_variants() {  # session 3's sweep, pinned to its recipe (batch 32, lr 2e-3, 1.5 strides) so it reproduces
   p2_variants "--device $1 --weightings uncertainty --batch-size 32 --lr 2e-3 --center-radius 1.5 \
-    --augment dihedral --photometric --size-bounds 64,128 --level-by reach $2" \
+    --augment dihedral --photometric --no-box-tower --size-bounds 64,128 --level-by reach $2" \
       "proposals=100,proposal_nms=0.7;score_thresh=0.001;proposals=100,proposal_nms=0.7,score_thresh=0.001" <<'VARIANTS'
 base
 equal --weightings equal
