@@ -96,7 +96,7 @@ def test_the_box_outputs_have_their_own_tower_and_older_checkpoints_still_load()
     model = DefectDetector(["a", "b"], DetectorConfig(**TINY, image_size=64)).eval()
     head = model.localize
     assert head.box_tower is not None and len(head.box_tower) == len(head.tower)
-    features = [torch.randn(1, 32, s, s) for s in (8, 4, 2)]
+    features = [torch.randn(1, model.config.fpn_channels, s, s) for s in (8, 4, 2)]
     before = head(features)
     with torch.no_grad():  # the box outputs read the box tower only; the score, the score tower only
         head.box_tower[0][0].weight.add_(1.0)

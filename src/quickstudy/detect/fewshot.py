@@ -139,9 +139,9 @@ def adapt_localizer(
     """Fine-tune ``model.localize`` on every box of the ``support`` images (localization is
     class-agnostic, so their class does not matter), each batch half support, half ``replay``
     (images of what the model already finds, so it keeps finding it). Augmented with flips (axes
-    kept) and brightness/contrast, as P3 measured it. Backbone and FPN
-    stay frozen, so embeddings, prototypes and recognition are unchanged. Returns the mean
-    localization loss of the first and last 10 steps.
+    kept) and brightness/contrast, as P3 measured it. Backbone and FPN stay frozen, so embeddings,
+    prototypes and recognition are unchanged. Returns the mean localization loss of the first and
+    last 10 steps.
 
     >>> adapt_localizer(model, DetectionSet.from_samples(marked, [], 200))  # doctest: +SKIP
     """
