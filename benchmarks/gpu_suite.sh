@@ -13,8 +13,8 @@
 # the gap?) and pretrains the `small` detector network for P7-u; "p2sweep-smoke" is the same on
 # the CPU with a few images (does every command line run?); both keep session 3's recipe (batch 32,
 # lr 2e-3, positives within 1.5 strides, quarter turns with brightness/contrast, FCOS's levels, one
-# localization tower) so that they come close to its
-# numbers (session 4's fallback for boxes without positives has no switch). "p2next" is the
+# localization tower) so that they come close to its numbers (session 4's fallback for boxes
+# without positives has no switch). "p2next" is the
 # follow-up: today's defaults on all 1440 images (as RetinaNet fits), three seeds, with RetinaNet
 # given room to finish in the same run, session 4's brightness/contrast augmentation and session 4's
 # shared localization tower as variants, and the BYOL row of P7-u on the `small` network.
@@ -57,7 +57,7 @@ p2_variants() {  # p2_variants "COMMON OPTIONS" "INFERENCE VARIANTS" < lines of 
   done
 }
 
-p2sweep_variants() {  # session 3's sweep, pinned to its recipe (batch 32, lr 2e-3, 1.5 strides) so it reproduces
+p2sweep_variants() {  # session 3's sweep, pinned to its recipe (see the top) so it comes close to it
   p2_variants "--device $1 --weightings uncertainty --batch-size 32 --lr 2e-3 --center-radius 1.5 \
     --augment dihedral --photometric --no-box-tower --size-bounds 64,128 --level-by reach $2" \
       "proposals=100,proposal_nms=0.7;score_thresh=0.001;proposals=100,proposal_nms=0.7,score_thresh=0.001" <<'VARIANTS'
