@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -50,3 +51,30 @@ def test_error_kinds_sorts_each_false_positive_into_its_kind() -> None:
         "loose": 0,
         "background": 1,
     }
+
+
+def test_p2_seeds_averages_runs_and_names_a_broken_file(tmp_path: Path) -> None:
+    def run(seed: int, map50: float) -> Path:
+        report = {"mAP50": map50, "mAP": 0.3, "AP50_agnostic": 0.7, "AR100_agnostic_50": 0.9}
+        variant = {**report, "mAP50": map50 + 0.01, "AP50": {"crazing": 0.5}}
+        payload = {"args": {"seed": seed}, "ours": {"equal": {**report, "AP50": {"crazing": 0.4}}}}
+        payload["ours"]["equal"]["inference_variants"] = {"proposals=100": variant}
+        path = tmp_path / f"seed{seed}.json"
+        path.write_text(json.dumps(payload))
+        return path
+
+    script = [sys.executable, str(BENCHMARKS / "p2_seeds.py")]
+    runs = [str(run(0, 0.68)), str(run(1, 0.70)), str(run(2, 0.72))]
+    result = subprocess.run([*script, *runs, "--json"], capture_output=True, text=True, timeout=60)
+    summary = json.loads(result.stdout)["summary"]
+    assert summary["mAP50"] == pytest.approx([0.70, 0.02])
+    assert summary["AP50 crazing"] == pytest.approx([0.4, 0.0])
+    result = subprocess.run(
+        [*script, *runs, "--variant", "proposals=100", "--json"], capture_output=True, text=True, timeout=60
+    )
+    assert json.loads(result.stdout)["summary"]["mAP50"] == pytest.approx([0.71, 0.02])
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"ours": ')
+    result = subprocess.run([*script, runs[0], str(broken)], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert result.stderr.strip().count("\n") == 0 and str(broken) in result.stderr

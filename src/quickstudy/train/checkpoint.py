@@ -26,7 +26,8 @@ def checkpoint_path(path: str | os.PathLike[str]) -> Path:
 def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
     """Write ``payload`` atomically: a reader (or a crash) sees the old file or the new one, never half.
 
-    >>> save_checkpoint("runs/x/checkpoint.pt", {"kind": "fewshot", "model": model.state_dict()})
+    >>> payload = {"kind": "fewshot", "model": model.state_dict()}  # doctest: +SKIP
+    >>> save_checkpoint("runs/x/checkpoint.pt", payload)  # doctest: +SKIP
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -40,7 +40,10 @@ class Trainer:
     ...     x, y = batch(step_generator(0, step))
     ...     logits = model(x)
     ...     return {"loss": F.cross_entropy(logits, y), "acc": (logits.argmax(1) == y).float().mean()}
-    >>> Trainer(model, optimizer, out_dir="runs/a", steps=1000, kind="fewshot", config={}).fit(step_fn)
+    >>> trainer = Trainer(  # doctest: +SKIP
+    ...     model, optimizer, out_dir="runs/a", steps=1000, kind="fewshot", config={}
+    ... )
+    >>> trainer.fit(step_fn)  # doctest: +SKIP
 
     ``backward(outputs)`` replaces ``outputs["loss"].backward()`` (e.g. a multi-task weighting method).
     ``extra_state()`` returns more things to save; they come back in :attr:`resumed_extra_state`.
