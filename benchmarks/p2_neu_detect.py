@@ -34,7 +34,7 @@ from quickstudy.detect.data import AUGMENTATIONS, DEFAULT_AUGMENT, DEFAULT_PHOTO
 from quickstudy.detect.evaluation import evaluate_detector
 from quickstudy.detect.model import ARCHITECTURES, DefectDetector, DetectorConfig
 from quickstudy.detect.predictor import Predictor
-from quickstudy.detect.training import DEFAULT_BATCH_SIZE, DEFAULT_LR, train_detector
+from quickstudy.detect.training import DEFAULT_BATCH_SIZE, DEFAULT_LR, split_validation, train_detector
 from quickstudy.labels.known import NEU_CLASSES, import_neu_det
 from quickstudy.labels.store import Store
 from quickstudy.train import describe_device
@@ -110,7 +110,10 @@ def train_and_score(
         train_detector(store, out, samples=samples, **training_options(args), **kw)
         seconds = time.perf_counter() - started
     predictor = Predictor.from_dir(out, device=args.device)
-    test = (test_store or store).samples("test")
+    if args.score_on == "validation":  # choosing inference settings without looking at TEST
+        test = split_validation((test_store or store).samples("train"))[1]
+    else:
+        test = (test_store or store).samples("test")
     if args.test_limit:
         test = test[:: max(1, len(test) // args.test_limit)][: args.test_limit]
     report = evaluate_detector(predictor, test)
@@ -271,6 +274,13 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=DEFAULT_LR)
     parser.add_argument("--limit", type=int, help="first N training images only (smoke runs)")
     parser.add_argument("--test-limit", type=int, help="evaluate on N test images only (smoke runs)")
+    parser.add_argument(
+        "--score-on",
+        choices=["test", "validation"],
+        default="test",
+        help="score on TEST, or on the held-out TRAIN images (P1's model-selection set; of a model "
+        "trained without --fit-all) to choose inference settings without looking at TEST",
+    )
     parser.add_argument("--arch", default="small", choices=sorted(ARCHITECTURES), help="tiny for smoke runs")
     for field, options in NETWORK_OPTIONS.items():
         parser.add_argument(

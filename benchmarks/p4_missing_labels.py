@@ -46,6 +46,9 @@ def drop_classes(samples: list, fraction: float, seed: int) -> tuple[list, set[i
     return edited, dropped
 
 
+VARIANTS = ("box_only", "delete_boxes", "delete_images")
+
+
 def variants(samples: list, fraction: float, seed: int) -> dict[str, list]:
     edited, dropped = drop_classes(samples, fraction, seed)
     return {
@@ -64,12 +67,20 @@ def main() -> None:
     add_training_arguments(parser)
     parser.add_argument("--fractions", default="0.5,0.9")
     parser.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help="which of the edited-label variants to train (full is always scored)",
+    )
+    parser.add_argument(
         "--full-model",
         type=Path,
         help="score this model folder as the full-label variant (P2's, same recipe)",
     )
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
+    chosen = args.variants.split(",")
+    if unknown := set(chosen) - set(VARIANTS):
+        parser.error(f"--variants: {', '.join(sorted(unknown))} not among {', '.join(VARIANTS)}")
     if args.device == "cpu":
         torch.set_num_threads(args.threads)
     work = args.work or Path(tempfile.mkdtemp(prefix="p4-"))
@@ -81,7 +92,9 @@ def main() -> None:
     print("full:", full["mAP50"], flush=True)
     for fraction in (float(f) for f in args.fractions.split(",")):
         row: dict[str, Any] = {}
-        for name, samples in variants(train, fraction, args.seed).items():
+        edited = variants(train, fraction, args.seed)
+        for name in chosen:
+            samples = edited[name]
             report = train_and_score(store, work / f"p{fraction}-{name}", args, samples=samples)
             report["n_train_images"] = len(samples)
             row[name] = report
