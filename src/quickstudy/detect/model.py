@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import batched_nms, nms
+from torchvision.ops import batched_nms, box_iou, nms
 
 from quickstudy.backbones.resnet_fpn import ResNetFPN
 from quickstudy.detect.localization import LocalizationHead
@@ -50,6 +50,9 @@ class DetectorConfig:
     candidates: int = 1000
     proposal_nms: float = 0.6
     proposals: int = 50
+    # box voting (Gidaris & Komodakis 2015): each proposal kept by NMS becomes the score-weighted
+    # mean of the candidates that overlap it by at least this IoU; 0 keeps the NMS winner as it is
+    box_voting: float = 0.0
     nms_thresh: float = 0.5
     detections: int = 100
     train_classes: list[str] = field(default_factory=list)
@@ -101,6 +104,18 @@ def first_kept(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, 
         if keep.numel() >= count or prefix >= boxes.shape[0]:
             return keep[:count]
         prefix *= 4
+
+
+def voted(kept: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Each of the ``kept`` boxes replaced by the score-weighted mean of the ``boxes`` that overlap it
+    by at least IoU ``threshold`` (box voting; ``kept`` must be among ``boxes``, so it votes too).
+
+    >>> boxes = torch.tensor([[0.0, 0, 10, 10], [2, 0, 12, 10], [50, 50, 60, 60]])
+    >>> voted(boxes[:1], boxes, torch.tensor([0.75, 0.25, 0.9]), 0.5).tolist()
+    [[0.5, 0.0, 10.5, 10.0]]
+    """
+    votes = scores * (box_iou(kept, boxes) >= threshold)  # [K, N]
+    return votes @ boxes / votes.sum(1, keepdim=True)
 
 
 class DefectDetector(nn.Module):
@@ -219,7 +234,10 @@ class DefectDetector(nn.Module):
             keep = top_scores > cfg.score_thresh
             top_boxes, top_scores = image_boxes[top[keep]], top_scores[keep]
             keep = first_kept(top_boxes, top_scores, cfg.proposal_nms, cfg.proposals)
-            proposals.append(top_boxes[keep])
+            kept = top_boxes[keep]
+            if cfg.box_voting > 0:
+                kept = voted(kept, top_boxes, top_scores, cfg.box_voting)
+            proposals.append(kept)
             proposal_scores.append(top_scores[keep])
         rois = torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], 1) for i, b in enumerate(proposals)])
         embeddings = self.recognize.embed(features, rois).split([b.shape[0] for b in proposals])
