@@ -98,7 +98,7 @@ all --weightings equal --fit-all
 all-seed1 --weightings equal --fit-all --seed 1
 all-seed2 --weightings equal --fit-all --seed 2
 all-photometric --weightings equal --fit-all --photometric
-all-shared-tower --weightings equal --fit-all --no-box-tower
+all-box-tower --weightings equal --fit-all --box-tower
 VARIANTS
   job p2-retinanet $B $PY benchmarks/p2_neu_detect.py --device cuda --epochs 24 --no-ours --workers 6 \
       --work $W/p2-retinanet --json-out "$OUT/json/p2-retinanet.json"

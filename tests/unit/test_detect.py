@@ -92,8 +92,9 @@ def test_detector_config_reaches_the_localization_head() -> None:
     assert saved.size_bounds == (10.0, 20.0)
 
 
-def test_the_box_outputs_have_their_own_tower_and_older_checkpoints_still_load() -> None:
-    model = DefectDetector(["a", "b"], DetectorConfig(**TINY, image_size=64)).eval()
+def test_a_box_tower_feeds_only_the_box_outputs_and_older_checkpoints_still_load() -> None:
+    assert DefectDetector(["a"], DetectorConfig(**TINY)).localize.box_tower is None  # the default
+    model = DefectDetector(["a", "b"], DetectorConfig(**TINY, image_size=64, box_tower=True)).eval()
     head = model.localize
     assert head.box_tower is not None and len(head.box_tower) == len(head.tower)
     features = [torch.randn(1, model.config.fpn_channels, s, s) for s in (8, 4, 2)]

@@ -51,7 +51,7 @@ class LocalizationHead(nn.Module):
         center_radius: float = 1.5,
         prior_probability: float = 0.01,
         level_by: str = "reach",
-        box_tower: bool = True,
+        box_tower: bool = False,
     ) -> None:
         super().__init__()
         self.tower = nn.Sequential(*[_conv_gn_relu(in_channels) for _ in range(num_convs)])
