@@ -96,7 +96,7 @@ class BYOL(nn.Module):
         >>> from quickstudy.backbones import build_backbone
         >>> model = BYOL(build_backbone("conv4", width=8))
         >>> model.before_step(0, 100)
-        >>> float(model(torch.rand(4, 1, 32, 32), torch.rand(4, 1, 32, 32))["loss"]) <= 8.0
+        >>> float(model(torch.rand(4, 1, 32, 32), torch.rand(4, 1, 32, 32))["loss"].detach()) <= 8.0
         True
     """
 
