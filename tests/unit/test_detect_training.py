@@ -18,7 +18,7 @@ from quickstudy.detect.evaluation import evaluate_detector
 from quickstudy.detect.fewshot import learn_class, support_threshold
 from quickstudy.detect.model import TINY, DetectorConfig
 from quickstudy.detect.predictor import Predictor
-from quickstudy.detect.training import class_means, train_detector
+from quickstudy.detect.training import train_detector
 from quickstudy.detect.versions import ModelFolder, diff_versions
 from quickstudy.errors import QuickstudyError
 from quickstudy.labels.records import LabelledBox, Sample
@@ -278,30 +278,3 @@ def test_fitting_every_image_calibrates_on_them_and_reads_them_once(tmp_path: Pa
         assert decoded == calls
         train = ModelFolder(out).load()["train"]
         assert (train["hold_out"], train["n_train"], train["n_validation"]) == (hold_out, *sizes)
-
-
-def test_a_split_class_old_boxes_sharpen_only_their_own_sub_classes_prototypes() -> None:
-    torch.manual_seed(0)
-    centres = torch.nn.functional.normalize(torch.randn(3, 16), dim=-1)
-    truth = torch.arange(3).repeat_interleave(40)
-    embeddings = torch.nn.functional.normalize(centres[truth] + 0.3 * torch.randn(120, 16), dim=-1)
-    # classes 0 and 1 were split from one class: one relabelled box each, the other 78 allowed {0, 1};
-    # class 2's boxes keep their single label
-    allowed = torch.zeros(120, 3, dtype=torch.bool)
-    allowed[:80, :2] = True
-    allowed[80:, 2] = True
-    for relabelled in (0, 40):
-        allowed[relabelled] = torch.nn.functional.one_hot(truth[relabelled], 3).bool()
-    fallback = torch.randn(3, 16)
-    plain = class_means(embeddings, allowed, fallback, rounds=0)
-    refined = class_means(embeddings, allowed, fallback)
-    exact = torch.nn.functional.normalize(
-        torch.stack([embeddings[truth == c].mean(0) for c in range(3)]), dim=-1
-    )
-    # the two sub-classes come close to their true means; the single-label class does not move
-    assert ((refined * exact).sum(-1)[:2] > (plain * exact).sum(-1)[:2] + 0.02).all()
-    assert ((refined * exact).sum(-1)[:2] > 0.99).all()
-    torch.testing.assert_close(refined[2], plain[2])
-    # without boxes of several allowed classes there is nothing to refine
-    single = allowed & (allowed.sum(-1, keepdim=True) == 1)
-    torch.testing.assert_close(class_means(embeddings, single, fallback), plain)

@@ -101,39 +101,13 @@ def box_embeddings(model: DefectDetector, data: DetectionSet, batch_size: int = 
     return torch.cat(chunks) if chunks else torch.zeros(0, model.config.embedding_dim)
 
 
-def class_means(
-    embeddings: torch.Tensor, allowed: torch.Tensor, fallback: torch.Tensor, rounds: int = 2
-) -> torch.Tensor:
-    """Per-class mean direction (``[C, D]``, unit rows) of the embeddings whose allowed set is exactly
-    that class; a class without such a box keeps its ``fallback`` row (the learned class vector).
-
-    Then the boxes whose allowed set holds several classes (the old boxes of a split class) join the
-    nearest of their allowed classes' means, and the means are taken again, ``rounds`` times:
-    k-means constrained to the allowed sets, so every old box sharpens its sub-class's prototype,
-    not only the few relabelled ones.
-
-    >>> embeddings = torch.tensor([[1.0, 0.1], [0.1, 1.0], [1.0, -0.1], [0.9, 0.0], [0.0, 1.0]])
-    >>> allowed = torch.tensor([[1, 0], [0, 1], [1, 1], [1, 1], [1, 1]]).bool()
-    >>> class_means(embeddings, allowed, torch.zeros(2, 2)).round(decimals=3)
-    tensor([[1.0000, 0.0000],
-            [0.0500, 0.9990]])
-    """
-    single = ((allowed.sum(-1) == 1)[:, None] & allowed).float()
-    partial = allowed.sum(-1) > 1
-
-    def means_of(members: torch.Tensor) -> torch.Tensor:
-        seen = members.any(0)[:, None]
-        return torch.nn.functional.normalize(
-            torch.where(seen, members.T @ embeddings, fallback.to(embeddings)), dim=-1
-        )
-
-    means = means_of(single)
-    for _ in range(rounds if partial.any() else 0):
-        similarity = (embeddings[partial] @ means.T).masked_fill(~allowed[partial], -torch.inf)
-        members = single.clone()
-        members[partial] = torch.nn.functional.one_hot(similarity.argmax(-1), allowed.shape[1]).float()
-        means = means_of(members)
-    return means
+def class_means(embeddings: torch.Tensor, allowed: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
+    """Per-class mean of the embeddings whose allowed set is exactly that class (``[C, D]``); a
+    class without such a box keeps its ``fallback`` row (the learned class vector)."""
+    single = (allowed.sum(-1) == 1)[:, None] & allowed
+    sums = single.float().T @ embeddings
+    seen = single.any(0)[:, None]
+    return torch.nn.functional.normalize(torch.where(seen, sums, fallback.to(sums)), dim=-1)
 
 
 def calibrate(model: DefectDetector, memory: DetectionSet, validation: DetectionSet) -> dict[str, Any]:
