@@ -174,24 +174,16 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
         env=env,
         check=True,
     )
+    # --standalone: torchrun picks a free port itself (a fixed one can be taken on a shared machine)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     double = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc-per-node",
-            "2",
-            "--master-port",
-            "29517",
-            str(script),
-            str(tmp_path / "two"),
-        ],
+        [*torchrun, str(script), str(tmp_path / "two")],
         capture_output=True,
         text=True,
         env=env,
-        check=True,
         timeout=120,
     )
+    assert double.returncode == 0, double.stderr[-3000:]
     params_one = json.loads(single.stdout.strip().splitlines()[-1])
     params_two = json.loads(double.stdout.strip().splitlines()[-1])
     for a, b in zip(params_one, params_two, strict=True):
