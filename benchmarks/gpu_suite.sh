@@ -16,8 +16,8 @@
 # localization tower) so that they come close to its numbers (session 4's fallback for boxes
 # without positives has no switch). "p2next" is the
 # follow-up: today's defaults on all 1440 images (as RetinaNet fits), three seeds, with RetinaNet
-# given room to finish in the same run, session 4's brightness/contrast augmentation and session 4's
-# shared localization tower as variants, and the BYOL row of P7-u on the `small` network.
+# given room to finish in the same run, session 4's brightness/contrast augmentation and session 5's
+# separate box tower as variants, and the BYOL row of P7-u on the `small` network.
 set -u
 MODE=$1; DATA=$(cd "$2" && pwd); OUT=$3; SECONDS_BUDGET=${4:-500}
 mkdir -p "$OUT/logs" "$OUT/json"

@@ -104,16 +104,19 @@ def train_and_score(
     images of ``test_store`` (default: ``store``), and again with each of ``inference_variants``
     (:func:`score_with`); returns the eval reports plus timings. A folder that already holds a model
     (e.g. P2's, passed to P4/P5 as ``--full-model``) is scored as it is."""
+    if args.score_on == "validation" and args.fit_all:
+        raise SystemExit("--score-on validation: with --fit-all the held-out TRAIN images are fitted too")
     seconds = None
     if not (out / "versions").is_dir():
         started = time.perf_counter()
         train_detector(store, out, samples=samples, **training_options(args), **kw)
         seconds = time.perf_counter() - started
     predictor = Predictor.from_dir(out, device=args.device)
+    scored = test_store or store
     if args.score_on == "validation":  # choosing inference settings without looking at TEST
-        test = split_validation((test_store or store).samples("train"))[1]
+        test = split_validation(scored.samples("train"))[1]
     else:
-        test = (test_store or store).samples("test")
+        test = scored.samples("test")
     if args.test_limit:
         test = test[:: max(1, len(test) // args.test_limit)][: args.test_limit]
     report = evaluate_detector(predictor, test)

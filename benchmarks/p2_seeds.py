@@ -14,41 +14,37 @@ import argparse
 import json
 import statistics
 from pathlib import Path
-from typing import Any
 
 COLUMNS = ("mAP50", "mAP", "AP50_agnostic", "AR100_agnostic_50")
 
 
-def report_of(path: Path, weighting: str | None, variant: str | None) -> tuple[str, dict[str, Any]]:
-    """(``seed N``, our model's eval report) from one P2 JSON; the only weighting in it, unless
-    ``weighting`` names one."""
+def row_of(path: Path, weighting: str | None, variant: str | None) -> tuple[str, dict[str, float]]:
+    """(``seed N``, the columns of our model's eval report) from one P2 JSON; the report of the only
+    weighting in it unless ``weighting`` names one, and of ``variant``'s inference settings if given."""
     try:
         run = json.loads(path.read_text())
         ours, seed = run["ours"], run["args"]["seed"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise SystemExit(f"{path}: not a p2_neu_detect.py JSON ({error})") from None
-    if weighting is None and len(ours) != 1:
-        raise SystemExit(f"{path}: holds the weightings {sorted(ours)}; pick one with --weighting")
-    report = ours[weighting] if weighting else next(iter(ours.values()))
-    if variant:
-        variants = report.get("inference_variants") or {}
-        if variant not in variants:
-            raise SystemExit(f"{path}: no inference variant {variant!r} (it has {sorted(variants)})")
-        report = variants[variant]
-    return f"seed {seed}", report
-
-
-def row_of(report: dict[str, Any]) -> dict[str, float]:
-    return {**{c: report[c] for c in COLUMNS}, **{f"AP50 {k}": v for k, v in report["AP50"].items()}}
+        if weighting is None and len(ours) != 1:
+            raise SystemExit(f"{path}: holds the weightings {sorted(ours)}; pick one with --weighting")
+        report = ours[weighting] if weighting else next(iter(ours.values()))
+        if variant:
+            variants = report.get("inference_variants") or {}
+            if variant not in variants:
+                raise SystemExit(f"{path}: no inference variant {variant!r} (it has {sorted(variants)})")
+            report = variants[variant]
+        row = {c: report[c] for c in COLUMNS} | {f"AP50 {k}": v for k, v in report["AP50"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise SystemExit(f"{path}: not a p2_neu_detect.py JSON ({error!r})") from None
+    return f"seed {seed}", row
 
 
 def summary(rows: list[dict[str, float]]) -> dict[str, tuple[float, float]]:
     """Per column: (mean, sample standard deviation; 0 for a single run)."""
-    return {
-        key: (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
-        for key in rows[0]
-        for values in [[row[key] for row in rows]]
-    }
+    stats = {}
+    for key in rows[0]:
+        values = [row[key] for row in rows]
+        stats[key] = (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
+    return stats
 
 
 def main() -> None:
@@ -60,9 +56,8 @@ def main() -> None:
     parser.add_argument("--variant", help="an inference variant's scores instead of the defaults'")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args()
-    seeds, reports = zip(*(report_of(path, args.weighting, args.variant) for path in args.runs), strict=True)
-    rows = [row_of(report) for report in reports]
-    stats = summary(rows)
+    seeds, rows = zip(*(row_of(path, args.weighting, args.variant) for path in args.runs), strict=True)
+    stats = summary(list(rows))
     if args.json:
         print(json.dumps({"runs": dict(zip(map(str, args.runs), rows, strict=True)), "summary": stats}))
         return

@@ -73,8 +73,13 @@ def test_p2_seeds_averages_runs_and_names_a_broken_file(tmp_path: Path) -> None:
         [*script, *runs, "--variant", "proposals=100", "--json"], capture_output=True, text=True, timeout=60
     )
     assert json.loads(result.stdout)["summary"]["mAP50"] == pytest.approx([0.71, 0.02])
-    broken = tmp_path / "broken.json"
-    broken.write_text('{"ours": ')
-    result = subprocess.run([*script, runs[0], str(broken)], capture_output=True, text=True, timeout=60)
-    assert result.returncode != 0
-    assert result.stderr.strip().count("\n") == 0 and str(broken) in result.stderr
+    truncated = tmp_path / "truncated.json"
+    truncated.write_text('{"ours": ')
+    no_ap50 = tmp_path / "no-ap50.json"
+    no_ap50.write_text(
+        json.dumps({"args": {"seed": 3}, "ours": {"equal": {c: 0.5 for c in ("mAP50", "mAP")}}})
+    )
+    for broken in (truncated, no_ap50):
+        result = subprocess.run([*script, runs[0], str(broken)], capture_output=True, text=True, timeout=60)
+        assert result.returncode != 0
+        assert result.stderr.strip().count("\n") == 0 and str(broken) in result.stderr

@@ -34,7 +34,7 @@ class DetectorConfig:
     # distances and centre-ness from a tower of their own (FCOS, RetinaNet) instead of the score's:
     # P2 `tiny`, 12 epochs, seeds 0 / 1: +0.7 / +2.2 mAP50, but `small`, 24 epochs, all 1440 images,
     # three seeds: 0.686 ± 0.022 vs 0.694 ± 0.010 (mAP 0.310 vs 0.305). No gain on P2's measure, so
-    # off; checkpoints saved with it (sessions 5-6) say so in their config and load with it.
+    # off. Configs saved before session 5 lack the key and so get the shared tower they were trained with.
     box_tower: bool = False
     # positives lie within this many strides of a box's centre: FCOS uses 1.5; on NEU-DET 1.0 gave
     # +2.0 mAP50 (`small`, 8 epochs), +3.4 and +3.3 (`tiny`, 12 epochs, two seeds); 3.0 gave -8.4
@@ -61,7 +61,6 @@ class DetectorConfig:
     @classmethod
     def from_dict(cls, values: dict) -> DetectorConfig:
         known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
-        known.setdefault("box_tower", False)  # saved before session 5: one tower for all outputs
         for key in ("widths", "depths", "size_bounds"):
             if key in known:
                 known[key] = tuple(known[key])
