@@ -125,6 +125,36 @@ def test_levels_by_area_keep_a_thin_box_on_the_fine_level():
         assert bool(on_fine.any()) == fine and positive.any()
 
 
+def test_the_quality_focal_loss_teaches_a_positive_the_iou_of_its_own_box():
+    # one level, stride 8, one box of 32 x 32 centred on a grid point: the positive locations predict
+    # either that box (IoU 1) or its left half (IoU 0.5); the score loss is lowest where
+    # sigmoid(logit) equals that IoU, and the plain focal loss wants 1 for both
+    head = LocalizationHead(8, size_ranges=((0.0, float("inf")),), strides=(8,), center_radius=1.0)
+    boxes = torch.tensor([[[24.0, 24, 56, 56]]])
+    valid = torch.tensor([[True]])
+    positive, _, points = head.assign([(8, 8)], boxes, valid)
+    edges = torch.cat([points - boxes[0, :, :2], boxes[0, :, 2:] - points], -1).clamp(min=0)
+    for half, iou in ((False, 1.0), (True, 0.5)):
+        distances = edges.clone()
+        if half:  # the right edge moves to the box's middle: the left half of the box
+            distances[:, 2] -= 16.0
+        chosen = {}
+        for loss in ("quality", "focal"):
+            head.score_loss = loss
+            grid = torch.linspace(-4, 4, 161)
+            values = []
+            for logit in grid:
+                outputs = {
+                    "logits": torch.where(positive, logit, torch.tensor(-20.0)),
+                    "distances": distances[None],
+                    "centerness": torch.zeros(1, points.shape[0]),
+                }
+                values.append(head.compute_loss(outputs, [(8, 8)], boxes, valid)["loss_score"])
+            chosen[loss] = float(grid[torch.stack(values).argmin()].sigmoid())
+        assert chosen["quality"] == pytest.approx(iou, abs=0.02)
+        assert chosen["focal"] > 0.97
+
+
 def test_fcos_assignment_marks_locations_inside_boxes_and_ignores_padding():
     head = LocalizationHead(8, size_ranges=((0.0, float("inf")),), strides=(8,))
     boxes = torch.tensor([[[8.0, 8, 40, 40], [100, 100, 120, 120]]])

@@ -7,8 +7,9 @@ that holds it within ``center_radius`` strides of the box centre and whose size 
 level's size range — FCOS's largest edge distance (``level_by="reach"``) or the box's half-size
 sqrt(w·h)/2 (``"area"``, which keeps thin boxes on a grid fine enough to have locations inside
 them). A box no location qualifies for learns at the location inside it nearest its centre.
-Anchor-free, so nothing to tune per dataset, and it trains fast from random init. Losses: sigmoid focal loss (scores), GIoU (boxes, weighted by centre-ness),
-BCE (centre-ness). All targets are computed for the whole batch at once on padded boxes.
+Anchor-free, so nothing to tune per dataset, and it trains fast from random init. Losses: sigmoid focal loss (scores; or the quality focal loss of GFL, Li et al. 2020, whose
+target at a positive is the IoU of the box predicted there), GIoU (boxes, weighted by
+centre-ness), BCE (centre-ness). All targets are computed for the whole batch at once on padded boxes.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
+from torchvision.ops import box_area, generalized_box_iou_loss, sigmoid_focal_loss
 
 INF = float("inf")
 
@@ -52,6 +53,7 @@ class LocalizationHead(nn.Module):
         prior_probability: float = 0.01,
         level_by: str = "reach",
         box_tower: bool = False,
+        score_loss: str = "focal",
     ) -> None:
         super().__init__()
         self.tower = nn.Sequential(*[_conv_gn_relu(in_channels) for _ in range(num_convs)])
@@ -74,6 +76,9 @@ class LocalizationHead(nn.Module):
         if level_by not in ("reach", "area"):
             raise ValueError(f"level_by {level_by!r}: choose reach or area")
         self.level_by = level_by
+        if score_loss not in ("focal", "quality"):
+            raise ValueError(f"score_loss {score_loss!r}: choose focal or quality")
+        self.score_loss = score_loss
 
     def forward(self, features: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
         """Per level outputs flattened and concatenated: ``logits [B, P]``, ``distances [B, P, 4]``
@@ -168,14 +173,24 @@ class LocalizationHead(nn.Module):
         positive, matched, points = self.assign(sizes, gt_boxes, gt_valid)
         logits = outputs["logits"].float()
         num_positive = positive.sum().clamp(min=1).float()
-        loss_score = sigmoid_focal_loss(logits, positive.float(), reduction="sum") / num_positive
         if not positive.any():
+            loss_score = sigmoid_focal_loss(logits, positive.float(), reduction="sum") / num_positive
             zero = outputs["distances"].sum() * 0 + outputs["centerness"].sum() * 0
             return {"loss_score": loss_score, "loss_box": zero, "loss_centerness": zero}
         distances = outputs["distances"].float()[positive]
         pos_points = points.expand(positive.shape[0], -1, -1)[positive]
         target = matched[positive]
         predicted = self.decode(pos_points, distances)
+        if self.score_loss == "quality":
+            # quality focal loss (GFL, Li et al. 2020): a positive's score learns the IoU of its own
+            # box, so a fragment or loose box predicted at a positive ranks below a tight one
+            quality = torch.zeros_like(logits)
+            quality[positive] = elementwise_iou(predicted.detach(), target)
+            modulator = (logits.sigmoid() - quality).abs().pow(2)
+            bce = F.binary_cross_entropy_with_logits(logits, quality, reduction="none")
+            loss_score = (bce * modulator).sum() / num_positive
+        else:
+            loss_score = sigmoid_focal_loss(logits, positive.float(), reduction="sum") / num_positive
         edges = torch.cat([pos_points - target[:, :2], target[:, 2:] - pos_points], -1)
         lr, tb = edges[:, [0, 2]], edges[:, [1, 3]]
         centerness = torch.sqrt(
@@ -187,3 +202,16 @@ class LocalizationHead(nn.Module):
             outputs["centerness"].float()[positive], centerness, reduction="mean"
         )
         return {"loss_score": loss_score, "loss_box": loss_box, "loss_centerness": loss_centerness}
+
+
+def elementwise_iou(boxes: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """IoU of each box ``[N, 4]`` (xyxy) with the box in the same row of ``other``.
+
+    >>> elementwise_iou(torch.tensor([[0.0, 0, 2, 2], [0, 0, 1, 1]]), torch.tensor([[1.0, 0, 3, 2], [0, 0, 1, 1]]))
+    tensor([0.3333, 1.0000])
+    """
+    top_left = torch.maximum(boxes[:, :2], other[:, :2])
+    bottom_right = torch.minimum(boxes[:, 2:], other[:, 2:])
+    intersection = (bottom_right - top_left).clamp(min=0).prod(-1)
+    union = box_area(boxes) + box_area(other) - intersection
+    return intersection / union.clamp(min=1e-6)

@@ -45,6 +45,11 @@ class DetectorConfig:
     # reach (64, 128) 0.382 / 0.405; reach (32, 64) 0.383 sends thin scratches to the coarse grid
     size_bounds: tuple[float, ...] = (32.0, 64.0)
     level_by: str = "area"
+    # the defect score's loss: sigmoid focal loss against 0/1 ("focal") or quality focal loss
+    # against the IoU of the location's own box ("quality", GFL)
+    score_loss: str = "focal"
+    # a proposal's score is p(defect)^(1-w) · centre-ness^w (FCOS: w = 0.5; GFL: w = 0)
+    centerness_weight: float = 0.5
     embedding_dim: int = 128
     image_size: int = 200
     score_thresh: float = 0.01
@@ -136,6 +141,7 @@ class DefectDetector(nn.Module):
             ),
             level_by=config.level_by,
             box_tower=config.box_tower,
+            score_loss=config.score_loss,
         )
         self.recognize = RecognitionHead(
             config.fpn_channels, config.embedding_dim, strides=self.backbone.strides
@@ -208,7 +214,11 @@ class DefectDetector(nn.Module):
         cfg = self.config
         sizes = [(f.shape[-2], f.shape[-1]) for f in features]
         points = self.localize.points(sizes, dense["logits"].device)
-        scores = torch.sqrt(dense["logits"].float().sigmoid() * dense["centerness"].float().sigmoid())
+        weight = cfg.centerness_weight
+        scores = (
+            dense["logits"].float().sigmoid() ** (1 - weight)
+            * dense["centerness"].float().sigmoid() ** weight
+        )
         boxes = self.localize.decode(points, dense["distances"].float())
         h, w = image_size
         boxes[..., 0::2] = boxes[..., 0::2].clamp(0, w)
