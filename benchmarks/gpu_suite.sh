@@ -16,8 +16,8 @@
 # localization tower) so that they come close to its numbers (session 4's fallback for boxes
 # without positives has no switch). "p2next" is the
 # follow-up: today's defaults on all 1440 images (as RetinaNet fits), three seeds, with RetinaNet
-# given room to finish in the same run, session 4's brightness/contrast augmentation and session 5's
-# separate box tower as variants, and the BYOL row of P7-u on the `small` network.
+# given room to finish in the same run, session 4's brightness/contrast augmentation and session 6's
+# defaults (plain focal loss, batch 16) as variants, and the BYOL row of P7-u on the `small` network.
 set -u
 MODE=$1; DATA=$(cd "$2" && pwd); OUT=$3; SECONDS_BUDGET=${4:-500}
 mkdir -p "$OUT/logs" "$OUT/json"
@@ -98,7 +98,7 @@ all --weightings equal --fit-all
 all-seed1 --weightings equal --fit-all --seed 1
 all-seed2 --weightings equal --fit-all --seed 2
 all-photometric --weightings equal --fit-all --photometric
-all-box-tower --weightings equal --fit-all --box-tower
+all-session6 --weightings equal --fit-all --score-loss focal --batch-size 16
 VARIANTS
   job p2-retinanet $B $PY benchmarks/p2_neu_detect.py --device cuda --epochs 24 --no-ours --workers 6 \
       --work $W/p2-retinanet --json-out "$OUT/json/p2-retinanet.json"

@@ -245,7 +245,6 @@ NETWORK_OPTIONS: dict[str, dict[str, Any]] = {
         "choices": ["focal", "quality"],
         "help": "the defect score's loss: focal against 0/1, or quality focal against the box's IoU (GFL)",
     },
-    "centerness_weight": {"type": float, "help": "proposal score = p^(1-w) * centre-ness^w"},
     "level_by": {
         "choices": ["reach", "area"],
         "help": "a box's size for its level: a location's farthest edge (FCOS) or the box's sqrt(w*h)/2",

@@ -92,7 +92,7 @@ def test_detector_config_reaches_the_localization_head() -> None:
     assert saved.size_bounds == (10.0, 20.0)
 
 
-def test_a_box_tower_feeds_only_the_box_outputs_and_older_checkpoints_still_load() -> None:
+def test_a_box_tower_feeds_only_the_box_outputs_and_older_checkpoints_keep_their_training() -> None:
     assert DefectDetector(["a"], DetectorConfig(**TINY)).localize.box_tower is None  # the default
     model = DefectDetector(["a", "b"], DetectorConfig(**TINY, image_size=64, box_tower=True)).eval()
     head = model.localize
@@ -104,13 +104,15 @@ def test_a_box_tower_feeds_only_the_box_outputs_and_older_checkpoints_still_load
     after = head(features)
     assert torch.equal(before["logits"], after["logits"])
     assert not torch.allclose(before["distances"], after["distances"])
-    # a checkpoint saved before the field existed: one tower, no "box_tower" key in its config
-    old = model.config.to_dict() | {"box_tower": False}
+    # a checkpoint saved before the fields existed: one tower and the plain focal loss (which
+    # adapt_localizer goes on training with), no "box_tower" or "score_loss" key in its config
+    old = model.config.to_dict() | {"box_tower": False, "score_loss": "focal"}
     shared = DefectDetector(["a", "b"], DetectorConfig.from_dict(old))
-    del old["box_tower"]
+    del old["box_tower"], old["score_loss"]
     payload = {"classes": ["a", "b"], "config": old, "model": shared.state_dict()}
     restored = detector_from_payload(payload)
     assert restored.localize.box_tower is None
+    assert restored.localize.score_loss == "focal" != DetectorConfig().score_loss
 
 
 def test_levels_by_area_keep_a_thin_box_on_the_fine_level():

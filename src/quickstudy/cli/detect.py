@@ -280,7 +280,7 @@ def register(subparsers: Any) -> None:
         help="multi-task loss weighting of localize vs recognize: equal, uncertainty, ... "
         "(default: equal; on P2 it beat uncertainty by 8 points mAP50)",
     )
-    train.add_argument("--batch-size", type=_positive, help="images per step (default: 16)")
+    train.add_argument("--batch-size", type=_positive, help="images per step (default: 8)")
     train.add_argument("--lr", type=float, help="AdamW learning rate, warm-up then cosine (default: 1e-3)")
     train.add_argument(
         "--augment",
