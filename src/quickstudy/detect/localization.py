@@ -169,7 +169,7 @@ class LocalizationHead(nn.Module):
         gt_boxes: torch.Tensor,
         gt_valid: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
-        """``loss_score`` (focal, per positive), ``loss_box`` (GIoU), ``loss_centerness`` (BCE)."""
+        """``loss_score`` (focal or quality focal, per positive), ``loss_box`` (GIoU), ``loss_centerness`` (BCE)."""
         positive, matched, points = self.assign(sizes, gt_boxes, gt_valid)
         logits = outputs["logits"].float()
         num_positive = positive.sum().clamp(min=1).float()
