@@ -155,6 +155,16 @@ def test_the_quality_focal_loss_teaches_a_positive_the_iou_of_its_own_box():
             chosen[loss] = float(grid[torch.stack(values).argmin()].sigmoid())
         assert chosen["quality"] == pytest.approx(iou, abs=0.02)
         assert chosen["focal"] > 0.97
+    # an image without boxes: every location is a negative under either loss, and the boxes learn nothing
+    no_box = torch.tensor([[False]])
+    for loss in ("quality", "focal"):
+        head.score_loss = loss
+        logits = torch.zeros(1, points.shape[0], requires_grad=True)
+        outputs = {"logits": logits, "distances": edges[None], "centerness": torch.zeros(1, points.shape[0])}
+        parts = head.compute_loss(outputs, [(8, 8)], boxes, no_box)
+        parts["loss_score"].backward()
+        assert parts["loss_score"] > 0 and parts["loss_box"] == 0 and parts["loss_centerness"] == 0
+        assert logits.grad is not None and (logits.grad > 0).all()  # every score is pushed down
 
 
 def test_fcos_assignment_marks_locations_inside_boxes_and_ignores_padding():

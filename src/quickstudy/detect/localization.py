@@ -7,9 +7,12 @@ that holds it within ``center_radius`` strides of the box centre and whose size 
 level's size range — FCOS's largest edge distance (``level_by="reach"``) or the box's half-size
 sqrt(w·h)/2 (``"area"``, which keeps thin boxes on a grid fine enough to have locations inside
 them). A box no location qualifies for learns at the location inside it nearest its centre.
-Anchor-free, so nothing to tune per dataset, and it trains fast from random init. Losses: sigmoid focal loss (scores; or the quality focal loss of GFL, Li et al. 2020, whose
-target at a positive is the IoU of the box predicted there), GIoU (boxes, weighted by
-centre-ness), BCE (centre-ness). All targets are computed for the whole batch at once on padded boxes.
+Anchor-free, so nothing to tune per dataset, and it trains fast from random init.
+
+Losses: for the scores the quality focal loss of GFL (Li et al. 2020), whose target at a positive
+is the IoU of the box predicted there (``score_loss="quality"``), or FCOS's sigmoid focal loss
+against 1 (``"focal"``); GIoU for the boxes, weighted by centre-ness; BCE for the centre-ness.
+All targets are computed for the whole batch at once on padded boxes.
 """
 
 from __future__ import annotations
@@ -169,18 +172,15 @@ class LocalizationHead(nn.Module):
         gt_boxes: torch.Tensor,
         gt_valid: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
-        """``loss_score`` (focal or quality focal, per positive), ``loss_box`` (GIoU), ``loss_centerness`` (BCE)."""
+        """``loss_score`` (focal or quality focal, per positive), ``loss_box`` (GIoU),
+        ``loss_centerness`` (BCE)."""
         positive, matched, points = self.assign(sizes, gt_boxes, gt_valid)
         logits = outputs["logits"].float()
-        num_positive = positive.sum().clamp(min=1).float()
-        if not positive.any():
-            loss_score = sigmoid_focal_loss(logits, positive.float(), reduction="sum") / num_positive
-            zero = outputs["distances"].sum() * 0 + outputs["centerness"].sum() * 0
-            return {"loss_score": loss_score, "loss_box": zero, "loss_centerness": zero}
         distances = outputs["distances"].float()[positive]
         pos_points = points.expand(positive.shape[0], -1, -1)[positive]
         target = matched[positive]
         predicted = self.decode(pos_points, distances)
+        num_positive = positive.sum().clamp(min=1).float()
         if self.score_loss == "quality":
             # quality focal loss (GFL, Li et al. 2020): a positive's score learns the IoU of its own
             # box, so a fragment or loose box predicted at a positive ranks below a tight one
@@ -191,6 +191,9 @@ class LocalizationHead(nn.Module):
             loss_score = (bce * modulator).sum() / num_positive
         else:
             loss_score = sigmoid_focal_loss(logits, positive.float(), reduction="sum") / num_positive
+        if not positive.any():
+            zero = outputs["distances"].sum() * 0 + outputs["centerness"].sum() * 0
+            return {"loss_score": loss_score, "loss_box": zero, "loss_centerness": zero}
         edges = torch.cat([pos_points - target[:, :2], target[:, 2:] - pos_points], -1)
         lr, tb = edges[:, [0, 2]], edges[:, [1, 3]]
         centerness = torch.sqrt(
