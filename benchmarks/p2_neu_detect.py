@@ -224,6 +224,10 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _probability_or_off(text: str) -> float | None:
+    return None if text == "off" else float(text)
+
+
 def _floats(text: str) -> tuple[float, ...]:
     return tuple(float(v) for v in text.split(","))
 
@@ -244,6 +248,10 @@ NETWORK_OPTIONS: dict[str, dict[str, Any]] = {
     "score_loss": {
         "choices": ["focal", "quality"],
         "help": "the defect score's loss: focal against 0/1, or quality focal against the box's IoU (GFL)",
+    },
+    "pseudo_label_confidence": {
+        "type": _probability_or_off,
+        "help": "P|off: a box without class also learns the class it is predicted as at probability P",
     },
     "level_by": {
         "choices": ["reach", "area"],

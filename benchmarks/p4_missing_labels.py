@@ -76,20 +76,27 @@ def main() -> None:
         type=Path,
         help="score this model folder as the full-label variant (P2's, same recipe)",
     )
+    parser.add_argument(
+        "--skip-full",
+        action="store_true",
+        help="do not score the full-label variant (it was trained and scored before, e.g. by P2 with the same seed)",
+    )
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
     chosen = args.variants.split(",")
     if unknown := set(chosen) - set(VARIANTS):
         parser.error(f"--variants: {', '.join(sorted(unknown))} not among {', '.join(VARIANTS)}")
+    if args.skip_full and args.full_model:
+        parser.error("--skip-full and --full-model: choose one")
     if args.device == "cpu":
         torch.set_num_threads(args.threads)
     work = args.work or Path(tempfile.mkdtemp(prefix="p4-"))
     store = neu_store(work / "neu.db", args.data)
     train = store.samples("train")
     result: dict[str, Any] = {"protocol": "P4", "device": describe_device(args.device), "args": vars(args)}
-    full = train_and_score(store, args.full_model or work / "full", args, samples=train)
-    result["full"] = full
-    print("full:", full["mAP50"], flush=True)
+    if not args.skip_full:
+        result["full"] = train_and_score(store, args.full_model or work / "full", args, samples=train)
+        print("full:", result["full"]["mAP50"], flush=True)
     for fraction in (float(f) for f in args.fractions.split(",")):
         row: dict[str, Any] = {}
         edited = variants(train, fraction, args.seed)
@@ -100,7 +107,7 @@ def main() -> None:
             row[name] = report
             print(f"p={fraction} {name}: mAP50 {report['mAP50']:.3f}", flush=True)
         result[f"p={fraction}"] = row
-    summary = {"full": full["mAP50"]}
+    summary = {"full": result["full"]["mAP50"]} if "full" in result else {}
     for key, row in result.items():
         if key.startswith("p="):
             summary.update({f"{key} {name}": r["mAP50"] for name, r in row.items()})

@@ -39,6 +39,7 @@ def test_label_commands_do_not_import_torch() -> None:
 def test_train_help_states_the_library_defaults() -> None:
     """`train` leaves unset options to train_detector; its help must name the same defaults."""
     from quickstudy.detect.data import AUGMENTATIONS, DEFAULT_AUGMENT, DEFAULT_PHOTOMETRIC
+    from quickstudy.detect.model import DetectorConfig
     from quickstudy.detect.training import DEFAULT_BATCH_SIZE, DEFAULT_LR, DEFAULT_WEIGHTING
 
     parser = build_parser("train")
@@ -56,8 +57,15 @@ def test_train_help_states_the_library_defaults() -> None:
     assert stated("weighting") == DEFAULT_WEIGHTING
     assert stated("augment") == DEFAULT_AUGMENT
     assert stated("photometric") == ("on" if DEFAULT_PHOTOMETRIC else "off")
+    assert float(stated("pseudo_labels")) == DetectorConfig().pseudo_label_confidence
     # the CLI spells the choices out (importing torch for them would slow every command)
     assert tuple(next(a for a in train._actions if a.dest == "augment").choices) == AUGMENTATIONS
     args = parser.parse_args(["train", "--store", "s.db", "--out", "o"])
     assert args.batch_size is None and args.lr is None and args.weighting is None and args.augment is None
-    assert args.photometric is None
+    assert args.photometric is None and args.pseudo_labels is None
+    assert (
+        parser.parse_args(["train", "--store", "s", "--out", "o", "--pseudo-labels", "off"]).pseudo_labels
+        == "off"
+    )
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--store", "s", "--out", "o", "--pseudo-labels", "1.5"])

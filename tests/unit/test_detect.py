@@ -53,6 +53,7 @@ def targets(allowed: torch.Tensor) -> dict[str, torch.Tensor]:
 
 def test_boxes_without_class_train_localization_only():
     model = tiny_model().train()
+    model.config.pseudo_label_confidence = None  # by default a confident prediction teaches them too
     losses = model(torch.rand(2, 1, 64, 64), targets(torch.zeros(3, 2, dtype=torch.bool)))
     assert losses["loss_recognize"].item() == 0.0
     assert losses["loss_localize"].item() > 0.0
@@ -65,6 +66,31 @@ def test_labelled_boxes_give_recognition_loss():
     episode = {**targets(allowed), "roi_support": torch.tensor([True, True, False])}  # 2-way, 1 query
     losses = model(torch.rand(2, 1, 64, 64), episode)
     assert losses["loss_classes"].item() > 0 and losses["loss_episode"].item() > 0
+
+
+def test_pseudo_labels_teach_confident_boxes_without_class_and_leave_labelled_batches_alone():
+    head = DefectDetector(["a", "b"], DetectorConfig(**TINY)).recognize
+    torch.manual_seed(0)
+    class_vectors = torch.randn(2, 32)
+    embeddings = F.normalize(
+        torch.cat([class_vectors[:1] + 0.01 * torch.randn(1, 32), torch.randn(2, 32)]), dim=-1
+    )
+    support = torch.zeros(3, dtype=torch.bool)
+    labelled = torch.tensor([[True, False], [False, True], [True, False]])
+    with_labels = head.compute_loss(embeddings, labelled, class_vectors, support, 0.5)
+    plain = head.compute_loss(embeddings, labelled, class_vectors, support)
+    assert torch.equal(with_labels["loss_classes"], plain["loss_classes"])  # full labels: unchanged
+    unlabelled = torch.zeros(3, 2, dtype=torch.bool)
+    assert head.compute_loss(embeddings, unlabelled, class_vectors, support)["loss_classes"].item() == 0.0
+    taught = head.compute_loss(embeddings, unlabelled, class_vectors, support, 0.9)["loss_classes"]
+    # only the first box (close to class a's vector: p(a) > 0.9) learns, towards a; its loss is small
+    logits = head.logits(embeddings, class_vectors)
+    assert logits.softmax(-1)[0, 0] > 0.9 > logits.softmax(-1)[1:].max()
+    assert torch.allclose(taught, F.cross_entropy(logits[:1], torch.tensor([0])))
+    # an impossible confidence teaches nothing
+    assert (
+        head.compute_loss(embeddings, unlabelled, class_vectors, support, 1.1)["loss_classes"].item() == 0.0
+    )
 
 
 def test_partial_label_loss_is_cross_entropy_for_one_class_and_zero_for_all():
@@ -104,15 +130,21 @@ def test_a_box_tower_feeds_only_the_box_outputs_and_older_checkpoints_keep_their
     after = head(features)
     assert torch.equal(before["logits"], after["logits"])
     assert not torch.allclose(before["distances"], after["distances"])
-    # a checkpoint saved before the fields existed: one tower and the plain focal loss (which
-    # adapt_localizer goes on training with), no "box_tower" or "score_loss" key in its config
-    old = model.config.to_dict() | {"box_tower": False, "score_loss": "focal"}
+    # a checkpoint saved before the fields existed: one tower, the plain focal loss (which
+    # adapt_localizer goes on training with) and no pseudo-labels, none of those keys in its config
+    old = model.config.to_dict() | {
+        "box_tower": False,
+        "score_loss": "focal",
+        "pseudo_label_confidence": None,
+    }
     shared = DefectDetector(["a", "b"], DetectorConfig.from_dict(old))
-    del old["box_tower"], old["score_loss"]
+    del old["box_tower"], old["score_loss"], old["pseudo_label_confidence"]
     payload = {"classes": ["a", "b"], "config": old, "model": shared.state_dict()}
     restored = detector_from_payload(payload)
     assert restored.localize.box_tower is None
     assert restored.localize.score_loss == "focal" != DetectorConfig().score_loss
+    assert restored.config.pseudo_label_confidence is None
+    assert DetectorConfig().pseudo_label_confidence is not None
 
 
 def test_levels_by_area_keep_a_thin_box_on_the_fine_level():

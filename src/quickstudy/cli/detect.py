@@ -42,12 +42,18 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _pseudo_labels(text: str) -> float | str:
+    return "off" if text == "off" else _fraction(text)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from quickstudy.detect.model import ARCHITECTURES, DetectorConfig
     from quickstudy.detect.training import train_detector
 
     store = _open_store(args.store)
     config = DetectorConfig(**ARCHITECTURES[args.arch])
+    if args.pseudo_labels is not None:
+        config.pseudo_label_confidence = None if args.pseudo_labels == "off" else args.pseudo_labels
     # unset options take train_detector's defaults (the one place they are chosen, by measurement)
     given = {
         "weighting": args.weighting,
@@ -293,6 +299,15 @@ def register(subparsers: Any) -> None:
         action=argparse.BooleanOptionalAction,
         help="also vary brightness (±0.1) and contrast (x0.75-1.25) per image, for lines whose "
         "lighting drifts (default: off; on NEU-DET it cost 3-4 points mAP50)",
+    )
+    train.add_argument(
+        "--pseudo-labels",
+        type=_pseudo_labels,
+        metavar="P|off",
+        help="a box without class also trains recognition with the class the model gives it at a "
+        "probability of at least P; off: such boxes train localization only (default: 0.95; on "
+        "NEU-DET with half the classes removed it gave +1.1 points mAP50). Say off when the store's "
+        "unlabelled boxes may be of types the taxonomy does not have yet",
     )
     train.add_argument(
         "--arch",

@@ -38,6 +38,20 @@ def partial_label_loss(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Ten
     return -torch.logsumexp(log_p.masked_fill(~allowed[rows], -math.inf), -1).mean()
 
 
+def pseudo_labels(logits: torch.Tensor, allowed: torch.Tensor, confidence: float) -> torch.Tensor:
+    """``allowed`` with each row whose S is empty given its most probable class where that class's
+    probability is at least ``confidence`` (self-training, as FixMatch thresholds its pseudo-labels).
+
+    >>> logits = torch.tensor([[5.0, 0.0], [0.1, 0.0], [0.0, 5.0]])
+    >>> allowed = torch.tensor([[False, False], [False, False], [True, False]])
+    >>> pseudo_labels(logits, allowed, 0.9).tolist()
+    [[True, False], [False, False], [True, False]]
+    """
+    best = logits.detach().float().softmax(-1).max(-1)
+    take = ~allowed.any(-1) & (best.values >= confidence)
+    return allowed | (F.one_hot(best.indices, allowed.shape[-1]).bool() & take[:, None])
+
+
 def _bin_weights(
     rois: torch.Tensor,
     heights: Sequence[int],
@@ -170,13 +184,20 @@ class RecognitionHead(nn.Module):
         allowed: torch.Tensor,
         class_vectors: torch.Tensor,
         support: torch.Tensor,
+        pseudo_label_confidence: float | None = None,
     ) -> dict[str, torch.Tensor]:
         """``loss_classes`` (vs learned class vectors) and ``loss_episode`` (vs batch prototypes).
 
         ``embeddings [K, D]``, ``allowed [K, C]`` bool, ``class_vectors [C, D]``, ``support [K]``
-        bool (which boxes form the episode's support; only single-label ones are used).
+        bool (which boxes form the episode's support; only single-label ones are used). With
+        ``pseudo_label_confidence``, a box without class learns against the class vectors the class
+        it is predicted as, where that prediction is that confident (:func:`pseudo_labels`).
         """
-        loss_classes = partial_label_loss(self.logits(embeddings, class_vectors), allowed)
+        logits = self.logits(embeddings, class_vectors)
+        if pseudo_label_confidence is not None:
+            loss_classes = partial_label_loss(logits, pseudo_labels(logits, allowed, pseudo_label_confidence))
+        else:
+            loss_classes = partial_label_loss(logits, allowed)
         support = support & (allowed.sum(-1) == 1)
         one_hot = (allowed & support[:, None]).float()  # [K, C]
         present = one_hot.sum(0) > 0
