@@ -7,7 +7,9 @@ cross-entropy when |S| = 1 and adds nothing when S is empty (a box without class
 The head is trained two ways at once: against learned class vectors (one row per training
 class), and episodically — prototypes are the mean embeddings of a random half of the batch's
 single-label boxes (the support) and the other boxes are classified against them — because at
-``learn`` time a new class is exactly such a mean of K support embeddings.
+``learn`` time a new class is exactly such a mean of K support embeddings. Against the class
+vectors, a box without class may also learn the class it is confidently predicted as
+(:func:`pseudo_labels`, the detector's ``pseudo_label_confidence``).
 """
 
 from __future__ import annotations
