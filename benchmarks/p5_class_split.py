@@ -8,7 +8,8 @@ Four detectors, AP50 of the two sub-classes on TEST (ground truth: the original 
 
 - ``partial``: quickstudy's way — the old boxes train with the partial label {inclusion, scratches};
 - ``full``: every box with its true sub-class (the reference);
-- ``ignore``: the old boxes' class is ignored (box-only), only the 2 x K relabelled ones name a class;
+- ``ignore``: the old boxes' class is ignored (box-only; with today's defaults they are pseudo-labelled
+  where the model is sure), only the 2 x K relabelled ones name a class;
 - ``learn``: no retraining — the model trained on the coarse taxonomy learns the two sub-classes
   from the 2 x K relabelled images (``quickstudy learn --from-store``; ``line`` leaves the memory).
 
