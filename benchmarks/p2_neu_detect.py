@@ -225,7 +225,12 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _probability_or_off(text: str) -> float | None:
-    return None if text == "off" else float(text)
+    if text == "off":
+        return None
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1] or off, got {value}")
+    return value
 
 
 def _floats(text: str) -> tuple[float, ...]:

@@ -83,7 +83,7 @@ def test_pseudo_labels_teach_confident_boxes_without_class_and_leave_labelled_ba
     unlabelled = torch.zeros(3, 2, dtype=torch.bool)
     assert head.compute_loss(embeddings, unlabelled, class_vectors, support)["loss_classes"].item() == 0.0
     taught = head.compute_loss(embeddings, unlabelled, class_vectors, support, 0.9)["loss_classes"]
-    # only the first box (close to class a's vector: p(a) > 0.9) learns, towards a; its loss is small
+    # only the first box (close to class a's vector: p(a) > 0.9) learns, towards a
     logits = head.logits(embeddings, class_vectors)
     assert logits.softmax(-1)[0, 0] > 0.9 > logits.softmax(-1)[1:].max()
     assert torch.allclose(taught, F.cross_entropy(logits[:1], torch.tensor([0])))

@@ -196,10 +196,12 @@ class RecognitionHead(nn.Module):
         it is predicted as, where that prediction is that confident (:func:`pseudo_labels`).
         """
         logits = self.logits(embeddings, class_vectors)
-        if pseudo_label_confidence is not None:
-            loss_classes = partial_label_loss(logits, pseudo_labels(logits, allowed, pseudo_label_confidence))
-        else:
-            loss_classes = partial_label_loss(logits, allowed)
+        taught = (
+            allowed
+            if pseudo_label_confidence is None
+            else pseudo_labels(logits, allowed, pseudo_label_confidence)
+        )
+        loss_classes = partial_label_loss(logits, taught)
         support = support & (allowed.sum(-1) == 1)
         one_hot = (allowed & support[:, None]).float()  # [K, C]
         present = one_hot.sum(0) > 0
