@@ -40,6 +40,7 @@ from quickstudy.labels.known import neu_class_of
 from quickstudy.train import describe_device
 
 SUBCLASSES = ["inclusion", "scratches"]
+VARIANTS = ("partial", "ignore", "full", "learn")
 
 
 def split_with_relabels(store: Any, k: int, seed: int, coarse: Callable[[], Any] | None = None) -> list[int]:
@@ -74,8 +75,16 @@ def main() -> None:
         type=Path,
         help="score this model folder as the full-label variant (P2's, same recipe)",
     )
+    parser.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help="which variants to train and score (learn trains the coarse model)",
+    )
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
+    chosen = args.variants.split(",")
+    if unknown := set(chosen) - set(VARIANTS):
+        parser.error(f"--variants: {', '.join(sorted(unknown))} not among {', '.join(VARIANTS)}")
     if args.device == "cpu":
         torch.set_num_threads(args.threads)
     work = args.work or Path(tempfile.mkdtemp(prefix="p5-"))
@@ -85,7 +94,9 @@ def main() -> None:
     def train_coarse() -> None:
         train_detector(split, work / "coarse", **training_options(args))
 
-    relabelled = split_with_relabels(split, args.k, args.seed, coarse=train_coarse)
+    relabelled = split_with_relabels(
+        split, args.k, args.seed, coarse=train_coarse if "learn" in chosen else None
+    )
     partial = split.samples("train")
     ignore = [
         dataclasses.replace(
@@ -104,22 +115,24 @@ def main() -> None:
     }
     runs = {"partial": (split, partial), "ignore": (split, ignore), "full": (reference, None)}
     for name, (store, samples) in runs.items():
+        if name not in chosen:
+            continue
         # the split store's TEST boxes are partial too: score every variant against the original labels
         out = args.full_model if name == "full" and args.full_model else work / name
         report = train_and_score(store, out, args, samples=samples, test_store=reference)
         result[name] = report
         print(f"{name}: " + ", ".join(f"{c} AP50 {report['AP50'][c]}" for c in SUBCLASSES), flush=True)
-    started = time.perf_counter()
-    for name in SUBCLASSES:
-        learn_class(work / "coarse", split, name, device=args.device)
-    learn_seconds = time.perf_counter() - started
-    test = reference.samples("test")
-    if args.test_limit:
-        test = test[:: max(1, len(test) // args.test_limit)][: args.test_limit]
-    result["learn"] = evaluate_detector(Predictor.from_dir(work / "coarse", device=args.device), test)
-    result["learn"]["learn_seconds"] = learn_seconds
-    names = [*runs, "learn"]
-    result["summary_AP50"] = {name: {c: result[name]["AP50"][c] for c in SUBCLASSES} for name in names}
+    if "learn" in chosen:
+        started = time.perf_counter()
+        for name in SUBCLASSES:
+            learn_class(work / "coarse", split, name, device=args.device)
+        learn_seconds = time.perf_counter() - started
+        test = reference.samples("test")
+        if args.test_limit:
+            test = test[:: max(1, len(test) // args.test_limit)][: args.test_limit]
+        result["learn"] = evaluate_detector(Predictor.from_dir(work / "coarse", device=args.device), test)
+        result["learn"]["learn_seconds"] = learn_seconds
+    result["summary_AP50"] = {name: {c: result[name]["AP50"][c] for c in SUBCLASSES} for name in chosen}
     print(json.dumps(result["summary_AP50"], indent=2))
     if args.json_out:
         args.json_out.write_text(json.dumps(result, indent=2, default=str))
