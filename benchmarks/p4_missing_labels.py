@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """P4: NEU-DET with missing class labels — four ways to train when a fraction p of boxes lost their class.
 
-In TRAIN, the class of a random fraction p of the boxes is removed (the box is kept; seed 0). Then
+In TRAIN, the class of a random fraction p of the boxes is removed (the box is kept; which: --seed). Then
 quickstudy's detector is trained four ways and scored by mAP50 (pycocotools) on TEST:
 
 - ``full``: every box keeps its class (the reference; trained once for all p);

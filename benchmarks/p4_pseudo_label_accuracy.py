@@ -45,13 +45,18 @@ def main() -> None:
     _, dropped = drop_classes(train, args.fraction, args.seed)
     model = detector_from_payload(ModelFolder(args.model).load())
     data = DetectionSet.from_samples(train, model.classes, model.config.image_size)
-    lost = torch.tensor([b.box_id in dropped for s in train for b in s.boxes], dtype=torch.bool)
+    lost = torch.zeros_like(data.valid)  # per box slot, as DetectionSet lays them out
+    for i, sample in enumerate(train):
+        for j, box in enumerate(sample.boxes):
+            lost[i, j] = box.box_id in dropped
+    lost = lost[data.valid]
     truth = data.allowed[data.valid].float().argmax(-1)
     logits = model.recognize.logits(box_embeddings(model, data), model.class_vectors.detach())
     confidence, predicted = logits.softmax(-1).max(-1)
+    thresholds = [float(t) for t in args.thresholds.split(",")]
     rows = []
     for group, members in (("lost class", lost), ("kept class", ~lost)):
-        for threshold in (float(t) for t in args.thresholds.split(",")):
+        for threshold in thresholds:
             taken = members & (confidence >= threshold)
             right = (predicted[taken] == truth[taken]).float().mean().item() if taken.any() else None
             rows.append(

@@ -107,7 +107,6 @@ def test_pseudo_labelled_boxes_join_the_episode_as_queries_and_support():
     expected = F.cross_entropy(head.logits(embeddings[2:], embeddings[:2]), torch.tensor([0]))
     assert torch.allclose(episode, expected)
     # the box without class as the support of a: the labelled a box is classified against it
-    allowed = torch.tensor([[True, False], [False, True], [False, False]])
     support = torch.tensor([False, True, True])
     episode = head.compute_loss(embeddings, allowed, class_vectors, support, 0.9)["loss_episode"]
     expected = F.cross_entropy(head.logits(embeddings[:1], embeddings[[2, 1]]), torch.tensor([0]))

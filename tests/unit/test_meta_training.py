@@ -148,4 +148,7 @@ def test_maml_cannot_run_another_way(tmp_path: Path) -> None:
 if __name__ == "__main__":  # the torchrun worker of the DDP test
     torch.set_num_threads(1)
     distributed.init_from_env()
-    train(Path(sys.argv[1]), config(algo="maml", steps=4))
+    try:
+        train(Path(sys.argv[1]), config(algo="maml", steps=4))
+    finally:  # gloo's threads may abort the exit of a process whose group is still open
+        torch.distributed.destroy_process_group()

@@ -159,6 +159,8 @@ def step(s):
 Trainer(model, opt, out_dir=sys.argv[1], steps=8, kind="toy", config={}, log_every=1).fit(step)
 if rank == 0:
     print(json.dumps([p.detach().reshape(-1).tolist() for p in model.parameters()]))
+if torch.distributed.is_initialized():
+    torch.distributed.destroy_process_group()
 """
 
 
