@@ -1,9 +1,14 @@
-"""Checkpoints that survive a crash: written to a temporary file, flushed, then renamed into place."""
+"""Checkpoints that survive a crash: written to a temporary file, flushed, then renamed into place.
+
+They are read with ``torch.load(weights_only=True)``: a checkpoint may hold tensors and plain containers
+(dict, list, tuple, str, int, float, bool, None) only, because unpickling anything else can run code.
+"""
 
 from __future__ import annotations
 
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -51,9 +56,19 @@ def load_checkpoint(
     if not file.exists():
         raise QuickstudyError(f"{file}: checkpoint not found")
     try:
-        payload = torch.load(file, map_location=map_location, weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as error:
-        raise QuickstudyError(f"{file}: not a readable checkpoint (corrupt or truncated: {error})") from None
+        payload = torch.load(file, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        refused = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", str(error))
+        if refused:
+            raise QuickstudyError(
+                f"{file}: holds Python objects other than tensors and plain containers ({refused.group(1)}), "
+                "which quickstudy does not unpickle because that can run code; if you wrote this file "
+                f"yourself, convert it once with `quickstudy models upgrade {file}`"
+            ) from None
+        raise QuickstudyError(f"{file}: not a readable checkpoint (corrupt or truncated)") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise QuickstudyError(f"{file}: not a readable checkpoint (corrupt or truncated: {reason})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise QuickstudyError(f"{file}: not a quickstudy checkpoint")
     if payload.get("format_version", 0) > FORMAT_VERSION:
@@ -63,3 +78,39 @@ def load_checkpoint(
     if kind is not None and payload.get("kind") != kind:
         raise QuickstudyError(f"{file}: this is a {payload.get('kind')!r} checkpoint, expected {kind!r}")
     return payload
+
+
+def upgrade_checkpoint(path: str | os.PathLike[str]) -> Path:
+    """Re-save a checkpoint written by an older quickstudy so that it holds only allowed types.
+
+    This is the one place that unpickles without restriction, so it runs only on a person's explicit
+    request (`quickstudy models upgrade`) for a file they trust. NumPy scalars and arrays become floats,
+    ints and tensors; paths become strings; anything else is refused.
+    """
+    file = checkpoint_path(path)
+    try:
+        payload = torch.load(file, map_location="cpu", weights_only=False)
+    except Exception as error:  # any failure of the file being converted is reported in one line
+        raise QuickstudyError(f"{file}: not a readable checkpoint ({error})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise QuickstudyError(f"{file}: not a quickstudy checkpoint")
+    save_checkpoint(file, _plain(payload, str(file)))
+    load_checkpoint(file)
+    return file
+
+
+def _plain(value: Any, where: str) -> Any:
+    if type(value).__module__ == "numpy":  # first: numpy.float64 is also a float
+        return torch.from_numpy(value.copy()) if getattr(value, "shape", ()) else value.item()
+    if value is None or isinstance(value, str | bool | int | float | torch.Tensor):
+        return value
+    if isinstance(value, dict):
+        return {key: _plain(item, where) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        items = [_plain(item, where) for item in value]
+        return items if isinstance(value, list) else tuple(items)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise QuickstudyError(
+        f"{where}: holds a {type(value).__qualname__}, which cannot be converted to plain data"
+    )
