@@ -174,13 +174,3 @@ def image_level(
         precision[name] = tp / int(predicted.sum()) if predicted.any() else None
         recall[name] = tp / int(actual.sum()) if actual.any() else None
     return {"image_precision": precision, "image_recall": recall}
-
-
-def evaluate_detections(
-    gts: Sequence[GroundTruth],
-    preds: Sequence[Mapping[str, Any]],
-    classes: Sequence[str],
-    thresholds: Mapping[str, float],
-) -> dict[str, Any]:
-    """:func:`coco_metrics` and :func:`image_level` together (the ``quickstudy eval`` report)."""
-    return {**coco_metrics(gts, preds, classes), **image_level(gts, preds, classes, thresholds)}
