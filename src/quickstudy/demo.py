@@ -370,13 +370,20 @@ def _naming(
 
     A true box is found by the best-scoring detection that overlaps it at IoU ≥ 0.5 (detections at the
     model's operating thresholds)."""
+    import torch
+    from torchvision.ops import box_iou
+
     outcome: Counter[str] = Counter()
     detections = predictor.predict([s.path for s in samples])
     for sample, found in zip(samples, detections, strict=True):
-        for box, true_name in zip(sample.boxes, scenario.truth[str(sample.path)], strict=True):
+        overlaps = box_iou(
+            torch.tensor([d.box for d in found], dtype=torch.float64).reshape(-1, 4),
+            torch.tensor([b.xyxy for b in sample.boxes], dtype=torch.float64).reshape(-1, 4),
+        )
+        for column, true_name in enumerate(scenario.truth[str(sample.path)]):
             if true_name not in types:
                 continue
-            overlapping = [d for d in found if _iou(d.box, box.xyxy) >= 0.5]
+            overlapping = [d for d, overlap in zip(found, overlaps[:, column], strict=True) if overlap >= 0.5]
             if not overlapping:
                 outcome["missed"] += 1
                 continue
@@ -396,11 +403,3 @@ def _naming_text(result: dict[str, Any]) -> str:
         f"    {result['right']:.0%} named right · {result['unknown']:.0%} reported unknown · "
         f"{result['named other']:.0%} named as another type · {result['missed']:.0%} missed"
     )
-
-
-def _iou(a: Sequence[float], b: Sequence[float]) -> float:
-    inter_w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    inter_h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = inter_w * inter_h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
