@@ -48,6 +48,11 @@ def way_of(support_y: torch.Tensor) -> int:
     return int(support_y.max()) + 1
 
 
+def squared_distances(queries: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+    """``[Q, way]`` squared Euclidean distances, the metric Snell et al. (2017) found best."""
+    return (queries[:, None, :] - prototypes[None, :, :]).pow(2).sum(-1)
+
+
 def class_means(features: torch.Tensor, labels: torch.Tensor, way: int) -> torch.Tensor:
     """``[way, D]`` mean feature of each class (the prototypes of Snell et al. 2017)."""
     sums = torch.zeros(way, features.shape[1], dtype=features.dtype, device=features.device)

@@ -7,12 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from quickstudy.data.episodes import Episode
-from quickstudy.meta.base import FewShotLearner, Predictor, class_means, way_of
-
-
-def squared_distances(queries: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
-    """``[Q, way]`` squared Euclidean distances, the metric the paper found best."""
-    return (queries[:, None, :] - prototypes[None, :, :]).pow(2).sum(-1)
+from quickstudy.meta.base import FewShotLearner, Predictor, class_means, squared_distances, way_of
+from quickstudy.meta.transductive import refine_prototypes
 
 
 class ProtoNet(FewShotLearner):
@@ -54,8 +50,6 @@ class ProtoNet(FewShotLearner):
             query = self.backbone(query_x)
             refined = prototypes
             if self.transductive_steps > 0:
-                from quickstudy.meta.transductive import refine_prototypes  # it builds on this module
-
                 refined = refine_prototypes(
                     prototypes, query, steps=self.transductive_steps, support_counts=support_counts
                 )

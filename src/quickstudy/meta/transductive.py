@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from quickstudy.meta.protonet import squared_distances
+from quickstudy.meta.base import squared_distances
 
 
 def shared_temperature(embeddings: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
