@@ -8,10 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from quickstudy.errors import QuickstudyError
 from quickstudy.labels import ImportedBox, ImportedImage, Store, schema
+from quickstudy.labels.formats import import_folder
 
 from .labels_fixtures import small_store, snapshot, write_image
 
@@ -51,6 +54,31 @@ def test_corrupt_and_truncated_images_name_the_file(tmp_path: Path) -> None:
     for path in (corrupt, truncated):
         with pytest.raises(QuickstudyError, match=rf"{path.name}: not a readable image"):
             store.import_images([ImportedImage(path, 64, 64)], source="t")
+
+
+def test_a_truncated_jpeg_is_refused_at_import(tmp_path: Path) -> None:
+    store = small_store(tmp_path)
+    before = snapshot(store)
+    whole = tmp_path / "whole.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)).save(whole)
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(whole.read_bytes()[: len(whole.read_bytes()) * 2 // 3])  # the header says 64x64
+    with pytest.raises(QuickstudyError, match=r"cut\.jpg: not a readable image \(image file is truncated"):
+        store.import_images([ImportedImage(cut, 64, 64)], source="t")
+    assert snapshot(store) == before
+
+
+@pytest.mark.parametrize("limit", [40 * 30 // 2 - 1, 40 * 30 - 1])  # PIL's error, then its warning
+def test_a_decompression_bomb_is_refused_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: int
+) -> None:
+    bomb = write_image(tmp_path / "folders" / "dent" / "bomb.png", (40, 30))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)  # a 40x30 image stands in for a huge one
+    message = r"bomb\.png: refused as a possible decompression bomb \(Image size \(1200 pixels\)"
+    with pytest.raises(QuickstudyError, match=message):
+        Store.open(tmp_path / "a.qs").import_images([ImportedImage(bomb, 40, 30)], source="t")
+    with pytest.raises(QuickstudyError, match=message):
+        import_folder(Store.open(tmp_path / "b.qs"), tmp_path / "folders")
 
 
 def test_same_path_twice_is_refused_and_skip_invalid_reports(tmp_path: Path) -> None:

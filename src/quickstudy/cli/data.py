@@ -97,6 +97,7 @@ def _import(args: argparse.Namespace) -> int:
         "images": report.images,
         "boxes": report.boxes,
         "boxes_without_class": report.unlabelled_boxes,
+        "boxes_from_polygons": report.boxes_from_polygons,
         "classes_added": report.classes_added,
         "skipped": report.skipped,
         "same_content": report.same_content,
@@ -109,6 +110,10 @@ def _import(args: argparse.Namespace) -> int:
             f"imported {report.images} images, {report.boxes} boxes "
             f"({report.unlabelled_boxes} without class) into {args.store} in {result['seconds']} s"
         )
+        if report.boxes_from_polygons:
+            print(
+                f"{report.boxes_from_polygons} boxes are the bounding boxes of polygons (segmentation labels)"
+            )
         if report.classes_added:
             print(f"classes added: {', '.join(report.classes_added)}")
         for line in report.same_content:

@@ -60,10 +60,12 @@ class Sample:
 @dataclass(frozen=True)
 class ImportedBox:
     """A box read from a file, before it enters the store. ``label`` is a class name, a set of class
-    names (partial label), or ``None`` (box without class)."""
+    names (partial label), or ``None`` (box without class); ``from_polygon``: the file held a polygon
+    and this is its bounding box."""
 
     xyxy: tuple[float, float, float, float]
     label: str | frozenset[str] | None
+    from_polygon: bool = False
 
 
 @dataclass

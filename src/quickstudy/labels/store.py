@@ -23,10 +23,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
-
 from quickstudy.errors import QuickstudyError
 from quickstudy.labels import schema
+from quickstudy.labels.images import decoded_size
 from quickstudy.labels.records import BoxRecord, ImageRecord, ImportedImage, LabelledBox, Sample
 from quickstudy.labels.taxonomy import Taxonomy
 
@@ -44,6 +43,12 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def check_split(split: object, where: str) -> None:
+    """Refuse a split other than one of :data:`SPLITS` or ``None`` (untagged), in one line."""
+    if split is not None and split not in SPLITS:
+        raise QuickstudyError(f"{where}: unknown split {split!r} (use {', '.join(SPLITS)})")
+
+
 @dataclass
 class ImportReport:
     """What an import did: counts, and what it skipped (only when asked to skip bad input)."""
@@ -51,6 +56,7 @@ class ImportReport:
     images: int = 0
     boxes: int = 0
     unlabelled_boxes: int = 0
+    boxes_from_polygons: int = 0  # the bounding boxes of polygons (YOLO segmentation lines)
     classes_added: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     same_content: list[str] = field(default_factory=list)  # imported, but byte-identical to another image
@@ -247,10 +253,11 @@ class Store:
     ) -> ImportReport:
         """Add images and their boxes in one transaction: either all valid input lands, or nothing.
 
-        Bad input (unreadable image, size mismatch, box outside the image or of zero area, unknown
-        class, an image path already in the store) raises :class:`QuickstudyError` naming the file; with
-        ``skip_invalid`` the bad image is left out and listed in the report instead. Class names not
-        in the taxonomy are added when the store has no classes yet or ``add_classes`` is true.
+        Bad input (unreadable or truncated image, size mismatch, unknown split, box outside the image
+        or of zero area, unknown class, an image path already in the store) raises
+        :class:`QuickstudyError` naming the file; with ``skip_invalid`` the bad image is left out and
+        listed in the report instead. Class names not in the taxonomy are added when the store has no
+        classes yet or ``add_classes`` is true.
         """
         report = ImportReport()
         author = author or default_author()
@@ -315,6 +322,7 @@ class Store:
                     )
                     report.boxes += 1
                     report.unlabelled_boxes += box.label is None
+                    report.boxes_from_polygons += box.from_polygon
                 report.images += 1
         return report
 
@@ -325,16 +333,12 @@ class Store:
             data = path.read_bytes()
         except OSError as error:
             raise QuickstudyError(f"{where}: image {image.path} cannot be read ({error.strerror})") from None
-        try:
-            with Image.open(path) as handle:
-                handle.verify()
-                width, height = handle.size
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-            raise QuickstudyError(f"{image.path}: not a readable image ({error})") from None
+        width, height = decoded_size(image.path, data)
         if (image.width, image.height) != (width, height):
             raise QuickstudyError(
                 f"{where}: declares size {image.width}x{image.height}, but {image.path.name} is {width}x{height}"
             )
+        check_split(image.split, where)
         checksum = hashlib.sha1(data).hexdigest()
         if str(path) in known_paths:
             raise QuickstudyError(f"{where}: image {path} is already in the store")
@@ -369,9 +373,8 @@ class Store:
 
     def set_splits(self, splits: dict[int, str | None], author: str | None = None, reason: str = "") -> None:
         """Tag images with a split (``train``, ``val``, ``test``); journaled and undoable."""
-        bad = {s for s in splits.values() if s is not None and s not in SPLITS}
-        if bad:
-            raise QuickstudyError(f"{self.path}: unknown split {sorted(bad)[0]!r} (use {', '.join(SPLITS)})")
+        for split in splits.values():
+            check_split(split, str(self.path))
         with self.transaction():
             old = dict(self._conn.execute("SELECT id, split FROM images"))
             self._conn.executemany(

@@ -1,26 +1,14 @@
-"""Small pieces every format reader shares: image headers, label strings, image lookup."""
+"""Small pieces every format reader shares: label strings, image lookup, whole-number sizes."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-
-from PIL import Image, UnidentifiedImageError
 
 from quickstudy.errors import QuickstudyError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 PARTIAL_SEPARATOR = "|"
-
-
-def image_header_size(path: Path) -> tuple[int, int]:
-    """``(width, height)`` from the file header, with a one-line error naming a bad file."""
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except FileNotFoundError:
-        raise QuickstudyError(f"{path}: image file not found") from None
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise QuickstudyError(f"{path}: not a readable image ({error})") from None
 
 
 def find_image(folder: Path, name: str) -> Path:
@@ -47,3 +35,15 @@ def label_from_text(text: str | None) -> str | frozenset[str] | None:
 
 def label_to_text(allowed: frozenset[str]) -> str:
     return PARTIAL_SEPARATOR.join(sorted(allowed))
+
+
+def whole_number(value: object, what: str, where: str) -> int:
+    """``value`` (a number, or text for XML) as an int; a fraction such as ``200.7`` is refused rather
+    than truncated."""
+    number = None
+    if isinstance(value, int | float | str) and not isinstance(value, bool):
+        with contextlib.suppress(ValueError, OverflowError):
+            number = float(value)
+    if number is None or not number.is_integer():
+        raise QuickstudyError(f"{where}: {what} must be a whole number, got {value!r}")
+    return int(number)

@@ -8,48 +8,93 @@ partial label has ``"category_id": null`` and ``"quickstudy_allowed": ["A1", "A2
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from quickstudy.errors import QuickstudyError
+from quickstudy.labels.formats._files import whole_number
 from quickstudy.labels.records import ImportedBox, ImportedImage
 from quickstudy.labels.store import ImportReport, Store
+from quickstudy.labels.taxonomy import check_class_name
 
 
-def read_coco(json_path: Path, image_dir: Path | None = None) -> list[ImportedImage]:
-    json_path = Path(json_path)
+def _load(json_path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(json_path.read_text())
+        data = json.loads(json_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise QuickstudyError(
             f"{json_path}:{error.lineno}:{error.colno}: JSON does not parse ({error.msg})"
         ) from None
+    except UnicodeDecodeError as error:
+        raise QuickstudyError(f"{json_path}: not UTF-8 text (byte {error.start})") from None
+    except RecursionError:
+        raise QuickstudyError(f"{json_path}: JSON nested too deeply to read") from None
     except OSError as error:
         raise QuickstudyError(f"{json_path}: cannot read ({error.strerror})") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise QuickstudyError(f"{json_path}: not a COCO file (no 'images' list)")
+    for key in ("annotations", "categories"):
+        if not isinstance(data.get(key, []), list):
+            raise QuickstudyError(f"{json_path}: '{key}' must be a list")
+    return data
+
+
+def _refuse_repeated_ids(entries: list[Any], what: str, json_path: Path) -> None:
+    """Two entries with one id would silently become one (an image's boxes moved to another)."""
+    ids = Counter(entry["id"] for entry in entries if isinstance(entry, dict) and _is_id(entry.get("id")))
+    repeated = sorted((str(i) for i, n in ids.items() if n > 1), key=lambda text: (len(text), text))
+    if repeated:
+        shown = ", ".join(repeated[:10]) + (f" and {len(repeated) - 10} more" if len(repeated) > 10 else "")
+        raise QuickstudyError(f"{json_path}: {what} ids used more than once: {shown}")
+
+
+def _is_id(value: object) -> bool:
+    return isinstance(value, int | str)
+
+
+def _label(annotation: dict[str, Any], names: dict[Any, str], where: str) -> str | frozenset[str] | None:
+    category = annotation.get("category_id")
+    if category is not None:
+        if not _is_id(category) or category not in names:
+            raise QuickstudyError(f"{where}: unknown category_id {category!r}")
+        return names[category]
+    allowed = annotation.get("quickstudy_allowed")
+    if allowed is None or allowed == []:
+        return None
+    if not isinstance(allowed, list) or not all(isinstance(name, str) for name in allowed):
+        raise QuickstudyError(f"{where}: quickstudy_allowed must be a list of class names, got {allowed!r}")
+    return frozenset(check_class_name(name, where) for name in allowed)
+
+
+def read_coco(json_path: Path, image_dir: Path | None = None) -> list[ImportedImage]:
+    json_path = Path(json_path)
+    data = _load(json_path)
     folder = image_dir or json_path.parent
-    names = {}
+    _refuse_repeated_ids(data.get("categories", []), "category", json_path)
+    names: dict[Any, str] = {}
     for category in data.get("categories", []):
-        try:
-            names[category["id"]] = category["name"]
-        except (KeyError, TypeError):
-            raise QuickstudyError(f"{json_path}: category without id or name: {category!r}") from None
+        if not isinstance(category, dict) or not _is_id(category.get("id")):
+            raise QuickstudyError(f"{json_path}: category without id: {category!r}")
+        name = category.get("name")
+        if not isinstance(name, str):
+            raise QuickstudyError(f"{json_path} category {category['id']}: name must be text, got {name!r}")
+        names[category["id"]] = check_class_name(name, f"{json_path} category {category['id']}")
+    _refuse_repeated_ids(data["images"], "image", json_path)
+    _refuse_repeated_ids(data.get("annotations", []), "annotation", json_path)
     images: dict[Any, ImportedImage] = {}
     for entry in data["images"]:
-        try:
-            path = Path(entry["file_name"])
-            images[entry["id"]] = ImportedImage(
-                path if path.is_absolute() else folder / path,
-                int(entry["width"]),
-                int(entry["height"]),
-                split=entry.get("split"),
-                source=f"{json_path} image {entry['id']}",
-            )
-        except (KeyError, TypeError, ValueError):
-            raise QuickstudyError(
-                f"{json_path}: image entry lacks id, file_name, width or height: {entry!r}"
-            ) from None
+        if not isinstance(entry, dict) or not _is_id(entry.get("id")) or "file_name" not in entry:
+            raise QuickstudyError(f"{json_path}: image entry lacks id or file_name: {str(entry)[:200]}")
+        where = f"{json_path} image {entry['id']}"
+        path = Path(str(entry["file_name"]))
+        images[entry["id"]] = ImportedImage(
+            path if path.is_absolute() else folder / path,
+            whole_number(entry.get("width"), "width", where),
+            whole_number(entry.get("height"), "height", where),
+            split=entry.get("split"),
+            source=where,
+        )
     for number, annotation in enumerate(data.get("annotations", [])):
         where = f"{json_path} annotation {annotation.get('id', number) if isinstance(annotation, dict) else number}"
         try:
@@ -57,16 +102,7 @@ def read_coco(json_path: Path, image_dir: Path | None = None) -> list[ImportedIm
             image = images[annotation["image_id"]]
         except (KeyError, TypeError, ValueError):
             raise QuickstudyError(f"{where}: needs bbox [x, y, w, h] and a known image_id") from None
-        category = annotation.get("category_id")
-        label: str | frozenset[str] | None
-        if category is None:
-            allowed = annotation.get("quickstudy_allowed") or []
-            label = frozenset(allowed) if allowed else None
-        elif category in names:
-            label = names[category]
-        else:
-            raise QuickstudyError(f"{where}: unknown category_id {category!r}")
-        image.boxes.append(ImportedBox((x, y, x + w, y + h), label))
+        image.boxes.append(ImportedBox((x, y, x + w, y + h), _label(annotation, names, where)))
     return list(images.values())
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from quickstudy.errors import QuickstudyError
-from quickstudy.labels.formats._files import IMAGE_SUFFIXES, image_header_size
+from quickstudy.labels.formats._files import IMAGE_SUFFIXES
+from quickstudy.labels.images import header_size
 from quickstudy.labels.records import ImportedBox, ImportedImage
 from quickstudy.labels.store import ImportReport, Store
 
@@ -22,7 +23,7 @@ def read_folder(root: Path, skip_invalid: bool = False) -> list[ImportedImage]:
             if path.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
             try:
-                width, height = image_header_size(path)
+                width, height = header_size(path)
             except QuickstudyError:
                 if skip_invalid:  # the store's import lists it among the skipped images
                     width, height = 0, 0

@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from quickstudy.errors import QuickstudyError
-from quickstudy.labels.formats._files import find_image, label_from_text, label_to_text
+from quickstudy.labels.formats._files import find_image, label_from_text, label_to_text, whole_number
 from quickstudy.labels.records import ImportedBox, ImportedImage
 from quickstudy.labels.store import ImportReport, Store
 
@@ -25,14 +25,19 @@ def _subfolder(root: Path, names: tuple[str, ...]) -> Path:
     return root
 
 
-def _number(element: ET.Element, tag: str, where: str) -> float:
+def _text(element: ET.Element, tag: str, where: str) -> str:
     node = element.find(tag)
     if node is None or node.text is None:
         raise QuickstudyError(f"{where}: missing <{tag}>")
+    return node.text
+
+
+def _number(element: ET.Element, tag: str, where: str) -> float:
+    text = _text(element, tag, where)
     try:
-        return float(node.text)
+        return float(text)
     except ValueError:
-        raise QuickstudyError(f"{where}: <{tag}> is not a number: {node.text!r}") from None
+        raise QuickstudyError(f"{where}: <{tag}> is not a number: {text!r}") from None
 
 
 def read_voc_file(xml_path: Path, image_dir: Path) -> ImportedImage:
@@ -53,7 +58,7 @@ def read_voc_file(xml_path: Path, image_dir: Path) -> ImportedImage:
     size = root.find("size")
     if size is None:
         raise QuickstudyError(f"{where}: missing <size>")
-    width, height = int(_number(size, "width", where)), int(_number(size, "height", where))
+    width, height = (whole_number(_text(size, tag, where), f"<{tag}>", where) for tag in ("width", "height"))
     boxes = []
     for number, obj in enumerate(root.iter("object"), start=1):
         box = obj.find("bndbox")
