@@ -1,7 +1,9 @@
 """The ``quickstudy`` command.
 
 Each module of this package defines ``register(subparsers)``, which adds its sub-commands; each
-sub-command sets ``func`` (called with the parsed arguments, returns an exit status). Only the module
+sub-command sets ``func`` (called with the parsed arguments, returns an exit status) and, where its
+options constrain each other, ``check`` (called first; raises :class:`QuickstudyError`, reads and
+writes nothing, so a test can run it on every command line of the README). Only the module
 of the command being run is imported, so that ``quickstudy data stats`` does not pay for importing
 torch. Nothing outside this package imports it.
 """
@@ -58,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if getattr(args, "check", None):
+            args.check(args)
         return int(args.func(args) or 0)
     except QuickstudyError as error:
         print(f"error: {error}", file=sys.stderr)

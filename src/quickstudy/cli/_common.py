@@ -1,7 +1,9 @@
-"""Small helpers shared by the command modules: JSON or table output, the data root."""
+"""Small helpers shared by the command modules: JSON or table output, the options every command
+spells the same way (data root, device, mixed precision, the trained thing)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from typing import Any
 
@@ -9,12 +11,65 @@ from rich.console import Console
 from rich.table import Table
 
 
-def add_data_root(parser: Any) -> None:
+def add_data_root(parser: Any, *, remembered: bool = False) -> None:
+    where = "the run's, else " if remembered else ""
     parser.add_argument(
         "--data-root",
         help="folder holding known datasets laid out as neu-det/ and omniglot/ "
-        "(default: $QUICKSTUDY_DATA, else ./data)",
+        f"(default: {where}$QUICKSTUDY_DATA, else ./data)",
     )
+
+
+def device(text: str) -> str:
+    """``--device``: ``auto`` is CUDA when available, else the CPU; anything else as torch spells it."""
+    import torch
+
+    if text == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device: auto, cpu, cuda, cuda:1 ...") from None
+    return text
+
+
+def add_device(parser: Any) -> None:
+    # argparse passes the default through `type` too, so handlers always see a resolved device.
+    parser.add_argument(
+        "--device",
+        type=device,
+        default="auto",
+        help="auto (CUDA when available, else CPU), cpu, cuda, cuda:1 ... (default: auto)",
+    )
+
+
+def add_amp(parser: Any, *, default: bool = False, why: str = "") -> None:
+    """``--amp/--no-amp``; ``why`` says why a command's default is on (measured numbers used it)."""
+    parser.add_argument(
+        "--amp",
+        action=argparse.BooleanOptionalAction,
+        default=default,
+        help=f"bfloat16 autocast on CUDA; no effect on the CPU (default: {'on' if default else 'off'}{why})",
+    )
+
+
+class _PositionalAlias(argparse.Action):
+    """An optional positional that sets its destination only when given (argparse would store None)."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: str | None = None) -> None:
+        if values is not None:
+            setattr(namespace, self.dest, values)
+
+
+def add_model(parser: Any, help_text: str, *, old: str) -> None:
+    """``--model DIR`` (required), with the spelling ``old`` (an option, or a positional when it has
+    no dashes) kept one release as a hidden alias."""
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--model", metavar="DIR", help=help_text)
+    if old.startswith("-"):
+        group.add_argument(old, dest="model", help=argparse.SUPPRESS)
+    else:
+        group.add_argument("model", nargs="?", action=_PositionalAlias, help=argparse.SUPPRESS)
 
 
 def print_json(payload: Any) -> None:
