@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from quickstudy.cli._common import print_json, print_table
+from quickstudy.cli._common import add_amp, add_device, print_json, print_table
 from quickstudy.errors import QuickstudyError
 
 
@@ -15,7 +16,7 @@ def _open_store(path: str) -> Any:
     from quickstudy.labels.store import Store
 
     if not Path(path).is_file():
-        raise QuickstudyError(f"{path}: no such label store (create one with `quickstudy labels import`)")
+        raise QuickstudyError(f"{path}: no such label store (create one with `quickstudy data import`)")
     return Store.open(path, create=False)
 
 
@@ -46,11 +47,21 @@ def _pseudo_labels(text: str) -> float | str:
     return "off" if text == "off" else _fraction(text)
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from quickstudy.detect.model import ARCHITECTURES, DetectorConfig
-    from quickstudy.detect.training import train_detector
+def check_train(args: argparse.Namespace) -> None:
+    """The training options of :func:`add_training_options` that cannot go together."""
+    _classes(args.classes)
+    if not args.amp and args.device.startswith("cuda"):
+        # train_detector turns autocast on for every CUDA run and takes no switch
+        raise QuickstudyError(
+            "--no-amp: the detector trains with bfloat16 autocast on CUDA; fp32 is not available"
+        )
 
-    store = _open_store(args.store)
+
+def training_keywords(args: argparse.Namespace) -> dict[str, Any]:
+    """``train_detector``'s keywords from the options of :func:`add_training_options` (the benchmarks
+    train through this too, so a measured number is what `quickstudy train` gives)."""
+    from quickstudy.detect.model import ARCHITECTURES, DetectorConfig
+
     config = DetectorConfig(**ARCHITECTURES[args.arch])
     if args.pseudo_labels is not None:
         config.pseudo_label_confidence = None if args.pseudo_labels == "off" else args.pseudo_labels
@@ -62,20 +73,24 @@ def cmd_train(args: argparse.Namespace) -> int:
         "augment": args.augment,
         "photometric": args.photometric,
     }
-    options = {key: value for key, value in given.items() if value is not None}
-    version = train_detector(
-        store,
-        args.out,
-        epochs=args.epochs,
-        classes=_classes(args.classes),
-        limit=args.limit,
-        device=args.device,
-        config=config,
-        weights=args.weights,
-        seed=args.seed,
-        init=args.init,
-        **options,
-    )
+    return {
+        "epochs": args.epochs,
+        "classes": _classes(args.classes),
+        "limit": args.limit,
+        "device": args.device,
+        "config": config,
+        "weights": args.weights,
+        "seed": args.seed,
+        "init": args.init,
+        "hold_out": not args.fit_all,
+        **{key: value for key, value in given.items() if value is not None},
+    }
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from quickstudy.detect.training import train_detector
+
+    version = train_detector(_open_store(args.store), args.out, **training_keywords(args))
     print(f"wrote {Path(args.out) / 'versions' / f'v{version}.pt'} (current)")
     return 0
 
@@ -87,6 +102,11 @@ def _detections_json(path: str, detections: list) -> dict[str, Any]:
 def cmd_predict(args: argparse.Namespace) -> int:
     from quickstudy.detect.predictor import Predictor, image_paths
 
+    folders = [image for image in args.images if Path(image).is_dir()]
+    if folders:
+        raise QuickstudyError(
+            f"{folders[0]}: is a folder; give its images, e.g. {Path(folders[0]) / '*.jpg'}"
+        )
     paths = image_paths(args.images)
     predictor = Predictor.from_dir(args.model, device=args.device)
     results = predictor.predict(paths, score_threshold=args.threshold)
@@ -103,7 +123,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from quickstudy.detect.evaluation import evaluate_detector
+    from quickstudy.detect.evaluation import detector_evaluation
     from quickstudy.detect.predictor import Predictor
     from quickstudy.detect.versions import ModelFolder, check_taxonomy
 
@@ -113,9 +133,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not samples:
         raise QuickstudyError(f"{args.store}: no images in split {args.split!r}")
     predictor = Predictor.from_dir(args.model, device=args.device)
-    report = evaluate_detector(predictor, samples, target_precision=args.target_precision)
+    evaluation, detections = detector_evaluation(predictor, samples, target_precision=args.target_precision)
+    report = evaluation.metrics
     if args.report:
-        report["report"] = str(_write_report(args, store, predictor, samples, report))
+        report["report"] = str(_write_report(args, store, samples, evaluation, detections))
     if args.json:
         print_json(report)
         return 0
@@ -155,9 +176,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _write_report(
-    args: argparse.Namespace, store: Any, predictor: Any, samples: list[Any], metrics: dict
+    args: argparse.Namespace, store: Any, samples: list[Any], evaluation: Any, detections: list[Any]
 ) -> Any:
-    """The HTML report of an evaluation (matplotlib is imported only when one is asked for)."""
+    """The HTML report of an evaluation: its metrics as --json prints them (matplotlib is imported
+    only when a report is asked for)."""
     from quickstudy.evaluate.report import (
         ReportData,
         prediction_row,
@@ -166,33 +188,45 @@ def _write_report(
         write_report,
     )
 
-    detections = predictor.predict([s.path for s in samples], score_threshold=0.05)
     return write_report(
         args.report,
         ReportData(
             title=f"{args.model} on {args.store} ({args.split})",
-            class_names=predictor.classes,
+            evaluation=evaluation,
             ground_truth=[truth_row(s) for s in samples],
             predictions=[prediction_row(d) for d in detections],
-            operating_threshold=predictor.operating,
             taxonomy_history=taxonomy_history_rows(store),
-            metrics=metrics,
         ),
     )
+
+
+def check_learn(args: argparse.Namespace) -> None:
+    if bool(args.images) == args.from_store:
+        raise QuickstudyError("learn: give either --images IMG... or --from-store")
+
+
+def _distinct_images(images: list[str]) -> list[str]:
+    """``images`` without repeats (by resolved path: ``a.jpg`` and ``./a.jpg`` are one image), saying which."""
+    first: dict[Path, str] = {}
+    for image in images:
+        key = Path(image).resolve()
+        if key in first:
+            print(f"note: {image} is {first[key]} again; it counts once", file=sys.stderr)
+        else:
+            first[key] = image
+    return list(first.values())
 
 
 def cmd_learn(args: argparse.Namespace) -> int:
     from quickstudy.detect.fewshot import learn_class
 
-    if bool(args.images) == args.from_store:
-        raise QuickstudyError("learn: give either --images IMG... or --from-store")
     store = _open_store(args.store)
     started = time.perf_counter()
     version = learn_class(
         args.model,
         store,
         args.class_name,
-        images=args.images,
+        images=_distinct_images(args.images) if args.images else None,
         adapt=args.adapt,
         localizer=args.adapt_localizer,
         device=args.device,
@@ -265,42 +299,35 @@ def cmd_models_diff(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: Any) -> None:
-    train = subparsers.add_parser(
-        "train",
-        help="train the defect detector on a label store's train split",
-        description="Train the multi-task detector (class-agnostic localization + prototype recognition) "
-        "on the store's train split; boxes without class or with a partial label are used too. "
-        "Writes DIR/versions/v1.pt; rerunning resumes from DIR/checkpoint.pt.",
-    )
-    train.add_argument("--store", required=True, help="label store file (SQLite)")
-    train.add_argument("--out", required=True, help="model folder to write")
-    train.add_argument("--epochs", type=_positive, default=24)
-    train.add_argument("--limit", type=_positive, help="use only the first N training images (smoke runs)")
-    train.add_argument(
+def add_training_options(parser: Any) -> None:
+    """The options of `quickstudy train` that choose what and how it trains (all but --store, --out)."""
+    parser.add_argument("--epochs", type=_positive, default=24)
+    parser.add_argument("--limit", type=_positive, help="use only the first N training images (smoke runs)")
+    parser.add_argument(
         "--classes", help="A,B,...: keep only images all of whose boxes are of these classes; train on them"
     )
-    train.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
-    train.add_argument(
+    add_device(parser)
+    add_amp(parser, default=True, why="; the detector's measured numbers were trained with it")
+    parser.add_argument(
         "--weighting",
         help="multi-task loss weighting of localize vs recognize: equal, uncertainty, ... "
         "(default: equal; on P2 it beat uncertainty by 8 points mAP50)",
     )
-    train.add_argument("--batch-size", type=_positive, help="images per step (default: 8)")
-    train.add_argument("--lr", type=float, help="AdamW learning rate, warm-up then cosine (default: 1e-3)")
-    train.add_argument(
+    parser.add_argument("--batch-size", type=_positive, help="images per step (default: 8)")
+    parser.add_argument("--lr", type=float, help="AdamW learning rate, warm-up then cosine (default: 1e-3)")
+    parser.add_argument(
         "--augment",
         choices=["flips", "dihedral"],
         help="geometric augmentation: flips keeps the image axes, for surfaces whose defects have a "
         "direction, such as rolled steel; dihedral also turns by 90 degrees (default: flips)",
     )
-    train.add_argument(
+    parser.add_argument(
         "--photometric",
         action=argparse.BooleanOptionalAction,
         help="also vary brightness (±0.1) and contrast (x0.75-1.25) per image, for lines whose "
         "lighting drifts (default: off; on NEU-DET it cost 3-4 points mAP50)",
     )
-    train.add_argument(
+    parser.add_argument(
         "--pseudo-labels",
         type=_pseudo_labels,
         metavar="P|off",
@@ -309,22 +336,43 @@ def register(subparsers: Any) -> None:
         "NEU-DET with half the classes removed it gave +2.4 points mAP50). Say off when the store's "
         "unlabelled boxes may be of types the taxonomy does not have yet",
     )
-    train.add_argument(
+    parser.add_argument(
         "--arch",
         choices=["tiny", "small", "resnet18"],
         default="small",
         help="network size: tiny (tests, demos), small (default), resnet18 (for --weights)",
     )
-    train.add_argument(
+    parser.add_argument(
         "--weights", help="torchvision resnet18 state dict file for the backbone (--arch resnet18)"
     )
-    train.add_argument(
+    parser.add_argument(
         "--init",
         metavar="DIR",
         help="start the backbone from this `quickstudy pretrain --backbone detector` run (same --arch)",
     )
-    train.add_argument("--seed", type=int, default=0)
-    train.set_defaults(func=cmd_train)
+    parser.add_argument(
+        "--fit-all",
+        action="store_true",
+        help="train on every TRAIN image and calibrate the thresholds on those same images (optimistic "
+        "thresholds; the detectors it is compared with fit the whole split: P2 and P4 were measured so)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def register(subparsers: Any) -> None:
+    train = subparsers.add_parser(
+        "train",
+        help="train the defect detector on a label store's train split",
+        description="Train the multi-task detector (class-agnostic localization + prototype recognition) "
+        "on the store's train split; boxes without class or with a partial label are used too. "
+        "The TRAIN images with n %% 5 == 1 (NEU; elsewhere every fifth) are held out to calibrate "
+        "the thresholds unless --fit-all. Writes DIR/versions/v1.pt; rerunning resumes from "
+        "DIR/checkpoint.pt.",
+    )
+    train.add_argument("--store", required=True, help="label store file (SQLite)")
+    train.add_argument("--out", required=True, help="model folder to write")
+    add_training_options(train)
+    train.set_defaults(func=cmd_train, check=check_train)
 
     predict = subparsers.add_parser(
         "predict",
@@ -335,7 +383,7 @@ def register(subparsers: Any) -> None:
     predict.add_argument("--model", required=True, help="model folder (from `quickstudy train`)")
     predict.add_argument("images", nargs="+", metavar="IMAGE")
     predict.add_argument("--threshold", type=float, help="one score threshold for every class")
-    predict.add_argument("--device", default="cpu")
+    add_device(predict)
     predict.add_argument("--json", action="store_true", help="print JSON")
     predict.set_defaults(func=cmd_predict)
 
@@ -348,7 +396,7 @@ def register(subparsers: Any) -> None:
     evaluate.add_argument("--model", required=True)
     evaluate.add_argument("--store", required=True)
     evaluate.add_argument("--split", default="test")
-    evaluate.add_argument("--device", default="cpu")
+    add_device(evaluate)
     evaluate.add_argument("--json", action="store_true", help="print JSON")
     evaluate.add_argument("--report", metavar="OUT.html", help="also write a self-contained HTML report")
     evaluate.add_argument(
@@ -379,8 +427,8 @@ def register(subparsers: Any) -> None:
         help="also teach the localizer the support boxes (seconds to a minute on CPU; other images' "
         "detections may change a little, their classes do not): for a type the model does not find at all",
     )
-    learn.add_argument("--device", default="cpu")
-    learn.set_defaults(func=cmd_learn)
+    add_device(learn)
+    learn.set_defaults(func=cmd_learn, check=check_learn)
 
     models = subparsers.add_parser("models", help="list, compare and choose model versions")
     actions = models.add_subparsers(dest="action", metavar="ACTION", required=True)
