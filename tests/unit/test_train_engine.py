@@ -94,6 +94,29 @@ def test_training_lowers_the_loss_and_logs(tmp_path: Path) -> None:
     assert payload["config"] == {"a": 1} and payload["step"] == 60
 
 
+def test_a_run_with_other_options_is_refused_rather_than_resumed(tmp_path: Path) -> None:
+    def trainer(config: dict, steps: int, may_change: tuple[str, ...] = ()) -> Trainer:
+        model, optimizer, _ = _problem()
+        return Trainer(
+            model,
+            optimizer,
+            out_dir=tmp_path,
+            steps=steps,
+            kind="toy",
+            config={**config, "steps": steps},
+            resume_may_change=may_change,
+        )
+
+    first = trainer({"lr": 0.05}, 4)
+    first.fit(_step_fn(first.model))
+    with pytest.raises(QuickstudyError, match=r"another lr: lr=0.05, not 0.1; use another --out"):
+        trainer({"lr": 0.1}, 4)
+    with pytest.raises(QuickstudyError, match=r"another steps: steps=4, not 6;"):
+        trainer({"lr": 0.05}, 6)
+    assert trainer({"lr": 0.05}, 4).start_step == 4
+    assert trainer({"lr": 0.05}, 6, may_change=("steps",)).start_step == 4
+
+
 def test_custom_backward_is_used(tmp_path: Path) -> None:
     model, _, _ = _problem()
     calls: list[int] = []

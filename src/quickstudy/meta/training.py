@@ -138,20 +138,6 @@ def load_learner(
     return learner, config
 
 
-def _check_resumable(out_dir: Path, config: FewShotConfig) -> None:
-    """A run folder may only be resumed by the run that wrote it."""
-    file = out_dir / "checkpoint.pt"
-    if not file.exists():
-        return
-    saved = load_checkpoint(file, kind=KIND).get("config", {})
-    for key in ("algo", "backbone", "image_size", "train_way", "shot", "dataset"):
-        if saved.get(key) != getattr(config, key):
-            raise QuickstudyError(
-                f"{file}: holds a run with {key}={saved.get(key)!r}, not {getattr(config, key)!r}; "
-                "use another --out to start a new run"
-            )
-
-
 def train_learner(
     learner: FewShotLearner,
     config: FewShotConfig,
@@ -172,7 +158,6 @@ def train_learner(
     steps as one. ``init`` loads pretrained backbone weights before training starts.
     """
     out_dir = Path(out_dir)
-    _check_resumable(out_dir, config)
     world, rank = distributed.world_size(), distributed.rank()
     if config.meta_batch % world:
         raise QuickstudyError(f"meta-batch {config.meta_batch} does not split over {world} processes")
@@ -216,5 +201,6 @@ def train_learner(
         desc=f"{config.algo} {config.train_way}-way {config.shot}-shot"
         + (f", {config.meta_batch} episodes/step" if config.meta_batch > 1 else ""),
         backward=lambda outputs: None,  # done task by task in step_fn
+        resume_may_change=("steps",),  # a run may go on for more steps (its schedule does not depend on them)
     )
     return trainer.fit(step_fn)

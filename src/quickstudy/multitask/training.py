@@ -153,7 +153,6 @@ def train_multitask(
     config.task_names = [task.name for task in tasks]
     config.n_classes = [task.n_classes for task in tasks]
     config.check()
-    _check_resumable(Path(out_dir) / "checkpoint.pt", config)
     distributed.init_from_env(device)
     torch.manual_seed(config.seed)
     network = build_network(config.arch, config.n_classes, width=config.width, image_size=config.image_size)
@@ -194,6 +193,7 @@ def train_multitask(
         log_every=log_every,
         desc=f"{config.arch}/{config.combiner if config.combiner != 'none' else config.weighting}",
         backward=lambda outputs: learner.backward(task_losses),
+        resume_may_change=("steps",),  # a run may go on for more steps (constant learning rate)
     )
     steps_run = config.steps - trainer.start_step
     trainer.fit(step_fn)
@@ -216,23 +216,6 @@ def train_multitask(
     if distributed.is_main():
         (Path(out_dir) / RESULTS_NAME).write_text(json.dumps(results, indent=2))
     return results
-
-
-def _check_resumable(path: Path, config: MultiTaskConfig) -> None:
-    """A run folder resumes only the run it holds: same network, method and tasks (steps may grow)."""
-    if not path.exists():
-        return
-    stored = load_checkpoint(path, kind=KIND)["config"]
-    wanted = asdict(config)
-    differs = [
-        key
-        for key in ("arch", "weighting", "combiner", "width", "image_size", "task_names")
-        if stored.get(key) != wanted[key]
-    ]
-    if differs:
-        raise QuickstudyError(
-            f"{path}: holds a run with another {', '.join(differs)}; give a new --out folder to start one"
-        )
 
 
 def _synchronize(device: str | torch.device) -> None:

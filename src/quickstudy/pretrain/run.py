@@ -124,7 +124,6 @@ def pretrain(
         "seed": seed,
         "augment": (augment or AugmentConfig()).__dict__,
     }
-    _check_resumable(Path(out_dir), config)
     trainer = Trainer(
         model,
         optimizer,
@@ -167,20 +166,6 @@ def pretrain(
     )
     save_checkpoint(trainer.checkpoint_file, payload)
     return {**metrics, "seconds": seconds}
-
-
-def _check_resumable(out_dir: Path, config: dict[str, Any]) -> None:
-    """A run folder may only be resumed by the run that wrote it (same network, method, size, steps)."""
-    file = out_dir / "checkpoint.pt"
-    if not file.exists():
-        return
-    saved = load_checkpoint(file, kind=KIND).get("config", {})
-    for key in ("backbone_name", "backbone_kwargs", "method", "image_size", "steps", "batch_size"):
-        if saved.get(key) != config[key]:
-            raise QuickstudyError(
-                f"{file}: holds a run with {key}={saved.get(key)!r}, not {config[key]!r}; "
-                "use another --out to start a new run"
-            )
 
 
 def load_pretrained(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> PretrainedBackbone:

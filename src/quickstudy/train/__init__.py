@@ -6,10 +6,12 @@
 from quickstudy.train import distributed
 from quickstudy.train.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from quickstudy.train.device import describe_device
+from quickstudy.train.resume import check_resumable
 from quickstudy.train.trainer import Trainer, step_generator
 
 __all__ = [
     "Trainer",
+    "check_resumable",
     "checkpoint_path",
     "describe_device",
     "distributed",

@@ -10,7 +10,7 @@ import csv
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from quickstudy.train import distributed
 from quickstudy.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from quickstudy.train.resume import check_resumable
 
 StepFn = Callable[[int], dict[str, torch.Tensor]]
 
@@ -47,6 +48,8 @@ class Trainer:
 
     ``backward(outputs)`` replaces ``outputs["loss"].backward()`` (e.g. a multi-task weighting method).
     ``extra_state()`` returns more things to save; they come back in :attr:`resumed_extra_state`.
+    A checkpoint is resumed only by a run with the same ``config``, but for the options named in
+    ``resume_may_change`` (:func:`~quickstudy.train.resume.check_resumable`).
     Under torchrun, gradients are averaged across processes and only rank 0 writes files or shows progress.
     """
 
@@ -68,6 +71,7 @@ class Trainer:
         desc: str = "train",
         backward: Callable[[dict[str, torch.Tensor]], Any] | None = None,
         extra_state: Callable[[], dict[str, Any]] | None = None,
+        resume_may_change: Collection[str] = (),
     ) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -84,6 +88,7 @@ class Trainer:
         self.desc = desc
         self.backward = backward or (lambda outputs: outputs["loss"].backward())
         self.extra_state = extra_state
+        self.resume_may_change = tuple(resume_may_change)
         self.start_step = 0
         self.resumed_extra_state: dict[str, Any] = {}
         self._resume()
@@ -96,6 +101,7 @@ class Trainer:
         if not self.checkpoint_file.exists():
             return
         payload = load_checkpoint(self.checkpoint_file, kind=self.kind, map_location=self.device)
+        check_resumable(self.checkpoint_file, payload.get("config", {}), self.config, self.resume_may_change)
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         if self.scheduler is not None and payload.get("scheduler") is not None:
