@@ -155,3 +155,17 @@ def test_the_line_imports_through_the_label_store_like_any_voc_dataset(tmp_path)
         for box, kind in zip(sample.boxes, classes, strict=True):
             assert box.allowed in (frozenset(), frozenset({kind}))
     assert any(not box.allowed for sample in samples for box in sample.boxes)
+
+
+def test_colour_frames_hold_small_defects_inside_a_large_frame() -> None:
+    from quickstudy.data.images import carries_colour
+
+    line = SyntheticLine(seed=3, size=64, frame=(1600, 1000), colour=True)
+    sides = []
+    for index in range(6):
+        image, boxes, classes = line.sample(index)
+        assert image.shape == (1000, 1600, 3) and carries_colour(image)
+        assert len(boxes) == len(classes) >= 1
+        assert (boxes[:, 0] >= 0).all() and (boxes[:, 2] <= 1600).all() and (boxes[:, 3] <= 1000).all()
+        sides.extend((boxes[:, 2:] - boxes[:, :2]).max(1).tolist())
+    assert min(sides) >= 5 and max(sides) <= 64  # defects of tens of pixels in a 1.6-megapixel frame

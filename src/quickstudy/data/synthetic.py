@@ -83,6 +83,8 @@ class SyntheticLine:
         max_per_image: int = 3,
         p_second_type: float = 0.15,
         min_box_side: int = 0,
+        frame: tuple[int, int] | None = None,
+        colour: bool = False,
     ) -> None:
         unknown = [name for name in defect_types if name not in _RENDERERS]
         if unknown or not defect_types:
@@ -100,13 +102,22 @@ class SyntheticLine:
         self.max_per_image = max_per_image
         self.p_second_type = p_second_type
         self.min_box_side = min_box_side
+        self.frame = frame
+        self.colour = colour
+        if frame is not None and min(frame) < size:
+            raise QuickstudyError(
+                f"synthetic line: frame {frame[0]} x {frame[1]} is smaller than size {size}"
+            )
 
     def sample(self, index: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """Image ``index``: ``(uint8 [H, W], float32 [N, 4] xyxy boxes, N class names)``."""
+        """Image ``index``: ``(uint8 [H, W] or [H, W, 3] with colour, float32 [N, 4] xyxy boxes, N class
+        names)``. With ``frame=(width, height)`` the image is a frame of that size whose defects are drawn
+        as on a ``size`` image, so they stay small in a large frame (sides of 7–42 px at size 64)."""
         rng = np.random.default_rng([self.seed, index])
         size = self.size
         rolling_angle = float(rng.choice([0.0, 90.0], p=[0.7, 0.3]) + rng.normal(0, 3))
-        image = _surface(rng, size, rolling_angle)
+        width, height = self.frame or (size, size)
+        image = _surface(rng, size, rolling_angle, (height, width))
 
         primary = self.defect_types[index % len(self.defect_types)]
         kinds = [primary] * int(rng.integers(1, self.max_per_image + 1))
@@ -119,16 +130,24 @@ class SyntheticLine:
         for kind in kinds:
             for _attempt in range(12):
                 defect = _RENDERERS[kind](rng, size, rolling_angle)
+                if self.frame is not None:  # the defect's square moves to a random place in the frame
+                    defect = _Defect(
+                        defect.delta,
+                        defect.top + int(rng.integers(0, height - size + 1)),
+                        defect.left + int(rng.integers(0, width - size + 1)),
+                    )
                 box = defect.box()
                 if box is not None and self.min_box_side:
                     box = _widened(box, self.min_box_side)
-                if box is None or not _fits(box, size) or any(_near(box, other) for other in boxes):
+                if box is None or not _fits(box, width, height) or any(_near(box, other) for other in boxes):
                     continue
                 _paste(image, defect)
                 boxes.append(box)
                 classes.append(kind)
                 break
 
+        if self.colour:  # a tinted surface (painted, coated or anodised parts); defects keep its tint
+            image = image[..., None] * rng.uniform(0.55, 1.25, 3).astype(np.float32)
         image += rng.normal(0.0, rng.uniform(1.0, 3.5), image.shape)  # sensor noise, over defects too
         pixels = np.clip(np.rint(image), 0, 255).astype(np.uint8)
         return pixels, np.asarray(boxes, dtype=np.float32).reshape(-1, 4), classes
@@ -186,7 +205,7 @@ def _voc_xml(
     size = ET.SubElement(root, "size")
     ET.SubElement(size, "width").text = str(shape[1])
     ET.SubElement(size, "height").text = str(shape[0])
-    ET.SubElement(size, "depth").text = "1"
+    ET.SubElement(size, "depth").text = str(shape[2] if len(shape) == 3 else 1)
     for xyxy, label in zip(boxes.tolist(), labels, strict=True):
         obj = ET.SubElement(root, "object")
         ET.SubElement(obj, "name").text = label or ""
@@ -213,9 +232,9 @@ def _widened(box: tuple[int, int, int, int], side: int) -> tuple[int, int, int, 
     return x1, y1, x2, y2
 
 
-def _fits(box: tuple[int, int, int, int], size: int) -> bool:
+def _fits(box: tuple[int, int, int, int], width: int, height: int) -> bool:
     x1, y1, x2, y2 = box
-    return x1 >= 1 and y1 >= 1 and x2 <= size - 1 and y2 <= size - 1 and x2 - x1 >= 3 and y2 - y1 >= 3
+    return x1 >= 1 and y1 >= 1 and x2 <= width - 1 and y2 <= height - 1 and x2 - x1 >= 3 and y2 - y1 >= 3
 
 
 def _near(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
@@ -253,15 +272,19 @@ def _smooth_noise(
     return (field / (field.std() + 1e-8)).astype(np.float32)
 
 
-def _surface(rng: np.random.Generator, size: int, rolling_angle: float) -> np.ndarray:
-    """A clean rolled-metal surface in grey levels (float32)."""
-    shape = (size, size)
+def _surface(
+    rng: np.random.Generator, size: int, rolling_angle: float, shape: tuple[int, int] | None = None
+) -> np.ndarray:
+    """A clean rolled-metal surface in grey levels (float32), ``shape`` (default ``size`` square) with
+    texture scales as on a ``size`` image."""
+    shape = shape or (size, size)
     base = rng.uniform(85, 175)
     streaks = _smooth_noise(rng, shape, rng.uniform(20, 60), rng.uniform(0.5, 1.2), rolling_angle)
     bands = _smooth_noise(rng, shape, rng.uniform(40, 90), rng.uniform(3, 8), rolling_angle)
     grain = _smooth_noise(rng, shape, 0.7, 0.7)
     mottling = _smooth_noise(rng, shape, rng.uniform(8, 20), rng.uniform(8, 20), rng.uniform(0, 180))
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size - 0.5
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
+    yy, xx = yy / shape[0] - 0.5, xx / shape[1] - 0.5
     light_angle = rng.uniform(0, 2 * np.pi)
     gradient = xx * np.cos(light_angle) + yy * np.sin(light_angle)
     vignette = xx**2 + yy**2
