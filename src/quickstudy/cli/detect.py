@@ -123,7 +123,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from quickstudy.detect.evaluation import detector_evaluation
+    from quickstudy.detect.evaluation import evaluate_detector
     from quickstudy.detect.predictor import Predictor
     from quickstudy.detect.versions import ModelFolder, check_taxonomy
 
@@ -133,10 +133,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not samples:
         raise QuickstudyError(f"{args.store}: no images in split {args.split!r}")
     predictor = Predictor.from_dir(args.model, device=args.device)
-    evaluation, detections = detector_evaluation(predictor, samples, target_precision=args.target_precision)
-    report = evaluation.metrics
+    report = evaluate_detector(predictor, samples, target_precision=args.target_precision)
     if args.report:
-        report["report"] = str(_write_report(args, store, samples, evaluation, detections))
+        report["report"] = str(_write_report(args, store, predictor, samples, report))
     if args.json:
         print_json(report)
         return 0
@@ -176,10 +175,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _write_report(
-    args: argparse.Namespace, store: Any, samples: list[Any], evaluation: Any, detections: list[Any]
+    args: argparse.Namespace, store: Any, predictor: Any, samples: list[Any], metrics: dict
 ) -> Any:
-    """The HTML report of an evaluation: its metrics as --json prints them (matplotlib is imported
-    only when a report is asked for)."""
+    """The HTML report of an evaluation (matplotlib is imported only when one is asked for)."""
     from quickstudy.evaluate.report import (
         ReportData,
         prediction_row,
@@ -188,14 +186,17 @@ def _write_report(
         write_report,
     )
 
+    detections = predictor.predict([s.path for s in samples], score_threshold=0.05)
     return write_report(
         args.report,
         ReportData(
             title=f"{args.model} on {args.store} ({args.split})",
-            evaluation=evaluation,
+            class_names=predictor.classes,
             ground_truth=[truth_row(s) for s in samples],
             predictions=[prediction_row(d) for d in detections],
+            operating_threshold=predictor.operating,
             taxonomy_history=taxonomy_history_rows(store),
+            metrics=metrics,
         ),
     )
 
