@@ -13,6 +13,7 @@ from quickstudy.evaluate.operating import (
     DEFECT_PRESENT,
     operating_points,
     precision_recall_at,
+    precision_recall_sweep,
     threshold_for_precision,
 )
 
@@ -93,3 +94,12 @@ def test_per_class_and_defect_present() -> None:
     assert points[DEFECT_PRESENT].positives == 150
     with pytest.raises(ValueError, match="do not fit"):
         operating_points(scores, labels[:-1], ["a", "b", "c"], 0.99)
+
+
+def test_sweep_gives_precision_and_recall_at_each_threshold() -> None:
+    scores, positive = [0.9, 0.6, 0.6, 0.3], [True, False, True, True]
+    precision, recall = precision_recall_sweep(scores, positive, [0.95, 0.6, 0.3])
+    assert np.isnan(precision[0]) and recall[0] == 0.0  # nothing flagged
+    assert precision[1] == pytest.approx(2 / 3) and recall[1] == pytest.approx(2 / 3)  # ties flagged together
+    assert precision[2] == pytest.approx(3 / 4) and recall[2] == 1.0
+    assert np.isnan(precision_recall_sweep(scores, [False] * 4, [0.5])[1][0])  # no positive: recall undefined

@@ -100,11 +100,29 @@ def precision_recall_at(
     scores: Sequence[float] | np.ndarray, is_positive: Sequence[bool] | np.ndarray, threshold: float
 ) -> tuple[float, float]:
     """``(precision, recall)`` when every score >= ``threshold`` is flagged (precision NaN if none is)."""
+    precision, recall = precision_recall_sweep(scores, is_positive, [threshold])
+    return float(precision[0]), float(recall[0])
+
+
+def precision_recall_sweep(
+    scores: Sequence[float] | np.ndarray,
+    is_positive: Sequence[bool] | np.ndarray,
+    thresholds: Sequence[float] | np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`precision_recall_at` for each of ``thresholds``: two arrays of their length (precision
+    NaN where nothing is flagged, recall NaN where nothing is positive).
+
+    Example:
+        >>> precision_recall_sweep([0.9, 0.6, 0.3], [True, False, True], [0.5, 0.95])
+        (array([0.5, nan]), array([0.5, 0. ]))
+    """
     score_array, positive_array = _checked(scores, is_positive)
-    flagged = score_array >= threshold
-    true_positives = int((flagged & positive_array).sum())
-    precision = true_positives / int(flagged.sum()) if flagged.any() else math.nan
-    recall = true_positives / int(positive_array.sum()) if positive_array.any() else math.nan
+    flagged = score_array[None, :] >= np.asarray(thresholds, dtype=np.float64).reshape(-1, 1)
+    true_positives = (flagged & positive_array).sum(axis=1)
+    n_flagged = flagged.sum(axis=1)
+    precision = np.where(n_flagged > 0, true_positives / np.maximum(n_flagged, 1), np.nan)
+    positives = int(positive_array.sum())
+    recall = true_positives / positives if positives else np.full(len(n_flagged), np.nan)
     return precision, recall
 
 
