@@ -19,8 +19,8 @@ def miniature(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     settings = DemoSettings(out=out, train_images=50, test_images=15, image_size=64, epochs=1, batch_size=8)
     printed = io.StringIO()
-    path = run_demo(settings, Console(file=printed, width=120))
-    return out, path, printed.getvalue()
+    result = run_demo(settings, Console(file=printed, width=120))
+    return out, result.report, printed.getvalue()
 
 
 def test_every_step_prints_and_the_last_line_is_the_report(miniature) -> None:
@@ -35,8 +35,8 @@ def test_every_step_prints_and_the_last_line_is_the_report(miniature) -> None:
 def test_report_holds_each_section_with_the_learned_types(miniature) -> None:
     _, path, _ = miniature
     text = path.read_text(encoding="utf-8")
-    for key, _title in SECTIONS:
-        assert f'<section id="{key}">' in text
+    for section in SECTIONS:
+        assert f'<section id="{section.key}">' in text
     for name in ("crack", "scratch", "inclusion", "pit", "stain"):
         assert re.search(rf"<td>{name}</td>", text), name
     assert "scratch + inclusion → line" in text and "line → scratch, inclusion" in text
@@ -66,8 +66,7 @@ def test_the_same_story_runs_on_neu_det(neu_root, tmp_path) -> None:
         out=tmp_path / "neu", data=neu_root, limit=90, image_size=64, epochs=1, batch_size=8
     )
     printed = io.StringIO()
-    path = run_demo(settings, Console(file=printed, width=120))
-    text = path.read_text(encoding="utf-8")
+    text = run_demo(settings, Console(file=printed, width=120)).report.read_text(encoding="utf-8")
     assert "held back: pitted_surface, scratches" in printed.getvalue()
     assert "crazing + rolled-in_scale → scale" in text and "scale → crazing, rolled-in_scale" in text
     for name in ("pitted_surface", "scratches", "crazing", "rolled-in_scale", "inclusion", "patches"):

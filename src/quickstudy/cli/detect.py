@@ -123,7 +123,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from quickstudy.detect.evaluation import evaluate_detector
+    from quickstudy.detect.evaluation import detector_evaluation
     from quickstudy.detect.predictor import Predictor
     from quickstudy.detect.versions import ModelFolder, check_taxonomy
 
@@ -133,9 +133,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not samples:
         raise QuickstudyError(f"{args.store}: no images in split {args.split!r}")
     predictor = Predictor.from_dir(args.model, device=args.device)
-    report = evaluate_detector(predictor, samples, target_precision=args.target_precision)
+    evaluation, detections = detector_evaluation(predictor, samples, target_precision=args.target_precision)
+    report = evaluation.metrics
     if args.report:
-        report["report"] = str(_write_report(args, store, predictor, samples, report))
+        report["report"] = str(_write_report(args, store, samples, evaluation, detections))
     if args.json:
         print_json(report)
         return 0
@@ -175,9 +176,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _write_report(
-    args: argparse.Namespace, store: Any, predictor: Any, samples: list[Any], metrics: dict
+    args: argparse.Namespace, store: Any, samples: list[Any], evaluation: Any, detections: list[Any]
 ) -> Any:
-    """The HTML report of an evaluation (matplotlib is imported only when one is asked for)."""
+    """The HTML report of an evaluation: its metrics as --json prints them (matplotlib is imported
+    only when a report is asked for)."""
     from quickstudy.evaluate.report import (
         ReportData,
         prediction_row,
@@ -186,17 +188,14 @@ def _write_report(
         write_report,
     )
 
-    detections = predictor.predict([s.path for s in samples], score_threshold=0.05)
     return write_report(
         args.report,
         ReportData(
             title=f"{args.model} on {args.store} ({args.split})",
-            class_names=predictor.classes,
+            evaluation=evaluation,
             ground_truth=[truth_row(s) for s in samples],
             predictions=[prediction_row(d) for d in detections],
-            operating_threshold=predictor.operating,
             taxonomy_history=taxonomy_history_rows(store),
-            metrics=metrics,
         ),
     )
 

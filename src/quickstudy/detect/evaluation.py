@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from quickstudy.detect.predictor import Predictor
-from quickstudy.evaluate.detection import coco_metrics, image_level, image_scores, image_truth
+from quickstudy.detect.predictor import Detection, Predictor
+from quickstudy.evaluate.detection import DetectionEvaluation, evaluate_predictions, image_scores, image_truth
 from quickstudy.evaluate.operating import DEFECT_PRESENT, threshold_for_precision
 
 
@@ -60,21 +60,28 @@ def at_target_precision(
 def evaluate_detector(
     predictor: Predictor, samples: Sequence[Any], target_precision: float | None = None
 ) -> dict[str, Any]:
-    """COCO mAP, mAP50, per-class AP50, class-agnostic AR@100, image-level precision/recall per class
-    at the model's operating thresholds, ms per image; with ``target_precision``, also
+    """COCO mAP, mAP50, per-class AP50 and AP, class-agnostic AR@100, image-level precision/recall per
+    class at the model's operating thresholds, ms per image; with ``target_precision``, also
     ``at_target_precision`` (:func:`at_target_precision`, thresholds picked on these images)."""
+    return detector_evaluation(predictor, samples, target_precision)[0].metrics
+
+
+def detector_evaluation(
+    predictor: Predictor, samples: Sequence[Any], target_precision: float | None = None
+) -> tuple[DetectionEvaluation, list[list[Detection]]]:
+    """:func:`evaluate_detector`'s metrics with the curves an HTML report draws, and each image's
+    detections as ``predict`` names them (from the same forward pass)."""
     classes = predictor.classes
     started = time.perf_counter()
     outputs = predictor.raw([s.path for s in samples])
     ms_per_image = 1000 * (time.perf_counter() - started) / max(1, len(samples))
     named, agnostic = ground_truth(samples, classes)
-    report = coco_metrics(named, outputs, classes, agnostic)
-    report.update(image_level(named, outputs, classes, predictor.operating))
+    evaluation = evaluate_predictions(named, outputs, classes, predictor.operating, agnostic)
     if target_precision is not None:
-        report["at_target_precision"] = {
+        evaluation.metrics["at_target_precision"] = {
             "target": target_precision,
             **at_target_precision(outputs, named, classes, target_precision),
         }
-    report["ms_per_image"] = ms_per_image
-    report["n_images"] = len(samples)
-    return report
+    evaluation.metrics["ms_per_image"] = ms_per_image
+    evaluation.metrics["n_images"] = len(samples)
+    return evaluation, [predictor.name_detections(out, None) for out in outputs]

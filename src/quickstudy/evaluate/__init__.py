@@ -1,2 +1,4 @@
-"""Metrics (few-shot accuracy with confidence intervals, COCO mAP, image-level precision/recall,
-operating thresholds) and reports (self-contained HTML with plots)."""
+"""Metrics and reports: ``detection`` (COCO mAP, class-agnostic recall, image-level precision/recall:
+one evaluation behind ``quickstudy eval``), ``operating`` (thresholds for a target precision),
+``matching`` (which detection found which box; confusion counts), ``figures`` (matplotlib) and
+``report`` (self-contained HTML of an evaluation)."""

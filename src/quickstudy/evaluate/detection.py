@@ -8,6 +8,9 @@ indexing ``classes``.
 >>> pred = [{"boxes": np.array([[0, 0, 10, 10.0]]), "scores": np.array([0.9]), "labels": np.array([0])}]
 >>> round(coco_metrics(gt, pred, ["pit"])["mAP50"], 3)
 1.0
+
+:func:`evaluate_predictions` is the one computation behind ``quickstudy eval``: its ``metrics`` are
+what ``--json`` prints and what the HTML report shows, beside the curves the report draws.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,6 +28,7 @@ from pycocotools.cocoeval import COCOeval
 from torchvision.ops import nms
 
 GroundTruth = tuple[Any, Any]  # (boxes [M, 4] xyxy, labels [M])
+RECALL_POINTS = np.linspace(0.0, 1.0, 101)  # where pycocotools reads precision off the PR curve
 
 
 def _np(x: Any) -> np.ndarray:
@@ -81,26 +86,82 @@ def _coco_eval(
     return evaluation
 
 
+@dataclass
+class DetectionEvaluation:
+    """Detections scored against ground truth, once: ``metrics`` is what ``quickstudy eval --json``
+    prints and what the HTML report renders; the arrays are what the report's figures draw."""
+
+    classes: list[str]
+    metrics: dict[str, Any]
+    precision_curves: dict[str, np.ndarray]  # per class: precision at RECALL_POINTS, IoU 0.5; NaN: no truth
+    image_scores: np.ndarray  # [N, C] each image's highest detection score per class (0 without one)
+    image_truth: np.ndarray  # [N, C] whether the image holds a true box of the class
+
+
+def evaluate_predictions(
+    gts: Sequence[GroundTruth],
+    preds: Sequence[Mapping[str, Any]],
+    classes: Sequence[str],
+    operating: Mapping[str, float],
+    agnostic_gts: Sequence[GroundTruth] | None = None,
+) -> DetectionEvaluation:
+    """:func:`coco_metrics` with per-class ``AP`` (@[.5:.95]), :func:`image_level` at the
+    ``operating`` thresholds (echoed as ``operating_thresholds``), and per class the ``true_boxes``
+    and ``true_images`` (images holding one) the numbers rest on."""
+    metrics, curves = _coco_scores(gts, preds, classes, agnostic_gts)
+    truth = image_truth(gts, len(classes))
+    metrics.update(image_level(gts, preds, classes, operating))
+    metrics["operating_thresholds"] = {name: float(operating[name]) for name in classes}
+    boxes = np.zeros(len(classes), dtype=np.int64)
+    for _, labels in gts:
+        boxes += np.bincount(_np(labels).reshape(-1).astype(np.int64), minlength=len(classes))
+    metrics["true_boxes"] = {name: int(boxes[c]) for c, name in enumerate(classes)}
+    metrics["true_images"] = {name: int(truth[:, c].sum()) for c, name in enumerate(classes)}
+    return DetectionEvaluation(
+        list(classes),
+        metrics,
+        curves,
+        image_scores([_as_tensors(p) for p in preds], len(classes)).numpy(),
+        truth,
+    )
+
+
 def coco_metrics(
     gts: Sequence[GroundTruth],
     preds: Sequence[Mapping[str, Any]],
     classes: Sequence[str],
     agnostic_gts: Sequence[GroundTruth] | None = None,
 ) -> dict[str, Any]:
-    """``mAP`` (@[.5:.95]), ``mAP50``, per-class ``AP50`` (None for a class without ground truth)
-    and, with classes ignored (duplicates across classes merged by NMS at 0.5) against ``agnostic_gts``
-    (default: ``gts``; may hold boxes without class): ``AR100_agnostic`` (@[.5:.95]),
-    ``AR100_agnostic_50`` (IoU 0.5) and ``AP50_agnostic`` — where these are far above mAP50 the
-    boxes are found and misnamed; where they are low, the boxes are not found."""
+    """``mAP`` (@[.5:.95]), ``mAP50``, per-class ``AP50`` and ``AP`` (None for a class without ground
+    truth) and, with classes ignored (duplicates across classes merged by NMS at 0.5) against
+    ``agnostic_gts`` (default: ``gts``; may hold boxes without class): ``AR100_agnostic``
+    (@[.5:.95]), ``AR100_agnostic_50`` (IoU 0.5) and ``AP50_agnostic`` — where these are far above
+    mAP50 the boxes are found and misnamed; where they are low, the boxes are not found."""
+    return _coco_scores(gts, preds, classes, agnostic_gts)[0]
+
+
+def _coco_scores(
+    gts: Sequence[GroundTruth],
+    preds: Sequence[Mapping[str, Any]],
+    classes: Sequence[str],
+    agnostic_gts: Sequence[GroundTruth] | None,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """:func:`coco_metrics` and, per class, its precision curve at IoU 0.5 (NaN without truth)."""
     agnostic_metrics = {"AR100_agnostic": 0.0, "AR100_agnostic_50": 0.0, "AP50_agnostic": 0.0}
     evaluation = _coco_eval(gts, preds, len(classes))
     if evaluation is None:
-        return {"mAP": 0.0, "mAP50": 0.0, "AP50": dict.fromkeys(classes), **agnostic_metrics}
-    precision = evaluation.eval["precision"][0, :, :, 0, -1]  # IoU 0.5, all areas, 100 detections
+        undefined = dict.fromkeys(classes)
+        curves = {name: np.full(len(RECALL_POINTS), np.nan) for name in classes}
+        return {"mAP": 0.0, "mAP50": 0.0, "AP50": undefined, "AP": undefined, **agnostic_metrics}, curves
+    precision = evaluation.eval["precision"][:, :, :, 0, -1]  # [IoU, recall, class], all areas, 100 dets
     ap50: dict[str, float | None] = {}
+    ap: dict[str, float | None] = {}
+    curves = {}
     for c, name in enumerate(classes):
-        column = precision[:, c]
-        ap50[name] = float(column[column > -1].mean()) if (column > -1).any() else None
+        defined = precision[:, :, c] > -1  # -1: the class has no true box
+        ap50[name] = float(precision[0, :, c][defined[0]].mean()) if defined[0].any() else None
+        ap[name] = float(precision[:, :, c][defined].mean()) if defined.any() else None
+        curves[name] = np.where(defined[0], precision[0, :, c], np.nan)
     agnostic_truth = [
         (boxes, np.zeros(len(_np(labels).reshape(-1)), dtype=int)) for boxes, labels in (agnostic_gts or gts)
     ]
@@ -111,11 +172,20 @@ def coco_metrics(
             "AR100_agnostic_50": max(float(agnostic.eval["recall"][0, 0, 0, -1]), 0.0),  # IoU 0.5, all areas
             "AP50_agnostic": max(float(agnostic.stats[1]), 0.0),
         }
-    return {
+    metrics = {
         "mAP": max(float(evaluation.stats[0]), 0.0),
         "mAP50": max(float(evaluation.stats[1]), 0.0),
         "AP50": ap50,
+        "AP": ap,
         **agnostic_metrics,
+    }
+    return metrics, curves
+
+
+def _as_tensors(pred: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    return {
+        "labels": torch.as_tensor(_np(pred["labels"]), dtype=torch.int64).reshape(-1),
+        "scores": torch.as_tensor(_np(pred["scores"]), dtype=torch.float32).reshape(-1),
     }
 
 
