@@ -6,6 +6,8 @@ import json
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -165,3 +167,121 @@ def test_fraction_split_is_stratified_and_undoable(tmp_path: Path) -> None:
     assert splits["test"]["images"] == 6 and splits["val"]["images"] == 6 and splits["train"]["images"] == 18
     store.undo()
     assert snapshot(store) == before
+
+
+# -- a store a person cannot write to, a damaged store, and two processes at once -----------------------
+
+
+def read_only_connections(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Open every store as SQLite opens a file without write permission (chmod does not bind root)."""
+    connect = sqlite3.connect
+    monkeypatch.setattr(
+        sqlite3, "connect", lambda path, **options: connect(f"file:{path}?mode=ro", uri=True, **options)
+    )
+
+
+def test_a_read_only_store_is_read_and_any_write_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    small_store(tmp_path).close()
+    read_only_connections(monkeypatch)
+    store = Store.open(tmp_path / "labels.qs")
+    assert store.stats()["boxes"] == 12
+    writes = [
+        lambda: store.taxonomy.add("d"),
+        lambda: store.set_splits({1: "test"}),
+        lambda: store.import_images([one_image(tmp_path, ImportedBox((1, 1, 9, 9), "a"))], source="t"),
+    ]
+    for write in writes:
+        with pytest.raises(
+            QuickstudyError, match=r"labels\.qs: the store is read-only and this command writes"
+        ):
+            write()
+
+
+def damage_boxes_table(path: Path) -> None:
+    with sqlite3.connect(path) as conn:
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'boxes'").fetchone()[0]
+    conn.close()
+    with open(path, "r+b") as handle:
+        handle.seek((root - 1) * page_size)
+        handle.write(b"\x5a" * page_size)
+
+
+def test_a_damaged_store_is_not_written_and_reads_fail_in_one_line(tmp_path: Path) -> None:
+    small_store(tmp_path).close()
+    path = tmp_path / "labels.qs"
+    damage_boxes_table(path)
+    damaged = path.read_bytes()
+    store = Store.open(path)
+    with pytest.raises(QuickstudyError, match=r"labels\.qs: the store is damaged \(.*malformed"):
+        store.stats()
+    assert store.classes() == ["a", "b", "c"]  # what is intact still reads
+    with pytest.raises(
+        QuickstudyError, match=r"labels\.qs: the store is damaged \(quick_check: .*refusing to write"
+    ):
+        store.taxonomy.add("d")
+    store.close()
+    assert path.read_bytes() == damaged
+
+
+_CREATE_AT_ONCE = """
+import sys, time
+from quickstudy.errors import QuickstudyError
+from quickstudy.labels import Store
+start = float(sys.argv[2])
+while time.time() < start:
+    pass
+try:
+    Store.open(sys.argv[1]).close()
+except QuickstudyError as error:
+    print(error)
+    sys.exit(2)
+"""
+
+
+def test_processes_creating_one_store_at_once_all_succeed(tmp_path: Path) -> None:
+    path = tmp_path / "new.qs"
+    start = str(time.time() + 1.5)  # every process waits for the same moment, past its imports
+    processes = [
+        subprocess.Popen([sys.executable, "-c", _CREATE_AT_ONCE, str(path), start], stderr=subprocess.PIPE)
+        for _ in range(6)
+    ]
+    errors = [process.communicate()[1].decode() for process in processes]
+    assert [process.returncode for process in processes] == [0] * 6, errors
+    with Store.open(path) as store:
+        assert store._conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION
+
+
+def test_concurrent_imports_of_the_same_images_refuse_the_second(tmp_path: Path) -> None:
+    first = small_store(tmp_path)
+    image = one_image(tmp_path, ImportedBox((1, 1, 9, 9), "a"))
+    errors: list[BaseException] = []
+
+    def import_second() -> None:
+        try:
+            with Store.open(tmp_path / "labels.qs") as second:
+                second.import_images([image], source="second")
+        except BaseException as error:
+            errors.append(error)
+
+    with first.transaction():
+        first.import_images([image], source="first")
+        thread = threading.Thread(target=import_second)
+        thread.start()
+        time.sleep(0.5)  # the second import reads the known paths, then waits for the write lock
+    thread.join()
+    assert len(errors) == 1 and isinstance(errors[0], QuickstudyError), errors
+    assert "new.png is already in the store" in str(errors[0])
+    assert first.stats()["images"] == 7
+
+
+def test_an_empty_file_is_not_turned_into_a_store_by_a_reader(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.qs"
+    empty.touch()
+    with pytest.raises(QuickstudyError, match=r"empty\.qs: an empty file, not a label store"):
+        Store.open(empty, create=False)
+    assert empty.read_bytes() == b"" and not Path(f"{empty}-wal").exists()
+    Store.open(empty).close()  # a writer (import) may make a store of it
+    assert Store.open(empty, create=False).stats()["images"] == 0

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from quickstudy.errors import QuickstudyError
-from quickstudy.labels.formats.voc import import_voc
+from quickstudy.labels.formats.voc import read_voc
 from quickstudy.labels.store import ImportReport, Store
 
 NEU_CLASSES = ("crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches")
@@ -38,12 +38,9 @@ def is_neu_validation(path: str | Path) -> bool:
 
 
 def import_neu_det(store: Store, root: str | Path, **options: object) -> ImportReport:
-    """Import NEU-DET (VOC) and tag every image with its P1 split."""
-    report = import_voc(store, root, **options)
-    by_path = {str(image.path): image.image_id for image in store.images()}
-    splits = {}
-    for path, image_id in by_path.items():
-        if _NEU_NAME.match(Path(path).stem):
-            splits[image_id] = neu_split(path)
-    store.set_splits(splits, reason="protocol neu-p1")  # type: ignore[arg-type]
-    return report
+    """Import NEU-DET (VOC) with every image tagged with its P1 split, in one transaction."""
+    images = read_voc(Path(root))
+    for image in images:
+        if _NEU_NAME.match(image.path.stem):
+            image.split = neu_split(image.path)
+    return store.import_images(images, source=f"neu-det:{root}", **options)  # type: ignore[arg-type]

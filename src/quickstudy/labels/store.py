@@ -49,6 +49,100 @@ def check_split(split: object, where: str) -> None:
         raise QuickstudyError(f"{where}: unknown split {split!r} (use {', '.join(SPLITS)})")
 
 
+_BUSY_SECONDS = 30
+_RECOVER = "restore a copy, or recover it with `sqlite3 {path} .recover`"
+# SQLite failures a person can act on; any other SQLite error is a quickstudy bug and keeps its traceback.
+_STORE_PROBLEMS = {
+    "SQLITE_READONLY": "the store is read-only and this command writes to it ({error})",
+    "SQLITE_BUSY": f"another process has held the store for {_BUSY_SECONDS} s ({{error}}); try again when it is done",
+    "SQLITE_LOCKED": "the store is locked by another connection ({error})",
+    "SQLITE_CORRUPT": "the store is damaged ({error}); " + _RECOVER,
+    "SQLITE_NOTADB": "not a label store ({error})",
+    "SQLITE_FULL": "the disk is full ({error})",
+    "SQLITE_IOERR": "the store cannot be read or written ({error})",
+    "SQLITE_CANTOPEN": "the store cannot be opened ({error})",
+    "SQLITE_PERM": "no permission to use the store ({error})",
+}
+
+
+def _store_problem(path: Path, error: sqlite3.DatabaseError) -> Exception:
+    """A :class:`QuickstudyError` for a failure in :data:`_STORE_PROBLEMS`, else ``error`` itself."""
+    code = (getattr(error, "sqlite_errorname", "") or "").split("_")
+    problem = _STORE_PROBLEMS.get("_".join(code[:2]))
+    if problem is None:
+        return error
+    return QuickstudyError(f"{path}: " + problem.format(path=path, error=error))
+
+
+class _Cursor(sqlite3.Cursor):
+    """A cursor whose SQLite failures a person can act on become one-line errors naming the store."""
+
+    connection: _Connection
+
+    def execute(self, sql: str, parameters: Any = (), /) -> _Cursor:
+        try:
+            return super().execute(sql, parameters)
+        except sqlite3.DatabaseError as error:
+            raise _store_problem(self.connection.store_path, error) from None
+
+    def executemany(self, sql: str, parameters: Any, /) -> _Cursor:
+        try:
+            return super().executemany(sql, parameters)
+        except sqlite3.DatabaseError as error:
+            raise _store_problem(self.connection.store_path, error) from None
+
+    def fetchone(self) -> Any:
+        try:
+            return super().fetchone()
+        except sqlite3.DatabaseError as error:
+            raise _store_problem(self.connection.store_path, error) from None
+
+    def fetchall(self) -> list[Any]:
+        try:
+            return super().fetchall()
+        except sqlite3.DatabaseError as error:
+            raise _store_problem(self.connection.store_path, error) from None
+
+    def __next__(self) -> Any:
+        try:
+            return super().__next__()
+        except sqlite3.DatabaseError as error:
+            raise _store_problem(self.connection.store_path, error) from None
+
+
+class _Connection(sqlite3.Connection):
+    """The store's connection: every statement runs on a :class:`_Cursor`."""
+
+    store_path: Path
+
+    def execute(self, sql: str, parameters: Any = (), /) -> _Cursor:
+        return self.cursor(_Cursor).execute(sql, parameters)
+
+    def executemany(self, sql: str, parameters: Any, /) -> _Cursor:
+        return self.cursor(_Cursor).executemany(sql, parameters)
+
+
+def _header(conn: _Connection) -> tuple[int, int, int]:
+    """Schema version, application id and number of tables, read in one statement (one snapshot)."""
+    row = conn.execute(
+        "SELECT (SELECT user_version FROM pragma_user_version), "
+        "(SELECT application_id FROM pragma_application_id), "
+        "(SELECT count(*) FROM sqlite_master WHERE type = 'table')"
+    ).fetchone()
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+def _check_header(path: Path, header: tuple[int, int, int]) -> None:
+    version, app, tables = header
+    if (version == 0 and tables > 0) or (version > 0 and app != schema.APPLICATION_ID):
+        raise QuickstudyError(f"{path}: an SQLite file, but not a quickstudy label store")
+    if version > schema.SCHEMA_VERSION:
+        raise QuickstudyError(
+            f"{path}: written by a newer quickstudy (store schema {version}, this version reads up to "
+            f"{schema.SCHEMA_VERSION}); upgrade quickstudy"
+        )
+
+
 @dataclass
 class ImportReport:
     """What an import did: counts, and what it skipped (only when asked to skip bad input)."""
@@ -75,49 +169,55 @@ class Store:
     ``edits`` (see :meth:`history`, :meth:`undo`). A killed process leaves the last committed state.
     """
 
-    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+    def __init__(self, path: Path, conn: _Connection) -> None:
         self.path = path
         self._conn = conn
+        self._checked_for_writing = False
         self.taxonomy = Taxonomy(self)
 
     # -- opening -------------------------------------------------------------------------------
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], create: bool = True) -> Store:
+        """Open the store at ``path``; with ``create`` (for commands that write) a missing or empty file
+        becomes a new store, without it (for commands that read) it is refused. An older schema is
+        upgraded on opening."""
         path = Path(path)
-        if not path.exists() and not create:
-            raise QuickstudyError(f"{path}: label store not found (create one with `quickstudy data import`)")
         if path.exists() and path.is_dir():
             raise QuickstudyError(f"{path}: is a folder, not a label store file")
+        if not create and not path.exists():
+            raise QuickstudyError(f"{path}: label store not found (create one with `quickstudy data import`)")
+        if not create and path.stat().st_size == 0:
+            raise QuickstudyError(f"{path}: an empty file, not a label store")
         if path.exists() and path.stat().st_size > 0:
             with open(path, "rb") as handle:
                 if handle.read(16) != b"SQLite format 3\x00":
                     raise QuickstudyError(f"{path}: not a quickstudy label store (not an SQLite file)")
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+        try:
+            conn = sqlite3.connect(path, isolation_level=None, timeout=_BUSY_SECONDS, factory=_Connection)
+        except sqlite3.DatabaseError as error:
+            raise _store_problem(path, error) from None
+        conn.store_path = path
         try:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            app = conn.execute("PRAGMA application_id").fetchone()[0]
-            tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
-        except sqlite3.DatabaseError as error:
+            header = _header(conn)
+            _check_header(path, header)
+            if not create and header[0] == 0:
+                raise QuickstudyError(f"{path}: an empty SQLite file, not a label store")
+            store = cls(path, conn)
+            if header[0] < schema.SCHEMA_VERSION:
+                with store.transaction():
+                    # Again under the write lock: another process may have created or upgraded it meanwhile.
+                    header = _header(conn)
+                    _check_header(path, header)
+                    if header[0] < schema.SCHEMA_VERSION:
+                        schema.migrate(conn, header[0])
+        except BaseException:
             conn.close()
-            raise QuickstudyError(f"{path}: not a readable label store ({error})") from None
-        if (version == 0 and tables > 0) or (version > 0 and app != schema.APPLICATION_ID):
-            conn.close()
-            raise QuickstudyError(f"{path}: an SQLite file, but not a quickstudy label store")
-        if version > schema.SCHEMA_VERSION:
-            conn.close()
-            raise QuickstudyError(
-                f"{path}: written by a newer quickstudy (store schema {version}, this version reads up to "
-                f"{schema.SCHEMA_VERSION}); upgrade quickstudy"
-            )
-        store = cls(path, conn)
-        if version < schema.SCHEMA_VERSION:
-            with store.transaction():
-                schema.migrate(conn, version)
+            raise
         return store
 
     def close(self) -> None:
@@ -131,17 +231,36 @@ class Store:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """All-or-nothing: commits on success, rolls back on any exception (nested calls join)."""
+        """All-or-nothing: commits on success, rolls back on any exception (nested calls join).
+
+        The first write of this process checks the store (``PRAGMA quick_check``) and refuses to write
+        to a damaged one.
+        """
         if self._conn.in_transaction:
             yield self._conn
             return
         self._conn.execute("BEGIN IMMEDIATE")
         try:
+            if not self._checked_for_writing:
+                self._refuse_damaged()
             yield self._conn
         except BaseException:
             self._conn.execute("ROLLBACK")
             raise
         self._conn.execute("COMMIT")
+
+    def _refuse_damaged(self) -> None:
+        try:  # on the plain connection: a check that cannot even run is one more finding
+            problems = [row[0] for row in sqlite3.Connection.execute(self._conn, "PRAGMA quick_check")]
+        except sqlite3.DatabaseError as error:
+            problems = [str(error)]
+        if problems != ["ok"]:
+            first = " ".join(problems[0].split())
+            raise QuickstudyError(
+                f"{self.path}: the store is damaged (quick_check: {first}); refusing to write to it: "
+                + _RECOVER.format(path=self.path)
+            )
+        self._checked_for_writing = True
 
     def query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         self._conn.row_factory = sqlite3.Row
@@ -261,9 +380,10 @@ class Store:
         """
         report = ImportReport()
         author = author or default_author()
-        known_paths = {row[0] for row in self._conn.execute("SELECT path FROM images")}
-        known_sums = {row[0]: row[1] for row in self._conn.execute("SELECT checksum, path FROM images")}
         with self.transaction():
+            # Read under the write lock, so that a concurrent import of the same images is refused here.
+            known_paths = {row[0] for row in self._conn.execute("SELECT path FROM images")}
+            known_sums = {row[0]: row[1] for row in self._conn.execute("SELECT checksum, path FROM images")}
             current = set(self.classes())
             may_add = add_classes if add_classes is not None else not current
             self.journal("import", {"source": source, "images": len(images)}, author)
