@@ -112,7 +112,7 @@ def _import(args: argparse.Namespace) -> int:
         )
         if report.boxes_from_polygons:
             print(
-                f"{report.boxes_from_polygons} boxes are the bounding boxes of polygons (segmentation labels)"
+                f"{report.boxes_from_polygons} box(es) are the bounding boxes of polygons (segmentation labels)"
             )
         if report.classes_added:
             print(f"classes added: {', '.join(report.classes_added)}")

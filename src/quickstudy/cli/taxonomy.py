@@ -119,11 +119,7 @@ def _history(args: argparse.Namespace) -> int:
             e["time"],
             e["author"],
             e["kind"] + (" (undone)" if e["undone"] else ""),
-            ", ".join(
-                f"{k}={v}"
-                for k, v in e["payload"].items()
-                if not k.endswith("_id") and not k.endswith("_ids")
-            ),
+            _summary(e["kind"], e["payload"]),
         ]
         for e in history
     ]
@@ -131,16 +127,14 @@ def _history(args: argparse.Namespace) -> int:
     return 0
 
 
-def _summary(payload: dict[str, Any]) -> str:
+def _summary(kind: str, payload: dict[str, Any]) -> str:
     """The readable part of an edit: names and counts, not internal ids or per-image lists."""
-    parts = []
-    for key, value in payload.items():
-        if key.endswith(("_id", "_ids")):
-            continue
-        if isinstance(value, dict | list) and len(value) > 4:
-            value = f"{len(value)} entries"
-        parts.append(f"{key}={value}")
-    return ", ".join(parts)
+    if kind == "splits":
+        counts = payload.get("new_counts", {})  # absent in edits written before it was recorded
+        tally = ", ".join(f"{n} {split}" for split, n in sorted(counts.items(), key=lambda item: -item[1]))
+        what = f"{len(payload['old'])} images" + (f": {tally}" if tally else "")
+        return what + (f" ({payload['reason']})" if payload.get("reason") else "")
+    return ", ".join(f"{k}={v}" for k, v in payload.items() if not k.endswith(("_id", "_ids")))
 
 
 def _undo(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import sqlite3
+import uuid
 from collections.abc import Callable
 
 APPLICATION_ID = 0x51534C42  # "QSLB": marks the file as a quickstudy label store (PRAGMA application_id)
@@ -61,7 +62,17 @@ def _create_v1(conn: sqlite3.Connection) -> None:
             conn.execute(statement)
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_create_v1]
+def _add_store_info(conn: sqlite3.Connection) -> None:
+    """v2: ``store_info`` holds the store's identity (a UUID, fresh for a store made before v2) and the
+    highest class id ever given, so that an id freed by an undo is never given to another class."""
+    conn.execute("CREATE TABLE store_info (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    conn.execute("INSERT INTO store_info (key, value) VALUES ('identity', ?)", (str(uuid.uuid4()),))
+    conn.execute(
+        "INSERT INTO store_info (key, value) SELECT 'last_class_id', coalesce(max(id), 0) FROM classes"
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_create_v1, _add_store_info]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -287,6 +287,32 @@ class Store:
     def taxonomy_version(self) -> int:
         return self.taxonomy.version()
 
+    def identity(self) -> str:
+        """This store's UUID: written when the store was created (or upgraded to schema 2), never changed.
+
+        Class ids are comparable between a model and a store only when the identities match; a
+        re-import is another store. A file copy keeps the identity, so copies edited apart from each
+        other may give the same new class id to different classes.
+        """
+        return str(self._conn.execute("SELECT value FROM store_info WHERE key = 'identity'").fetchone()[0])
+
+    def class_ids(self) -> dict[str, int]:
+        """Current class name -> its class id, in creation order.
+
+        A class id never changes and is never given to another class of this store (a rename keeps
+        the id; a split, merge or retire deactivates it and records its successors).
+        """
+        return self.taxonomy.class_ids()
+
+    def current_class_ids(self, class_id: int) -> frozenset[int]:
+        """The current class ids that ``class_id`` of this store, recorded at any time, resolves to.
+
+        ``{class_id}`` while the class is current (even if renamed); its successors after a split
+        (several) or merge (one); the empty set after a retire, or when the edit that created it was
+        undone (an id this store never gave also resolves to the empty set).
+        """
+        return self.taxonomy.resolution_ids().get(class_id, frozenset())
+
     def images(self, split: str | None = None) -> list[ImageRecord]:
         rows = self._conn.execute(
             "SELECT id, path, width, height, checksum, split FROM images"
@@ -501,7 +527,8 @@ class Store:
                 "UPDATE images SET split = ? WHERE id = ?", [(s, i) for i, s in splits.items()]
             )
             changed = {str(i): old.get(i) for i in splits}
-            self.journal("splits", {"reason": reason, "old": changed}, author)
+            counts = Counter(split or "untagged" for split in splits.values())
+            self.journal("splits", {"reason": reason, "old": changed, "new_counts": dict(counts)}, author)
 
     def split_by_fraction(
         self, test: float, val: float = 0.0, seed: int = 0, author: str | None = None

@@ -64,24 +64,35 @@ class Taxonomy:
             raise QuickstudyError(f"{self._store.path}: no current class {name!r} (taxonomy has {current})")
         return int(rows[0][0])
 
-    def resolution(self) -> dict[int, frozenset[str]]:
-        """For every class id ever created, the set of current class names it resolves to."""
-        names = {i: n for i, n, _ in self._rows("SELECT id, name, active FROM classes")}
-        active = {i for i, _, a in self._rows("SELECT id, name, active FROM classes") if a}
+    def class_ids(self) -> dict[str, int]:
+        """Current class name -> its immutable id, in creation order."""
+        return {
+            name: int(i)
+            for i, name in self._rows("SELECT id, name FROM classes WHERE active = 1 ORDER BY id")
+        }
+
+    def resolution_ids(self) -> dict[int, frozenset[int]]:
+        """For every class id in the store, the set of current class ids it resolves to."""
+        active = {i for i, a in self._rows("SELECT id, active FROM classes") if a}
         edges: dict[int, list[int]] = defaultdict(list)
         for source, target in self._rows("SELECT class_id, successor_id FROM successors"):
             edges[source].append(target)
-        memo: dict[int, frozenset[str]] = {}
+        memo: dict[int, frozenset[int]] = {}
 
-        def resolve(class_id: int) -> frozenset[str]:
+        def resolve(class_id: int) -> frozenset[int]:
             if class_id not in memo:
                 if class_id in active:
-                    memo[class_id] = frozenset({names[class_id]})
+                    memo[class_id] = frozenset({class_id})
                 else:
                     memo[class_id] = frozenset().union(*(resolve(t) for t in edges[class_id]))
             return memo[class_id]
 
-        return {class_id: resolve(class_id) for class_id in names}
+        return {class_id: resolve(class_id) for (class_id,) in self._rows("SELECT id FROM classes")}
+
+    def resolution(self) -> dict[int, frozenset[str]]:
+        """For every class id in the store, the set of current class names it resolves to."""
+        names = {i: name for name, i in self.class_ids().items()}
+        return {i: frozenset(names[t] for t in targets) for i, targets in self.resolution_ids().items()}
 
     def resolve(self, class_id: int) -> frozenset[str]:
         """The set of current classes a label written as ``class_id`` may mean now."""
@@ -105,11 +116,16 @@ class Taxonomy:
     # -- editing ---------------------------------------------------------------------------------
 
     def _new_class(self, name: str, edit_id: int, active: bool = True) -> int:
-        cursor = self._store._conn.execute(
-            "INSERT INTO classes (name, active, edit_id) VALUES (?, ?, ?)", (name, int(active), edit_id)
+        # Past the highest id ever given: an undo deletes classes, and their ids must not come back.
+        class_id = int(self._rows("SELECT value FROM store_info WHERE key = 'last_class_id'")[0][0]) + 1
+        self._store._conn.execute(
+            "INSERT INTO classes (id, name, active, edit_id) VALUES (?, ?, ?, ?)",
+            (class_id, name, int(active), edit_id),
         )
-        assert cursor.lastrowid is not None
-        return cursor.lastrowid
+        self._store._conn.execute(
+            "UPDATE store_info SET value = ? WHERE key = 'last_class_id'", (str(class_id),)
+        )
+        return class_id
 
     def _require_new_names(self, names: list[str], freed: set[str]) -> None:
         where = str(self._store.path)
