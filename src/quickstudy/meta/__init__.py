@@ -6,7 +6,8 @@
 >>> scores = predictor(query_x)  # doctest: +SKIP
 
 Learners: :class:`ProtoNet`, :class:`MAML`, :class:`FOMAML`, :class:`ANIL`,
-:class:`MemoryLearner` (black box), :class:`Finetune` (baseline).
+:class:`MemoryLearner` (black box), :class:`Finetune` (baseline); :func:`nearest_mean_learner`
+scores a fixed (e.g. self-supervised) embedding.
 """
 
 from quickstudy.meta.base import FewShotLearner, Predictor
@@ -14,6 +15,7 @@ from quickstudy.meta.evaluation import FewShotReport, evaluate
 from quickstudy.meta.finetune import CosineClassifier, Finetune
 from quickstudy.meta.maml import ANIL, FOMAML, MAML, gradient_steps
 from quickstudy.meta.memory import MemoryLearner
+from quickstudy.meta.nearest_mean import nearest_mean_learner
 from quickstudy.meta.protonet import ProtoNet
 from quickstudy.meta.training import (
     ALGORITHMS,
@@ -41,6 +43,7 @@ __all__ = [
     "evaluate",
     "gradient_steps",
     "load_learner",
+    "nearest_mean_learner",
     "paper_recipe",
     "train_learner",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -62,7 +62,7 @@ def mean_ci95(values: torch.Tensor) -> tuple[float, float]:
     return float(values.mean()), 1.96 * float(values.std()) / math.sqrt(len(values))
 
 
-def _per_image_embedding(learner: FewShotLearner) -> bool:
+def embeds_each_image(learner: FewShotLearner) -> bool:
     """Whether the learner embeds each image on its own at test time, the same in every episode.
 
     True unless ``fit`` adapts the backbone or a batch norm uses the statistics of its batch.
@@ -75,9 +75,10 @@ def _per_image_embedding(learner: FewShotLearner) -> bool:
 
 
 @torch.no_grad()
-def _embed(
+def embed_images(
     backbone: nn.Module, images: ImageClassSet, device: str | torch.device, batch: int = 512
 ) -> torch.Tensor:
+    """``[N, D]`` embeddings of the images of ``images`` (uint8 in the set, [0, 1] to the backbone)."""
     return torch.cat(
         [
             backbone(images.images[i : i + batch].to(device).unsqueeze(1).float().div_(255.0))
@@ -106,6 +107,7 @@ def evaluate(
     focus: Sequence[str] = (),
     progress: bool = False,
     embed_once: bool | None = None,
+    on_episode: Callable[[Episode, torch.Tensor], None] | None = None,
 ) -> FewShotReport:
     """Adapt to ``episodes`` test episodes with ``learner.fit`` and score the queries.
 
@@ -116,6 +118,7 @@ def evaluate(
     and the fine-tuning baseline, batch norm in eval mode) and the episodes together hold more
     images than the sets, every image is embedded once and episodes are scored on the
     embeddings: the same numbers, many times faster. ``embed_once`` forces that choice.
+    ``on_episode(episode, scores)`` sees each episode's query scores ``[Q, way]`` (for other metrics).
     """
     classes = sampler.dataset.classes
     named = len(classes) <= MAX_NAMED_CLASSES
@@ -129,10 +132,10 @@ def evaluate(
         embed_once = episodes * per_episode > len(sampler.dataset) + (
             len(query_set) if sampler.query_set is not None else 0
         )
-    cached = embed_once and _per_image_embedding(learner)
-    support_features = _embed(learner.backbone, sampler.dataset, device) if cached else None
+    cached = embed_once and embeds_each_image(learner)
+    support_features = embed_images(learner.backbone, sampler.dataset, device) if cached else None
     query_features = (
-        _embed(learner.backbone, query_set, device)
+        embed_images(learner.backbone, query_set, device)
         if cached and sampler.query_set is not None
         else support_features
     )
@@ -152,7 +155,10 @@ def evaluate(
             support_x, query_x = inputs(episode)
             predictor = learner.fit(support_x, episode.support_y)
             with torch.no_grad():
-                predicted = predictor(query_x).argmax(dim=1)
+                scores = predictor(query_x)
+            if on_episode is not None:
+                on_episode(episode, scores)
+            predicted = scores.argmax(dim=1)
             correct = (predicted == episode.query_y).float()
             accuracies.append(correct.mean())
             truth, guess = episode.classes[episode.query_y], episode.classes[predicted]
