@@ -53,6 +53,7 @@ class FewShotConfig:
     learner_kw: dict[str, Any] = field(default_factory=dict)
     num_classes: int = 0  # base classes (the fine-tuning baseline's pretraining classifier)
     dataset: str = ""
+    data_root: str = ""  # where `dataset` was read from: evaluation reads it there unless told otherwise
     novel: list[str] = field(default_factory=list)
     seed: int = 0
 
