@@ -60,7 +60,8 @@ _STORE_PROBLEMS = {
     "SQLITE_NOTADB": "not a label store ({error})",
     "SQLITE_FULL": "the disk is full ({error})",
     "SQLITE_IOERR": "the store cannot be read or written ({error})",
-    "SQLITE_CANTOPEN": "the store cannot be opened ({error})",
+    "SQLITE_CANTOPEN": "the store cannot be opened ({error}): SQLite must read it and create its -wal and "
+    "-shm files beside it",
     "SQLITE_PERM": "no permission to use the store ({error})",
 }
 
