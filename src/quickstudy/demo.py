@@ -85,11 +85,14 @@ class Scenario:
 
 @dataclass
 class DemoResult:
-    """What a demo run gives: the report's path, each step's numbers (the report's summary) and the
-    evaluation of the final model on every test image (the report's metrics)."""
+    """What a demo run gives: the report's path, each step's numbers (the report's summary), how the
+    test boxes of the new and the split types were named (shares of ``right``, ``unknown``,
+    ``named other``, ``missed`` of ``boxes``), and the evaluation of the final model on every test
+    image (the report's metrics)."""
 
     report: Path
     steps: dict[str, Any]
+    naming: dict[str, dict[str, Any]]
     evaluation: Any  # quickstudy.evaluate.detection.DetectionEvaluation (imported with torch, late)
 
 
@@ -249,7 +252,12 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> DemoResu
     store.close()
     console.print(f"  done in {metrics['total seconds']:.0f} s")
     console.print(str(path), soft_wrap=True, markup=False, highlight=False)  # whole, on one line
-    return DemoResult(path, metrics, evaluation)
+    naming = {
+        "new type before learning": before,
+        "new type after learning": after,
+        "sub-types after learning": split_naming,
+    }
+    return DemoResult(path, metrics, naming, evaluation)
 
 
 def _fresh_folder(out: Path) -> None:
