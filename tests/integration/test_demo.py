@@ -103,7 +103,8 @@ def test_a_folder_that_is_not_a_previous_demo_run_is_left_alone(tmp_path) -> Non
 
 
 def test_the_same_story_runs_on_neu_det(neu_root, tmp_path) -> None:
-    """``--data``: P1's split, P3's new types, ``scale`` merged from crazing and rolled-in_scale, then split."""
+    """``--data``: P1's split, P3's new types, ``scale`` merged from crazing and rolled-in_scale, then
+    split."""
     settings = DemoSettings(
         out=tmp_path / "neu", data=neu_root, limit=90, image_size=64, epochs=1, batch_size=8
     )

@@ -1,4 +1,4 @@
-"""The HTML report: the numbers of `eval --json` and no others, every section, embedded images, clear errors."""
+"""The HTML report: the numbers `eval --json` prints, every section, embedded images, clear errors."""
 
 from __future__ import annotations
 

@@ -184,7 +184,8 @@ def render_report(data: ReportData, sections: Sequence[Section] | None = None) -
     """The report as one HTML document: ``sections`` (default :data:`SECTIONS`) in order."""
     chosen = SECTIONS if sections is None else sections
     body = "\n".join(
-        f'<section id="{section.key}"><h2>{html.escape(section.title)}</h2>\n{section.render(data)}\n</section>'
+        f'<section id="{section.key}"><h2>{html.escape(section.title)}</h2>\n'
+        f"{section.render(data)}\n</section>"
         for section in chosen
     )
     toc = " · ".join(f'<a href="#{section.key}">{html.escape(section.title)}</a>' for section in chosen)
@@ -206,9 +207,9 @@ def render_report(data: ReportData, sections: Sequence[Section] | None = None) -
 
 def _summary_html(data: ReportData) -> str:
     parts = [
-        f"<p>{len(data.images)} images evaluated at the operating thresholds ({html.escape(data.thresholds_text())})."
-        " Every number below is in the metrics of <code>quickstudy eval --json</code>, embedded in this"
-        " file.</p>",
+        f"<p>{len(data.images)} images evaluated at the operating thresholds "
+        f"({html.escape(data.thresholds_text())}). Every number below is in the metrics of "
+        "<code>quickstudy eval --json</code>, embedded in this file.</p>",
         _cards({k: v for k, v in data.metrics.items() if not isinstance(v, Mapping)}),
     ]
     parts.append(_cards({k: v for k, v in data.summary.items() if not isinstance(v, Mapping)}))
@@ -271,10 +272,10 @@ def _image_level_html(data: ReportData) -> str:
 def _confusion_html(data: ReportData) -> str:
     return _figure_html(
         figures.confusion_figure(*confusion_counts(data.images, data.evaluation.classes)),
-        f"Detections as predict names them at the operating thresholds ({data.thresholds_text()}), matched to true boxes at IoU ≥ "
-        f"{MATCH_IOU}, whatever their class. A true box no detection matches is counted under "
-        f"'{BACKGROUND}' (missed); a detection that matches no true box is in the '{BACKGROUND}' row "
-        "(false alarm).",
+        f"Detections as predict names them at the operating thresholds ({data.thresholds_text()}), "
+        f"matched to true boxes at IoU ≥ {MATCH_IOU}, whatever their class. A true box no detection "
+        f"matches is counted under '{BACKGROUND}' (missed); a detection that matches no true box is in "
+        f"the '{BACKGROUND}' row (false alarm).",
     )
 
 
