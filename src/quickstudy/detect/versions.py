@@ -108,11 +108,40 @@ class ModelFolder:
         return infos
 
 
-def check_taxonomy(payload: dict[str, Any], store: Any, where: str | os.PathLike[str]) -> None:
-    """Refuse a store that no longer has a class this model names (renamed, merged, split, retired).
+def store_fingerprint(store: Any) -> dict[str, Any]:
+    """What a model records of the store it was made from, so that :func:`check_taxonomy` can compare
+    class identities rather than names: the store's UUID and each current class's immutable id."""
+    return {"store_identity": store.identity(), "class_ids": dict(store.class_ids())}
 
-    New classes in the store are fine: the model simply does not predict them until they are learned.
+
+def check_taxonomy(payload: dict[str, Any], store: Any, where: str | os.PathLike[str]) -> str | None:
+    """Refuse a store in which a class this model names no longer means what it meant.
+
+    On the store the model was made from, classes are compared by identity: a class split, merged,
+    retired or renamed since (three renames can swap two names) is refused. On another store (a
+    re-import, a copy elsewhere) only names can be compared; the returned one-line note says so. New
+    classes in the store are fine: the model does not predict them until they are learned.
     """
+    ids = payload.get("class_ids")
+    if ids and payload.get("store_identity") == store.identity():
+        current_names = {class_id: name for name, class_id in store.class_ids().items()}
+        changed = []
+        for name in payload["classes"]:
+            if name not in ids:  # learned from images outside the store: nothing to compare
+                continue
+            now = store.current_class_ids(ids[name])
+            if now != {ids[name]}:
+                meaning = ", ".join(sorted(current_names[i] for i in now)) or "no class"
+                changed.append(f"{name!r} (now {meaning})")
+            elif current_names[ids[name]] != name:
+                changed.append(f"{name!r} (renamed to {current_names[ids[name]]!r})")
+        if changed:
+            raise QuickstudyError(
+                f"{where}: since this model was made (taxonomy version {payload.get('taxonomy_version')}), "
+                f"the store changed {', '.join(changed)}; retrain (`quickstudy train`) or learn the "
+                "classes as they are now (`quickstudy learn --class NAME --from-store`)"
+            )
+        return None
     current = set(store.classes())
     gone = [name for name in payload["classes"] if name not in current]
     if gone:
@@ -122,6 +151,10 @@ def check_taxonomy(payload: dict[str, Any], store: Any, where: str | os.PathLike
             "no longer has; retrain (`quickstudy train`) or learn the new classes "
             "(`quickstudy learn --class NAME --from-store`)"
         )
+    return (
+        f"{where}: made from another store (or before stores had an identity), so its classes were matched "
+        "by name only"
+    )
 
 
 def diff_versions(folder: ModelFolder, a: int, b: int) -> dict[str, Any]:
