@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from quickstudy.multitask.combiners import MGDA, CAGrad, PCGrad, get_combiner
+from quickstudy.multitask.combiners import MGDA, CAGrad, PCGrad, WeightedCombiner, get_combiner
 from quickstudy.multitask.combiners.simplex import project_to_simplex
 from quickstudy.multitask.gradients import task_gradients
+from quickstudy.multitask.weighting import UncertaintyWeighting
 
 
 def linear_losses(grads: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -91,6 +92,27 @@ def test_combiner_gives_heads_their_plain_gradient_and_only_touches_shared_param
     assert heads.grad is not None and heads.grad.tolist() == [1.0, -1.0]
     assert shared.grad is not None
     assert shared.grad.tolist() == PCGrad(2).combine(grads).tolist()
+
+
+def test_pcgrad_on_uncertainty_weighted_losses_projects_the_weighted_gradients() -> None:
+    shared = torch.tensor([1.0, 1.0], requires_grad=True)
+    heads = torch.tensor([2.0, 3.0], requires_grad=True)
+    losses = [heads[0] * shared[0], -heads[1] * shared[0] + shared[1]]
+    weighting = UncertaintyWeighting(2)
+    with torch.no_grad():
+        weighting.log_variance.copy_(torch.tensor([0.0, 1.0]))
+    scale = 0.5 * torch.exp(-weighting.log_variance.detach())  # [0.5, 0.18]
+    grads = task_gradients(losses, [shared])
+    weights = WeightedCombiner(weighting, PCGrad(2)).backward(losses, [shared])
+    assert shared.grad is not None
+    # PCGrad of the scaled gradients (the projection of g1 onto g2's normal does not depend on g2's scale)
+    assert torch.allclose(shared.grad, PCGrad(2).combine(scale[:, None] * grads))
+    assert torch.allclose(shared.grad, weights @ grads)
+    assert heads.grad is not None and torch.allclose(heads.grad, scale * torch.tensor([1.0, -1.0]))
+    # the log-variances learn from uncertainty's own objective: d/ds (e^-s / 2 * L + s / 2)
+    values = torch.stack([loss.detach() for loss in losses])
+    assert weighting.log_variance.grad is not None
+    assert torch.allclose(weighting.log_variance.grad, 0.5 - scale * values)
 
 
 def test_task_gradients_give_zeros_where_a_task_does_not_reach_a_parameter() -> None:

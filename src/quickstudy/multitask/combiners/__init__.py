@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from quickstudy.multitask.combiners.base import GradientCombiner
+from quickstudy.multitask.combiners.base import GradientCombiner, WeightedCombiner
 from quickstudy.multitask.combiners.cagrad import CAGrad
 from quickstudy.multitask.combiners.mgda import MGDA
 from quickstudy.multitask.combiners.pcgrad import PCGrad
@@ -30,4 +30,4 @@ def get_combiner(name: str, n_tasks: int, **kwargs: Any) -> GradientCombiner:
     return cls(n_tasks, **kwargs)
 
 
-__all__ = ["COMBINERS", "MGDA", "CAGrad", "GradientCombiner", "PCGrad", "get_combiner"]
+__all__ = ["COMBINERS", "MGDA", "CAGrad", "GradientCombiner", "PCGrad", "WeightedCombiner", "get_combiner"]

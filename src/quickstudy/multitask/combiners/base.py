@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from quickstudy.multitask.gradients import backward_combined, task_gradients
-from quickstudy.multitask.weighting.base import Weighting
+from quickstudy.multitask.weighting.base import LossWeighting, Weighting
 
 
 class GradientCombiner(Weighting):
@@ -40,3 +40,26 @@ class GradientCombiner(Weighting):
         heads = torch.ones(self.n_tasks, device=grads.device)
         backward_combined(losses, heads, shared_parameters, weights @ grads)
         return weights
+
+
+class WeightedCombiner(Weighting):
+    """A loss weighting and a gradient combiner together: the combiner works on the weighting's
+    scaled losses (:meth:`LossWeighting.terms`), as PCGrad with uncertainty weighting in Yu et al.
+    (2020). The weighting's own parameters (uncertainty's log-variances) learn from the plain
+    gradient of its terms, as the heads do.
+
+    ``backward`` returns the weight each raw task loss got on the shared parameters: the combiner's
+    weight times the weighting's.
+    """
+
+    def __init__(self, weighting: LossWeighting, combiner: GradientCombiner) -> None:
+        if weighting.n_tasks != combiner.n_tasks:
+            raise ValueError(f"{weighting.n_tasks} tasks to weight but {combiner.n_tasks} to combine")
+        super().__init__(weighting.n_tasks)
+        self.weighting = weighting
+        self.combiner = combiner
+
+    def backward(self, losses: Sequence[Tensor], shared_parameters: Sequence[Tensor]) -> Tensor:
+        self._check(losses)
+        terms, weights = self.weighting.terms(losses)
+        return self.combiner.backward(list(terms.unbind()), shared_parameters) * weights.to(terms.device)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from quickstudy.multitask.weighting.base import Weighting
+from quickstudy.multitask.weighting.base import LossWeighting, Weighting
 from quickstudy.multitask.weighting.dwa import DynamicWeightAverage
 from quickstudy.multitask.weighting.equal import EqualWeighting
 from quickstudy.multitask.weighting.fixed import FixedWeighting
@@ -40,6 +40,7 @@ __all__ = [
     "EqualWeighting",
     "FixedWeighting",
     "GradNorm",
+    "LossWeighting",
     "UncertaintyWeighting",
     "Weighting",
     "get_weighting",

@@ -47,6 +47,23 @@ class Weighting(nn.Module, ABC):
             raise ValueError(f"{type(self).__name__} expects {self.n_tasks} losses, got {len(losses)}")
 
 
+class LossWeighting(Weighting):
+    """A weighting that looks at the losses only: it minimises the sum of per-task terms (each task's
+    loss scaled, plus any term of the weighting's own), so a gradient combiner can work on those
+    terms in place of the raw losses (:class:`~quickstudy.multitask.combiners.WeightedCombiner`)."""
+
+    @abstractmethod
+    def terms(self, losses: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        """``([n_tasks] terms to minimise the sum of, [n_tasks] detached weights of the losses)``;
+        called once per step (weightings with a loss history update it here)."""
+
+    def backward(self, losses: Sequence[Tensor], shared_parameters: Sequence[Tensor]) -> Tensor:
+        self._check(losses)
+        terms, weights = self.terms(losses)
+        terms.sum().backward()
+        return weights
+
+
 def mean_over_processes(values: Tensor) -> Tensor:
     """``values`` averaged over the processes of a torchrun job (itself when there is one process).
 

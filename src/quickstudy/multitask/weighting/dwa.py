@@ -7,10 +7,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from quickstudy.multitask.weighting.base import Weighting, mean_over_processes
+from quickstudy.multitask.weighting.base import LossWeighting, mean_over_processes
 
 
-class DynamicWeightAverage(Weighting):
+class DynamicWeightAverage(LossWeighting):
     """Weights ``n_tasks * softmax(r / temperature)``, where ``r_t`` is task t's mean loss over the last
     window of ``window`` steps divided by its mean loss over the window before: a task whose loss
     falls slowly gets more weight. The paper's window is an epoch; the first two windows use 1.
@@ -43,15 +43,14 @@ class DynamicWeightAverage(Weighting):
         rate = (last / previous).float()
         return self.n_tasks * torch.softmax(rate / self.temperature, dim=0)
 
-    def backward(self, losses: Sequence[Tensor], shared_parameters: Sequence[Tensor]) -> Tensor:
-        self._check(losses)
+    def terms(self, losses: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
         stacked = torch.stack(list(losses))
         weights = self.current_weights().to(stacked.device)
-        (weights.to(stacked.dtype) * stacked).sum().backward()
+        terms = weights.to(stacked.dtype) * stacked
         self.loss_sums += stacked.detach().to(self.loss_sums.device, torch.float64)
         self.steps_seen += 1
         if int(self.steps_seen) % self.window == 0:
             self.window_means[0] = self.window_means[1].clone()
             self.window_means[1] = mean_over_processes(self.loss_sums / self.window)
             self.loss_sums.zero_()
-        return weights
+        return terms, weights

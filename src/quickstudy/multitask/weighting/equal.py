@@ -7,10 +7,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from quickstudy.multitask.weighting.base import Weighting
+from quickstudy.multitask.weighting.base import LossWeighting
 
 
-class EqualWeighting(Weighting):
+class EqualWeighting(LossWeighting):
     """``sum(losses)``.
 
     Example:
@@ -18,7 +18,5 @@ class EqualWeighting(Weighting):
         EqualWeighting()
     """
 
-    def backward(self, losses: Sequence[Tensor], shared_parameters: Sequence[Tensor]) -> Tensor:
-        self._check(losses)
-        torch.stack(list(losses)).sum().backward()
-        return torch.ones(self.n_tasks, device=losses[0].device)
+    def terms(self, losses: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        return torch.stack(list(losses)), torch.ones(self.n_tasks, device=losses[0].device)

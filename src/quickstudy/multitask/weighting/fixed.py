@@ -7,10 +7,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from quickstudy.multitask.weighting.base import Weighting
+from quickstudy.multitask.weighting.base import LossWeighting
 
 
-class FixedWeighting(Weighting):
+class FixedWeighting(LossWeighting):
     """``sum(w_t * loss_t)`` with constant ``weights``.
 
     Example:
@@ -26,8 +26,6 @@ class FixedWeighting(Weighting):
             raise ValueError(f"fixed weighting needs {n_tasks} weights, got {len(weights)}")
         self.register_buffer("weights", torch.tensor([float(w) for w in weights]))
 
-    def backward(self, losses: Sequence[Tensor], shared_parameters: Sequence[Tensor]) -> Tensor:
-        self._check(losses)
+    def terms(self, losses: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
         weights = self.weights.to(losses[0].device)
-        (weights * torch.stack(list(losses))).sum().backward()
-        return weights.clone()
+        return weights * torch.stack(list(losses)), weights.clone()

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from quickstudy.multitask.weighting.base import Weighting
+from quickstudy.multitask.weighting.base import LossWeighting
 
 
-class UncertaintyWeighting(Weighting):
+class UncertaintyWeighting(LossWeighting):
     """``sum(exp(-s_t) / 2 * loss_t + s_t / 2)`` with a learnable log-variance ``s_t`` per task.
 
     At the optimum ``exp(s_t) = loss_t``, so a task whose loss stays high (noisy labels) is
@@ -25,9 +25,7 @@ class UncertaintyWeighting(Weighting):
         super().__init__(n_tasks)
         self.log_variance = nn.Parameter(torch.full((n_tasks,), float(initial_log_variance)))
 
-    def backward(self, losses: Sequence[Tensor], shared_parameters: Sequence[Tensor]) -> Tensor:
-        self._check(losses)
+    def terms(self, losses: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
         s = self.log_variance
         stacked = torch.stack(list(losses)).to(s.dtype)
-        (0.5 * torch.exp(-s) * stacked + 0.5 * s).sum().backward()
-        return (0.5 * torch.exp(-s)).detach()
+        return 0.5 * torch.exp(-s) * stacked + 0.5 * s, (0.5 * torch.exp(-s)).detach()
