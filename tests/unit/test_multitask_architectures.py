@@ -93,7 +93,7 @@ def test_learner_trains_a_weighting_with_its_network() -> None:
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"combiner": "pcgrad", "weighting": "dwa"}, "with --weighting equal"),
+        ({"combiner": "pcgrad", "weighting": "gradnorm"}, "by their gradients, as --combiner pcgrad does"),
         ({"arch": "single", "combiner": "mgda"}, "shares no parameters"),
         ({"arch": "tower"}, "choose from"),
         ({"steps": 0}, "must be positive"),

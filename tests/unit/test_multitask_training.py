@@ -36,6 +36,8 @@ METHODS = [
     ("shared", "equal", "pcgrad"),
     ("mmoe", "equal", "cagrad"),
     ("film", "equal", "mgda"),
+    ("shared", "uncertainty", "pcgrad"),
+    ("shared", "dwa", "mgda"),
 ]
 
 
@@ -78,8 +80,8 @@ def test_cli_reports_a_missing_dataset_and_a_bad_combination_in_one_line(
     args = ["multitask", "train", "--benchmark", "omniglot-mtl", "--out", str(tmp_path / "run")]
     assert main([*args, "--data-root", str(tmp_path)]) == 2
     assert "neither images_background.zip nor images_background/ found" in capsys.readouterr().err
-    assert main([*args, "--weighting", "dwa", "--combiner", "mgda"]) == 2
-    assert "use it with --weighting equal" in capsys.readouterr().err
+    assert main([*args, "--weighting", "gradnorm", "--combiner", "mgda"]) == 2
+    assert "as --combiner mgda does: use one of them" in capsys.readouterr().err
     assert main(["multitask", "eval", str(tmp_path / "nothing")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
 

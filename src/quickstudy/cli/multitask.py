@@ -7,9 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from quickstudy.cli._common import add_data_root, print_json, print_table
+from quickstudy.cli._common import add_data_root, add_device, add_model, print_json, print_table
 from quickstudy.data.paths import data_root
 from quickstudy.errors import QuickstudyError
 from quickstudy.multitask.architectures import ARCHITECTURES
@@ -57,7 +55,8 @@ def register(subparsers: Any) -> None:
         "--combiner",
         default="none",
         choices=["none", *COMBINERS],
-        help="gradient combiner on the shared parameters, with --weighting equal (default: none)",
+        help="gradient combiner on the shared parameters; with a --weighting other than equal it "
+        "combines the weighted losses (default: none)",
     )
     train.add_argument("--steps", type=int, default=1000, help="optimisation steps (default 1000)")
     train.add_argument("--batch-size", type=int, default=16, help="images per task per step (default 16)")
@@ -65,10 +64,14 @@ def register(subparsers: Any) -> None:
     train.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     train.add_argument("--tasks", type=int, help="only the first N alphabets (quick runs; default all 30)")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    train.add_argument("--out", required=True, help="run folder (checkpoint.pt, metrics.csv, results.json)")
+    add_device(train)
+    train.add_argument(
+        "--out",
+        required=True,
+        help="run folder (checkpoint.pt, metrics.csv, results.json; it remembers the data)",
+    )
     train.add_argument("--json", action="store_true", help="print the results as JSON")
-    train.set_defaults(func=_train)
+    train.set_defaults(func=_train, check=check_train)
 
     evaluate = commands.add_parser(
         "eval",
@@ -78,10 +81,10 @@ def register(subparsers: Any) -> None:
         "accuracy against the baseline, in percent (LibMTL's definition); the baseline's stored "
         "results.json is used when present.",
     )
-    evaluate.add_argument("run", metavar="DIR", help="run folder written by `multitask train`")
+    add_model(evaluate, "run folder written by `multitask train`", old="DIR")
     evaluate.add_argument("--baseline", metavar="DIR", help="single-task run folder to compute Δm against")
-    add_data_root(evaluate)
-    evaluate.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_data_root(evaluate, remembered=True)
+    add_device(evaluate)
     evaluate.add_argument("--json", action="store_true", help="print the results as JSON")
     evaluate.set_defaults(func=_eval)
 
@@ -96,8 +99,9 @@ def _tasks_named(root: Path, names: list[str]) -> list[ClassificationTask]:
     return [by_name[name] for name in names]
 
 
-def _train(args: argparse.Namespace) -> int:
-    config = MultiTaskConfig(
+def run_config(args: argparse.Namespace) -> MultiTaskConfig:
+    """The config `multitask train` trains (tasks filled in by the library), remembering its data root."""
+    return MultiTaskConfig(
         arch=args.arch,
         weighting=args.weighting,
         combiner=args.combiner,
@@ -106,9 +110,25 @@ def _train(args: argparse.Namespace) -> int:
         lr=args.lr,
         width=args.width,
         seed=args.seed,
+        benchmark=args.benchmark,
+        data_root=str(data_root(args.data_root).resolve()),
     )
-    config.check()  # before the data is read
-    tasks = omniglot_mtl_tasks(data_root(args.data_root) / "omniglot", n_tasks=args.tasks)
+
+
+def check_train(args: argparse.Namespace) -> None:
+    run_config(args).check()
+    if args.tasks is not None and args.tasks < 1:
+        raise QuickstudyError(f"--tasks must be at least 1, got {args.tasks}")
+
+
+def eval_data_root(args: argparse.Namespace, config: MultiTaskConfig) -> Path:
+    """The data root `multitask eval` reads: --data-root where given, else the run's."""
+    return data_root(args.data_root or config.data_root or None)
+
+
+def _train(args: argparse.Namespace) -> int:
+    config = run_config(args)
+    tasks = omniglot_mtl_tasks(Path(config.data_root) / "omniglot", n_tasks=args.tasks)
     results = train_multitask(tasks, config, args.out, device=args.device)
     if args.json:
         print_json(results)
@@ -142,8 +162,8 @@ def _baseline_accuracy(run: Path, names: list[str], root: Path, device: str) -> 
 
 
 def _eval(args: argparse.Namespace) -> int:
-    root = data_root(args.data_root) / "omniglot"
-    network, config = load_multitask(args.run, args.device)
+    network, config = load_multitask(args.model, args.device)
+    root = eval_data_root(args, config) / "omniglot"
     accuracies = evaluate_tasks(network, [t.to(args.device) for t in _tasks_named(root, config.task_names)])
     baseline = (
         _baseline_accuracy(Path(args.baseline), config.task_names, root, args.device)
@@ -151,7 +171,7 @@ def _eval(args: argparse.Namespace) -> int:
         else None
     )
     summary: dict[str, Any] = {
-        "run": args.run,
+        "model": args.model,
         "arch": config.arch,
         "weighting": config.weighting,
         "combiner": config.combiner,
@@ -167,7 +187,7 @@ def _eval(args: argparse.Namespace) -> int:
         for i, (name, acc) in enumerate(zip(config.task_names, accuracies, strict=True))
     ]
     print_table(
-        f"{args.run}: {config.arch}, {config.combiner if config.combiner != 'none' else config.weighting}",
+        f"{args.model}: {config.arch}, {config.method}",
         ["task", "accuracy", "baseline"],
         rows,
     )

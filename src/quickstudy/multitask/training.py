@@ -21,9 +21,9 @@ from torch import Tensor, nn
 
 from quickstudy.errors import QuickstudyError
 from quickstudy.multitask.architectures import ARCHITECTURES, MultiTaskNetwork, build_network
-from quickstudy.multitask.combiners import COMBINERS, get_combiner
+from quickstudy.multitask.combiners import COMBINERS, WeightedCombiner, get_combiner
 from quickstudy.multitask.omniglot import ClassificationTask
-from quickstudy.multitask.weighting import WEIGHTINGS, Weighting, get_weighting
+from quickstudy.multitask.weighting import WEIGHTINGS, LossWeighting, Weighting, get_weighting
 from quickstudy.train import Trainer, distributed, load_checkpoint, step_generator
 
 KIND = "multitask"
@@ -45,6 +45,15 @@ class MultiTaskConfig:
     image_size: int = 28
     task_names: list[str] = field(default_factory=list)
     n_classes: list[int] = field(default_factory=list)
+    benchmark: str = "omniglot-mtl"
+    data_root: str = ""  # where the benchmark's data was read from: evaluation reads it there too
+
+    @property
+    def method(self) -> str:
+        """The weighting, the combiner, or both: ``"uncertainty"``, ``"pcgrad"``, ``"uncertainty + pcgrad"``."""
+        if self.combiner == "none":
+            return self.weighting
+        return self.combiner if self.weighting == "equal" else f"{self.weighting} + {self.combiner}"
 
     def check(self) -> None:
         """Raise :class:`QuickstudyError` for a combination that cannot train."""
@@ -58,9 +67,10 @@ class MultiTaskConfig:
                 raise QuickstudyError(f"--{name} {getattr(self, name)!r}: choose from {', '.join(allowed)}")
         if self.weighting == "fixed":
             raise QuickstudyError("--weighting fixed needs per-task weights; use the Python API")
-        if self.combiner != "none" and self.weighting != "equal":
+        if self.combiner != "none" and not issubclass(WEIGHTINGS[self.weighting], LossWeighting):
             raise QuickstudyError(
-                f"--combiner {self.combiner} sets the task weights itself; use it with --weighting equal"
+                f"--weighting {self.weighting} weights tasks by their gradients, as --combiner "
+                f"{self.combiner} does: use one of them"
             )
         if self.arch == "single" and (self.weighting != "equal" or self.combiner != "none"):
             raise QuickstudyError(
@@ -74,11 +84,17 @@ class MultiTaskConfig:
 
 
 def build_method(config: MultiTaskConfig) -> Weighting:
-    """The weighting, or the combiner, that ``config`` names."""
+    """The weighting, the combiner, or both (the combiner on the weighting's scaled losses), that
+    ``config`` names."""
     n = len(config.n_classes)
-    if config.combiner != "none":
-        return get_combiner(config.combiner, n)
-    return get_weighting(config.weighting, n)
+    if config.combiner == "none":
+        return get_weighting(config.weighting, n)
+    combiner = get_combiner(config.combiner, n)
+    if config.weighting == "equal":  # the combiner alone: the same gradients, and its own checkpoint keys
+        return combiner
+    weighting = get_weighting(config.weighting, n)
+    assert isinstance(weighting, LossWeighting)  # config.check() refused the others
+    return WeightedCombiner(weighting, combiner)
 
 
 class MultiTaskLearner(nn.Module):
@@ -191,7 +207,7 @@ def train_multitask(
         device=device,
         checkpoint_every=checkpoint_every,
         log_every=log_every,
-        desc=f"{config.arch}/{config.combiner if config.combiner != 'none' else config.weighting}",
+        desc=f"{config.arch}/{config.method}",
         backward=lambda outputs: learner.backward(task_losses),
         resume_may_change=("steps",),  # a run may go on for more steps (constant learning rate)
     )
