@@ -44,9 +44,9 @@ class GradientCombiner(Weighting):
 
 class WeightedCombiner(Weighting):
     """A loss weighting and a gradient combiner together: the combiner works on the weighting's
-    scaled losses (:meth:`LossWeighting.terms`), as PCGrad with uncertainty weighting in Yu et al.
-    (2020). The weighting's own parameters (uncertainty's log-variances) learn from the plain
-    gradient of its terms, as the heads do.
+    scaled losses (:meth:`LossWeighting.terms`), e.g. PCGrad on uncertainty-weighted losses. The
+    weighting's own parameters (uncertainty's log-variances) learn from the plain gradient of its
+    terms, as the heads do.
 
     ``backward`` returns the weight each raw task loss got on the shared parameters: the combiner's
     weight times the weighting's.
