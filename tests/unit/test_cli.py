@@ -69,3 +69,48 @@ def test_train_help_states_the_library_defaults() -> None:
     )
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "--store", "s", "--out", "o", "--pseudo-labels", "1.5"])
+
+
+def _subparsers(parser: argparse.ArgumentParser, prefix: str = "") -> dict[str, argparse.ArgumentParser]:
+    """Every (sub-)command's parser, by its command line ("fewshot eval")."""
+    found: dict[str, argparse.ArgumentParser] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found[f"{prefix}{name}"] = sub
+                found |= _subparsers(sub, f"{prefix}{name} ")
+    return found
+
+
+def _every_command() -> dict[str, argparse.ArgumentParser]:
+    found: dict[str, argparse.ArgumentParser] = {}
+    for command in COMMANDS:
+        found |= _subparsers(build_parser(command))
+    return found
+
+
+def test_device_amp_and_model_are_spelled_one_way_everywhere() -> None:
+    from quickstudy.cli._common import device
+
+    options = {
+        line: {option: action for action in sub._actions for option in action.option_strings}
+        for line, sub in _every_command().items()
+    }
+    with_device = sorted(line for line, found in options.items() if "--device" in found)
+    assert len(with_device) >= 9, (
+        with_device
+    )  # train predict eval learn demo pretrain, fewshot x2, multitask x2
+    for line in with_device:
+        assert options[line]["--device"].default == "auto" and options[line]["--device"].type is device, line
+    amp_helps = {line: found["--amp"].help for line, found in options.items() if "--amp" in found}
+    assert set(amp_helps) >= {"train", "pretrain", "fewshot train"}
+    for line, text in amp_helps.items():
+        assert text is not None and text.startswith(
+            "bfloat16 autocast on CUDA; no effect on the CPU (default: "
+        ), line
+        assert isinstance(options[line]["--amp"], argparse.BooleanOptionalAction), line
+    assert options["train"]["--amp"].default is True and options["fewshot train"]["--amp"].default is False
+    for line in ("eval", "predict", "learn", "fewshot eval", "multitask eval"):
+        assert options[line]["--model"].metavar in ("DIR", None), line
+    assert "--checkpoint" in options["fewshot eval"]  # kept one release, hidden
+    assert options["fewshot eval"]["--checkpoint"].help == argparse.SUPPRESS

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,25 +18,28 @@ from quickstudy.detect import model as model_module
 from quickstudy.detect import recognition
 from quickstudy.detect.data import DetectionSet, _augment
 from quickstudy.detect.localization import LocalizationHead
-from quickstudy.detect.model import TINY, DefectDetector, DetectorConfig, first_kept
-from quickstudy.detect.predictor import Predictor
-from quickstudy.detect.recognition import partial_label_loss, pyramid_roi_align
-from quickstudy.detect.training import (
+from quickstudy.detect.model import (
+    TINY,
+    DefectDetector,
+    DetectorConfig,
     detector_from_payload,
     detector_payload,
-    operating_thresholds,
-    train_detector,
+    first_kept,
 )
+from quickstudy.detect.predictor import Predictor
+from quickstudy.detect.recognition import partial_label_loss, pyramid_roi_align
+from quickstudy.detect.training import operating_thresholds, train_detector
 from quickstudy.detect.versions import ModelFolder, check_taxonomy
 from quickstudy.errors import QuickstudyError
 from quickstudy.evaluate.detection import coco_metrics, image_level
 
-THRESHOLDS = {"unknown": -1.0, "operating": {"scratch": 0.0, "pit": 0.0}}
-
 
 def tiny_model(classes=("scratch", "pit"), seed: int = 0) -> DefectDetector:
+    """A tiny untrained detector whose class memory lets every box through (thresholds 0, never unknown)."""
     torch.manual_seed(seed)
-    return DefectDetector(list(classes), DetectorConfig(**TINY, image_size=64)).eval()
+    model = DefectDetector(list(classes), DetectorConfig(**TINY, image_size=64)).eval()
+    model.memory = model.memory.with_thresholds(dict.fromkeys(classes, 0.0), unknown=-1.0)
+    return model
 
 
 def targets(allowed: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -159,12 +164,22 @@ def test_a_box_tower_feeds_only_the_box_outputs_and_older_checkpoints_keep_their
     }
     shared = DefectDetector(["a", "b"], DetectorConfig.from_dict(old))
     del old["box_tower"], old["score_loss"], old["pseudo_label_confidence"]
-    payload = {"classes": ["a", "b"], "config": old, "model": shared.state_dict()}
+    payload = detector_payload(shared) | {"config": old}
     restored = detector_from_payload(payload)
     assert restored.localize.box_tower is None
     assert restored.localize.score_loss == "focal" != DetectorConfig().score_loss
     assert restored.config.pseudo_label_confidence is None
     assert DetectorConfig().pseudo_label_confidence is not None
+
+
+def test_the_inference_path_does_not_import_the_training_glue() -> None:
+    for module in ("quickstudy.detect.predictor", "quickstudy.detect.fewshot", "quickstudy.detect"):
+        code = f"import sys, {module}; print('quickstudy.detect.training' in sys.modules)"
+        imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert imported.stdout.strip() == "False", module
+    code = "from quickstudy.detect import train_detector; print(train_detector.__module__)"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "quickstudy.detect.training"  # still there when asked for
 
 
 def test_levels_by_area_keep_a_thin_box_on_the_fine_level():
@@ -338,7 +353,7 @@ def test_detection_set_scales_boxes_and_masks_allowed_sets(tmp_path: Path):
 
 
 def test_predictor_handles_odd_images_and_empty_lists(tmp_path: Path):
-    predictor = Predictor(tiny_model(), THRESHOLDS)
+    predictor = Predictor(tiny_model())
     rgba = np.random.default_rng(0).integers(0, 255, (40, 70, 4)).astype(np.uint8)
     deep = np.random.default_rng(1).integers(0, 65535, (300, 500)).astype(np.uint16)
     Image.fromarray(rgba).save(tmp_path / "rgba.png")
@@ -360,13 +375,20 @@ def test_predictor_handles_odd_images_and_empty_lists(tmp_path: Path):
 def test_model_folder_round_trip_gives_identical_predictions(tmp_path: Path):
     model = tiny_model(seed=3)
     folder = ModelFolder(tmp_path / "model")
-    assert folder.save(detector_payload(model, THRESHOLDS, taxonomy_version=1, note="test")) == 1
+    model.memory = model.memory.add("dent", torch.randn(model.config.embedding_dim), threshold=0.25)
+    assert folder.save(detector_payload(model, taxonomy_version=1, note="test")) == 1
     images = torch.rand(3, 1, 64, 64)
     before = model(images)
-    after = detector_from_payload(folder.load())(images)
+    restored = detector_from_payload(folder.load())
+    after = restored(images)
     for a, b in zip(before, after, strict=True):
         for key in a:
             assert torch.equal(a[key], b[key]), key
+    assert restored.classes == ["scratch", "pit", "dent"]
+    assert torch.equal(restored.memory.prototypes, model.memory.prototypes)
+    assert restored.memory.operating == {"scratch": 0.0, "pit": 0.0, "dent": 0.25}
+    assert restored.memory.unknown == -1.0
+    assert "prototypes" not in restored.state_dict()  # the memory is data beside the network
     with pytest.raises(QuickstudyError, match="no version 5"):
         folder.use(5)
     with pytest.raises(QuickstudyError, match="not a detector folder"):
@@ -389,17 +411,6 @@ def test_a_model_refuses_a_store_whose_classes_it_knows_are_gone():
     check_taxonomy(payload, _Store(["scratch", "pit", "dent"], 4), "m")  # a new class is fine
     with pytest.raises(QuickstudyError, match=r"'pit'.*version 5.*quickstudy learn"):
         check_taxonomy(payload, _Store(["scratch", "pit-deep", "pit-shallow"], 5), "m")
-
-
-def test_adding_a_prototype_keeps_the_others_bit_for_bit():
-    model = tiny_model()
-    torch.manual_seed(0)
-    known = F.normalize(torch.randn(40, model.config.embedding_dim), dim=-1)  # F.normalize is not
-    model.set_prototypes([f"c{i}" for i in range(40)], known)  # idempotent in the last bit
-    new = torch.randn(1, model.config.embedding_dim) * 3
-    model.set_prototypes([*model.classes, "new"], torch.cat([model.prototypes, new]))
-    assert torch.equal(model.prototypes[:40], known)
-    torch.testing.assert_close(model.prototypes[40], F.normalize(new[0], dim=-1))
 
 
 def test_trunk_pools_channels_last_with_the_same_values_and_gradients():
@@ -489,7 +500,7 @@ def briefly_trained_tiny_model() -> DefectDetector:
 
 def test_fast_inference_predicts_what_roi_align_and_full_nms_predict(tmp_path, monkeypatch):
     folder = ModelFolder(tmp_path / "model")
-    folder.save(detector_payload(briefly_trained_tiny_model(), THRESHOLDS, taxonomy_version=1, note="t"))
+    folder.save(detector_payload(briefly_trained_tiny_model(), taxonomy_version=1, note="t"))
     model = detector_from_payload(folder.load())
     model.config.proposals = 20  # fewer than the ~84 locations of a 64-pixel image: NMS stops early
     images = torch.rand(3, 1, 64, 64, generator=torch.Generator().manual_seed(1))

@@ -112,9 +112,7 @@ def test_learning_a_class_from_one_image_leaves_the_others_alone_and_undoes_exac
     # the new class borrows the median threshold, lowered to where its own support image is found
     borrowed = statistics.median(v for c, v in learned.operating.items() if c != "scratch")
     support = [(scratches[0].path, [b.xyxy for b in scratches[0].boxes])]
-    own = support_threshold(
-        learned.model, {"unknown": 0.0, "operating": learned.operating}, "scratch", support
-    )
+    own = support_threshold(learned.model, "scratch", support)
     assert learned.operating["scratch"] == pytest.approx(min(borrowed, own) if own is not None else borrowed)
     after = learned.raw([s.path for s in samples])
     for old, new in zip(before, after, strict=True):
@@ -182,9 +180,8 @@ def test_support_threshold_is_where_the_support_images_are_found(monkeypatch):
         (Path("b.png"), [(5.0, 5.0, 15.0, 15.0)]),
         (Path("c.png"), [(0.0, 0.0, 4.0, 4.0)]),
     ]
-    thresholds = {"unknown": 0.0, "operating": {"old": 0.5}}
-    assert support_threshold(FakeModel(), thresholds, "new", support) == pytest.approx(0.3)
-    assert support_threshold(FakeModel(), thresholds, "new", support[2:]) is None
+    assert support_threshold(FakeModel(), "new", support) == pytest.approx(0.3)
+    assert support_threshold(FakeModel(), "new", support[2:]) is None
 
 
 def _pretrained_tiny(out: Path, steps: int = 2, **network: object) -> Path:

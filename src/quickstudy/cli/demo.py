@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from quickstudy.cli._common import add_device
 from quickstudy.demo import DemoSettings, run_demo
 
 
@@ -52,7 +53,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--limit", type=int, help="--data: use about this many images (every k-th), for a quick look"
     )
-    parser.add_argument("--device", default=defaults.device, help="cpu or cuda (default: cpu)")
+    add_device(parser)
     parser.set_defaults(func=_demo)
 
 

@@ -6,10 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from quickstudy.backbones import BACKBONES
-from quickstudy.cli._common import print_json
+from quickstudy.cli._common import add_amp, add_device, print_json
 from quickstudy.data.classification import store_classes
 from quickstudy.errors import QuickstudyError
 from quickstudy.labels import Store
@@ -53,12 +51,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--steps", type=int, default=2000, help="optimisation steps (default 2000)")
     parser.add_argument("--batch-size", type=int, default=256, help="images per step, two views each")
     parser.add_argument("--lr", type=float, default=1e-3, help="AdamW peak learning rate")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
+    add_device(parser)
+    add_amp(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="run folder (checkpoint.pt, metrics.csv)")
     parser.add_argument("--json", action="store_true", help="print the final metrics as JSON")
-    parser.set_defaults(func=_pretrain)
+    parser.set_defaults(func=_pretrain, check=check_pretrain)
 
 
 def _network(args: argparse.Namespace) -> tuple[dict[str, Any], str | None, int, int]:
@@ -80,12 +78,16 @@ def _network(args: argparse.Namespace) -> tuple[dict[str, Any], str | None, int,
     return kwargs, arch, size, args.stored_size or size
 
 
-def _pretrain(args: argparse.Namespace) -> int:
-    backbone_kwargs, arch, size, stored_size = _network(args)
+def check_pretrain(args: argparse.Namespace) -> None:
+    _, _, size, stored_size = _network(args)
     counts = {"size": size, "stored-size": stored_size, "steps": args.steps, "batch-size": args.batch_size}
     for name, value in counts.items():
         if value < 1:
             raise QuickstudyError(f"--{name} must be positive, got {value}")
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    backbone_kwargs, arch, size, stored_size = _network(args)
     store_path = Path(args.store)
     with Store.open(store_path, create=False) as store:
         count = len(store.images(args.split))

@@ -9,22 +9,39 @@ The Python API (what ``quickstudy train | predict | eval | learn | models`` call
     version = learn_class("runs/neu", store, "scratches", images=["s1.jpg"])  # new version, old kept
     ModelFolder("runs/neu").use(1)                                           # back to version 1
 
-Modules: ``model`` (the network), ``localization`` and ``recognition`` (the two heads and their
-losses), ``data`` (store samples → in-memory batches), ``training`` (Trainer glue, calibration),
+Modules: ``model`` (the network and its checkpoint payload), ``memory`` (the class memory: names,
+prototypes, thresholds), ``localization`` and ``recognition`` (the two heads and their losses),
+``data`` (store samples → in-memory batches), ``training`` (Trainer glue, calibration),
 ``predictor`` (user images in, named boxes out), ``evaluation``, ``fewshot`` (new classes),
-``versions`` (the model folder).
+``versions`` (the model folder). Inference never imports ``training``: ``train_detector`` is
+loaded from it on first use.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from quickstudy.detect.evaluation import evaluate_detector
 from quickstudy.detect.fewshot import learn_class
+from quickstudy.detect.memory import ClassMemory
 from quickstudy.detect.model import ARCHITECTURES, DefectDetector, DetectorConfig
 from quickstudy.detect.predictor import UNKNOWN, Detection, Predictor
-from quickstudy.detect.training import train_detector
 from quickstudy.detect.versions import ModelFolder, check_taxonomy
+
+if TYPE_CHECKING:
+    from quickstudy.detect.training import train_detector
+
+
+def __getattr__(name: str) -> Any:
+    if name == "train_detector":
+        from quickstudy.detect.training import train_detector
+
+        return train_detector
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ARCHITECTURES",
     "UNKNOWN",
+    "ClassMemory",
     "DefectDetector",
     "Detection",
     "DetectorConfig",

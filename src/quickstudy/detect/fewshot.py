@@ -1,7 +1,7 @@
 """New defect types from a few marked images, without retraining and without forgetting.
 
 A new class is a new row of the class memory: the robust mean of the embeddings of its K support
-boxes (:func:`robust_mean`). The network is untouched, so the boxes it finds and the embeddings of
+boxes (:func:`~quickstudy.detect.memory.robust_mean`). The network is untouched, so the boxes it finds and the embeddings of
 every other class stay exactly as they were; only the softmax over prototypes gains one entry.
 ``adapt`` optionally tunes the new prototypes for a few steps on the support boxes against the
 held base prototypes. :func:`finetune_classifier` is the TFA-style baseline (Wang et al. 2020):
@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from torchvision.ops import box_iou
 
 from quickstudy.detect.data import DetectionSet, load_square
-from quickstudy.detect.model import DefectDetector
+from quickstudy.detect.memory import DEFAULT_OPERATING, ClassMemory, robust_mean
+from quickstudy.detect.model import DefectDetector, detector_from_payload, detector_payload
 from quickstudy.detect.predictor import Predictor
-from quickstudy.detect.training import detector_from_payload, detector_payload
 from quickstudy.detect.versions import ModelFolder
 from quickstudy.errors import QuickstudyError
 
@@ -72,7 +72,7 @@ def embed_support(model: DefectDetector, support: SupportSet, batch_size: int = 
     """Embeddings ``[K, D]`` of every support box (boxes in the images' own pixels)."""
     model.eval()
     size = model.config.image_size
-    device = model.prototypes.device
+    device = model.device
     chunks = []
     for start in range(0, len(support), batch_size):
         images, boxes = [], []
@@ -85,32 +85,18 @@ def embed_support(model: DefectDetector, support: SupportSet, batch_size: int = 
     return torch.cat(chunks)
 
 
-def robust_mean(embeddings: torch.Tensor, keep: float = 0.8) -> torch.Tensor:
-    """Unit-norm mean after dropping the ``1 - keep`` share of embeddings farthest from the plain
-    mean (from 5 boxes on), so a mislabelled or odd support box does not drag the prototype.
-
-    >>> robust_mean(torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.9, 0.0], [1.0, -0.1], [-1.0, 0.0]]))
-    tensor([1., 0.])
-    """
-    mean = F.normalize(embeddings.mean(0), dim=0)
-    if embeddings.shape[0] >= 5:
-        n = max(1, round(keep * embeddings.shape[0]))
-        nearest = (embeddings @ mean).topk(n).indices
-        mean = F.normalize(embeddings[nearest].mean(0), dim=0)
-    return mean
-
-
 def adapt_prototypes(
     model: DefectDetector, new: Sequence[str], embeddings: torch.Tensor, labels: torch.Tensor, steps: int = 50
 ) -> None:
     """Tune the prototypes of the ``new`` classes only (base rows held) so that the support
     embeddings (``labels`` index ``model.classes``) and the base prototypes themselves are
     classified correctly; the network is not touched."""
-    rows = torch.tensor([model.classes.index(n) for n in new])
-    prototypes = model.prototypes.detach().cpu().clone()
+    memory = model.memory
+    rows = torch.tensor([memory.index(n) for n in new])
+    prototypes = memory.prototypes.clone()
     trainable = prototypes[rows].clone().requires_grad_(True)
     optimizer = torch.optim.Adam([trainable], lr=0.01)
-    held = torch.ones(len(model.classes), dtype=torch.bool)
+    held = torch.ones(len(memory), dtype=torch.bool)
     held[rows] = False
     anchors = prototypes[held]  # base prototypes stand in for base examples
     anchor_labels = torch.nonzero(held).flatten()
@@ -118,12 +104,14 @@ def adapt_prototypes(
     targets = torch.cat([labels, anchor_labels])
     scale = model.recognize.log_scale.exp().detach().cpu()
     for _ in range(steps):
-        memory = prototypes.index_put((rows,), trainable)
-        loss = F.cross_entropy(scale * inputs @ F.normalize(memory, dim=-1).T, targets)
+        tuned = prototypes.index_put((rows,), trainable)
+        loss = F.cross_entropy(scale * inputs @ F.normalize(tuned, dim=-1).T, targets)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    model.set_prototypes(model.classes, prototypes.index_put((rows,), trainable.detach()))
+    for name, row in zip(new, trainable.detach(), strict=True):
+        memory = memory.replace(name, row)
+    model.memory = memory
 
 
 def adapt_localizer(
@@ -149,7 +137,7 @@ def adapt_localizer(
         raise QuickstudyError(
             f"adapt_localizer: {len(support)} support images, {steps} steps; need at least one of each"
         )
-    device = model.prototypes.device
+    device = model.device
     generator = torch.Generator().manual_seed(seed)
     parts = [support.to(device)] + ([replay.to(device)] if replay is not None and len(replay) else [])
     shares = [batch_size - batch_size // 2, batch_size // 2] if len(parts) == 2 else [batch_size]
@@ -188,21 +176,16 @@ def add_classes(
     support: dict[str, torch.Tensor],
     adapt: bool = False,
 ) -> None:
-    """Add (or replace) one prototype per class name from its support embeddings ``[K, D]``."""
-    classes = list(model.classes)
-    prototypes = model.prototypes.detach().cpu()
+    """Add (or replace) one prototype per class name from its support embeddings ``[K, D]``: their
+    :func:`~quickstudy.detect.memory.robust_mean`; ``adapt`` then tunes them (:func:`adapt_prototypes`)."""
+    memory = model.memory
     for name, embeddings in support.items():
-        row = robust_mean(embeddings)[None]
-        if name in classes:
-            prototypes = prototypes.clone()
-            prototypes[classes.index(name)] = row[0]
-        else:
-            classes.append(name)
-            prototypes = torch.cat([prototypes, row])
-    model.set_prototypes(classes, prototypes)
+        row = robust_mean(embeddings)
+        memory = memory.replace(name, row) if name in memory.classes else memory.add(name, row)
+    model.memory = memory
     if adapt:
         embeddings = torch.cat(list(support.values()))
-        labels = torch.cat([torch.full((len(e),), classes.index(n)) for n, e in support.items()])
+        labels = torch.cat([torch.full((len(e),), memory.index(n)) for n, e in support.items()])
         adapt_prototypes(model, list(support), embeddings, labels)
 
 
@@ -219,11 +202,11 @@ def finetune_classifier(
     class rows (base rows start from their prototypes) on a balanced K-shot set of box embeddings
     (``labels`` index the extended class list); the network stays frozen."""
     generator = torch.Generator().manual_seed(seed)
-    dim = model.prototypes.shape[1]
+    memory = model.memory
     rows = torch.cat(
         [
-            model.prototypes.detach().cpu(),
-            F.normalize(torch.randn(len(new), dim, generator=generator), dim=-1),
+            memory.prototypes,
+            F.normalize(torch.randn(len(new), memory.prototypes.shape[1], generator=generator), dim=-1),
         ]
     ).requires_grad_(True)
     optimizer = torch.optim.SGD([rows], lr=lr, momentum=0.9)
@@ -233,7 +216,7 @@ def finetune_classifier(
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    model.set_prototypes([*model.classes, *new], rows.detach())
+    model.memory = ClassMemory([*memory.classes, *new], rows.detach(), memory.operating, memory.unknown)
 
 
 def _localizer_sets(
@@ -262,7 +245,7 @@ def _localizer_sets(
 
 
 def support_threshold(
-    model: DefectDetector, thresholds: dict[str, Any], name: str, support: SupportSet, iou: float = 0.5
+    model: DefectDetector, name: str, support: SupportSet, iou: float = 0.5
 ) -> float | None:
     """The operating threshold at which the support images of ``name`` are called positive: the
     lowest, over support images, of the best ``name`` score on a marked box (IoU ≥ ``iou``).
@@ -272,7 +255,7 @@ def support_threshold(
     localizer missed them; no threshold helps); ``None`` when that is every one.
     """
     index = model.classes.index(name)
-    found = Predictor(model, thresholds).raw([path for path, _ in support])
+    found = Predictor(model).raw([path for path, _ in support])
     per_image = []
     for out, (_, boxes) in zip(found, support, strict=True):
         mine = out["labels"] == index
@@ -283,14 +266,13 @@ def support_threshold(
     return min(per_image) if per_image else None
 
 
-def new_class_threshold(
-    model: DefectDetector, thresholds: dict[str, Any], name: str, support: SupportSet
-) -> float:
-    """The operating threshold of a class with no held-out images yet: the median of the other
-    classes' calibrated thresholds (``thresholds["operating"]``), lowered to where the class's own
-    support images are found (:func:`support_threshold`), since its scores may never reach the median."""
-    borrowed = median(thresholds["operating"].values()) if thresholds["operating"] else 0.5
-    own = support_threshold(model, thresholds, name, support)
+def new_class_threshold(model: DefectDetector, name: str, support: SupportSet) -> float:
+    """The operating threshold of a class with no held-out images yet: the median of the calibrated
+    thresholds in the class memory, lowered to where the class's own support images are found
+    (:func:`support_threshold`), since its scores may never reach the median."""
+    operating = model.memory.operating
+    borrowed = median(operating.values()) if operating else DEFAULT_OPERATING
+    own = support_threshold(model, name, support)
     return borrowed if own is None else min(borrowed, own)
 
 
@@ -319,22 +301,17 @@ def learn_class(
     support = support_boxes(store, name, images)
     embeddings = embed_support(model, support)
     current = set(store.classes())
-    kept = [c for c in model.classes if c in current]
-    if kept != model.classes:
-        rows = [model.classes.index(c) for c in kept]
-        model.set_prototypes(kept, model.prototypes[rows])
+    model.memory = model.memory.drop(c for c in model.classes if c not in current)
     add_classes(model, {name: embeddings}, adapt=adapt)
     if localizer:
         adapt_localizer(model, *_localizer_sets(store, name, support, replay_images, model.config.image_size))
-    thresholds = {**payload["thresholds"], "operating": dict(payload["thresholds"]["operating"])}
-    thresholds["operating"] = {c: thresholds["operating"][c] for c in kept if c in thresholds["operating"]}
-    if name not in thresholds["operating"]:
-        thresholds["operating"][name] = new_class_threshold(model, thresholds, name, support)
+    if name not in model.memory.operating:
+        threshold = new_class_threshold(model, name, support)
+        model.memory = model.memory.with_thresholds({**model.memory.operating, name: threshold})
     n_boxes = sum(len(b) for _, b in support)
     return folder.save(
         detector_payload(
             model,
-            thresholds,
             taxonomy_version=store.taxonomy_version(),
             note=f"learned {name!r} from {n_boxes} boxes in {len(support)} images"
             + (" (prototype adapted)" if adapt else "")

@@ -1,16 +1,19 @@
 """The multi-task defect detector: ResNet+FPN, a class-agnostic localization head, a prototype
-recognition head, and the class memory (one prototype per class name).
+recognition head, and the class memory that names boxes (:class:`~quickstudy.detect.memory.ClassMemory`).
 
 A pure ``nn.Module`` in torchvision's detection convention: ``model(images, targets)`` returns the
 losses in training, ``model(images)`` returns one dict per image at inference. Images are
 ``[B, 1, H, W]`` floats in [0, 1] with H, W multiples of 32; pre- and post-processing for user
-images lives in :class:`quickstudy.detect.predictor.Predictor`.
+images lives in :class:`quickstudy.detect.predictor.Predictor`. :func:`detector_payload` and
+:func:`detector_from_payload` turn a detector into a checkpoint payload and back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import torch
@@ -20,6 +23,7 @@ from torchvision.ops import batched_nms, nms
 
 from quickstudy.backbones.resnet_fpn import ResNetFPN
 from quickstudy.detect.localization import LocalizationHead
+from quickstudy.detect.memory import ClassMemory
 from quickstudy.detect.recognition import RecognitionHead
 
 
@@ -130,6 +134,10 @@ class DefectDetector(nn.Module):
     ``scores`` = defect score × p(class), ``defect_scores`` the class-agnostic score of the box,
     ``similarity`` the cosine similarity of the box embedding to its label's prototype and
     ``max_similarity`` to the nearest prototype (low = "unknown", see the Predictor).
+
+    ``model.memory`` is the class memory that names boxes at inference: random prototypes until
+    training calibrates it, a new row per class ``learn`` adds. It is data beside the network, not
+    among its weights; the learned ``class_vectors`` are for training only.
     """
 
     def __init__(
@@ -139,7 +147,6 @@ class DefectDetector(nn.Module):
         self.config = config = config or DetectorConfig()
         if not config.train_classes:
             config.train_classes = list(classes)
-        self.classes = list(classes)
         self.backbone = ResNetFPN(config.widths, config.depths, config.fpn_channels, weights=weights)
         self.localize = LocalizationHead(
             config.fpn_channels,
@@ -156,24 +163,19 @@ class DefectDetector(nn.Module):
         self.recognize = RecognitionHead(
             config.fpn_channels, config.embedding_dim, strides=self.backbone.strides
         )
-        # learned class vectors (training only) and the class memory used at inference
         self.class_vectors = nn.Parameter(torch.randn(len(config.train_classes), config.embedding_dim))
-        self.register_buffer(
-            "prototypes", F.normalize(torch.randn(len(self.classes), config.embedding_dim), dim=-1)
+        self.memory = ClassMemory(
+            classes, F.normalize(torch.randn(len(classes), config.embedding_dim), dim=-1)
         )
 
-    # -- class memory -------------------------------------------------------------------------------
-    def set_prototypes(self, classes: Sequence[str], prototypes: torch.Tensor) -> None:
-        """Replace the class memory: one unit-norm prototype row per class name."""
-        if len(classes) != prototypes.shape[0]:
-            raise ValueError(f"{len(classes)} class names for {prototypes.shape[0]} prototypes")
-        self.classes = list(classes)
-        rows = prototypes.detach().float()
-        norms = rows.norm(dim=-1, keepdim=True)
-        # rows already of unit norm are kept bit for bit (normalising again may move their last
-        # bit), so adding a class leaves the other classes' prototypes exactly as they were
-        unit = (norms - 1).abs() <= 1e-6
-        self.prototypes = torch.where(unit, rows, rows / norms.clamp(min=1e-12)).to(self.class_vectors.device)
+    @property
+    def classes(self) -> list[str]:
+        """The names the class memory gives boxes (``labels`` index them)."""
+        return self.memory.classes
+
+    @property
+    def device(self) -> torch.device:
+        return self.class_vectors.device
 
     # -- forward --------------------------------------------------------------------------------------
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
@@ -256,7 +258,7 @@ class DefectDetector(nn.Module):
         results = []
         for proposal in proposals:
             boxes, defect, embeddings = proposal["boxes"], proposal["defect_scores"], proposal["embeddings"]
-            similarity = embeddings @ self.prototypes.to(embeddings.device).T  # [N, C] cosines
+            similarity = self.memory.similarity(embeddings)  # [N, C] cosines
             pair_scores = defect[:, None] * (scale.to(embeddings.device) * similarity).softmax(-1)
             box_index, label = torch.nonzero(pair_scores > cfg.score_thresh, as_tuple=True)
             pair = pair_scores[box_index, label]
@@ -274,3 +276,41 @@ class DefectDetector(nn.Module):
                 }
             )
         return results
+
+
+def detector_payload(model: DefectDetector, **meta: Any) -> dict[str, Any]:
+    """A checkpoint payload of ``model`` and its class memory, plus ``meta`` (note, train, ...).
+
+    The layout every model folder has used: the class names and thresholds at the top, the
+    prototypes among the network's tensors."""
+    memory = model.memory.to_payload()
+    return {
+        "config": model.config.to_dict(),
+        "classes": memory["classes"],
+        "model": {
+            **{k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "prototypes": memory["prototypes"],
+        },
+        "thresholds": memory["thresholds"],
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        **meta,
+    }
+
+
+def detector_from_payload(
+    payload: Mapping[str, Any], device: str | torch.device = "cpu", where: str | os.PathLike[str] = "model"
+) -> DefectDetector:
+    """Rebuild the network and its class memory from a :func:`detector_payload`; errors name ``where``."""
+    weights = dict(payload["model"])
+    memory = ClassMemory.from_payload(
+        {
+            "classes": payload.get("classes"),
+            "prototypes": weights.pop("prototypes", None),
+            "thresholds": payload.get("thresholds"),
+        },
+        str(where),
+    )
+    model = DefectDetector(memory.classes, DetectorConfig.from_dict(payload["config"]))
+    model.load_state_dict(weights)
+    model.memory = memory
+    return model.to(device).eval()

@@ -9,9 +9,9 @@ RGBA, 16-bit, palette) or arrays (``[H, W]`` or ``[H, W, 3|4]``, any numeric dty
 resized to the model's square training size and boxes are mapped back to its own pixels, so a
 much larger or smaller image works, at the cost of detail (or of made-up detail).
 
-A box whose embedding is farther from every prototype than the calibrated threshold is reported as
-``unknown`` with its class-agnostic defect score, so a new defect type shows up before anyone has
-named it.
+A box whose embedding is farther from every prototype than the class memory's unknown similarity
+is reported as ``unknown`` with its class-agnostic defect score, so a new defect type shows up
+before anyone has named it.
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ from torchvision.ops import batched_nms
 
 from quickstudy.data.images import read_image
 from quickstudy.detect.data import resize_square
-from quickstudy.detect.model import DefectDetector
-from quickstudy.detect.training import detector_from_payload
+from quickstudy.detect.model import DefectDetector, detector_from_payload
 from quickstudy.detect.versions import ModelFolder
 from quickstudy.errors import QuickstudyError
 
@@ -71,33 +70,40 @@ def as_gray(image: ImageInput, where: str = "image") -> np.ndarray:
 
 
 class Predictor:
-    """A detector with its class names and thresholds, taking user images."""
+    """A detector taking user images; its class memory names the boxes and holds the thresholds."""
 
-    def __init__(self, model: DefectDetector, thresholds: dict[str, Any], batch_size: int = 16) -> None:
+    def __init__(self, model: DefectDetector, batch_size: int = 16) -> None:
         self.model = model.eval()
-        self.unknown_threshold = float(thresholds["unknown"])
-        self.operating = dict(thresholds["operating"])
-        # an unnamed defect must be as sure as the least demanding named class
-        self.unknown_score = min(self.operating.values(), default=0.5)
         self.batch_size = batch_size
 
     @classmethod
     def from_dir(
         cls, model_dir: str | os.PathLike[str], version: int | None = None, device: str = "cpu"
     ) -> Predictor:
-        payload = ModelFolder(model_dir).load(version)
-        return cls(detector_from_payload(payload, device), payload["thresholds"])
+        folder = ModelFolder(model_dir)
+        number = folder.current() if version is None else version
+        return cls(detector_from_payload(folder.load(number), device, folder.path(number)))
 
     @property
     def classes(self) -> list[str]:
         return self.model.classes
+
+    @property
+    def operating(self) -> dict[str, float]:
+        """Per class, the score threshold calibrated on held-out images."""
+        return self.model.memory.operating
+
+    @property
+    def unknown_threshold(self) -> float:
+        """Below this similarity to every prototype, a box is ``unknown``."""
+        return self.model.memory.unknown
 
     @torch.no_grad()
     def proposals(self, images: Sequence[ImageInput]) -> list[dict[str, torch.Tensor]]:
         """Class-agnostic proposals per image (boxes in the images' pixels, defect scores,
         embeddings): the expensive part, independent of the class memory."""
         size = self.model.config.image_size
-        device = self.model.prototypes.device
+        device = self.model.device
         results: list[dict[str, torch.Tensor]] = []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start : start + self.batch_size]
@@ -130,12 +136,14 @@ class Predictor:
         return [self.name_detections(out, score_threshold) for out in self.raw(list(images))]
 
     def name_detections(self, out: dict[str, torch.Tensor], score_threshold: float | None) -> list[Detection]:
-        unknown = out["max_similarity"] < self.unknown_threshold
-        names = [self.classes[int(c)] for c in out["labels"]]
+        memory = self.model.memory
+        unknown = out["max_similarity"] < memory.unknown
+        classes = memory.classes
+        names = [classes[int(c)] for c in out["labels"]]
         thresholds = torch.tensor(
-            [score_threshold if score_threshold is not None else self.operating.get(n, 0.5) for n in names]
+            [score_threshold if score_threshold is not None else memory.threshold(n) for n in names]
         )
-        unknown_cut = score_threshold if score_threshold is not None else self.unknown_score
+        unknown_cut = score_threshold if score_threshold is not None else memory.unknown_score
         scores = torch.where(unknown, out["defect_scores"], out["scores"])
         keep = torch.where(unknown, scores >= unknown_cut, scores >= thresholds)
         group = torch.where(unknown, torch.full_like(out["labels"], -1), out["labels"])

@@ -18,14 +18,14 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import torch
 from torch import nn
 
 from quickstudy.detect.data import AUGMENTATIONS, DEFAULT_AUGMENT, DEFAULT_PHOTOMETRIC, DetectionSet
-from quickstudy.detect.model import DefectDetector, DetectorConfig
+from quickstudy.detect.memory import ClassMemory, class_means, unknown_similarity
+from quickstudy.detect.model import DefectDetector, DetectorConfig, detector_payload
 from quickstudy.detect.versions import ModelFolder
 from quickstudy.errors import QuickstudyError
 from quickstudy.evaluate.detection import image_scores
@@ -46,8 +46,6 @@ DEFAULT_WEIGHTING = "equal"
 # batch 8 is kept as the recipe the three seeds measured.
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_LR = 1e-3
-# Share of held-out known-class boxes allowed to fall below the "unknown" threshold.
-UNKNOWN_QUANTILE = 0.05
 
 
 def select_samples(samples: Sequence[Any], classes: Sequence[str] | None, limit: int | None) -> list[Any]:
@@ -83,7 +81,7 @@ def detect(
 ) -> list[dict[str, torch.Tensor]]:
     """Run the model over ``uint8 [N, 1, S, S]`` images in batches; results on the CPU."""
     model.eval()
-    device = model.prototypes.device
+    device = model.device
     results = []
     for start in range(0, images.shape[0], batch_size):
         batch = images[start : start + batch_size].to(device).float() / 255
@@ -96,7 +94,7 @@ def detect(
 def box_embeddings(model: DefectDetector, data: DetectionSet, batch_size: int = 64) -> torch.Tensor:
     """Embeddings ``[K, D]`` of every valid box of ``data`` (in ``data.valid`` order), unaugmented."""
     model.eval()
-    device = model.prototypes.device
+    device = model.device
     chunks = []
     for start in range(0, len(data), batch_size):
         images = data.images[start : start + batch_size].to(device).float() / 255
@@ -106,33 +104,28 @@ def box_embeddings(model: DefectDetector, data: DetectionSet, batch_size: int = 
     return torch.cat(chunks) if chunks else torch.zeros(0, model.config.embedding_dim)
 
 
-def class_means(embeddings: torch.Tensor, allowed: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
-    """Per-class mean of the embeddings whose allowed set is exactly that class (``[C, D]``); a
-    class without such a box keeps its ``fallback`` row (the learned class vector)."""
-    single = (allowed.sum(-1) == 1)[:, None] & allowed
-    sums = single.float().T @ embeddings
-    seen = single.any(0)[:, None]
-    return torch.nn.functional.normalize(torch.where(seen, sums, fallback.to(sums)), dim=-1)
+def calibrate(model: DefectDetector, fitted: DetectionSet, validation: DetectionSet) -> ClassMemory:
+    """The class memory of a trained model: each class's prototype the mean embedding of its boxes
+    in ``fitted`` (:func:`~quickstudy.detect.memory.class_means`), thresholds fitted on ``validation``.
+    Also sets ``model.memory``.
 
-
-def calibrate(model: DefectDetector, memory: DetectionSet, validation: DetectionSet) -> dict[str, Any]:
-    """Set the class memory from ``memory``'s boxes; return thresholds fitted on ``validation``.
-
-    ``unknown``: the UNKNOWN_QUANTILE quantile of held-out boxes' similarity to their own class's
-    prototype. ``operating[c]``: the image-level score threshold with the best F1 for "the image
-    holds a box of class c" on the held-out images.
+    ``unknown``: :func:`~quickstudy.detect.memory.unknown_similarity` of held-out boxes' similarity
+    to their own class's prototype. ``operating[c]``: the image-level score threshold with the best
+    F1 for "the image holds a box of class c" on the held-out images.
     """
-    memory_allowed = memory.allowed[memory.valid].cpu()
-    means = class_means(box_embeddings(model, memory), memory_allowed, model.class_vectors.detach().cpu())
-    model.set_prototypes(model.classes, means)
+    fitted_allowed = fitted.allowed[fitted.valid].cpu()
+    means = class_means(box_embeddings(model, fitted), fitted_allowed, model.class_vectors.detach().cpu())
+    model.memory = ClassMemory(model.classes, means)
     embeddings = box_embeddings(model, validation)
     allowed = validation.allowed[validation.valid]
     single = allowed.sum(-1) == 1
-    own = (embeddings[single] @ model.prototypes.cpu().T)[allowed[single]]
-    unknown = float(torch.quantile(own, UNKNOWN_QUANTILE)) if own.numel() else -1.0
+    own = model.memory.similarity(embeddings[single])[allowed[single]]
     outputs = detect(model, validation.images)
     present = (validation.allowed & validation.valid[..., None]).any(1)  # [N, C]
-    return {"unknown": unknown, "operating": operating_thresholds(outputs, present, model.classes)}
+    model.memory = model.memory.with_thresholds(
+        operating_thresholds(outputs, present, model.classes), unknown_similarity(own)
+    )
+    return model.memory
 
 
 def operating_thresholds(
@@ -152,24 +145,6 @@ def operating_thresholds(
         f1 = 2 * tp / (predicted.sum(1) + positives.sum()).float()
         thresholds[name] = float(candidates[f1.argmax()].clamp(min=1e-3))
     return thresholds
-
-
-def detector_payload(model: DefectDetector, thresholds: dict[str, Any], **meta: Any) -> dict[str, Any]:
-    return {
-        "config": model.config.to_dict(),
-        "classes": list(model.classes),
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "thresholds": thresholds,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        **meta,
-    }
-
-
-def detector_from_payload(payload: dict[str, Any], device: str | torch.device = "cpu") -> DefectDetector:
-    """Rebuild the network and its class memory from a detector checkpoint payload."""
-    model = DefectDetector(payload["classes"], DetectorConfig.from_dict(payload["config"]))
-    model.load_state_dict(payload["model"])
-    return model.to(device).eval()
 
 
 def load_pretrained_backbone(model: DefectDetector, init: str | os.PathLike[str]) -> dict[str, Any]:
@@ -292,7 +267,39 @@ def train_detector(
             else 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, steps - warmup)))
         ),
     )
+    train_config = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "weighting": weighting,
+        "classes": class_names,
+        "limit": limit,
+        "seed": seed,
+        "init": initialised_from,
+        "hold_out": hold_out,
+        "augment": augment,
+        "photometric": photometric,
+        "n_train": len(train_set),
+        "n_validation": len(validation_set),
+        "detector": config.to_dict(),
+    }
     shared = list(model.backbone.parameters())
+    trainer = Trainer(
+        trained,
+        optimizer,
+        out_dir=out_dir,
+        steps=steps,
+        kind="detector-training",
+        config=train_config,
+        scheduler=scheduler,
+        device=device,
+        amp=device.startswith("cuda"),
+        grad_clip=10.0,
+        checkpoint_every=max(100, per_epoch * 5),
+        log_every=max(1, min(50, per_epoch)),
+        desc="train detector",
+        backward=lambda out: method.backward([out["loss_localize"], out["loss_recognize"]], shared),
+    )
     order: dict[int, torch.Tensor] = {}
 
     def step_fn(step: int) -> dict[str, torch.Tensor]:
@@ -311,47 +318,14 @@ def train_detector(
         assert isinstance(out, dict)
         return {"loss": out["loss_localize"] + out["loss_recognize"], **out}
 
-    train_config = {
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "weighting": weighting,
-        "classes": class_names,
-        "limit": limit,
-        "seed": seed,
-        "init": initialised_from,
-        "hold_out": hold_out,
-        "augment": augment,
-        "photometric": photometric,
-        "n_train": len(train_set),
-        "n_validation": len(validation_set),
-        "detector": config.to_dict(),
-    }
-    trainer = Trainer(
-        trained,
-        optimizer,
-        out_dir=out_dir,
-        steps=steps,
-        kind="detector-training",
-        config=train_config,
-        scheduler=scheduler,
-        device=device,
-        amp=device.startswith("cuda"),
-        grad_clip=10.0,
-        checkpoint_every=max(100, per_epoch * 5),
-        log_every=max(1, min(50, per_epoch)),
-        desc="train detector",
-        backward=lambda out: method.backward([out["loss_localize"], out["loss_recognize"]], shared),
-    )
     trainer.fit(step_fn)
     train_seconds = time.perf_counter() - started
     if not distributed.is_main():
         return 0
-    thresholds = calibrate(model, train_set, validation_set)
+    calibrate(model, train_set, validation_set)
     return ModelFolder(out_dir).save(
         detector_payload(
             model,
-            thresholds,
             taxonomy_version=store.taxonomy_version(),
             note=f"trained {epochs} epochs on {len(train_set)} images"
             + (f", backbone from {initialised_from['method']} pretraining" if initialised_from else ""),

@@ -1,0 +1,135 @@
+"""The class memory: names, prototypes and thresholds as one value; add / replace / drop; plain payloads."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from quickstudy.detect.memory import (
+    DEFAULT_OPERATING,
+    ClassMemory,
+    class_means,
+    robust_mean,
+    unknown_similarity,
+)
+from quickstudy.errors import QuickstudyError
+
+
+def memory_of(n: int = 3, dim: int = 8) -> ClassMemory:
+    rows = F.normalize(torch.randn(n, dim, generator=torch.Generator().manual_seed(n)), dim=-1)
+    names = [f"c{i}" for i in range(n)]
+    return ClassMemory(names, rows, {name: 0.1 * (i + 1) for i, name in enumerate(names)}, unknown=0.4)
+
+
+def test_adding_a_class_keeps_the_others_bit_for_bit() -> None:
+    torch.manual_seed(0)
+    known = F.normalize(torch.randn(40, 16), dim=-1)  # F.normalize is not idempotent in the last bit
+    memory = ClassMemory([f"c{i}" for i in range(40)], known)
+    new = torch.randn(16) * 3
+    bigger = memory.add("new", new, threshold=0.3)
+    assert torch.equal(bigger.prototypes[:40], known)
+    torch.testing.assert_close(bigger.prototypes[40], F.normalize(new, dim=0))
+    assert bigger.classes[-1] == "new" and bigger.operating == {"new": 0.3}
+    assert len(memory) == 40 and "new" not in memory.classes  # a value: the old memory is unchanged
+    with pytest.raises(ValueError, match="'c3' is already in the memory"):
+        bigger.add("c3", new)
+
+
+def test_replace_moves_one_row_and_keeps_its_threshold_and_drop_removes_rows_and_thresholds() -> None:
+    memory = memory_of()
+    replaced = memory.replace("c1", torch.tensor([0.0, 2.0, 0, 0, 0, 0, 0, 0]))
+    assert torch.equal(replaced.prototypes[1], torch.tensor([0.0, 1.0, 0, 0, 0, 0, 0, 0]))
+    assert torch.equal(replaced.prototypes[[0, 2]], memory.prototypes[[0, 2]])
+    assert replaced.operating == memory.operating and replaced.classes == memory.classes
+    dropped = memory.drop(["c0", "c2"])
+    assert dropped.classes == ["c1"] and dropped.operating == {"c1": pytest.approx(0.2)}
+    assert torch.equal(dropped.prototypes, memory.prototypes[1:2]) and dropped.unknown == 0.4
+    with pytest.raises(ValueError, match="not in the memory: nope"):
+        memory.drop(["nope"])
+    with pytest.raises(ValueError, match="nope"):
+        memory.replace("nope", torch.zeros(8))
+
+
+def test_similarity_thresholds_and_the_unknown_score() -> None:
+    memory = ClassMemory(["a", "b"], torch.eye(2), {"a": 0.7})
+    similarity = memory.similarity(torch.tensor([[0.6, 0.8], [1.0, 0.0]]))
+    torch.testing.assert_close(similarity, torch.tensor([[0.6, 0.8], [1.0, 0.0]]))
+    assert memory.threshold("a") == 0.7 and memory.threshold("b") == DEFAULT_OPERATING
+    assert memory.unknown_score == 0.7  # as sure as the least demanding calibrated class
+    assert ClassMemory(["a"], torch.eye(1)).unknown_score == DEFAULT_OPERATING
+    calibrated = memory.with_thresholds({"a": 0.2, "b": 0.3}, unknown=0.5)
+    assert (calibrated.unknown_score, calibrated.unknown, memory.unknown) == (0.2, 0.5, -1.0)
+
+
+def test_a_memory_refuses_what_does_not_fit_together() -> None:
+    with pytest.raises(ValueError, match="2 class names for prototypes of shape"):
+        ClassMemory(["a", "b"], torch.eye(3))
+    with pytest.raises(ValueError, match="class names repeat: a"):
+        ClassMemory(["a", "a"], torch.eye(2))
+    with pytest.raises(ValueError, match="operating thresholds for classes not in the memory: z"):
+        ClassMemory(["a"], torch.eye(1), {"z": 0.5})
+
+
+def test_the_payload_is_plain_data_that_loads_without_unpickling_code() -> None:
+    memory = memory_of()
+    payload = memory.to_payload()
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    buffer.seek(0)
+    loaded = ClassMemory.from_payload(torch.load(buffer, weights_only=True))
+    assert loaded.classes == memory.classes and torch.equal(loaded.prototypes, memory.prototypes)
+    assert loaded.operating == memory.operating and loaded.unknown == memory.unknown
+    # everything but the prototypes is JSON as it is (what an exported model writes beside its network)
+    plain = json.loads(json.dumps({k: v for k, v in payload.items() if k != "prototypes"}))
+    assert (
+        ClassMemory.from_payload({**plain, "prototypes": payload["prototypes"]}).operating == memory.operating
+    )
+    payload["prototypes"][0, 0] = 5.0  # the payload is a copy
+    assert memory.prototypes[0, 0] != 5.0
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"classes": "c0"}, "the class names are not a list of strings"),
+        ({"classes": ["c0", 1, "c2"]}, "the class names are not a list of strings"),
+        ({"prototypes": [[1.0]]}, "the prototypes are not a float tensor"),
+        ({"prototypes": torch.zeros(2, 8)}, "3 class names for prototypes of shape (2, 8)"),
+        ({"thresholds": None}, "the thresholds are not a mapping"),
+        (
+            {"thresholds": {"unknown": 0.1, "operating": {"c0": "high"}}},
+            "the operating thresholds are not a mapping of class names to numbers",
+        ),
+        ({"thresholds": {"unknown": True, "operating": {}}}, "the unknown similarity True is not a number"),
+        (
+            {"thresholds": {"unknown": 0.1, "operating": {"x": 0.2}}},
+            "operating thresholds for classes not in the memory: x",
+        ),
+    ],
+)
+def test_a_broken_payload_is_one_line_naming_where_it_came_from(change: dict, problem: str) -> None:
+    payload = {**memory_of().to_payload(), **change}
+    with pytest.raises(QuickstudyError) as refused:
+        ClassMemory.from_payload(payload, "runs/m/versions/v2.pt")
+    assert str(refused.value) == f"runs/m/versions/v2.pt: {problem}"
+    assert "\n" not in str(refused.value)
+
+
+def test_class_means_robust_means_and_the_unknown_similarity() -> None:
+    embeddings = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    allowed = torch.tensor([[True, False, False], [True, False, False], [False, True, True]])
+    fallback = torch.tensor([[0.0, 9.0], [0.0, 9.0], [3.0, 4.0]])
+    means = class_means(embeddings, allowed, fallback)
+    # class 0: its two single-label boxes; classes 1 and 2: only a two-class box, so the fallback
+    torch.testing.assert_close(
+        means, torch.tensor([[0.7071, 0.7071], [0.0, 1.0], [0.6, 0.8]]), atol=1e-4, rtol=0
+    )
+    odd = torch.cat([torch.tensor([[1.0, 0.0]]).expand(4, 2), torch.tensor([[-1.0, 0.2]])])
+    torch.testing.assert_close(robust_mean(odd), torch.tensor([1.0, 0.0]))  # the odd box is left out
+    torch.testing.assert_close(robust_mean(odd[3:]), F.normalize(odd[3:].mean(0), dim=0))  # under 5: all
+    assert unknown_similarity(torch.linspace(0.0, 1.0, 101)) == pytest.approx(0.05)
+    assert unknown_similarity(torch.zeros(0)) == -1.0
