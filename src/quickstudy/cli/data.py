@@ -19,6 +19,9 @@ from quickstudy.labels.formats import (
     export_yolo,
     import_coco,
     import_folder,
+    import_magnetic_tile,
+    import_mvtec,
+    import_unlabelled,
     import_voc,
     import_yolo,
 )
@@ -34,11 +37,21 @@ def register(subparsers: Any) -> None:
         help="import a dataset into a label store (one transaction: all or nothing)",
         description="Import images and boxes into a label store (created if missing). Formats: voc "
         "(Pascal VOC XML folder), coco (a JSON file), yolo (folder with data.yaml), folder "
-        "(root/<class>/*.png, one whole-image box per image), neu-det (NEU-DET by name from the data "
-        "root, tagged with the P1 split).",
+        "(root/<class>/*.png, one whole-image box per image), images (a bare folder of images, imported "
+        "as not yet labelled), mvtec (an MVTec AD category folder: train/good, test/<type>, "
+        "ground_truth/<type>/<stem>_mask.png; one box per 8-connected mask component), neu-det (NEU-DET "
+        "by name from the data root, tagged with the P1 split), magnetic-tile (by name from the data "
+        "root, boxes from its masks, tagged with the P9 split). Images listed by an annotation file or "
+        "in a `good` folder are marked checked (with no box: defect-free); bare images are not.",
     )
-    imp.add_argument("src", nargs="?", help="dataset path (omit for --format neu-det to use the data root)")
-    imp.add_argument("--format", required=True, choices=["voc", "coco", "yolo", "folder", "neu-det"])
+    imp.add_argument(
+        "src", nargs="?", help="dataset path (omit for neu-det and magnetic-tile to use the data root)"
+    )
+    imp.add_argument(
+        "--format",
+        required=True,
+        choices=["voc", "coco", "yolo", "folder", "images", "mvtec", "neu-det", "magnetic-tile"],
+    )
     imp.add_argument("--store", required=True, help="label store file (SQLite)")
     imp.add_argument("--images", help="coco: folder the file_name entries are relative to")
     imp.add_argument("--add-classes", action="store_true", help="add class names the taxonomy lacks")
@@ -82,6 +95,9 @@ def _import(args: argparse.Namespace) -> int:
         if args.format == "neu-det":
             src = Path(args.src) if args.src else data_root(args.data_root) / "neu-det"
             report = import_neu_det(store, src, **options)
+        elif args.format == "magnetic-tile":
+            src = Path(args.src) if args.src else data_root(args.data_root) / "magnetic-tile"
+            report = import_magnetic_tile(store, src, **options)
         elif args.src is None:
             raise QuickstudyError(f"--format {args.format} needs a dataset path")
         elif args.format == "voc":
@@ -90,6 +106,10 @@ def _import(args: argparse.Namespace) -> int:
             report = import_coco(store, args.src, image_dir=args.images, **options)
         elif args.format == "yolo":
             report = import_yolo(store, args.src, **options)
+        elif args.format == "images":
+            report = import_unlabelled(store, args.src, **options)
+        elif args.format == "mvtec":
+            report = import_mvtec(store, args.src, **options)
         else:
             report = import_folder(store, args.src, **options)
     result = {
@@ -134,6 +154,9 @@ def _stats(args: argparse.Namespace) -> int:
         ["what", "count"],
         [
             ["images", stats["images"]],
+            ["  checked (boxes complete)", stats["checked_images"]],
+            ["    of them defect-free", stats["defect_free_images"]],
+            ["  not yet labelled", stats["unlabelled_images"]],
             ["boxes", stats["boxes"]],
             ["boxes without class", stats["boxes_without_class"]],
             ["boxes of retired classes", stats["boxes_of_retired_classes"]],

@@ -134,6 +134,10 @@ def _summary(kind: str, payload: dict[str, Any]) -> str:
         tally = ", ".join(f"{n} {split}" for split, n in sorted(counts.items(), key=lambda item: -item[1]))
         what = f"{len(payload['old'])} images" + (f": {tally}" if tally else "")
         return what + (f" ({payload['reason']})" if payload.get("reason") else "")
+    if kind == "checked":
+        return f"{len(payload['old'])} images marked " + (
+            "checked" if payload["checked"] else "not yet labelled"
+        )
     return ", ".join(f"{k}={v}" for k, v in payload.items() if not k.endswith(("_id", "_ids")))
 
 

@@ -30,15 +30,26 @@ def _opened(path: Path, data: bytes | None = None) -> Iterator[Image.Image]:
             raise QuickstudyError(f"{path}: not a readable image ({error})") from None
 
 
+# EXIF orientations 5-8 turn the picture by 90 degrees: it is displayed with width and height swapped.
+_TURNED = (5, 6, 7, 8)
+
+
+def _displayed(image: Image.Image) -> tuple[int, int]:
+    """``(width, height)`` as a person sees the picture (the EXIF orientation applied), which is how
+    boxes are drawn and how training and prediction read the pixels."""
+    width, height = image.size
+    return (height, width) if image.getexif().get(0x0112) in _TURNED else (width, height)
+
+
 def header_size(path: Path) -> tuple[int, int]:
-    """``(width, height)`` from the file header (cheap: decodes no pixels)."""
+    """``(width, height)`` as displayed, from the file header (cheap: decodes no pixels)."""
     with _opened(path) as image:
-        return image.size
+        return _displayed(image)
 
 
 def decoded_size(path: Path, data: bytes) -> tuple[int, int]:
-    """``(width, height)`` of ``data`` (the bytes of ``path``), after decoding every pixel: a truncated
-    or damaged file fails here rather than later in training or ``predict``."""
+    """``(width, height)`` as displayed of ``data`` (the bytes of ``path``), after decoding every pixel: a
+    truncated or damaged file fails here rather than later in training or ``predict``."""
     with _opened(path, data) as image:
         image.load()
-        return image.size
+        return _displayed(image)

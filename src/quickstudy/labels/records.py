@@ -16,6 +16,7 @@ class ImageRecord:
     height: int
     checksum: str
     split: str | None = None
+    checked: bool = True  # its boxes are complete (no box: defect-free); False: not looked at yet
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class Sample:
     height: int
     split: str | None
     boxes: list[LabelledBox] = field(default_factory=list)
+    checked: bool = True  # False: nobody has looked, so its background is not known to be defect-free
 
 
 @dataclass(frozen=True)
@@ -78,3 +80,4 @@ class ImportedImage:
     boxes: list[ImportedBox] = field(default_factory=list)
     split: str | None = None
     source: str = ""  # the annotation file (and object) it came from, for error messages
+    checked: bool = True  # an annotation file lists it; False for a bare image nobody has labelled

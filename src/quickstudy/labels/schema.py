@@ -72,7 +72,14 @@ def _add_store_info(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_create_v1, _add_store_info]
+def _add_image_checked(conn: sqlite3.Connection) -> None:
+    """v3: ``images.checked`` — 1: a person (or the dataset) says the image's boxes are complete, so with
+    no box it is a defect-free part; 0: nobody has looked yet. Images stored before were imported
+    from annotation files, so they are checked."""
+    conn.execute("ALTER TABLE images ADD COLUMN checked INTEGER NOT NULL DEFAULT 1")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_create_v1, _add_store_info, _add_image_checked]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -316,12 +316,12 @@ class Store:
 
     def images(self, split: str | None = None) -> list[ImageRecord]:
         rows = self._conn.execute(
-            "SELECT id, path, width, height, checksum, split FROM images"
+            "SELECT id, path, width, height, checksum, split, checked FROM images"
             + (" WHERE split = ?" if split else "")
             + " ORDER BY id",
             (split,) if split else (),
         ).fetchall()
-        return [ImageRecord(r[0], Path(r[1]), r[2], r[3], r[4], r[5]) for r in rows]
+        return [ImageRecord(r[0], Path(r[1]), r[2], r[3], r[4], r[5], bool(r[6])) for r in rows]
 
     def boxes(self) -> list[BoxRecord]:
         rows = self._conn.execute(
@@ -330,7 +330,10 @@ class Store:
         return [BoxRecord(r[0], r[1], (r[2], r[3], r[4], r[5]), r[6], r[7], r[8], r[9]) for r in rows]
 
     def samples(self, split: str | None = None) -> list[Sample]:
-        """Every image (of ``split``) with its boxes and each box's allowed set of current classes."""
+        """Every image (of ``split``) with its boxes and each box's allowed set of current classes.
+
+        Training must use only ``checked`` samples as negatives: an unchecked image may hold defects
+        nobody has marked yet."""
         resolution = self.taxonomy.resolution()
         boxes: dict[int, list[LabelledBox]] = defaultdict(list)
         for box_id, image_id, x1, y1, x2, y2, class_id in self._conn.execute(
@@ -342,7 +345,15 @@ class Store:
             allowed = resolution[class_id] if class_id is not None else frozenset()
             boxes[image_id].append(LabelledBox(box_id, (x1, y1, x2, y2), allowed))
         return [
-            Sample(image.image_id, image.path, image.width, image.height, image.split, boxes[image.image_id])
+            Sample(
+                image.image_id,
+                image.path,
+                image.width,
+                image.height,
+                image.split,
+                boxes[image.image_id],
+                image.checked,
+            )
             for image in self.images(split)
         ]
 
@@ -371,14 +382,20 @@ class Store:
                 "LEFT JOIN boxes b ON b.image_id = i.id GROUP BY i.split ORDER BY i.split"
             )
         }
-        n_images, n_boxes = self._conn.execute(
-            "SELECT (SELECT count(*) FROM images), (SELECT count(*) FROM boxes)"
+        n_images, n_boxes, n_checked, n_defect_free = self._conn.execute(
+            "SELECT (SELECT count(*) FROM images), (SELECT count(*) FROM boxes),"
+            " (SELECT count(*) FROM images WHERE checked = 1),"
+            " (SELECT count(*) FROM images i WHERE checked = 1"
+            "  AND NOT EXISTS (SELECT 1 FROM boxes b WHERE b.image_id = i.id))"
         ).fetchone()
         return {
             "store": str(self.path),
             "taxonomy_version": self.taxonomy_version(),
             "images": n_images,
             "boxes": n_boxes,
+            "checked_images": n_checked,
+            "defect_free_images": n_defect_free,
+            "unlabelled_images": n_images - n_checked,
             "boxes_without_class": unlabelled,
             "boxes_of_retired_classes": no_current_class,
             "per_class": dict(per_class),
@@ -444,8 +461,8 @@ class Store:
                     # each with its own boxes; the report names them so a person can check for leakage.
                     report.same_content.append(f"{path} = {known_sums[checksum]}")
                 cursor = self._conn.execute(
-                    "INSERT INTO images (path, width, height, checksum, split) VALUES (?, ?, ?, ?, ?)",
-                    (str(path), image.width, image.height, checksum, image.split),
+                    "INSERT INTO images (path, width, height, checksum, split, checked) VALUES (?, ?, ?, ?, ?, ?)",
+                    (str(path), image.width, image.height, checksum, image.split, int(image.checked)),
                 )
                 image_id = cursor.lastrowid
                 known_paths.add(str(path))
@@ -531,6 +548,21 @@ class Store:
             counts = Counter(split or "untagged" for split in splits.values())
             self.journal("splits", {"reason": reason, "old": changed, "new_counts": dict(counts)}, author)
 
+    def set_checked(self, image_ids: list[int], checked: bool = True, author: str | None = None) -> None:
+        """Mark images checked (their boxes are complete; with none, defect-free) or back to not looked
+        at; journaled and undoable."""
+        with self.transaction():
+            old = {}
+            for image_id in image_ids:
+                row = self._conn.execute("SELECT checked FROM images WHERE id = ?", (image_id,)).fetchone()
+                if row is None:
+                    raise QuickstudyError(f"{self.path}: no image with id {image_id}")
+                old[str(image_id)] = row[0]
+            self._conn.executemany(
+                "UPDATE images SET checked = ? WHERE id = ?", [(int(checked), i) for i in image_ids]
+            )
+            self.journal("checked", {"old": old, "checked": checked}, author)
+
     def split_by_fraction(
         self, test: float, val: float = 0.0, seed: int = 0, author: str | None = None
     ) -> None:
@@ -587,6 +619,11 @@ class Store:
                 self._conn.executemany(
                     "UPDATE images SET split = ? WHERE id = ?",
                     [(s, int(i)) for i, s in payload["old"].items()],
+                )
+            elif kind == "checked":
+                self._conn.executemany(
+                    "UPDATE images SET checked = ? WHERE id = ?",
+                    [(value, int(i)) for i, value in payload["old"].items()],
                 )
             elif kind == "import":
                 raise QuickstudyError(

@@ -1,5 +1,6 @@
-"""Image folders for classification: ``root/<class>/*.png``; each image gets one whole-image box of its
-class, so classification data lives in the same label model as detection data."""
+"""Image folders: for classification, ``root/<class>/*.png``, each image with one whole-image box of its
+class, so classification data lives in the same label model as detection data; and a bare folder of
+images nobody has labelled yet (``--format images``)."""
 
 from __future__ import annotations
 
@@ -39,3 +40,22 @@ def import_folder(
 ) -> ImportReport:
     images = read_folder(Path(root), skip_invalid=skip_invalid)
     return store.import_images(images, source=f"folder:{root}", skip_invalid=skip_invalid, **options)  # type: ignore[arg-type]
+
+
+def read_unlabelled(root: Path) -> list[ImportedImage]:
+    """Every image under ``root`` (recursively), without boxes and not checked: nobody has looked yet."""
+    root = Path(root)
+    if not root.is_dir():
+        raise QuickstudyError(f"{root}: not a folder of images")
+    images = []
+    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+        width, height = header_size(path)
+        images.append(ImportedImage(path, width, height, [], source=str(path), checked=False))
+    if not images:
+        raise QuickstudyError(f"{root}: holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+    return images
+
+
+def import_unlabelled(store: Store, root: str | Path, **options: object) -> ImportReport:
+    """Import a bare folder of images as not yet labelled (never used as defect-free)."""
+    return store.import_images(read_unlabelled(Path(root)), source=f"images:{root}", **options)  # type: ignore[arg-type]
