@@ -143,33 +143,31 @@ def test_detector_config_reaches_the_localization_head() -> None:
     assert saved.size_bounds == (10.0, 20.0)
 
 
-def test_a_box_tower_feeds_only_the_box_outputs_and_older_checkpoints_keep_their_training() -> None:
-    assert DefectDetector(["a"], DetectorConfig(**TINY)).localize.box_tower is None  # the default
-    model = DefectDetector(["a", "b"], DetectorConfig(**TINY, image_size=64, box_tower=True)).eval()
-    head = model.localize
-    assert head.box_tower is not None and len(head.box_tower) == len(head.tower)
-    features = [torch.randn(1, model.config.fpn_channels, s, s) for s in (8, 4, 2)]
-    before = head(features)
-    with torch.no_grad():  # the box outputs read the box tower only; the score, the score tower only
-        head.box_tower[0][0].weight.add_(1.0)
-    after = head(features)
-    assert torch.equal(before["logits"], after["logits"])
-    assert not torch.allclose(before["distances"], after["distances"])
-    # a checkpoint saved before the fields existed: one tower, the plain focal loss (which
-    # adapt_localizer goes on training with) and no pseudo-labels, none of those keys in its config
-    old = model.config.to_dict() | {
-        "box_tower": False,
-        "score_loss": "focal",
-        "pseudo_label_confidence": None,
-    }
-    shared = DefectDetector(["a", "b"], DetectorConfig.from_dict(old))
-    del old["box_tower"], old["score_loss"], old["pseudo_label_confidence"]
-    payload = detector_payload(shared) | {"config": old}
-    restored = detector_from_payload(payload)
-    assert restored.localize.box_tower is None
+def test_older_configs_load_with_the_values_they_were_trained_with_and_a_removed_option_is_refused(
+    tmp_path: Path,
+) -> None:
+    # a model saved before the fields existed: the plain focal loss (which adapt_localizer goes on
+    # training with) and no pseudo-labels, neither key in its config; box_tower=False as it was saved
+    model = tiny_model(("a", "b"))
+    model.memory = model.memory.with_thresholds({"a": 0.3}, unknown=0.2)
+    old = detector_payload(model, taxonomy_version=1)
+    del old["config"]["score_loss"], old["config"]["pseudo_label_confidence"]
+    old["config"]["box_tower"] = False
+    restored = detector_from_payload(old)
     assert restored.localize.score_loss == "focal" != DetectorConfig().score_loss
     assert restored.config.pseudo_label_confidence is None
     assert DetectorConfig().pseudo_label_confidence is not None
+    assert restored.memory.operating == {"a": 0.3} and restored.memory.unknown == pytest.approx(0.2)
+    # a model trained with the rejected separate box tower cannot be rebuilt: one line says why
+    old["config"]["box_tower"] = True
+    folder = ModelFolder(tmp_path / "model")
+    folder.save(old)
+    with pytest.raises(QuickstudyError) as refused:
+        Predictor.from_dir(folder.root)
+    assert str(refused.value) == (
+        f"{folder.path(1)}: was trained with the detector option box_tower=True, which was removed; "
+        "train the model again"
+    )
 
 
 def test_the_inference_path_does_not_import_the_training_glue() -> None:

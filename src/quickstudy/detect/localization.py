@@ -35,10 +35,7 @@ def _conv_gn_relu(channels: int) -> nn.Sequential:
 
 
 class LocalizationHead(nn.Module):
-    """Conv towers shared over pyramid levels → defect logit, box distances, centre-ness logit.
-
-    With ``box_tower`` (as FCOS and RetinaNet) the distances and centre-ness have a tower of their
-    own; without it they read the score's tower.
+    """One conv tower shared over pyramid levels → defect logit, box distances, centre-ness logit.
 
     >>> head = LocalizationHead(16)
     >>> out = head([torch.zeros(2, 16, 8, 8), torch.zeros(2, 16, 4, 4), torch.zeros(2, 16, 2, 2)])
@@ -55,14 +52,10 @@ class LocalizationHead(nn.Module):
         center_radius: float = 1.5,
         prior_probability: float = 0.01,
         level_by: str = "reach",
-        box_tower: bool = False,
         score_loss: str = "focal",
     ) -> None:
         super().__init__()
         self.tower = nn.Sequential(*[_conv_gn_relu(in_channels) for _ in range(num_convs)])
-        self.box_tower = (
-            nn.Sequential(*[_conv_gn_relu(in_channels) for _ in range(num_convs)]) if box_tower else None
-        )
         self.score = nn.Conv2d(in_channels, 1, 3, padding=1)
         self.box = nn.Conv2d(in_channels, 4, 3, padding=1)
         self.centerness = nn.Conv2d(in_channels, 1, 3, padding=1)
@@ -90,10 +83,9 @@ class LocalizationHead(nn.Module):
         for feature, stride in zip(features, self.strides, strict=True):
             x = self.tower(feature)
             logits.append(self.score(x).flatten(1))
-            r = self.box_tower(feature) if self.box_tower is not None else x
             # softplus, not relu: no dead outputs early in training from random init
-            distances.append((F.softplus(self.box(r)) * stride).flatten(2).transpose(1, 2))
-            centerness.append(self.centerness(r).flatten(1))
+            distances.append((F.softplus(self.box(x)) * stride).flatten(2).transpose(1, 2))
+            centerness.append(self.centerness(x).flatten(1))
         return {
             "logits": torch.cat(logits, 1),
             "distances": torch.cat(distances, 1),

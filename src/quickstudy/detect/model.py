@@ -25,39 +25,31 @@ from quickstudy.backbones.resnet_fpn import ResNetFPN
 from quickstudy.detect.localization import LocalizationHead
 from quickstudy.detect.memory import ClassMemory
 from quickstudy.detect.recognition import RecognitionHead
+from quickstudy.errors import QuickstudyError
 
 
 @dataclass
 class DetectorConfig:
-    """Everything needed to rebuild the network; stored in every checkpoint."""
+    """Everything needed to rebuild the network; stored in every checkpoint. The defaults are the
+    ones measurement chose on NEU-DET (BENCHMARKS.md, detector rows)."""
 
     widths: tuple[int, ...] = (32, 64, 128, 256)
     depths: tuple[int, ...] = (2, 2, 2, 2)
     fpn_channels: int = 96
     head_convs: int = 2
-    # distances and centre-ness from a tower of their own (FCOS, RetinaNet) instead of the score's:
-    # P2 `tiny`, 12 epochs, seeds 0 / 1: +0.7 / +2.2 mAP50, but `small`, 24 epochs, all 1440 images,
-    # three seeds: 0.686 ± 0.022 vs 0.694 ± 0.010 (mAP 0.310 vs 0.305). No gain on P2's measure, so
-    # off. Configs saved before session 5 lack the key and so get the shared tower they were trained with.
-    box_tower: bool = False
-    # positives lie within this many strides of a box's centre: FCOS uses 1.5; on NEU-DET 1.0 gave
-    # +2.0 mAP50 (`small`, 8 epochs), +3.4 and +3.3 (`tiny`, 12 epochs, two seeds); 3.0 gave -8.4
+    # positives lie within this many strides of a box's centre (FCOS's 1.5 scored lower on NEU-DET)
     center_radius: float = 1.0
     # level l learns the boxes whose size lies between bounds[l-1] and bounds[l]; size is the box's
-    # half-size sqrt(w·h)/2 ("area") or a location's farthest edge ("reach", FCOS, with FCOS's
-    # (64, 128) at 800 px). P2, `tiny`, 12 epochs, seeds 0 / 1: area (32, 64) 0.400 / 0.417 mAP50,
-    # reach (64, 128) 0.382 / 0.405; reach (32, 64) 0.383 sends thin scratches to the coarse grid
+    # half-size sqrt(w·h)/2 ("area": thin scratches stay on a fine grid) or a location's farthest edge
+    # ("reach", FCOS)
     size_bounds: tuple[float, ...] = (32.0, 64.0)
     level_by: str = "area"
     # the defect score learns 0/1 with the sigmoid focal loss ("focal", FCOS) or, at a positive, the
-    # IoU of the box predicted there with the quality focal loss ("quality", GFL). P2, `small`,
-    # 24 epochs, all 1440 images, batch 8: see DEFAULT_BATCH_SIZE in detect/training.py
+    # IoU of the box predicted there with the quality focal loss ("quality", GFL: higher mAP)
     score_loss: str = "quality"
-    # a box without class also learns the class it is predicted as where p(class) reaches this, against
-    # the class vectors and in the episode (self-training with FixMatch's threshold; None: such boxes
-    # train the localizer only). P4, p = 0.5, `small`, 24 epochs, all 1440 images, three seeds: box-only
-    # labels 0.700 mAP50 (0.707 / 0.690 / 0.702) vs 0.676 without, mAP 0.318 vs 0.302; full labels
-    # 0.704 either way (no box lacks a class). Off when unlabelled boxes may be of a type not yet named.
+    # a box without class also learns the class it is predicted as where p(class) reaches this
+    # (FixMatch's threshold; None: such boxes train the localizer only). Off when unlabelled boxes
+    # may be of a type not yet named.
     pseudo_label_confidence: float | None = 0.95
     embedding_dim: int = 128
     image_size: int = 200
@@ -73,18 +65,29 @@ class DetectorConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> DetectorConfig:
-        # a config saved before a field existed was trained with that field's value of the time
-        known = {**BEFORE_FIELD, **{k: v for k, v in values.items() if k in cls.__dataclass_fields__}}
+    def from_dict(cls, values: Mapping[str, Any], where: str = "detector config") -> DetectorConfig:
+        """The config of ``values`` (a saved :meth:`to_dict`): a missing field takes
+        :data:`MISSING_FIELD_DEFAULTS`' value, a removed option only the value it always had."""
+        for key, value in REMOVED_OPTIONS.items():
+            if key in values and values[key] != value:
+                raise QuickstudyError(
+                    f"{where}: was trained with the detector option {key}={values[key]!r}, which was removed; "
+                    "train the model again"
+                )
+        known = {
+            **MISSING_FIELD_DEFAULTS,
+            **{k: v for k, v in values.items() if k in cls.__dataclass_fields__},
+        }
         for key in ("widths", "depths", "size_bounds"):
             if key in known:
                 known[key] = tuple(known[key])
         return cls(**known)
 
 
-# the values of fields added later (box_tower: session 5; score_loss: session 7; pseudo_label_confidence:
-# session 8) that older configs, which lack the key, were trained with
-BEFORE_FIELD: dict[str, Any] = {"box_tower": False, "score_loss": "focal", "pseudo_label_confidence": None}
+# a config saved before one of these fields existed was trained with this value
+MISSING_FIELD_DEFAULTS: dict[str, Any] = {"score_loss": "focal", "pseudo_label_confidence": None}
+# options measurement rejected, with the value every config that still loads was trained with
+REMOVED_OPTIONS: dict[str, Any] = {"box_tower": False}
 
 TINY: dict[str, Any] = {
     "widths": (16, 32, 64, 128),
@@ -157,7 +160,6 @@ class DefectDetector(nn.Module):
                 zip((0.0, *config.size_bounds), (*config.size_bounds, float("inf")), strict=True)
             ),
             level_by=config.level_by,
-            box_tower=config.box_tower,
             score_loss=config.score_loss,
         )
         self.recognize = RecognitionHead(
@@ -310,7 +312,7 @@ def detector_from_payload(
         },
         str(where),
     )
-    model = DefectDetector(memory.classes, DetectorConfig.from_dict(payload["config"]))
+    model = DefectDetector(memory.classes, DetectorConfig.from_dict(payload["config"], str(where)))
     model.load_state_dict(weights)
     model.memory = memory
     return model.to(device).eval()

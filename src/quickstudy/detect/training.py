@@ -32,18 +32,10 @@ from quickstudy.evaluate.detection import image_scores
 from quickstudy.multitask.weighting import get_weighting
 from quickstudy.train import Trainer, distributed, step_generator
 
-# Chosen by measurement (P2, benchmarks/results/detect.md "Default multi-task weighting"): equal
-# weighting trained better than uncertainty in every run at the batch 16 / lr 1e-3 recipe (CPU, full
-# recipe: 0.691 vs 0.614 mAP50, and two more seeds trained normally); it collapsed once, in
-# session 1 at batch 32 / lr 2e-3 (mAP50 0.0003 vs 0.436).
+# The recipe measurement chose on P2 (BENCHMARKS.md, detector rows): equal weighting of the two
+# losses trained better than uncertainty weighting, which once collapsed; batch 8 at lr 1e-3 is the
+# recipe the defaults' seeds were measured with.
 DEFAULT_WEIGHTING = "equal"
-# P2 on an H200 (benchmarks/results/gpu.md, p2sweep): batch 16 at lr 1e-3 (twice the steps per
-# epoch) reached mAP50 0.505 where batch 32 at lr 2e-3 reached 0.463, in the same run. Batch 8 at
-# the same lr with the quality focal loss (DetectorConfig.score_loss), CPU, `small`, 24 epochs, all
-# 1440 images, three seeds: 0.704 ± 0.004 mAP50, 0.322 mAP, vs 0.694 ± 0.010, 0.305 at batch 16
-# with the plain focal loss (benchmarks/results/detect.md, session 7). The gain is the loss's: on
-# seed 0 batch 8 alone gave 0.682 (as batch 16) and the quality loss at batch 16 0.703 (as batch 8);
-# batch 8 is kept as the recipe the three seeds measured.
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_LR = 1e-3
 
