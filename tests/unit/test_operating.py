@@ -103,3 +103,30 @@ def test_sweep_gives_precision_and_recall_at_each_threshold() -> None:
     assert precision[1] == pytest.approx(2 / 3) and recall[1] == pytest.approx(2 / 3)  # ties flagged together
     assert precision[2] == pytest.approx(3 / 4) and recall[2] == 1.0
     assert np.isnan(precision_recall_sweep(scores, [False] * 4, [0.5])[1][0])  # no positive: recall undefined
+
+
+def test_recall_at_a_false_alarm_rate_flags_at_most_that_share_of_good_parts() -> None:
+    from quickstudy.evaluate.operating import recall_at_false_alarm_rate
+
+    rng = np.random.default_rng(0)
+    good = rng.uniform(0, 0.6, 300)
+    bad = rng.uniform(0.3, 1.0, 100)
+    scores = np.concatenate([good, bad])
+    defective = np.r_[np.zeros(300, bool), np.ones(100, bool)]
+    point = recall_at_false_alarm_rate(scores, defective, ~defective, 0.01)
+    assert point["false_alarm_rate"] <= 0.01 and (good >= point["threshold"]).sum() == 3
+    assert point["recall"] == (bad >= point["threshold"]).mean()
+    lower = np.sort(good)[::-1][3]  # one more good part flagged would break the 1%
+    assert lower < point["threshold"] <= np.sort(good)[::-1][2]
+
+
+def test_defect_present_counts_false_alarms_on_checked_defect_free_images_only() -> None:
+    from quickstudy.evaluate.detection import defect_present
+
+    scores = np.array([[0.9, 0.0], [0.0, 0.2], [0.6, 0.0], [0.0, 0.0], [0.5, 0.9]])
+    defective = np.array([True, True, False, False, False])
+    free = [False, False, True, True, False]  # the last image was never checked: not a false alarm
+    result = defect_present(scores, ["a", "b"], {"a": 0.5, "b": 0.3}, defective, free)
+    assert result["precision"] == 1 / 3 and result["recall"] == 0.5
+    assert result["false_alarm_rate"] == 0.5 and result["defect_free_images"] == 2
+    assert result["recall_at_1pct_false_alarms"] == 0.5  # above 0.6: only the 0.9 image

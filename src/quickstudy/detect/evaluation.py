@@ -76,7 +76,8 @@ def detector_evaluation(
     outputs = predictor.raw([s.path for s in samples])
     ms_per_image = 1000 * (time.perf_counter() - started) / max(1, len(samples))
     named, agnostic = ground_truth(samples, classes)
-    evaluation = evaluate_predictions(named, outputs, classes, predictor.operating, agnostic)
+    defect_free = [s.checked and not s.boxes for s in samples]
+    evaluation = evaluate_predictions(named, outputs, classes, predictor.operating, agnostic, defect_free)
     if target_precision is not None:
         evaluation.metrics["at_target_precision"] = {
             "target": target_precision,

@@ -27,6 +27,8 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torchvision.ops import nms
 
+from quickstudy.evaluate.operating import recall_at_false_alarm_rate
+
 GroundTruth = tuple[Any, Any]  # (boxes [M, 4] xyxy, labels [M])
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)  # where pycocotools reads precision off the PR curve
 
@@ -104,10 +106,12 @@ def evaluate_predictions(
     classes: Sequence[str],
     operating: Mapping[str, float],
     agnostic_gts: Sequence[GroundTruth] | None = None,
+    defect_free: Sequence[bool] | None = None,
 ) -> DetectionEvaluation:
     """:func:`coco_metrics` with per-class ``AP`` (@[.5:.95]), :func:`image_level` at the
-    ``operating`` thresholds (echoed as ``operating_thresholds``), and per class the ``true_boxes``
-    and ``true_images`` (images holding one) the numbers rest on."""
+    ``operating`` thresholds (echoed as ``operating_thresholds``), per class the ``true_boxes``
+    and ``true_images`` (images holding one) the numbers rest on, and :func:`defect_present`.
+    ``defect_free`` marks the images checked to hold no defect (the false alarms are counted on them)."""
     metrics, curves = _coco_scores(gts, preds, classes, agnostic_gts)
     truth = image_truth(gts, len(classes))
     metrics.update(image_level(gts, preds, classes, operating))
@@ -117,13 +121,40 @@ def evaluate_predictions(
         boxes += np.bincount(_np(labels).reshape(-1).astype(np.int64), minlength=len(classes))
     metrics["true_boxes"] = {name: int(boxes[c]) for c, name in enumerate(classes)}
     metrics["true_images"] = {name: int(truth[:, c].sum()) for c, name in enumerate(classes)}
-    return DetectionEvaluation(
-        list(classes),
-        metrics,
-        curves,
-        image_scores([_as_tensors(p) for p in preds], len(classes)).numpy(),
-        truth,
-    )
+    scores = image_scores([_as_tensors(p) for p in preds], len(classes)).numpy()
+    defective = np.array([len(_np(boxes)) > 0 for boxes, _ in (agnostic_gts or gts)], dtype=bool)
+    metrics["defect_present"] = defect_present(scores, classes, operating, defective, defect_free)
+    return DetectionEvaluation(list(classes), metrics, curves, scores, truth)
+
+
+def defect_present(
+    scores: np.ndarray,
+    classes: Sequence[str],
+    operating: Mapping[str, float],
+    defective: np.ndarray,
+    defect_free: Sequence[bool] | None = None,
+) -> dict[str, Any]:
+    """Image-level "a defect is here" (any type): flagged when a detection of any class reaches that
+    class's operating threshold. Its precision and recall; with ``defect_free``, the false-alarm rate
+    on those images and, scoring each image by its highest detection, the recall at a 1% false-alarm
+    rate (:func:`~quickstudy.evaluate.operating.recall_at_false_alarm_rate`)."""
+    thresholds = np.array([operating[name] for name in classes], dtype=np.float64)
+    flagged = (scores >= thresholds[None, :]).any(axis=1) if len(classes) else np.zeros(len(scores), bool)
+    true_flags = int((flagged & defective).sum())
+    result: dict[str, Any] = {
+        "precision": true_flags / int(flagged.sum()) if flagged.any() else None,
+        "recall": true_flags / int(defective.sum()) if defective.any() else None,
+        "defective_images": int(defective.sum()),
+    }
+    if defect_free is not None:
+        free = np.asarray(defect_free, dtype=bool)
+        result["defect_free_images"] = int(free.sum())
+        result["false_alarm_rate"] = float(flagged[free].mean()) if free.any() else None
+        best = scores.max(axis=1) if len(classes) else np.zeros(len(scores))
+        at_one_percent = recall_at_false_alarm_rate(best, defective, free, 0.01)
+        result["recall_at_1pct_false_alarms"] = at_one_percent["recall"]
+        result["threshold_at_1pct_false_alarms"] = at_one_percent["threshold"]
+    return result
 
 
 def coco_metrics(

@@ -159,3 +159,35 @@ def operating_points(
     present = score_matrix.max(axis=1) if defect_scores is None else defect_scores
     points[DEFECT_PRESENT] = threshold_for_precision(present, label_array >= 0, target_precision)
     return points
+
+
+def recall_at_false_alarm_rate(
+    scores: Sequence[float] | np.ndarray,
+    defective: Sequence[bool] | np.ndarray,
+    defect_free: Sequence[bool] | np.ndarray,
+    max_false_alarm_rate: float,
+) -> dict[str, float | None]:
+    """The lowest threshold that flags at most ``max_false_alarm_rate`` of the defect-free images, and
+    the share of defective images it flags: the line's question "at one false alarm in a hundred good
+    parts, how many bad parts do I catch?". Images neither defective nor known defect-free are ignored.
+
+    Example:
+        >>> point = recall_at_false_alarm_rate([0.9, 0.7, 0.4, 0.8, 0.1], [1, 1, 1, 0, 0], [0, 0, 0, 1, 1], 0.0)
+        >>> round(point["threshold"], 6), round(point["recall"], 3), point["false_alarm_rate"]
+        (0.8, 0.333, 0.0)
+    """
+    score_array = np.asarray(scores, dtype=np.float64).ravel()
+    bad = np.asarray(defective, dtype=bool).ravel()
+    good = np.asarray(defect_free, dtype=bool).ravel()
+    if not good.any() or not bad.any():
+        return {"threshold": None, "recall": None, "false_alarm_rate": None}
+    good_scores = np.sort(score_array[good])[::-1]
+    allowed = int(np.floor(max_false_alarm_rate * len(good_scores) + 1e-9))
+    # flag strictly above the (allowed + 1)-th highest good score: at most `allowed` good images flagged
+    ceiling = good_scores[allowed] if allowed < len(good_scores) else -np.inf
+    threshold = float(np.nextafter(ceiling, np.inf)) if np.isfinite(ceiling) else float(good_scores.min())
+    return {
+        "threshold": threshold,
+        "recall": float((score_array[bad] >= threshold).mean()),
+        "false_alarm_rate": float((score_array[good] >= threshold).mean()),
+    }
