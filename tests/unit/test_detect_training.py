@@ -275,3 +275,34 @@ def test_fitting_every_image_calibrates_on_them_and_reads_them_once(tmp_path: Pa
         assert decoded == calls
         train = ModelFolder(out).load()["train"]
         assert (train["hold_out"], train["n_train"], train["n_validation"]) == (hold_out, *sizes)
+
+
+def test_training_into_a_folder_of_an_unfinished_run_resumes_it_only_with_the_same_options(
+    tmp_path: Path, one_torch_thread: None
+) -> None:
+    samples = synthetic_samples(tmp_path, 4)
+    out = tmp_path / "model"
+    options = {"epochs": 2, "batch_size": 4, "config": DetectorConfig(**TINY, image_size=64)}
+    train_detector(MemoryStore(samples), out, **options)
+    finished = ModelFolder(out).load(1)["model"]
+    # killed after its last checkpoint, before the model was written: checkpoint.pt, no version
+    shutil.rmtree(out / "versions")
+    (out / "CURRENT").unlink()
+    with pytest.raises(QuickstudyError) as refused:
+        train_detector(MemoryStore(samples), out, **{**options, "lr": 2e-3})
+    assert str(refused.value) == (
+        f"{out}: holds a run with another lr: lr=0.001, not 0.002; use another --out, or delete {out} to start over"
+    )
+    with pytest.raises(
+        QuickstudyError, match=r"another detector\.center_radius: detector\.center_radius=1\.0, not 2\.0;"
+    ):
+        train_detector(
+            MemoryStore(samples),
+            out,
+            **{**options, "config": DetectorConfig(**TINY, image_size=64, center_radius=2.0)},
+        )
+    assert not (out / "versions").exists()
+    # the same options go on from the checkpoint: nothing left to train, the same weights
+    assert train_detector(MemoryStore(samples), out, **options) == 1
+    resumed = ModelFolder(out).load(1)["model"]
+    assert all(torch.equal(finished[k], resumed[k]) for k in finished)

@@ -231,13 +231,6 @@ def train_detector(
     initialised_from = load_pretrained_backbone(model, init) if init is not None else None
     model.to(device)
     started = time.perf_counter()
-    fitted = DetectionSet.from_samples(train_samples, class_names, config.image_size)
-    validation_set = (  # decoded once where the fitted images double as validation
-        fitted
-        if validation_samples is train_samples
-        else DetectionSet.from_samples(validation_samples, class_names, config.image_size)
-    )
-    train_set = fitted.to(device)
     method = get_weighting(weighting, n_tasks=2).to(device)
     trained = nn.ModuleDict({"detector": model, "weighting": method})
     optimizer = torch.optim.AdamW(
@@ -248,7 +241,7 @@ def train_detector(
         lr=lr,
     )
     world = distributed.world_size()
-    per_epoch = max(1, len(train_set) // (batch_size * world))
+    per_epoch = max(1, len(train_samples) // (batch_size * world))
     steps = max(1, epochs * per_epoch)
     warmup = min(300, max(1, steps // 10))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -271,11 +264,12 @@ def train_detector(
         "hold_out": hold_out,
         "augment": augment,
         "photometric": photometric,
-        "n_train": len(train_set),
-        "n_validation": len(validation_set),
+        "n_train": len(train_samples),
+        "n_validation": len(validation_samples),
         "detector": config.to_dict(),
     }
     shared = list(model.backbone.parameters())
+    # before the images are decoded: a folder holding another run is refused at once
     trainer = Trainer(
         trained,
         optimizer,
@@ -292,6 +286,13 @@ def train_detector(
         desc="train detector",
         backward=lambda out: method.backward([out["loss_localize"], out["loss_recognize"]], shared),
     )
+    fitted = DetectionSet.from_samples(train_samples, class_names, config.image_size)
+    validation_set = (  # decoded once where the fitted images double as validation
+        fitted
+        if validation_samples is train_samples
+        else DetectionSet.from_samples(validation_samples, class_names, config.image_size)
+    )
+    train_set = fitted.to(device)
     order: dict[int, torch.Tensor] = {}
 
     def step_fn(step: int) -> dict[str, torch.Tensor]:
