@@ -278,7 +278,7 @@ def test_fitting_every_image_calibrates_on_them_and_reads_them_once(tmp_path: Pa
 
 
 def test_training_into_a_folder_of_an_unfinished_run_resumes_it_only_with_the_same_options(
-    tmp_path: Path, one_torch_thread: None
+    tmp_path: Path, one_torch_thread: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     samples = synthetic_samples(tmp_path, 4)
     out = tmp_path / "model"
@@ -288,6 +288,12 @@ def test_training_into_a_folder_of_an_unfinished_run_resumes_it_only_with_the_sa
     # killed after its last checkpoint, before the model was written: checkpoint.pt, no version
     shutil.rmtree(out / "versions")
     (out / "CURRENT").unlink()
+    from quickstudy.detect import training
+
+    decode = training.DetectionSet.from_samples
+    monkeypatch.setattr(
+        training.DetectionSet, "from_samples", lambda *a: pytest.fail("refused after decoding")
+    )
     with pytest.raises(QuickstudyError) as refused:
         train_detector(MemoryStore(samples), out, **{**options, "lr": 2e-3})
     assert str(refused.value) == (
@@ -302,6 +308,7 @@ def test_training_into_a_folder_of_an_unfinished_run_resumes_it_only_with_the_sa
             **{**options, "config": DetectorConfig(**TINY, image_size=64, center_radius=2.0)},
         )
     assert not (out / "versions").exists()
+    monkeypatch.setattr(training.DetectionSet, "from_samples", decode)
     # the same options go on from the checkpoint: nothing left to train, the same weights
     assert train_detector(MemoryStore(samples), out, **options) == 1
     resumed = ModelFolder(out).load(1)["model"]
