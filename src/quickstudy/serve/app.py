@@ -1,0 +1,68 @@
+"""The FastAPI application: the API under ``/api`` (every route behind the token check), the
+OpenAPI description at ``/openapi.json`` and Swagger UI at ``/docs`` from assets shipped in the
+package (no CDN: a line PC reaches none). ``/docs``, ``/openapi.json`` and ``/static`` hold no data
+and need no token."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, FastAPI, Request, status
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from quickstudy import __version__
+from quickstudy.errors import QuickstudyError
+from quickstudy.serve.dependencies import authenticated
+from quickstudy.serve.jobs import BackgroundJobs
+from quickstudy.serve.predictors import CurrentModel
+from quickstudy.serve.routers import health, images, learn, models, predict, taxonomy
+from quickstudy.serve.settings import ServeSettings
+from quickstudy.serve.uploads import FORM_OVERHEAD, UploadRefused
+
+STATIC = Path(__file__).parent / "static"
+
+
+def create_app(settings: ServeSettings) -> FastAPI:
+    app = FastAPI(
+        title="quickstudy",
+        version=__version__,
+        summary="Label, review and teach a few-shot defect detector: the store, the taxonomy and the model.",
+        description="Every `/api/` route needs `Authorization: Bearer TOKEN` (the token "
+        "`quickstudy serve` printed). Writes go through the label store's transactions, so the "
+        "command line can work on the same store at the same time.",
+        docs_url=None,
+        redoc_url=None,
+        max_body_size=settings.max_upload_bytes + FORM_OVERHEAD,
+    )
+    app.state.settings = settings
+    app.state.model = CurrentModel(settings.model, settings.device)
+    app.state.jobs = BackgroundJobs()
+
+    api = APIRouter(prefix="/api", dependencies=[Depends(authenticated)])
+    for area in (health, predict, images, taxonomy, learn, models):
+        api.include_router(area.router)
+    app.include_router(api)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=str(app.openapi_url),
+            title="quickstudy API",
+            swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+            swagger_css_url="/static/swagger/swagger-ui.css",
+            swagger_favicon_url="/static/swagger/favicon-32x32.png",
+        )
+
+    @app.exception_handler(UploadRefused)
+    def refused_upload(request: Request, error: UploadRefused) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=error.status_code)
+
+    @app.exception_handler(QuickstudyError)
+    def refused_by_store_or_model(request: Request, error: QuickstudyError) -> JSONResponse:
+        # the store or the model refused a well-formed request in its present state, and says why
+        return JSONResponse({"detail": str(error)}, status_code=status.HTTP_409_CONFLICT)
+
+    return app

@@ -1,0 +1,66 @@
+"""``POST /api/learn`` starts a background job that adds a class to the model from its marked boxes;
+``GET /api/jobs/{id}`` polls it. One job runs at a time. The job writes a new model version and
+makes it current only when it succeeds: a failed job leaves the current version as it was."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, status
+
+from quickstudy.detect import ModelFolder, learn_class
+from quickstudy.serve.dependencies import Author, Jobs, Settings
+from quickstudy.serve.jobs import JobRunning
+from quickstudy.serve.schemas import JobOut, LearnRequest
+
+router = APIRouter(tags=["learn"])
+
+
+@router.post("/learn", response_model=JobOut, status_code=status.HTTP_202_ACCEPTED)
+def learn(body: LearnRequest, settings: Settings, jobs: Jobs, author: Author) -> dict[str, Any]:
+    """Learn ``class`` from its marked boxes in ``images`` (or in every TRAIN image), as
+    ``quickstudy learn`` does; poll the returned job."""
+    images: list[Path] | None = None
+    if body.images is not None:
+        with settings.open_store() as store:
+            paths = {image.image_id: image.path for image in store.images()}
+        missing = [i for i in body.images if i not in paths]
+        if missing:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no image {missing[0]} in the store")
+        images = [paths[i] for i in dict.fromkeys(body.images)]
+
+    def work() -> dict[str, Any]:
+        previous = ModelFolder(settings.model).current()
+        started = time.perf_counter()
+        with settings.open_store() as store:
+            version = learn_class(
+                settings.model,
+                store,
+                body.class_name,
+                images=images,
+                adapt=body.adapt,
+                localizer=body.adapt_localizer,
+                device=settings.device,
+            )
+        return {
+            "class": body.class_name,
+            "version": version,
+            "previous_version": previous,
+            "learn_seconds": round(time.perf_counter() - started, 3),
+        }
+
+    try:
+        return jobs.start("learn", author, body.model_dump(by_alias=True), work)
+    except JobRunning as running:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(running)) from None
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut)
+def job(job_id: int, jobs: Jobs) -> dict[str, Any]:
+    """A job's state (queued, running, done, failed), its result or its one-line error."""
+    found = jobs.get(job_id)
+    if found is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id}")
+    return found

@@ -1,0 +1,68 @@
+"""Model versions: list them, make one current, go back to the one before the current."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, status
+
+from quickstudy.serve.dependencies import Jobs, Model
+from quickstudy.serve.jobs import BackgroundJobs
+from quickstudy.serve.predictors import CurrentModel
+from quickstudy.serve.schemas import Models, UseVersion
+
+router = APIRouter(prefix="/models", tags=["models"])
+
+
+def _listing(model: CurrentModel) -> dict[str, Any]:
+    current = model.folder.current()
+    return {
+        "current": current,
+        "versions": [
+            {
+                "version": v.number,
+                "current": v.number == current,
+                "classes": v.classes,
+                "note": v.note,
+                "taxonomy_version": v.taxonomy_version,
+                "created": v.created,
+            }
+            for v in model.folder.versions()
+        ],
+    }
+
+
+def _refuse_while_learning(jobs: BackgroundJobs) -> None:
+    running = jobs.running()
+    if running is not None:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"learn job {running['id']} is {running['state']} and will make its own version current; "
+            "wait for it to end",
+        )
+
+
+@router.get("", response_model=Models)
+def versions(model: Model) -> dict[str, Any]:
+    """Every version of the model folder, oldest first, with its classes and note."""
+    return _listing(model)
+
+
+@router.post("/use", response_model=Models)
+def use(body: UseVersion, model: Model, jobs: Jobs) -> dict[str, Any]:
+    """Make a version current; predictions use it from the next request on."""
+    _refuse_while_learning(jobs)
+    model.folder.use(body.version)
+    return _listing(model)
+
+
+@router.post("/undo", response_model=Models)
+def undo(model: Model, jobs: Jobs) -> dict[str, Any]:
+    """Make the version before the current one current (the current one stays on disk)."""
+    _refuse_while_learning(jobs)
+    current = model.folder.current()
+    earlier = [n for n in model.folder.numbers() if n < current]
+    if not earlier:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"version {current} is the first; nothing to undo")
+    model.folder.use(earlier[-1])
+    return _listing(model)

@@ -1,0 +1,191 @@
+"""The JSON the API takes and gives (the OpenAPI schema at ``/docs`` is made from these).
+
+A box's class is a name, ``null`` (no class), or a sorted list of names: a partial label, such as
+an old ``line`` box after ``split line -> inclusion, scratches`` (``["inclusion", "scratches"]``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Label = str | list[str] | None
+
+
+class RequestBody(BaseModel):
+    # a misspelt field (``dryrun``) is refused rather than ignored
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Health(BaseModel):
+    status: str
+    quickstudy: str
+    model_version: int
+    taxonomy_version: int
+
+
+class DetectionOut(BaseModel):
+    box: tuple[float, float, float, float] = Field(description="x1, y1, x2, y2 in the image's own pixels")
+    class_name: str = Field(alias="class", description="a class name, or 'unknown'")
+    score: float
+
+
+class Prediction(BaseModel):
+    detections: list[DetectionOut]
+    model_version: int
+
+
+class BoxOut(BaseModel):
+    id: int
+    box: tuple[float, float, float, float]
+    class_name: Label = Field(alias="class")
+    author: str
+    created: str
+
+
+class ImageSummary(BaseModel):
+    id: int
+    name: str
+    width: int
+    height: int
+    split: str | None
+    boxes: int
+
+
+class ImageList(BaseModel):
+    total: int = Field(description="images that pass the filters, over all pages")
+    limit: int
+    offset: int
+    images: list[ImageSummary]
+
+
+class ImageDetail(BaseModel):
+    id: int
+    name: str
+    width: int
+    height: int
+    split: str | None
+    boxes: list[BoxOut]
+
+
+class ClassOut(BaseModel):
+    name: str
+    boxes: int = Field(description="boxes labelled exactly this class")
+
+
+class Classes(BaseModel):
+    taxonomy_version: int
+    classes: list[ClassOut]
+    partial_label_sets: dict[str, int] = Field(description="'a | b' -> boxes that mean one of them")
+
+
+class Edit(BaseModel):
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    author: str
+    time: str
+    undone: bool
+
+
+class BoxChange(BaseModel):
+    boxes: int
+    before: Label
+    after: Label
+
+
+class TaxonomyChange(BaseModel):
+    dry_run: bool
+    edit: Edit | None = Field(
+        description="the journal entry written (the one undone, for undo); none for a dry run"
+    )
+    taxonomy_version: int = Field(description="after the change (unchanged by a dry run)")
+    changes: list[BoxChange] = Field(description="what the change does to the meaning of boxes")
+    summary: list[str] = Field(description="the changes in words")
+
+
+class DryRun(RequestBody):
+    dry_run: bool = Field(False, description="say what the change would do to boxes, change nothing")
+
+
+class AddClass(DryRun):
+    name: str
+
+
+class RenameClass(DryRun):
+    old: str
+    new: str
+
+
+class MergeClasses(DryRun):
+    sources: list[str] = Field(min_length=2)
+    target: str = Field(description="the merged class; may reuse a source's name")
+
+
+class SplitClass(DryRun):
+    source: str
+    targets: list[str] = Field(min_length=2)
+
+
+class RetireClass(DryRun):
+    name: str
+
+
+class Undo(DryRun):
+    edit: int | None = Field(
+        None,
+        description="the id of the edit meant to be undone (from the history); refused with 409 "
+        "when another edit is the latest by then",
+    )
+
+
+class LearnRequest(RequestBody):
+    class_name: str = Field(alias="class", description="the class to learn; its boxes must be marked")
+    images: list[int] | None = Field(
+        None,
+        min_length=1,
+        description="ids of images holding marked boxes of the class; none: every TRAIN image with one",
+    )
+    adapt: bool = Field(False, description="tune the new prototype on its support boxes")
+    adapt_localizer: bool = Field(False, description="also teach the localizer the support boxes")
+
+
+class JobOut(BaseModel):
+    id: int
+    kind: str
+    author: str
+    request: dict[str, Any]
+    state: str = Field(description="queued, running, done or failed")
+    progress: float
+    seconds: float | None
+    result: dict[str, Any] | None
+    error: str | None
+    created: str
+
+
+class VersionOut(BaseModel):
+    version: int
+    current: bool
+    classes: list[str]
+    note: str
+    taxonomy_version: int | None
+    created: str
+
+
+class Models(BaseModel):
+    current: int
+    versions: list[VersionOut]
+
+
+class UseVersion(RequestBody):
+    version: int = Field(ge=1)
+
+
+def label(allowed: frozenset[str]) -> Label:
+    """A box's allowed set of current classes as the API writes it."""
+    if not allowed:
+        return None
+    if len(allowed) == 1:
+        return next(iter(allowed))
+    return sorted(allowed)
