@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fewshot": ("fewshot", "train and evaluate few-shot learners (ProtoNet, MAML, ANIL, ...)"),
     "multitask": ("multitask", "train and evaluate multi-task learners (shared, FiLM, MMoE, ...)"),
     "pretrain": ("pretrain", "self-supervised pretraining of backbones on unlabelled images"),
+    "serve": ("serve", "the REST API over a label store and a model (docs at /docs)"),
 }
 
 
