@@ -7,13 +7,16 @@ For each backbone x image size x pretraining method ("none" = the strict P7 base
    ``protonet`` (episodic ProtoNet training on the four BASE classes, started from the pretrained
    backbone, or from scratch for "none");
 3. test: 6-way K-shot episodes, supports from TRAIN, queries from TEST, plain and transductive
-   (soft k-means prototypes refined with the episode's queries). Reported: accuracy on the novel
-   classes' queries (mean and 95% CI over episodes), per-class precision/recall of the novel
-   classes, and recall at 99% precision (per novel class, one against the rest, on the calibrated
-   class posteriors pooled over all episodes; the threshold is the curve's point on these scores).
+   (soft k-means prototypes refined with the episode's queries), scored by
+   ``quickstudy.meta.nearest_mean`` (as ``quickstudy fewshot eval --scoring nearest-mean`` does:
+   CL2N embeddings centred on the BASE TRAIN images, ``--tta``: mean over eight flips and turns) and
+   evaluated by ``quickstudy.meta.evaluate`` (the CLI's episodes). Reported: accuracy on the novel
+   classes' queries (mean and 95% CI over episodes), per-class precision/recall, and recall at 99%
+   precision (per novel class, one against the rest, on class posteriors pooled over all episodes,
+   ``softmax(-d / T)`` with ``T`` the spread of the BASE images around their class means).
 
-Backbones are used in eval mode (batch norm on running statistics), so every image's embedding
-does not depend on the episode; they are computed once and episodes are drawn over embeddings.
+Episodes drawn before this script scored through the library (BENCHMARKS.md's P7-u rows) came from
+its own sampler: a rerun is expected within the confidence interval, not to the digit.
 
 CPU (reduced):  .venv/bin/python benchmarks/p7u_pretrain.py --backbones conv4 --width 32 --sizes 64 \\
                     --pretrain-steps 300 --protonet-steps 300 --episodes 1000 --threads 2
@@ -28,24 +31,25 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from quickstudy.data.classification import ImageClassSet, store_classes
+from quickstudy.data.episodes import Episode, EpisodeSampler
 from quickstudy.detect.model import ARCHITECTURES, DetectorConfig
 from quickstudy.evaluate.operating import operating_points
 from quickstudy.labels import Store
 from quickstudy.labels.known import NEU_BASE, NEU_NOVEL, import_neu_det, neu_class_of
-from quickstudy.meta import FewShotConfig, build_learner, train_learner
-from quickstudy.meta.evaluation import mean_ci95
-from quickstudy.meta.transductive import class_log_probabilities, refine_prototypes, shared_temperature
+from quickstudy.meta import FewShotConfig, FewShotReport, build_learner, evaluate, train_learner
+from quickstudy.meta.evaluation import embed_images
+from quickstudy.meta.nearest_mean import nearest_mean_learner
+from quickstudy.meta.transductive import shared_temperature
 from quickstudy.pretrain import load_pretrained, pretrain
-from quickstudy.train import describe_device, load_checkpoint, step_generator
+from quickstudy.train import describe_device, load_checkpoint
 
 
 def neu_sets(data_root: Path, work: Path, size: int) -> tuple[ImageClassSet, ImageClassSet]:
@@ -59,107 +63,44 @@ def neu_sets(data_root: Path, work: Path, size: int) -> tuple[ImageClassSet, Ima
     return train, test
 
 
-@torch.no_grad()
-def embed(
-    backbone: nn.Module, images: torch.Tensor, device: str, tta: bool, batch: int = 256
-) -> torch.Tensor:
-    """``[N, D]`` embeddings of ``uint8 [N, H, W]`` images; ``tta`` averages the eight flips/quarter turns."""
-    backbone.eval()
-    out = []
-    for start in range(0, len(images), batch):
-        x = images[start : start + batch].to(device).unsqueeze(1).float().div_(255)
-        views = [x]
-        if tta:
-            views = [torch.rot90(v, k, dims=(2, 3)) for v in (x, x.flip(3)) for k in range(4)]
-        out.append(torch.stack([backbone(v).float() for v in views]).mean(0))
-    return torch.cat(out)
-
-
-def normalise(features: torch.Tensor, centre: torch.Tensor, how: str) -> torch.Tensor:
-    """SimpleShot (Wang et al. 2019): ``cl2n`` centres on the BASE TRAIN mean, then L2-normalises."""
-    if how == "cl2n":
-        features = features - centre
-    if how in ("l2", "cl2n"):
-        features = F.normalize(features, dim=1)
-    return features
-
-
 @dataclass
-class EpisodeResults:
-    truth: list[torch.Tensor]
-    log_probs: list[torch.Tensor]
+class PooledScores:
+    """Every query's true class and class posteriors ``softmax(scores / temperature)``, over all
+    episodes, in the classes' own order (for recall at 99% precision and the confusions)."""
+
+    temperature: float
+    classes: int
+    truth: list[torch.Tensor] = field(default_factory=list)
+    probabilities: list[torch.Tensor] = field(default_factory=list)
+
+    def add(self, episode: Episode, scores: torch.Tensor) -> None:
+        posteriors = torch.softmax(scores.float() / self.temperature, dim=1).cpu()
+        pooled = torch.zeros(len(posteriors), self.classes)
+        pooled[:, episode.classes.cpu()] = posteriors
+        self.truth.append(episode.classes[episode.query_y].cpu())
+        self.probabilities.append(pooled)
 
 
-def run_episodes(
-    train_features: torch.Tensor,
-    train_labels: torch.Tensor,
-    test_features: torch.Tensor,
-    test_labels: torch.Tensor,
-    *,
-    shot: int,
-    query: int,
-    episodes: int,
-    transductive_steps: int,
-    temperature: float,
-    seed: int,
-) -> EpisodeResults:
-    """6-way (every class) ``shot``-shot episodes: supports from TRAIN, ``query`` TEST queries per class.
-
-    Episode ``i`` is drawn from ``step_generator(seed, i)``, so every model sees the same episodes.
-    (The project's ``EpisodeSampler`` draws images; this draws the same kind of episode over
-    precomputed embeddings, which is equivalent for an eval-mode backbone and 100x cheaper.)
-    """
-    classes = int(train_labels.max()) + 1
-    train_members = [torch.nonzero(train_labels == c).flatten() for c in range(classes)]
-    test_members = [torch.nonzero(test_labels == c).flatten() for c in range(classes)]
-    results = EpisodeResults([], [])
-    for index in range(episodes):
-        g = step_generator(seed, index)
-        support = torch.stack([m[torch.randperm(len(m), generator=g)[:shot]] for m in train_members])
-        queries = torch.cat([m[torch.randperm(len(m), generator=g)[:query]] for m in test_members])
-        prototypes = train_features[support].mean(dim=1)
-        query_features = test_features[queries]
-        if transductive_steps:
-            prototypes = refine_prototypes(
-                prototypes, query_features, steps=transductive_steps, support_counts=shot
-            )
-            log_probs = class_log_probabilities(query_features, prototypes)  # the mixture's own temperature
-        else:
-            log_probs = class_log_probabilities(query_features, prototypes, temperature)
-        results.truth.append(test_labels[queries])
-        results.log_probs.append(log_probs)
-    return results
-
-
-def summarise(results: EpisodeResults, class_names: list[str], novel: list[int]) -> dict[str, Any]:
-    truth = torch.stack(results.truth)  # [episodes, queries]
-    log_probs = torch.stack(results.log_probs)  # [episodes, queries, classes]
-    predicted = log_probs.argmax(dim=2)
-    correct = (predicted == truth).float()
-    in_novel = torch.isin(truth, torch.tensor(novel))
-    novel_accuracy, novel_ci = mean_ci95((correct * in_novel).sum(1) / in_novel.sum(1))
-    accuracy, ci = mean_ci95(correct.mean(dim=1))
-    flat_truth, flat_pred = truth.flatten(), predicted.flatten()
-    probs = log_probs.flatten(0, 1).exp().numpy()
-    points = operating_points(probs, flat_truth.numpy(), class_names, 0.99)
-    per_class = {}
-    for c in range(len(class_names)):
-        true_positive = int(((flat_pred == c) & (flat_truth == c)).sum())
-        per_class[class_names[c]] = {
-            "precision": true_positive / max(1, int((flat_pred == c).sum())),
-            "recall": true_positive / max(1, int((flat_truth == c).sum())),
-            "recall_at_p99": points[class_names[c]].recall,
-        }
+def summarise(
+    report: FewShotReport, pooled: PooledScores, class_names: list[str], novel: list[int]
+) -> dict[str, Any]:
+    truth = torch.cat(pooled.truth)
+    probabilities = torch.cat(pooled.probabilities)
+    predicted = probabilities.argmax(dim=1)
+    points = operating_points(probabilities.numpy(), truth.numpy(), class_names, 0.99)
+    per_class = {
+        name: {**report.per_class[name], "recall_at_p99": points[name].recall} for name in class_names
+    }
     confused_with = {}
     for c in novel:
-        wrong = flat_pred[(flat_truth == c) & (flat_pred != c)]
+        wrong = predicted[(truth == c) & (predicted != c)]
         if len(wrong):
             confused_with[class_names[c]] = class_names[int(torch.mode(wrong).values)]
     return {
-        "novel_accuracy": novel_accuracy,
-        "novel_ci95": novel_ci,
-        "accuracy": accuracy,
-        "ci95": ci,
+        "novel_accuracy": report.focus_accuracy,
+        "novel_ci95": report.focus_ci95,
+        "accuracy": report.accuracy,
+        "ci95": report.ci95,
         "per_class": per_class,
         "novel_mostly_confused_with": confused_with,
     }
@@ -222,39 +163,35 @@ def evaluate_backbone(
     test: ImageClassSet,
     args: argparse.Namespace,
 ) -> dict[str, Any]:
-    network = network.to(args.device)
+    """Nearest-mean scoring of ``network`` on 6-way episodes (supports TRAIN, queries TEST), each
+    ``--shots`` plain and with ``--transductive-steps``."""
     names = train.classes
-    base = [names.index(c) for c in NEU_BASE]
     novel = [names.index(c) for c in NEU_NOVEL]
-    train_features = embed(network, train.images, args.device, args.tta)
-    test_features = embed(network, test.images, args.device, args.tta)
-    train_labels, test_labels = train.labels.to(args.device), test.labels.to(args.device)
-    is_base = torch.isin(train_labels, torch.tensor(base, device=args.device))
-    centre = train_features[is_base].mean(dim=0)
-    train_features = normalise(train_features, centre, args.feature_norm)
-    test_features = normalise(test_features, centre, args.feature_norm)
-    # Strict scoring temperature from BASE labels only: the spread of base images around their class means.
-    base_means = torch.stack([train_features[train_labels == c].mean(0) for c in base])
-    temperature = float(shared_temperature(train_features[is_base], base_means))
-    # Episodes are a few hundred tiny tensor ops each: faster on the CPU than as GPU kernel launches.
-    train_features, test_features = train_features.cpu(), test_features.cpu()
-    train_labels, test_labels = train_labels.cpu(), test_labels.cpu()
+    base_train = train.select(list(NEU_BASE))
+    support, query = train.to(args.device), test.to(args.device)
     out: dict[str, Any] = {}
-    for shot in args.shots:
-        for steps in sorted({0, args.transductive_steps}):
-            results = run_episodes(
-                train_features,
-                train_labels,
-                test_features,
-                test_labels,
-                shot=shot,
-                query=args.query,
+    for steps in sorted({0, args.transductive_steps}):
+        learner = nearest_mean_learner(
+            network, base_train, views=8 if args.tta else 1, transductive_steps=steps, device=args.device
+        )
+        # The posteriors' temperature from BASE labels only: the spread of base images around their class means.
+        base = embed_images(learner.backbone, base_train, args.device)
+        labels = base_train.labels.to(base.device)
+        base_means = torch.stack([base[labels == c].mean(0) for c in range(len(base_train.classes))])
+        temperature = float(shared_temperature(base, base_means))
+        for shot in args.shots:
+            pooled = PooledScores(temperature, len(names))
+            sampler = EpisodeSampler(support, way=len(names), shot=shot, query=args.query, query_set=query)
+            report = evaluate(
+                learner,
+                sampler,
                 episodes=args.episodes,
-                transductive_steps=steps,
-                temperature=temperature,
                 seed=args.seed,
+                device=args.device,
+                focus=list(NEU_NOVEL),
+                on_episode=pooled.add,
             )
-            out[f"{shot}-shot{' transductive' if steps else ''}"] = summarise(results, names, novel)
+            out[f"{shot}-shot{' transductive' if steps else ''}"] = summarise(report, pooled, names, novel)
     return out
 
 
@@ -294,7 +231,6 @@ def main() -> None:
     parser.add_argument("--query", type=int, default=15, help="TEST queries per class per episode")
     parser.add_argument("--episodes", type=int, default=1000)
     parser.add_argument("--transductive-steps", type=int, default=3, help="0: plain scoring only")
-    parser.add_argument("--feature-norm", choices=["none", "l2", "cl2n"], default="cl2n")
     parser.add_argument("--tta", action="store_true", help="average embeddings over flips and quarter turns")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json-out", type=Path)
