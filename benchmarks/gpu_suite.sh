@@ -59,7 +59,7 @@ p2_variants() {  # p2_variants "COMMON OPTIONS" "INFERENCE VARIANTS" < lines of 
 
 p2sweep_variants() {  # session 3's sweep, pinned to its recipe (see the top) so it comes close to it
   p2_variants "--device $1 --weightings uncertainty --batch-size 32 --lr 2e-3 --center-radius 1.5 \
-    --augment dihedral --photometric --no-box-tower --size-bounds 64,128 --level-by reach $2" \
+    --augment dihedral --photometric --size-bounds 64,128 --level-by reach $2" \
       "proposals=100,proposal_nms=0.7;score_thresh=0.001;proposals=100,proposal_nms=0.7,score_thresh=0.001" <<'VARIANTS'
 base
 equal --weightings equal

@@ -241,10 +241,6 @@ def _floats(text: str) -> tuple[float, ...]:
 NETWORK_OPTIONS: dict[str, dict[str, Any]] = {
     "image_size": {"type": int, "help": "the network's input side (NEU: 200 px)"},
     "head_convs": {"type": int, "help": "convolutions in each localization tower"},
-    "box_tower": {
-        "action": argparse.BooleanOptionalAction,
-        "help": "a tower of its own for the box outputs (--no-box-tower: share the score's)",
-    },
     "center_radius": {"type": float, "help": "positives within this many strides of a box centre"},
     "size_bounds": {
         "type": _floats,

@@ -162,14 +162,9 @@ def add_novel(
     return model, time.perf_counter() - started
 
 
-def novel_thresholds(
-    model: DefectDetector, thresholds: dict[str, Any], support: dict[str, list]
-) -> dict[str, float]:
+def novel_thresholds(model: DefectDetector, support: dict[str, list]) -> dict[str, float]:
     """Each novel class's operating threshold as ``quickstudy learn`` sets it."""
-    return {
-        name: new_class_threshold(model, thresholds, name, marked_boxes(s, name))
-        for name, s in support.items()
-    }
+    return {name: new_class_threshold(model, name, marked_boxes(s, name)) for name, s in support.items()}
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -211,7 +206,6 @@ def main() -> None:
         result["base_train_seconds"] = time.perf_counter() - started
     predictor = Predictor.from_dir(base_dir, device=args.device)
     base = predictor.model
-    thresholds = {"unknown": predictor.unknown_threshold, "operating": dict(predictor.operating)}
     train, test = store.samples("train"), store.samples("test")
     if args.test_limit:
         test = test[:: max(1, len(test) // args.test_limit)][: args.test_limit]
@@ -236,11 +230,8 @@ def main() -> None:
             base_support = draw_support(train, NEU_BASE, k, seed)
             for method in METHODS:
                 model, seconds = add_novel(base, method, support, base_support, seed, replay)
-                if method == "localizer":
-                    scored = Predictor(model, thresholds).proposals(test_paths)
-                else:
-                    scored = proposals
-                learned = {**predictor.operating, **novel_thresholds(model, thresholds, support)}
+                scored = Predictor(model).proposals(test_paths) if method == "localizer" else proposals
+                learned = {**predictor.operating, **novel_thresholds(model, support)}
                 report = score(model, scored, test, learned)
                 report["seconds"] = seconds
                 report["novel_thresholds"] = {c: learned[c] for c in NEU_NOVEL}

@@ -22,7 +22,8 @@ from p2_neu_detect import DATA, neu_store
 from p4_missing_labels import drop_classes
 
 from quickstudy.detect.data import DetectionSet
-from quickstudy.detect.training import box_embeddings, detector_from_payload
+from quickstudy.detect.model import detector_from_payload
+from quickstudy.detect.training import box_embeddings
 from quickstudy.detect.versions import ModelFolder
 
 
