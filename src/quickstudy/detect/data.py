@@ -22,14 +22,13 @@ from quickstudy.data.images import read_image
 from quickstudy.errors import QuickstudyError
 
 # Geometric augmentations by name. "flips" keeps the axes (a rolled surface's defects have a
-# direction: on NEU-DET 93% of inclusion boxes are taller than wide, 70% of crazing boxes wider);
-# "dihedral" also transposes, for surfaces without a canonical orientation. The default by
-# measurement (P2, `tiny`, 12 epochs, two seeds): flips 0.362 / 0.402 mAP50, dihedral 0.317 / 0.305.
+# direction: on NEU-DET 93% of inclusion boxes are taller than wide, 70% of crazing boxes wider),
+# and scored higher on P2 (BENCHMARKS.md); "dihedral" also transposes, for surfaces without a
+# canonical orientation.
 AUGMENTATIONS = ("flips", "dihedral")
 DEFAULT_AUGMENT = "flips"
-# Brightness ±0.1 and contrast ×[0.75, 1.25] per image on top of the geometry. Off by default by
-# measurement (P2, `tiny`, 12 epochs, seeds 0 / 1): without it 0.473 / 0.470 mAP50, with it
-# 0.443 / 0.434. NEU-DET's grey levels are part of what tells the defect types apart.
+# Brightness ±0.1 and contrast ×[0.75, 1.25] per image on top of the geometry. Off by default:
+# NEU-DET's grey levels are part of what tells the defect types apart, and P2 scored lower with it.
 DEFAULT_PHOTOMETRIC = False
 
 
