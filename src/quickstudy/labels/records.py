@@ -17,6 +17,7 @@ class ImageRecord:
     checksum: str
     split: str | None = None
     checked: bool = True  # its boxes are complete (no box: defect-free); False: not looked at yet
+    version: int = 0  # raised by every change to its boxes or status: an edit names the one it was made on
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,23 @@ class BoxRecord:
     created: str
     class_id: int | None = None
     label_version: int | None = None
+
+
+@dataclass(frozen=True)
+class ShownBox:
+    """A stored box and the set of current classes its label means now (empty: no class)."""
+
+    record: BoxRecord
+    allowed: frozenset[str]
+
+
+@dataclass(frozen=True)
+class ImageState:
+    """One image as a person editing it sees it: its record (with ``version`` and ``checked``) and its
+    boxes, oldest first."""
+
+    image: ImageRecord
+    boxes: list[ShownBox]
 
 
 @dataclass(frozen=True)

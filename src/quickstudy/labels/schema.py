@@ -79,7 +79,39 @@ def _add_image_checked(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE images ADD COLUMN checked INTEGER NOT NULL DEFAULT 1")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_create_v1, _add_store_info, _add_image_checked]
+def _add_image_version(conn: sqlite3.Connection) -> None:
+    """v4: ``images.version``, raised by every change to the image's boxes or status, so that an edit
+    made on an older view of the image is refused instead of overwriting the newer one; ``boxes``
+    becomes AUTOINCREMENT, so that the id of a deleted box is never given to another box (an undo
+    restores the box under its id, and a client holding the id never edits a stranger)."""
+    conn.execute("ALTER TABLE images ADD COLUMN version INTEGER NOT NULL DEFAULT 0")
+    conn.execute(
+        """
+        CREATE TABLE boxes_v4 (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            image_id INTEGER NOT NULL REFERENCES images(id),
+            x1 REAL NOT NULL, y1 REAL NOT NULL, x2 REAL NOT NULL, y2 REAL NOT NULL,
+            author TEXT NOT NULL,
+            created TEXT NOT NULL,
+            class_id INTEGER REFERENCES classes(id),
+            label_version INTEGER
+        )"""
+    )
+    conn.execute(
+        "INSERT INTO boxes_v4 (id, image_id, x1, y1, x2, y2, author, created, class_id, label_version) "
+        "SELECT id, image_id, x1, y1, x2, y2, author, created, class_id, label_version FROM boxes"
+    )
+    conn.execute("DROP TABLE boxes")
+    conn.execute("ALTER TABLE boxes_v4 RENAME TO boxes")
+    conn.execute("CREATE INDEX boxes_image ON boxes(image_id)")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    _create_v1,
+    _add_store_info,
+    _add_image_checked,
+    _add_image_version,
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -10,6 +10,7 @@ frozenset({'inclusion_small', 'inclusion_large'})
 from __future__ import annotations
 
 import contextlib
+import enum
 import getpass
 import hashlib
 import json
@@ -26,10 +27,46 @@ from typing import Any
 from quickstudy.errors import QuickstudyError
 from quickstudy.labels import schema
 from quickstudy.labels.images import decoded_size
-from quickstudy.labels.records import BoxRecord, ImageRecord, ImportedImage, LabelledBox, Sample
+from quickstudy.labels.records import (
+    BoxRecord,
+    ImageRecord,
+    ImageState,
+    ImportedImage,
+    LabelledBox,
+    Sample,
+    ShownBox,
+)
 from quickstudy.labels.taxonomy import Taxonomy
 
 SPLITS = ("train", "val", "test")
+BOX_COLUMNS = ("id", "image_id", "x1", "y1", "x2", "y2", "author", "created", "class_id", "label_version")
+
+# A box's label as callers give it: a class name, a set of class names (partial label), or None (no class).
+Label = str | frozenset[str] | None
+
+
+class Unchanged(enum.Enum):
+    """For :meth:`Store.update_box`: keep the box's label as it is."""
+
+    LABEL = enum.auto()
+
+
+class NotInStore(QuickstudyError):
+    """An image or box id the store does not hold (never held, or deleted since)."""
+
+
+class StaleEdit(QuickstudyError):
+    """An edit made on another version of an image than its current one: someone changed the image's
+    boxes or status meanwhile. Nothing was written; ``current_version`` is the image's version now."""
+
+    def __init__(self, path: Path, image_id: int, expected_version: int, current_version: int) -> None:
+        super().__init__(
+            f"{path}: image {image_id} is at version {current_version}, not {expected_version}: it was "
+            "changed since; reload it and edit again"
+        )
+        self.image_id = image_id
+        self.expected_version = expected_version
+        self.current_version = current_version
 
 
 def default_author() -> str:
@@ -157,10 +194,47 @@ class ImportReport:
     same_content: list[str] = field(default_factory=list)  # imported, but byte-identical to another image
 
 
-def _label_names(label: str | frozenset[str] | None) -> frozenset[str]:
+def box_problem(xyxy: tuple[float, float, float, float], width: int, height: int) -> str | None:
+    """Why a box cannot be stored on a ``width`` x ``height`` image, or ``None`` when it can."""
+    x1, y1, x2, y2 = xyxy
+    if not (x2 > x1 and y2 > y1):  # also refuses NaN, for which every comparison is false
+        return "has zero or negative area"
+    if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
+        return f"lies outside the {width}x{height} image"
+    return None
+
+
+def _label_names(label: Label) -> frozenset[str]:
     if label is None:
         return frozenset()
     return frozenset([label]) if isinstance(label, str) else label
+
+
+_IMAGE_COLUMNS = "id, path, width, height, checksum, split, checked, version"
+
+
+def _edit(row: tuple[Any, ...]) -> dict[str, Any]:
+    edit_id, kind, payload, author, time, undone = row
+    return {
+        "id": edit_id,
+        "kind": kind,
+        "payload": json.loads(payload),
+        "author": author,
+        "time": time,
+        "undone": bool(undone),
+    }
+
+
+def _xyxy(row: dict[str, Any]) -> tuple[float, float, float, float]:
+    return row["x1"], row["y1"], row["x2"], row["y2"]
+
+
+def _image_record(row: tuple[Any, ...]) -> ImageRecord:
+    return ImageRecord(row[0], Path(row[1]), row[2], row[3], row[4], row[5], bool(row[6]), row[7])
+
+
+def _box_record(row: tuple[Any, ...]) -> BoxRecord:
+    return BoxRecord(row[0], row[1], (row[2], row[3], row[4], row[5]), row[6], row[7], row[8], row[9])
 
 
 class Store:
@@ -250,6 +324,18 @@ class Store:
             raise
         self._conn.execute("COMMIT")
 
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """Reads that all see one state of the store (a read transaction; joins a caller's transaction)."""
+        if self._conn.in_transaction:
+            yield
+            return
+        self._conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self._conn.execute("COMMIT")
+
     def _refuse_damaged(self) -> None:
         try:  # on the plain connection: a check that cannot even run is one more finding
             problems = [row[0] for row in sqlite3.Connection.execute(self._conn, "PRAGMA quick_check")]
@@ -269,6 +355,16 @@ class Store:
             return self._conn.execute(sql, tuple(params)).fetchall()
         finally:
             self._conn.row_factory = None
+
+    def last_edit(self) -> dict[str, Any]:
+        """The latest journal entry, as :meth:`history` gives it (call it inside the transaction that
+        wrote the edit, so that it is that edit and not a later one of another connection)."""
+        row = self._conn.execute(
+            "SELECT id, kind, payload, author, time, undone FROM edits ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            raise QuickstudyError(f"{self.path}: no edit yet")
+        return _edit(row)
 
     def journal(self, kind: str, payload: dict[str, Any], author: str | None = None) -> int:
         """Record an edit (inside the caller's transaction); returns its id."""
@@ -316,18 +412,33 @@ class Store:
 
     def images(self, split: str | None = None) -> list[ImageRecord]:
         rows = self._conn.execute(
-            "SELECT id, path, width, height, checksum, split, checked FROM images"
-            + (" WHERE split = ?" if split else "")
-            + " ORDER BY id",
+            f"SELECT {_IMAGE_COLUMNS} FROM images" + (" WHERE split = ?" if split else "") + " ORDER BY id",
             (split,) if split else (),
         ).fetchall()
-        return [ImageRecord(r[0], Path(r[1]), r[2], r[3], r[4], r[5], bool(r[6])) for r in rows]
+        return [_image_record(row) for row in rows]
 
     def boxes(self) -> list[BoxRecord]:
-        rows = self._conn.execute(
-            "SELECT id, image_id, x1, y1, x2, y2, author, created, class_id, label_version FROM boxes ORDER BY id"
-        ).fetchall()
-        return [BoxRecord(r[0], r[1], (r[2], r[3], r[4], r[5]), r[6], r[7], r[8], r[9]) for r in rows]
+        rows = self._conn.execute(f"SELECT {', '.join(BOX_COLUMNS)} FROM boxes ORDER BY id").fetchall()
+        return [_box_record(row) for row in rows]
+
+    def image(self, image_id: int) -> ImageState:
+        """One image with its version and its boxes, each with what its label means now; read in one
+        transaction, so the boxes are those of that version."""
+        with self._snapshot():
+            row = self._conn.execute(
+                f"SELECT {_IMAGE_COLUMNS} FROM images WHERE id = ?", (image_id,)
+            ).fetchone()
+            if row is None:
+                raise NotInStore(f"{self.path}: no image with id {image_id}")
+            rows = self._conn.execute(
+                f"SELECT {', '.join(BOX_COLUMNS)} FROM boxes WHERE image_id = ? ORDER BY id", (image_id,)
+            ).fetchall()
+            resolution = self.taxonomy.resolution()
+        boxes = [_box_record(r) for r in rows]
+        return ImageState(
+            _image_record(row),
+            [ShownBox(b, frozenset() if b.class_id is None else resolution[b.class_id]) for b in boxes],
+        )
 
     def samples(self, split: str | None = None) -> list[Sample]:
         """Every image (of ``split``) with its boxes and each box's allowed set of current classes.
@@ -507,57 +618,163 @@ class Store:
         if str(path) in known_paths:
             raise QuickstudyError(f"{where}: image {path} is already in the store")
         for number, box in enumerate(image.boxes, start=1):
-            x1, y1, x2, y2 = box.xyxy
-            if not (x2 > x1 and y2 > y1):
-                raise QuickstudyError(f"{where}: box {number} {box.xyxy} has zero or negative area")
-            if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
-                raise QuickstudyError(
-                    f"{where}: box {number} {box.xyxy} lies outside the {width}x{height} image"
-                )
+            problem = box_problem(box.xyxy, width, height)
+            if problem:
+                raise QuickstudyError(f"{where}: box {number} {box.xyxy} {problem}")
         return path, checksum
 
-    def set_label(self, box_id: int, class_name: str | None, author: str | None = None) -> None:
-        """Label a box with a current class (or clear its label); journaled and undoable."""
+    # -- boxes: each edit raises its image's version and, given the version it was made on, refuses a
+    # stale one (StaleEdit) instead of overwriting what another person wrote meanwhile
+
+    def _edit_image(self, image_id: int, expected_version: int | None) -> None:
+        """Inside a write transaction: refuse an edit made on another version of the image than its
+        current one, then raise the image's version."""
+        row = self._conn.execute("SELECT version FROM images WHERE id = ?", (image_id,)).fetchone()
+        if row is None:
+            raise NotInStore(f"{self.path}: no image with id {image_id}")
+        if expected_version is not None and expected_version != row[0]:
+            raise StaleEdit(self.path, image_id, expected_version, row[0])
+        self._conn.execute("UPDATE images SET version = version + 1 WHERE id = ?", (image_id,))
+
+    def _box_row(self, box_id: int) -> dict[str, Any]:
+        row = self._conn.execute(
+            f"SELECT {', '.join(BOX_COLUMNS)} FROM boxes WHERE id = ?", (box_id,)
+        ).fetchone()
+        if row is None:
+            raise NotInStore(f"{self.path}: no box with id {box_id}")
+        return dict(zip(BOX_COLUMNS, row, strict=True))
+
+    def _checked_box(self, image_id: int, xyxy: Iterable[float]) -> tuple[float, float, float, float]:
+        x1, y1, x2, y2 = (float(v) for v in xyxy)
+        width, height = self._conn.execute(
+            "SELECT width, height FROM images WHERE id = ?", (image_id,)
+        ).fetchone()
+        problem = box_problem((x1, y1, x2, y2), width, height)
+        if problem:
+            raise QuickstudyError(f"{self.path}: image {image_id}: box {[x1, y1, x2, y2]} {problem}")
+        return x1, y1, x2, y2
+
+    def _label_ids(self, label: Label, author: str | None) -> tuple[int | None, int | None]:
+        """``(class_id, label_version)`` for a label: a current class, an inactive class meaning
+        exactly a set of current classes (as an import of partial labels writes), or none."""
+        names = _label_names(label)
+        if not names:
+            return None, None
+        if len(names) == 1:
+            class_id = self.taxonomy.class_id(next(iter(names)))
+        else:
+            class_id = self.taxonomy.legacy_class(names, author)
+        return class_id, self.taxonomy_version()
+
+    def add_box(
+        self,
+        image_id: int,
+        xyxy: Iterable[float],
+        label: Label = None,
+        author: str | None = None,
+        expected_version: int | None = None,
+    ) -> int:
+        """Add a box (inside the image, positive area) with a class, a set of classes or none;
+        journaled and undoable. Returns its id, which no other box is ever given."""
+        author = author or default_author()
         with self.transaction():
-            row = self._conn.execute(
-                "SELECT class_id, label_version FROM boxes WHERE id = ?", (box_id,)
-            ).fetchone()
-            if row is None:
-                raise QuickstudyError(f"{self.path}: no box with id {box_id}")
-            class_id = self.taxonomy.class_id(class_name) if class_name is not None else None
-            version = self.taxonomy_version() if class_id is not None else None
-            self._conn.execute(
-                "UPDATE boxes SET class_id = ?, label_version = ? WHERE id = ?", (class_id, version, box_id)
+            self._edit_image(image_id, expected_version)
+            box = self._checked_box(image_id, xyxy)
+            class_id, label_version = self._label_ids(label, author)
+            cursor = self._conn.execute(
+                "INSERT INTO boxes (image_id, x1, y1, x2, y2, author, created, class_id, label_version)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (image_id, *box, author, now(), class_id, label_version),
             )
+            assert cursor.lastrowid is not None
+            row = self._box_row(cursor.lastrowid)
+            self.journal("add_box", {"box_id": row["id"], "image_id": image_id, "row": row}, author)
+        return int(row["id"])
+
+    def update_box(
+        self,
+        box_id: int,
+        xyxy: Iterable[float] | None = None,
+        label: Label | Unchanged = Unchanged.LABEL,
+        author: str | None = None,
+        expected_version: int | None = None,
+    ) -> None:
+        """Move or resize a box (``xyxy``), relabel it (``label``: a class, a set of classes, or
+        ``None`` for no class), or both; journaled and undoable."""
+        if xyxy is None and label is Unchanged.LABEL:
+            raise QuickstudyError(f"{self.path}: box {box_id}: nothing to change (give a box or a label)")
+        author = author or default_author()
+        with self.transaction():
+            old = self._box_row(box_id)
+            image_id = old["image_id"]
+            self._edit_image(image_id, expected_version)
+            box = _xyxy(old) if xyxy is None else self._checked_box(image_id, xyxy)
+            class_id, label_version = (
+                (old["class_id"], old["label_version"])
+                if label is Unchanged.LABEL
+                else self._label_ids(label, author)
+            )
+            self._conn.execute(
+                "UPDATE boxes SET x1 = ?, y1 = ?, x2 = ?, y2 = ?, class_id = ?, label_version = ? WHERE id = ?",
+                (*box, class_id, label_version, box_id),
+            )
+            new = {"box": list(box), "class_id": class_id, "label_version": label_version}
+            before = {
+                "box": list(_xyxy(old)),
+                "class_id": old["class_id"],
+                "label_version": old["label_version"],
+            }
             self.journal(
-                "label",
-                {"box_id": box_id, "old": [row[0], row[1]], "new": [class_id, version]},
-                author,
+                "update_box", {"box_id": box_id, "image_id": image_id, "old": before, "new": new}, author
             )
 
+    def delete_box(self, box_id: int, author: str | None = None, expected_version: int | None = None) -> None:
+        """Delete a box; the journal keeps its whole row, so that undo restores it under its id."""
+        with self.transaction():
+            row = self._box_row(box_id)
+            self._edit_image(row["image_id"], expected_version)
+            self._conn.execute("DELETE FROM boxes WHERE id = ?", (box_id,))
+            self.journal("delete_box", {"box_id": box_id, "image_id": row["image_id"], "row": row}, author)
+
+    def set_label(
+        self, box_id: int, label: Label, author: str | None = None, expected_version: int | None = None
+    ) -> None:
+        """Label a box with a current class, a set of them, or none; journaled and undoable."""
+        self.update_box(box_id, label=label, author=author, expected_version=expected_version)
+
     def set_splits(self, splits: dict[int, str | None], author: str | None = None, reason: str = "") -> None:
-        """Tag images with a split (``train``, ``val``, ``test``); journaled and undoable."""
+        """Tag images with a split (``train``, ``val``, ``test``); journaled and undoable. Raises the
+        version of each image whose split changes."""
         for split in splits.values():
             check_split(split, str(self.path))
         with self.transaction():
             old = dict(self._conn.execute("SELECT id, split FROM images"))
             self._conn.executemany(
-                "UPDATE images SET split = ? WHERE id = ?", [(s, i) for i, s in splits.items()]
+                "UPDATE images SET split = ?, version = version + (split IS NOT ?) WHERE id = ?",
+                [(s, s, i) for i, s in splits.items()],
             )
             changed = {str(i): old.get(i) for i in splits}
             counts = Counter(split or "untagged" for split in splits.values())
             self.journal("splits", {"reason": reason, "old": changed, "new_counts": dict(counts)}, author)
 
-    def set_checked(self, image_ids: list[int], checked: bool = True, author: str | None = None) -> None:
+    def set_checked(
+        self,
+        image_ids: list[int],
+        checked: bool = True,
+        author: str | None = None,
+        expected_version: int | None = None,
+    ) -> None:
         """Mark images checked (their boxes are complete; with none, defect-free) or back to not looked
-        at; journaled and undoable."""
+        at; journaled and undoable. ``expected_version`` (for one image) refuses a stale mark."""
+        if expected_version is not None and len(image_ids) != 1:
+            raise ValueError("expected_version is the version of one image; give one image id")
         with self.transaction():
             old = {}
             for image_id in image_ids:
-                row = self._conn.execute("SELECT checked FROM images WHERE id = ?", (image_id,)).fetchone()
-                if row is None:
-                    raise QuickstudyError(f"{self.path}: no image with id {image_id}")
-                old[str(image_id)] = row[0]
+                self._edit_image(image_id, expected_version)
+                old[str(image_id)] = self._conn.execute(
+                    "SELECT checked FROM images WHERE id = ?", (image_id,)
+                ).fetchone()[0]
             self._conn.executemany(
                 "UPDATE images SET checked = ? WHERE id = ?", [(int(checked), i) for i in image_ids]
             )
@@ -589,8 +806,8 @@ class Store:
     def history(self) -> list[dict[str, Any]]:
         """Every edit, oldest first: id, kind, what it did, author, time, whether it was undone."""
         return [
-            {"id": i, "kind": k, "payload": json.loads(p), "author": a, "time": t, "undone": bool(u)}
-            for i, k, p, a, t, u in self._conn.execute(
+            _edit(row)
+            for row in self._conn.execute(
                 "SELECT id, kind, payload, author, time, undone FROM edits ORDER BY id"
             )
         ]
@@ -609,20 +826,16 @@ class Store:
                 raise QuickstudyError(f"{self.path}: nothing to undo")
             edit_id, kind, payload_text = row
             payload = json.loads(payload_text)
-            if kind == "label":
-                class_id, version = payload["old"]
-                self._conn.execute(
-                    "UPDATE boxes SET class_id = ?, label_version = ? WHERE id = ?",
-                    (class_id, version, payload["box_id"]),
-                )
+            if kind in ("add_box", "update_box", "delete_box", "label"):
+                self._reverse_box_edit(kind, payload)
             elif kind == "splits":
                 self._conn.executemany(
-                    "UPDATE images SET split = ? WHERE id = ?",
-                    [(s, int(i)) for i, s in payload["old"].items()],
+                    "UPDATE images SET split = ?, version = version + (split IS NOT ?) WHERE id = ?",
+                    [(s, s, int(i)) for i, s in payload["old"].items()],
                 )
             elif kind == "checked":
                 self._conn.executemany(
-                    "UPDATE images SET checked = ? WHERE id = ?",
+                    "UPDATE images SET checked = ?, version = version + 1 WHERE id = ?",
                     [(value, int(i)) for i, value in payload["old"].items()],
                 )
             elif kind == "import":
@@ -635,3 +848,33 @@ class Store:
             self._conn.execute("UPDATE edits SET undone = 1 WHERE id = ?", (edit_id,))
             self.journal("undo", {"edit": edit_id, "kind": kind}, author)
         return {"id": edit_id, "kind": kind, "payload": payload}
+
+    def _reverse_box_edit(self, kind: str, payload: dict[str, Any]) -> None:
+        """Undo a box edit (inside :meth:`undo`'s transaction); raises the image's version, which only
+        ever grows, so that an edit made before the undo is refused as stale."""
+        box_id = payload["box_id"]
+        if kind == "add_box":
+            image_id = self._box_row(box_id)["image_id"]
+            self._conn.execute("DELETE FROM boxes WHERE id = ?", (box_id,))
+        elif kind == "delete_box":
+            row = payload["row"]
+            image_id = row["image_id"]
+            self._conn.execute(
+                f"INSERT INTO boxes ({', '.join(BOX_COLUMNS)}) VALUES ({', '.join('?' * len(BOX_COLUMNS))})",
+                [row[column] for column in BOX_COLUMNS],
+            )
+        elif kind == "update_box":
+            old = payload["old"]
+            image_id = self._box_row(box_id)["image_id"]
+            self._conn.execute(
+                "UPDATE boxes SET x1 = ?, y1 = ?, x2 = ?, y2 = ?, class_id = ?, label_version = ? WHERE id = ?",
+                (*old["box"], old["class_id"], old["label_version"], box_id),
+            )
+        else:  # "label": a relabel journaled before boxes had versions (schema 3)
+            class_id, label_version = payload["old"]
+            image_id = self._box_row(box_id)["image_id"]
+            self._conn.execute(
+                "UPDATE boxes SET class_id = ?, label_version = ? WHERE id = ?",
+                (class_id, label_version, box_id),
+            )
+        self._edit_image(image_id, None)
