@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """P2: NEU-DET with full labels — quickstudy's detector against torchvision RetinaNet, in one run.
 
-Trains quickstudy's detector on the P1 TRAIN split (the n % 5 == 1 images held out for calibration)
-with each multi-task weighting named in --weightings (the default weighting is chosen from this
-comparison), evaluates on TEST with pycocotools (mAP, mAP50, AP50 per class, AR@100 class-agnostic,
-image-level precision/recall at the thresholds calibrated on the held-out images) and also with the
-anchor's numpy metrics (``../shared/anchors/neu_metrics.py``), then runs the anchor RetinaNet
+Trains quickstudy's detector on the P1 TRAIN split as `quickstudy train` does with the same options
+(they are its options, checked and passed on by the same code: ``quickstudy.cli.detect``; the
+n % 5 == 1 images are held out for calibration unless --fit-all), once, or once per weighting named in
+--weightings (the default weighting was chosen from this comparison), evaluates on TEST with
+pycocotools (mAP, mAP50, AP50 per class, AR@100 class-agnostic, image-level precision/recall at the
+calibrated thresholds) and also with the anchor's numpy metrics (``../shared/anchors/neu_metrics.py``), then runs the anchor RetinaNet
 (``../shared/anchors/neu_retinanet.py``, random init, same split, epochs and flips) as a subprocess
 and reads its metrics. ``--speed`` instead times CPU inference at batch 1, 200 px, for both models
 in one process (the "5x faster" goal), and a few training steps of ours.
@@ -30,11 +31,11 @@ from typing import Any
 
 import torch
 
-from quickstudy.detect.data import AUGMENTATIONS, DEFAULT_AUGMENT, DEFAULT_PHOTOMETRIC
+from quickstudy.cli.detect import add_training_options, check_train, training_keywords
 from quickstudy.detect.evaluation import evaluate_detector
 from quickstudy.detect.model import ARCHITECTURES, DefectDetector, DetectorConfig
 from quickstudy.detect.predictor import Predictor
-from quickstudy.detect.training import DEFAULT_BATCH_SIZE, DEFAULT_LR, split_validation, train_detector
+from quickstudy.detect.training import DEFAULT_BATCH_SIZE, DEFAULT_WEIGHTING, split_validation, train_detector
 from quickstudy.labels.known import NEU_CLASSES, import_neu_det
 from quickstudy.labels.store import Store
 from quickstudy.train import describe_device
@@ -109,7 +110,7 @@ def train_and_score(
     seconds = None
     if not (out / "versions").is_dir():
         started = time.perf_counter()
-        train_detector(store, out, samples=samples, **training_options(args), **kw)
+        train_detector(store, out, **{**training_options(args), "samples": samples, **kw})
         seconds = time.perf_counter() - started
     predictor = Predictor.from_dir(out, device=args.device)
     scored = test_store or store
@@ -197,18 +198,19 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
     # training throughput of ours on this CPU: a few steps at the real batch size
     model = DefectDetector(list(NEU_CLASSES), config).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    images = torch.rand(args.batch_size, 1, 200, 200)
-    boxes = torch.tensor([[[20.0, 30, 120, 90], [50, 100, 190, 190]]]).expand(args.batch_size, 2, 4)
-    valid = torch.ones(args.batch_size, 2, dtype=torch.bool)
-    allowed = torch.zeros(args.batch_size * 2, len(NEU_CLASSES), dtype=torch.bool)
+    batch_size = args.batch_size or DEFAULT_BATCH_SIZE
+    images = torch.rand(batch_size, 1, 200, 200)
+    boxes = torch.tensor([[[20.0, 30, 120, 90], [50, 100, 190, 190]]]).expand(batch_size, 2, 4)
+    valid = torch.ones(batch_size, 2, dtype=torch.bool)
+    allowed = torch.zeros(batch_size * 2, len(NEU_CLASSES), dtype=torch.bool)
     allowed[:, 0] = True
-    index = torch.arange(args.batch_size).repeat_interleave(2)[:, None].float()
+    index = torch.arange(batch_size).repeat_interleave(2)[:, None].float()
     targets = {
         "boxes": boxes,
         "valid": valid,
         "rois": torch.cat([index, boxes.reshape(-1, 4)], 1),
         "roi_allowed": allowed,
-        "roi_support": torch.arange(args.batch_size * 2) % 2 == 0,
+        "roi_support": torch.arange(batch_size * 2) % 2 == 0,
     }
     steps = 3
     t = time.perf_counter()
@@ -218,26 +220,17 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
         assert isinstance(out, dict)
         (out["loss_localize"] + out["loss_recognize"]).backward()
         optimizer.step()
-    result["ours_train_images_per_second"] = steps * args.batch_size / (time.perf_counter() - t)
+    result["ours_train_images_per_second"] = steps * batch_size / (time.perf_counter() - t)
     result["threads"] = args.threads
     result["device"] = describe_device("cpu")
     return result
-
-
-def _probability_or_off(text: str) -> float | None:
-    if text == "off":
-        return None
-    value = float(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1] or off, got {value}")
-    return value
 
 
 def _floats(text: str) -> tuple[float, ...]:
     return tuple(float(v) for v in text.split(","))
 
 
-# DetectorConfig fields a benchmark may set (``--image-size`` ...), defaults from DetectorConfig
+# Experiment settings of DetectorConfig that `quickstudy train` does not offer (unset: the --arch's)
 NETWORK_OPTIONS: dict[str, dict[str, Any]] = {
     "image_size": {"type": int, "help": "the network's input side (NEU: 200 px)"},
     "head_convs": {"type": int, "help": "convolutions in each localization tower"},
@@ -250,10 +243,6 @@ NETWORK_OPTIONS: dict[str, dict[str, Any]] = {
         "choices": ["focal", "quality"],
         "help": "the defect score's loss: focal against 0/1, or quality focal against the box's IoU (GFL)",
     },
-    "pseudo_label_confidence": {
-        "type": _probability_or_off,
-        "help": "P|off: a box without class also learns the class it is predicted as at probability P",
-    },
     "level_by": {
         "choices": ["reach", "area"],
         "help": "a box's size for its level: a location's farthest edge (FCOS) or the box's sqrt(w*h)/2",
@@ -262,33 +251,26 @@ NETWORK_OPTIONS: dict[str, dict[str, Any]] = {
 
 
 def training_options(args: argparse.Namespace) -> dict[str, Any]:
-    """``train_detector`` keywords from the options of :func:`add_training_arguments`."""
-    return {
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "limit": args.limit,
-        "device": args.device,
-        "config": DetectorConfig(
-            **{**ARCHITECTURES[args.arch], **{field: getattr(args, field) for field in NETWORK_OPTIONS}}
-        ),
-        "init": args.init,
-        "hold_out": not args.fit_all,
-        "seed": args.seed,
-        "augment": args.augment,
-        "photometric": args.photometric,
-    }
+    """``train_detector``'s keywords: what `quickstudy train` passes for the same options (its own
+    check and translation), with the experiment settings of NETWORK_OPTIONS on top."""
+    check_train(args)
+    options = training_keywords(args)
+    changed = {field: getattr(args, field) for field in NETWORK_OPTIONS if getattr(args, field) is not None}
+    options["config"] = replace(options["config"], **changed)
+    return options
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options every NEU-DET detector benchmark shares: data, work folder, device, recipe, sizes."""
+    """`quickstudy train`'s options (all but --store and --out: the benchmark makes its own store and
+    folders), and what every NEU-DET detector benchmark adds: data, work folder, smoke-run test
+    limit, the scored split, experiment settings, CPU threads."""
+    add_training_options(parser)
+    pseudo_labels = parser._option_string_actions["--pseudo-labels"]
+    parser.add_argument(  # the spelling of the commands recorded in benchmarks/results/
+        "--pseudo-label-confidence", dest="pseudo_labels", type=pseudo_labels.type, help=argparse.SUPPRESS
+    )
     parser.add_argument("--data", type=Path, default=DATA, help="NEU-DET root (IMAGES/, ANNOTATIONS/)")
     parser.add_argument("--work", type=Path, help="folder for the store and models (default: a temp dir)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--epochs", type=int, default=24)
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-    parser.add_argument("--lr", type=float, default=DEFAULT_LR)
-    parser.add_argument("--limit", type=int, help="first N training images only (smoke runs)")
     parser.add_argument("--test-limit", type=int, help="evaluate on N test images only (smoke runs)")
     parser.add_argument(
         "--score-on",
@@ -297,33 +279,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         help="score on TEST, or on the held-out TRAIN images (P1's model-selection set; of a model "
         "trained without --fit-all) to choose inference settings without looking at TEST",
     )
-    parser.add_argument("--arch", default="small", choices=sorted(ARCHITECTURES), help="tiny for smoke runs")
     for field, options in NETWORK_OPTIONS.items():
-        parser.add_argument(
-            "--" + field.replace("_", "-"), dest=field, default=getattr(DetectorConfig, field), **options
-        )
-    parser.add_argument(
-        "--fit-all",
-        action="store_true",
-        help="fit every TRAIN image, as the anchors do (thresholds then calibrated on fitted images)",
-    )
-    parser.add_argument(
-        "--augment", choices=AUGMENTATIONS, default=DEFAULT_AUGMENT, help="geometric augmentation"
-    )
-    parser.add_argument(
-        "--photometric",
-        action=argparse.BooleanOptionalAction,
-        default=DEFAULT_PHOTOMETRIC,
-        help="brightness and contrast changes on top of the geometric augmentation",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="training seed (P4, P5: also which boxes are edited)"
-    )
-    parser.add_argument(
-        "--init",
-        type=Path,
-        help="backbone from this `quickstudy pretrain --backbone detector --arch A` run (P*-u variants)",
-    )
+        parser.add_argument("--" + field.replace("_", "-"), dest=field, **options)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
 
 
@@ -332,7 +289,10 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_training_arguments(parser)
-    parser.add_argument("--weightings", default="uncertainty,equal", help="comma-separated, one run each")
+    parser.add_argument(
+        "--weightings",
+        help="W1,W2,...: one run per weighting, to compare them (default: one run, --weighting's)",
+    )
     parser.add_argument("--no-retinanet", action="store_true")
     parser.add_argument(
         "--no-ours", action="store_true", help="only the RetinaNet anchor (a GPU job of its own)"
@@ -353,6 +313,8 @@ def main() -> None:
     )
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
+    if args.weightings and args.weighting:
+        parser.error("give --weighting (one run) or --weightings (one run each), not both")
 
     if args.speed:
         result: dict[str, Any] = {"protocol": "P2 speed", "speed": speed(args)}
@@ -362,7 +324,8 @@ def main() -> None:
         work = args.work or Path(tempfile.mkdtemp(prefix="p2-"))
         store = neu_store(work / "neu.db", args.data)
         result = {"protocol": "P2", "device": describe_device(args.device), "args": vars(args), "ours": {}}
-        for weighting in [] if args.no_ours else args.weightings.split(","):
+        weightings = args.weightings.split(",") if args.weightings else [args.weighting or DEFAULT_WEIGHTING]
+        for weighting in [] if args.no_ours else weightings:
             report = train_and_score(
                 store,
                 work / f"ours-{weighting}",

@@ -202,7 +202,7 @@ def main() -> None:
     result: dict[str, Any] = {"protocol": "P3", "device": describe_device(args.device), "args": vars(args)}
     if args.base_model is None:
         started = time.perf_counter()
-        train_detector(store, base_dir, classes=list(NEU_BASE), **training_options(args))
+        train_detector(store, base_dir, **{**training_options(args), "classes": list(NEU_BASE)})
         result["base_train_seconds"] = time.perf_counter() - started
     predictor = Predictor.from_dir(base_dir, device=args.device)
     base = predictor.model

@@ -5,7 +5,8 @@ sub-command sets ``func`` (called with the parsed arguments, returns an exit sta
 options constrain each other, ``check`` (called first; raises :class:`QuickstudyError`, reads and
 writes nothing, so a test can run it on every command line of the README). Only the module
 of the command being run is imported, so that ``quickstudy data stats`` does not pay for importing
-torch. Nothing outside this package imports it.
+torch. Nothing in the library imports it; the detector benchmarks take `quickstudy train`'s options
+from :mod:`quickstudy.cli.detect`, so that what they measure is what the command gives.
 """
 
 from __future__ import annotations
