@@ -346,7 +346,8 @@ def test_detection_set_scales_boxes_and_masks_allowed_sets(tmp_path: Path):
     ]
     data = DetectionSet.from_samples([Sample(1, path, 100, 50, "train", boxes)], ["scratch", "pit"], 64)
     assert data.images.shape == (1, 1, 64, 64)
-    assert torch.allclose(data.boxes[0, 0], torch.tensor([6.4, 12.8, 32.0, 25.6]))
+    # letterboxed: one scale (64 / 100) along both axes, the image in the top 32 rows
+    assert torch.allclose(data.boxes[0, 0], torch.tensor([6.4, 6.4, 32.0, 12.8]))
     assert data.allowed[0].tolist() == [[False, True], [False, False], [True, True]]
 
 

@@ -42,6 +42,12 @@ class MemoryStore:
     def samples(self, split: str | None = None) -> list[Sample]:
         return [s for s in self._samples if split is None or s.split == split]
 
+    def identity(self) -> str:
+        return "memory-store"
+
+    def class_ids(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self._classes)}
+
 
 def synthetic_samples(
     folder: Path, n: int, types: tuple[str, ...] = tuple(CLASSES), start: int = 0

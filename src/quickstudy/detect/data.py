@@ -1,7 +1,7 @@
 """From label-store samples to detector batches: decoded once into memory, augmented on the device.
 
-A :class:`DetectionSet` holds every image as one ``uint8 [N, 1, S, S]`` tensor (NEU-DET's 1800
-images are 72 MB) and the boxes padded to ``[N, M, 4]`` with, per box, the set of classes its
+A :class:`DetectionSet` holds every image as one ``uint8 [N, C, S, S]`` tensor, each letterboxed to the
+network's input size ``S`` (aspect kept, padded; NEU-DET's 1800 grey images are 72 MB) and the boxes padded to ``[N, M, 4]`` with, per box, the set of classes its
 label allows as a ``[N, M, C]`` mask. ``batch`` draws the augmentation (:data:`AUGMENTATIONS`: the
 horizontal and vertical flips, or all 8 flips/rotations of the square, then brightness/contrast) and the RoIs of the
 recognition task (every box plus jittered copies, half of the single-label boxes as the episode's
@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
-from quickstudy.data.images import read_image
+from quickstudy.data.images import carries_colour, read_image
 from quickstudy.errors import QuickstudyError
 
 # Geometric augmentations by name. "flips" keeps the axes (a rolled surface's defects have a
@@ -32,29 +33,57 @@ DEFAULT_AUGMENT = "flips"
 DEFAULT_PHOTOMETRIC = False
 
 
-def load_square(path: Any, size: int) -> tuple[torch.Tensor, tuple[float, float]]:
-    """Image at ``path`` as ``uint8 [1, size, size]`` and its (x, y) scale from file to tensor pixels."""
-    pixels = read_image(path)
-    return resize_square(pixels, size)
-
-
-def resize_square(pixels: np.ndarray, size: int) -> tuple[torch.Tensor, tuple[float, float]]:
-    """``uint8 [H, W]`` → ``uint8 [1, size, size]`` (bilinear; a no-op at the right size) and scale."""
-    h, w = pixels.shape
+def letterbox(pixels: np.ndarray, size: int) -> tuple[torch.Tensor, float]:
+    """``uint8 [H, W]`` (grey) or ``[H, W, 3]`` (colour) → ``uint8 [C, size, size]``, resized so that the
+    long side is ``size`` with the aspect kept (bilinear, antialiased when shrinking) and padded at the
+    right and bottom with the image's mean; and the scale from file to tensor pixels, the same along x
+    and y. A square image is only resized, so square data sees exactly what it saw before letterboxing.
+    """
+    h, w = pixels.shape[:2]
     if h == 0 or w == 0:
         raise QuickstudyError(f"image of size {w}x{h} is empty")
-    image = torch.from_numpy(np.array(pixels, dtype=np.uint8))[None]
-    if (h, w) != (size, size):
-        resized = F.interpolate(image[None].float(), size=(size, size), mode="bilinear", antialias=h > size)
+    image = torch.from_numpy(np.array(pixels, dtype=np.uint8))
+    image = image[None] if image.ndim == 2 else image.permute(2, 0, 1)
+    scale = size / max(h, w)
+    new_h, new_w = max(1, min(size, round(h * scale))), max(1, min(size, round(w * scale)))
+    if (new_h, new_w) != (h, w):
+        resized = F.interpolate(
+            image[None].float(), size=(new_h, new_w), mode="bilinear", antialias=max(h, w) > size
+        )
         image = resized[0].round().clamp(0, 255).to(torch.uint8)
-    return image, (size / w, size / h)
+    if (new_h, new_w) != (size, size):
+        mean = image.float().mean((1, 2)).round().to(torch.uint8)
+        canvas = mean[:, None, None].expand(image.shape[0], size, size).clone()
+        canvas[:, :new_h, :new_w] = image
+        image = canvas
+    return image, scale
+
+
+def read_for_model(path: Any, channels: int) -> tuple[np.ndarray, str | None]:
+    """The image at ``path`` as the network takes it (grey ``[H, W]`` or colour ``[H, W, 3]``), and a note
+    when its kind had to be converted: never silently."""
+    return as_channels(read_image(path, colour=True), channels, str(path))
+
+
+def as_channels(pixels: np.ndarray, channels: int, where: str) -> tuple[np.ndarray, str | None]:
+    """``pixels`` (grey or RGB) with ``channels`` channels, and a note when a colour picture was turned to
+    grey for a grey model or a grey one repeated over three channels for a colour model."""
+    if channels == 1:
+        if pixels.ndim == 2:
+            return pixels, None
+        grey = np.asarray(Image.fromarray(pixels).convert("L"))
+        note = f"{where}: colour image read as grey (the model was trained on grey images)"
+        return grey, note if carries_colour(pixels) else None
+    if pixels.ndim == 3:
+        return pixels, None
+    return np.repeat(pixels[..., None], 3, axis=2), f"{where}: grey image given to a colour model"
 
 
 @dataclass
 class DetectionSet:
     """Images, padded boxes and allowed-class masks of a list of label-store samples."""
 
-    images: torch.Tensor  # uint8 [N, 1, S, S]
+    images: torch.Tensor  # uint8 [N, C, S, S], letterboxed
     boxes: torch.Tensor  # float [N, M, 4], tensor pixels
     valid: torch.Tensor  # bool [N, M]
     allowed: torch.Tensor  # bool [N, M, C]
@@ -62,21 +91,24 @@ class DetectionSet:
     paths: list[str]
 
     @classmethod
-    def from_samples(cls, samples: Sequence[Any], classes: Sequence[str], image_size: int) -> DetectionSet:
-        """Decode every sample's image once. ``samples`` are :class:`quickstudy.labels.Sample` s;
-        class names in a box's ``allowed`` set that are not in ``classes`` are ignored."""
+    def from_samples(
+        cls, samples: Sequence[Any], classes: Sequence[str], image_size: int, channels: int = 1
+    ) -> DetectionSet:
+        """Decode every sample's image once, letterboxed (:func:`letterbox`) with ``channels`` channels.
+        ``samples`` are :class:`quickstudy.labels.Sample` s; class names in a box's ``allowed`` set that
+        are not in ``classes`` are ignored."""
         index = {name: i for i, name in enumerate(classes)}
         m = max([len(s.boxes) for s in samples] + [1])
         n = len(samples)
-        images = torch.zeros(n, 1, image_size, image_size, dtype=torch.uint8)
+        images = torch.zeros(n, channels, image_size, image_size, dtype=torch.uint8)
         boxes = torch.zeros(n, m, 4)
         valid = torch.zeros(n, m, dtype=torch.bool)
         allowed = torch.zeros(n, m, len(classes), dtype=torch.bool)
         for i, sample in enumerate(samples):
-            images[i], (sx, sy) = load_square(sample.path, image_size)
+            images[i], scale = letterbox(read_for_model(sample.path, channels)[0], image_size)
             for j, box in enumerate(sample.boxes):
                 x1, y1, x2, y2 = box.xyxy
-                boxes[i, j] = torch.tensor([x1 * sx, y1 * sy, x2 * sx, y2 * sy])
+                boxes[i, j] = torch.tensor([x1 * scale, y1 * scale, x2 * scale, y2 * scale])
                 valid[i, j] = x2 > x1 and y2 > y1
                 for name in box.allowed:
                     if name in index:
@@ -104,7 +136,7 @@ class DetectionSet:
         jitter: int = 1,
         photometric: bool = DEFAULT_PHOTOMETRIC,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Images ``float [B, 1, S, S]`` in [0, 1] and the model's training targets; ``augment`` is
+        """Images ``float [B, C, S, S]`` in [0, 1] and the model's training targets; ``augment`` is
         one of :data:`AUGMENTATIONS` or None (no augmentation at all); ``photometric`` adds
         brightness and contrast changes to it."""
         indices = indices.to(self.images.device)

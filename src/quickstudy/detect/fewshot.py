@@ -28,11 +28,11 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import box_iou
 
-from quickstudy.detect.data import DetectionSet, load_square
+from quickstudy.detect.data import DetectionSet, letterbox, read_for_model
 from quickstudy.detect.memory import DEFAULT_OPERATING, ClassMemory, robust_mean
 from quickstudy.detect.model import DefectDetector, detector_from_payload, detector_payload
 from quickstudy.detect.predictor import Predictor
-from quickstudy.detect.versions import ModelFolder
+from quickstudy.detect.versions import ModelFolder, store_fingerprint
 from quickstudy.errors import QuickstudyError
 
 SupportSet = list[tuple[Path, list[tuple[float, float, float, float]]]]
@@ -77,9 +77,9 @@ def embed_support(model: DefectDetector, support: SupportSet, batch_size: int = 
     for start in range(0, len(support), batch_size):
         images, boxes = [], []
         for path, image_boxes in support[start : start + batch_size]:
-            image, (sx, sy) = load_square(path, size)
+            image, scale = letterbox(read_for_model(path, model.config.channels)[0], size)
             images.append(image)
-            boxes.append(torch.tensor(image_boxes, dtype=torch.float32) * torch.tensor([sx, sy, sx, sy]))
+            boxes.append(torch.tensor(image_boxes, dtype=torch.float32) * scale)
         batch = torch.stack(images).to(device).float() / 255
         chunks.append(model.embed_boxes(batch, [b.to(device) for b in boxes]).cpu())
     return torch.cat(chunks)
@@ -220,7 +220,7 @@ def finetune_classifier(
 
 
 def _localizer_sets(
-    store: Any, name: str, support: SupportSet, replay_images: int, image_size: int
+    store: Any, name: str, support: SupportSet, replay_images: int, image_size: int, channels: int
 ) -> tuple[DetectionSet, DetectionSet | None]:
     """The support images with all their boxes, and a seeded sample of TRAIN images that hold boxes
     but none of ``name`` (what the model already finds, replayed so it keeps finding it)."""
@@ -239,8 +239,8 @@ def _localizer_sets(
     picked = torch.randperm(len(others), generator=torch.Generator().manual_seed(0))[:replay_images]
     replay = [others[int(i)] for i in picked]
     return (
-        DetectionSet.from_samples(marked, [], image_size),
-        DetectionSet.from_samples(replay, [], image_size) if replay else None,
+        DetectionSet.from_samples(marked, [], image_size, channels),
+        DetectionSet.from_samples(replay, [], image_size, channels) if replay else None,
     )
 
 
@@ -304,7 +304,10 @@ def learn_class(
     model.memory = model.memory.drop(c for c in model.classes if c not in current)
     add_classes(model, {name: embeddings}, adapt=adapt)
     if localizer:
-        adapt_localizer(model, *_localizer_sets(store, name, support, replay_images, model.config.image_size))
+        sets = _localizer_sets(
+            store, name, support, replay_images, model.config.image_size, model.config.channels
+        )
+        adapt_localizer(model, *sets)
     if name not in model.memory.operating:
         threshold = new_class_threshold(model, name, support)
         model.memory = model.memory.with_thresholds({**model.memory.operating, name: threshold})
@@ -313,6 +316,7 @@ def learn_class(
         detector_payload(
             model,
             taxonomy_version=store.taxonomy_version(),
+            **store_fingerprint(store),
             note=f"learned {name!r} from {n_boxes} boxes in {len(support)} images"
             + (" (prototype adapted)" if adapt else "")
             + (" (localizer adapted)" if localizer else ""),

@@ -3,8 +3,8 @@ recognition head, and the class memory that names boxes (:class:`~quickstudy.det
 
 A pure ``nn.Module`` in torchvision's detection convention: ``model(images, targets)`` returns the
 losses in training, ``model(images)`` returns one dict per image at inference. Images are
-``[B, 1, H, W]`` floats in [0, 1] with H, W multiples of 32; pre- and post-processing for user
-images lives in :class:`quickstudy.detect.predictor.Predictor`. :func:`detector_payload` and
+``[B, C, H, W]`` floats in [0, 1] (C = ``config.channels``) with H, W multiples of 32; pre- and post-processing for user
+images (letterboxing, colour) lives in :class:`quickstudy.detect.predictor.Predictor`. :func:`detector_payload` and
 :func:`detector_from_payload` turn a detector into a checkpoint payload and back.
 """
 
@@ -52,7 +52,10 @@ class DetectorConfig:
     # may be of a type not yet named.
     pseudo_label_confidence: float | None = 0.95
     embedding_dim: int = 128
+    # the long side of the network's input: images keep their aspect (resized, then padded)
     image_size: int = 200
+    # 3 when the training images carry colour (their channels differ), else 1
+    channels: int = 1
     score_thresh: float = 0.01
     candidates: int = 1000
     proposal_nms: float = 0.6
@@ -150,7 +153,9 @@ class DefectDetector(nn.Module):
         self.config = config = config or DetectorConfig()
         if not config.train_classes:
             config.train_classes = list(classes)
-        self.backbone = ResNetFPN(config.widths, config.depths, config.fpn_channels, weights=weights)
+        self.backbone = ResNetFPN(
+            config.widths, config.depths, config.fpn_channels, in_channels=config.channels, weights=weights
+        )
         self.localize = LocalizationHead(
             config.fpn_channels,
             config.head_convs,

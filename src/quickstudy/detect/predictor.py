@@ -5,9 +5,10 @@
 ['crazing', 'crazing']
 
 Images are paths (any format :func:`quickstudy.data.images.read_image` reads: grayscale, RGB,
-RGBA, 16-bit, palette) or arrays (``[H, W]`` or ``[H, W, 3|4]``, any numeric dtype). Each is
-resized to the model's square training size and boxes are mapped back to its own pixels, so a
-much larger or smaller image works, at the cost of detail (or of made-up detail).
+RGBA, 16-bit, palette; the EXIF orientation applied) or arrays (``[H, W]`` or ``[H, W, 3|4]``, any
+numeric dtype). Each is letterboxed to the model's input size (long side resized, aspect kept, padded)
+and boxes are mapped back to its own pixels. A colour image given to a grey model (or the reverse) is
+converted, and :attr:`Predictor.notes` says so.
 
 A box whose embedding is farther from every prototype than the class memory's unknown similarity
 is reported as ``unknown`` with its class-agnostic defect score, so a new defect type shows up
@@ -27,7 +28,7 @@ import torch
 from torchvision.ops import batched_nms
 
 from quickstudy.data.images import read_image
-from quickstudy.detect.data import resize_square
+from quickstudy.detect.data import as_channels, letterbox
 from quickstudy.detect.model import DefectDetector, detector_from_payload
 from quickstudy.detect.versions import ModelFolder
 from quickstudy.errors import QuickstudyError
@@ -49,14 +50,14 @@ class Detection:
         return asdict(self)
 
 
-def as_gray(image: ImageInput, where: str = "image") -> np.ndarray:
-    """A path or array → ``uint8 [H, W]``; a clear error for anything else."""
+def as_pixels(image: ImageInput, where: str = "image") -> np.ndarray:
+    """A path or array → ``uint8 [H, W]`` (grey) or ``[H, W, 3]`` (colour); a clear error for anything else."""
     if isinstance(image, str | os.PathLike):
-        return read_image(image)
+        return read_image(image, colour=True)
     array = np.asarray(image)
     if array.ndim == 3 and array.shape[-1] in (3, 4):
-        array = array[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
-    if array.ndim != 2 or array.size == 0 or not np.issubdtype(array.dtype, np.number):
+        array = array[..., :3]
+    if array.ndim not in (2, 3) or array.size == 0 or not np.issubdtype(array.dtype, np.number):
         raise QuickstudyError(
             f"{where}: expected a [H, W] or [H, W, 3|4] image array, got shape {array.shape}"
         )
@@ -75,6 +76,8 @@ class Predictor:
     def __init__(self, model: DefectDetector, batch_size: int = 16) -> None:
         self.model = model.eval()
         self.batch_size = batch_size
+        # image -> what was converted to fit the model (colour read as grey, or the reverse)
+        self.notes: dict[str, str] = {}
 
     @classmethod
     def from_dir(
@@ -102,23 +105,28 @@ class Predictor:
     def proposals(self, images: Sequence[ImageInput]) -> list[dict[str, torch.Tensor]]:
         """Class-agnostic proposals per image (boxes in the images' pixels, defect scores,
         embeddings): the expensive part, independent of the class memory."""
-        size = self.model.config.image_size
+        size, channels = self.model.config.image_size, self.model.config.channels
         device = self.model.device
         results: list[dict[str, torch.Tensor]] = []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start : start + self.batch_size]
-            tensors, scales = [], []
+            tensors, scales, extents = [], [], []
             for k, image in enumerate(chunk):
                 where = str(image) if isinstance(image, str | os.PathLike) else f"image {start + k}"
-                tensor, scale = resize_square(as_gray(image, where), size)
+                pixels, note = as_channels(as_pixels(image, where), channels, where)
+                if note:
+                    self.notes[where] = note
+                tensor, scale = letterbox(pixels, size)
                 tensors.append(tensor)
                 scales.append(scale)
+                extents.append(torch.tensor([pixels.shape[1], pixels.shape[0]] * 2, dtype=torch.float32))
             batch = torch.stack(tensors).to(device).float() / 255
             features = self.model.features(batch)
             proposals = self.model.propose(features, self.model.localize(features), batch.shape[-2:])
-            for out, (sx, sy) in zip(proposals, scales, strict=True):
+            for out, scale, extent in zip(proposals, scales, extents, strict=True):
                 out = {k: v.float().cpu() for k, v in out.items()}
-                out["boxes"] = out["boxes"] / torch.tensor([sx, sy, sx, sy])
+                # back to the image's own pixels; a box reaching into the padding ends at the image's edge
+                out["boxes"] = torch.minimum(out["boxes"] / scale, extent)
                 results.append(out)
         return results
 

@@ -23,10 +23,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from quickstudy.data.images import carries_colour, read_image
 from quickstudy.detect.data import AUGMENTATIONS, DEFAULT_AUGMENT, DEFAULT_PHOTOMETRIC, DetectionSet
 from quickstudy.detect.memory import ClassMemory, class_means, unknown_similarity
 from quickstudy.detect.model import DefectDetector, DetectorConfig, detector_payload
-from quickstudy.detect.versions import ModelFolder
+from quickstudy.detect.versions import ModelFolder, store_fingerprint
 from quickstudy.errors import QuickstudyError
 from quickstudy.evaluate.detection import image_scores
 from quickstudy.multitask.weighting import get_weighting
@@ -48,6 +49,22 @@ def select_samples(samples: Sequence[Any], classes: Sequence[str] | None, limit:
         wanted = set(classes)
         kept = [s for s in kept if all(box.allowed <= wanted for box in s.boxes)]
     return kept[:limit] if limit else kept
+
+
+def colour_channels(samples: Sequence[Any], probe: int = 64) -> int:
+    """3 when any of ``probe`` images spread over ``samples`` carries colour (its channels differ: a grey
+    picture saved as RGB, as NEU-DET's are, stays grey), else 1."""
+    step = max(1, len(samples) // probe)
+    picked = list(samples)[::step][:probe]
+    return 3 if any(carries_colour(read_image(s.path, colour=True)) for s in picked) else 1
+
+
+def input_size_for(samples: Sequence[Any]) -> int:
+    """The default input size: the training images' median long side, a multiple of 8 within 96..640
+    (NEU-DET: 200, as every P2 number was measured; magnetic tile: about 330)."""
+    sides = sorted(max(s.width, s.height) for s in samples) or [200]
+    median = sides[len(sides) // 2]
+    return int(min(640, max(96, 8 * round(median / 8))))
 
 
 def split_validation(samples: Sequence[Any]) -> tuple[list[Any], list[Any]]:
@@ -192,8 +209,13 @@ def train_detector(
     hold_out: bool = True,
     augment: str = DEFAULT_AUGMENT,
     photometric: bool = DEFAULT_PHOTOMETRIC,
+    channels: int | None = None,
 ) -> int:
     """Train on the store's train split and write version 1 of the model folder ``out_dir``.
+
+    Only checked images train (an image nobody has looked at may hold defects no box marks, which
+    the localizer would learn as background). ``channels`` 1 or 3 sets the network's input; None
+    takes 3 when the training images carry colour (:func:`colour_channels`).
 
     ``samples`` replaces ``store.samples("train")`` (benchmarks that edit labels in memory);
     ``classes`` restricts the taxonomy as ``--classes`` does; ``init`` is a pretraining run
@@ -218,7 +240,8 @@ def train_detector(
         if unknown:
             raise QuickstudyError(f"--classes: {', '.join(unknown)} not in the store's classes {all_classes}")
     class_names = list(classes) if classes is not None else all_classes
-    chosen = select_samples(samples if samples is not None else store.samples("train"), classes, limit)
+    candidates = samples if samples is not None else store.samples("train")
+    chosen = select_samples([s for s in candidates if s.checked], classes, limit)
     if not chosen:
         raise QuickstudyError(
             f"{out_dir}: no training images (train split empty, or --classes/--limit left none)"
@@ -226,6 +249,7 @@ def train_detector(
     train_samples, validation_samples = split_validation(chosen) if hold_out else (chosen, chosen)
     config = config or DetectorConfig()
     config.train_classes = class_names
+    config.channels = channels if channels is not None else colour_channels(train_samples)
     torch.manual_seed(seed)
     model = DefectDetector(class_names, config, weights=weights)
     initialised_from = load_pretrained_backbone(model, init) if init is not None else None
@@ -286,11 +310,11 @@ def train_detector(
         desc="train detector",
         backward=lambda out: method.backward([out["loss_localize"], out["loss_recognize"]], shared),
     )
-    fitted = DetectionSet.from_samples(train_samples, class_names, config.image_size)
+    fitted = DetectionSet.from_samples(train_samples, class_names, config.image_size, config.channels)
     validation_set = (  # decoded once where the fitted images double as validation
         fitted
         if validation_samples is train_samples
-        else DetectionSet.from_samples(validation_samples, class_names, config.image_size)
+        else DetectionSet.from_samples(validation_samples, class_names, config.image_size, config.channels)
     )
     train_set = fitted.to(device)
     order: dict[int, torch.Tensor] = {}
@@ -320,6 +344,7 @@ def train_detector(
         detector_payload(
             model,
             taxonomy_version=store.taxonomy_version(),
+            **store_fingerprint(store),
             note=f"trained {epochs} epochs on {len(train_set)} images"
             + (f", backbone from {initialised_from['method']} pretraining" if initialised_from else ""),
             train=train_config,

@@ -1,0 +1,106 @@
+"""Any size, aspect, colour, bit depth and orientation: boxes land where they were drawn, from import
+through the training data path to the prediction's coordinates (geometry checked directly)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from quickstudy.detect.data import DetectionSet, letterbox
+from quickstudy.detect.model import TINY, DefectDetector, DetectorConfig
+from quickstudy.detect.predictor import Predictor
+from quickstudy.detect.training import colour_channels
+from quickstudy.labels import Store
+from quickstudy.labels.formats import import_voc
+from quickstudy.labels.records import LabelledBox, Sample
+
+BOX = (60, 10, 84, 34)  # x1, y1, x2, y2 of the bright block, as displayed
+
+
+def _block(width: int, height: int, dtype: type = np.uint8, high: int = 255) -> np.ndarray:
+    pixels = np.zeros((height, width), dtype=dtype)
+    x1, y1, x2, y2 = BOX
+    pixels[y1:y2, x1:x2] = high
+    return pixels
+
+
+def _bright_extent(image: torch.Tensor) -> tuple[int, int, int, int]:
+    """xyxy (pixel edges) of the pixels above half brightness, over all channels."""
+    ys, xs = torch.nonzero(image.float().amax(0) > 127, as_tuple=True)
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def _assert_near(found: tuple[float, ...], expected: tuple[float, ...], tolerance: float) -> None:
+    assert all(abs(a - b) <= tolerance for a, b in zip(found, expected, strict=True)), (found, expected)
+
+
+def test_letterbox_keeps_the_aspect_and_pads_without_moving_boxes() -> None:
+    image, scale = letterbox(_block(120, 60), 64)
+    assert image.shape == (1, 64, 64) and scale == 64 / 120
+    _assert_near(_bright_extent(image), tuple(v * scale for v in BOX), 1.0)
+    assert image[:, 33:, :].float().std() == 0  # the padding below the 32 image rows is flat
+
+
+def test_sixteen_bit_and_exif_turned_images_go_from_import_to_training_with_their_boxes(
+    tmp_path: Path,
+) -> None:
+    Image.fromarray(_block(120, 60, np.uint16, 60000)).save(tmp_path / "deep.png")
+    stored = np.rot90(_block(120, 60), k=1)  # kept turned on disk; EXIF says: turn to display
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.ascontiguousarray(stored)).save(
+        tmp_path / "phone.jpg", exif=exif.tobytes(), quality=100
+    )
+    annotations = tmp_path / "Annotations"
+    annotations.mkdir()
+    for name in ("deep.png", "phone.jpg"):
+        x1, y1, x2, y2 = BOX
+        (annotations / f"{Path(name).stem}.xml").write_text(
+            f"<annotation><filename>{name}</filename><size><width>120</width><height>60</height></size>"
+            f"<object><name>spot</name><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax>"
+            f"<ymax>{y2}</ymax></bndbox></object></annotation>"
+        )
+    (tmp_path / "JPEGImages").mkdir()
+    for name in ("deep.png", "phone.jpg"):
+        (tmp_path / name).rename(tmp_path / "JPEGImages" / name)
+    with Store.open(tmp_path / "s.qs") as store:
+        import_voc(store, tmp_path)  # the phone picture's displayed size (120 x 60) matches its XML
+        samples = store.samples()
+    data = DetectionSet.from_samples(samples, ["spot"], 96)
+    for i in range(2):
+        _assert_near(_bright_extent(data.images[i]), tuple(data.boxes[i, 0].tolist()), 1.5)
+
+
+def test_colour_data_trains_three_channels_and_grey_in_rgb_files_stays_one(tmp_path: Path) -> None:
+    red = np.zeros((60, 120, 3), dtype=np.uint8)
+    red[..., 0] = _block(120, 60)
+    Image.fromarray(red).save(tmp_path / "red.png")
+    Image.fromarray(np.repeat(_block(120, 60)[..., None], 3, axis=2)).save(tmp_path / "grey.png")
+    box = [LabelledBox(1, tuple(float(v) for v in BOX), frozenset({"spot"}))]
+    colour = Sample(1, tmp_path / "red.png", 120, 60, "train", box)  # type: ignore[arg-type]
+    grey = Sample(2, tmp_path / "grey.png", 120, 60, "train", box)  # type: ignore[arg-type]
+    assert colour_channels([grey]) == 1 and colour_channels([grey, colour]) == 3
+    data = DetectionSet.from_samples([colour], ["spot"], 64, channels=3)
+    assert data.images.shape == (1, 3, 64, 64)
+    assert data.images[0, 0].float().max() == 255 and data.images[0, 1:].float().max() == 0
+
+
+def test_predictions_come_back_in_the_image_pixels_and_conversions_are_said(tmp_path: Path) -> None:
+    red = np.zeros((60, 120, 3), dtype=np.uint8)
+    red[..., 0] = _block(120, 60)
+    Image.fromarray(red).save(tmp_path / "red.png")
+    model = DefectDetector(["spot"], DetectorConfig(**TINY, image_size=64)).eval()
+
+    def propose(features, dense, image_size):  # one proposal: the block as the network sees it
+        image = letterbox(_block(120, 60), 64)[0]
+        box = torch.tensor([_bright_extent(image)], dtype=torch.float32)
+        return [{"boxes": box, "defect_scores": torch.ones(1), "embeddings": torch.zeros(1, 32)}]
+
+    model.propose = propose  # type: ignore[method-assign]
+    predictor = Predictor(model)
+    (out,) = predictor.proposals([tmp_path / "red.png"])
+    _assert_near(tuple(out["boxes"][0].tolist()), BOX, 2.0)
+    assert "colour image read as grey" in predictor.notes[str(tmp_path / "red.png")]
