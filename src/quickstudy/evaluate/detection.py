@@ -139,7 +139,7 @@ def defect_present(
     on those images and, scoring each image by its highest detection, the recall at a 1% false-alarm
     rate (:func:`~quickstudy.evaluate.operating.recall_at_false_alarm_rate`)."""
     thresholds = np.array([operating[name] for name in classes], dtype=np.float64)
-    flagged: np.ndarray = (scores >= thresholds[None, :]).any(axis=1)
+    flagged = np.asarray((scores >= thresholds[None, :]).any(axis=1), dtype=bool)
     true_flags = int((flagged & defective).sum())
     result: dict[str, Any] = {
         "precision": true_flags / int(flagged.sum()) if flagged.any() else None,
