@@ -125,6 +125,10 @@ API_ROUTES = {
     ("POST", "/api/images"),
     ("GET", "/api/images/{image_id}"),
     ("GET", "/api/images/{image_id}/file"),
+    ("POST", "/api/images/{image_id}/checked"),
+    ("POST", "/api/images/{image_id}/boxes"),
+    ("PATCH", "/api/boxes/{box_id}"),
+    ("DELETE", "/api/boxes/{box_id}"),
     ("GET", "/api/taxonomy"),
     ("GET", "/api/taxonomy/history"),
     ("POST", "/api/taxonomy/add"),
@@ -160,7 +164,7 @@ def test_every_api_route_refuses_a_missing_or_wrong_token_with_a_bare_401(served
     ]
     anonymous = TestClient(served.client.app)
     for method, path in sorted(routes):
-        url = path.replace("{image_id}", "1").replace("{job_id}", "1")
+        url = path.replace("{image_id}", "1").replace("{job_id}", "1").replace("{box_id}", "1")
         for headers in wrong:
             response = anonymous.request(method, url, headers=headers)
             assert response.status_code == 401, (method, url, headers, response.text)

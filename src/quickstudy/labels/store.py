@@ -54,6 +54,15 @@ class Unchanged(enum.Enum):
 class NotInStore(QuickstudyError):
     """An image or box id the store does not hold (never held, or deleted since)."""
 
+    def __init__(self, path: Path, kind: str, record_id: int) -> None:
+        super().__init__(f"{path}: no {kind} with id {record_id}")
+        self.kind = kind
+        self.record_id = record_id
+
+
+class InvalidBox(QuickstudyError):
+    """A box that cannot lie on its image: outside it, or without area."""
+
 
 class StaleEdit(QuickstudyError):
     """An edit made on another version of an image than its current one: someone changed the image's
@@ -429,7 +438,7 @@ class Store:
                 f"SELECT {_IMAGE_COLUMNS} FROM images WHERE id = ?", (image_id,)
             ).fetchone()
             if row is None:
-                raise NotInStore(f"{self.path}: no image with id {image_id}")
+                raise NotInStore(self.path, "image", image_id)
             rows = self._conn.execute(
                 f"SELECT {', '.join(BOX_COLUMNS)} FROM boxes WHERE image_id = ? ORDER BY id", (image_id,)
             ).fetchall()
@@ -439,6 +448,13 @@ class Store:
             _image_record(row),
             [ShownBox(b, frozenset() if b.class_id is None else resolution[b.class_id]) for b in boxes],
         )
+
+    def box(self, box_id: int) -> ShownBox:
+        """One box, with what its label means now."""
+        with self._snapshot():
+            box = _box_record(tuple(self._box_row(box_id).values()))
+            allowed = frozenset() if box.class_id is None else self.taxonomy.resolve(box.class_id)
+        return ShownBox(box, allowed)
 
     def samples(self, split: str | None = None) -> list[Sample]:
         """Every image (of ``split``) with its boxes and each box's allowed set of current classes.
@@ -631,7 +647,7 @@ class Store:
         current one, then raise the image's version."""
         row = self._conn.execute("SELECT version FROM images WHERE id = ?", (image_id,)).fetchone()
         if row is None:
-            raise NotInStore(f"{self.path}: no image with id {image_id}")
+            raise NotInStore(self.path, "image", image_id)
         if expected_version is not None and expected_version != row[0]:
             raise StaleEdit(self.path, image_id, expected_version, row[0])
         self._conn.execute("UPDATE images SET version = version + 1 WHERE id = ?", (image_id,))
@@ -641,7 +657,7 @@ class Store:
             f"SELECT {', '.join(BOX_COLUMNS)} FROM boxes WHERE id = ?", (box_id,)
         ).fetchone()
         if row is None:
-            raise NotInStore(f"{self.path}: no box with id {box_id}")
+            raise NotInStore(self.path, "box", box_id)
         return dict(zip(BOX_COLUMNS, row, strict=True))
 
     def _checked_box(self, image_id: int, xyxy: Iterable[float]) -> tuple[float, float, float, float]:
@@ -651,7 +667,7 @@ class Store:
         ).fetchone()
         problem = box_problem((x1, y1, x2, y2), width, height)
         if problem:
-            raise QuickstudyError(f"{self.path}: image {image_id}: box {[x1, y1, x2, y2]} {problem}")
+            raise InvalidBox(f"{self.path}: image {image_id}: box {[x1, y1, x2, y2]} {problem}")
         return x1, y1, x2, y2
 
     def _label_ids(self, label: Label, author: str | None) -> tuple[int | None, int | None]:

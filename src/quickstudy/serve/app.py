@@ -14,10 +14,11 @@ from fastapi.staticfiles import StaticFiles
 
 from quickstudy import __version__
 from quickstudy.errors import QuickstudyError
+from quickstudy.labels.store import InvalidBox, NotInStore, StaleEdit
 from quickstudy.serve.dependencies import authenticated
 from quickstudy.serve.jobs import BackgroundJobs
 from quickstudy.serve.predictors import CurrentModel
-from quickstudy.serve.routers import health, images, learn, models, predict, taxonomy
+from quickstudy.serve.routers import boxes, health, images, learn, models, predict, taxonomy
 from quickstudy.serve.settings import ServeSettings
 from quickstudy.serve.uploads import FORM_OVERHEAD, UploadRefused
 
@@ -41,7 +42,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     app.state.jobs = BackgroundJobs()
 
     api = APIRouter(prefix="/api", dependencies=[Depends(authenticated)])
-    for area in (health, predict, images, taxonomy, learn, models):
+    for area in (health, predict, images, boxes, taxonomy, learn, models):
         api.include_router(area.router)
     app.include_router(api)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -59,6 +60,22 @@ def create_app(settings: ServeSettings) -> FastAPI:
     @app.exception_handler(UploadRefused)
     def refused_upload(request: Request, error: UploadRefused) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, status_code=error.status_code)
+
+    @app.exception_handler(StaleEdit)
+    def stale_edit(request: Request, error: StaleEdit) -> JSONResponse:
+        # the image as it is now, so that the client redraws it rather than asking again
+        with settings.open_store() as store:
+            image = images.image_detail(store.image(error.image_id))
+        return JSONResponse({"detail": str(error), "image": image}, status_code=status.HTTP_409_CONFLICT)
+
+    @app.exception_handler(NotInStore)
+    def not_in_store(request: Request, error: NotInStore) -> JSONResponse:
+        detail = f"no {error.kind} {error.record_id} in the store"
+        return JSONResponse({"detail": detail}, status_code=status.HTTP_404_NOT_FOUND)
+
+    @app.exception_handler(InvalidBox)
+    def invalid_box(request: Request, error: InvalidBox) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
     @app.exception_handler(QuickstudyError)
     def refused_by_store_or_model(request: Request, error: QuickstudyError) -> JSONResponse:

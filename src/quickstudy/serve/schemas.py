@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Label = str | list[str] | None
 
@@ -50,6 +50,7 @@ class ImageSummary(BaseModel):
     width: int
     height: int
     split: str | None
+    checked: bool = Field(description="its boxes are complete (with none: defect-free); false: no labels yet")
     boxes: int
 
 
@@ -66,7 +67,49 @@ class ImageDetail(BaseModel):
     width: int
     height: int
     split: str | None
+    checked: bool = Field(description="its boxes are complete (with none: defect-free); false: no labels yet")
+    version: int = Field(description="raised by every change to its boxes or status; send it with an edit")
     boxes: list[BoxOut]
+
+
+class StaleImage(BaseModel):
+    """The answer to an edit made on an older version of the image (409): nothing was written."""
+
+    detail: str
+    image: ImageDetail = Field(description="the image as it is now: redraw it, then edit again")
+
+
+class ImageEdit(RequestBody):
+    version: int = Field(
+        ge=0, description="the image's version the edit was made on (from GET /api/images/{id})"
+    )
+
+
+class NewBox(ImageEdit):
+    box: tuple[float, float, float, float] = Field(description="x1, y1, x2, y2 in the image's own pixels")
+    class_name: Label = Field(None, alias="class", description="a class, a list of classes, or null for none")
+
+
+class BoxPatch(ImageEdit):
+    box: tuple[float, float, float, float] | None = Field(None, description="where the box is now, if moved")
+    class_name: Label = Field(
+        None,
+        alias="class",
+        description="give it to relabel: a class, a list of classes (one of them), or null for no class",
+    )
+
+    @model_validator(mode="after")
+    def changes_something(self) -> BoxPatch:
+        if self.box is None and "class_name" not in self.model_fields_set:
+            raise ValueError("give 'box', 'class' or both")
+        return self
+
+
+class CheckedMark(ImageEdit):
+    checked: bool = Field(
+        True,
+        description="true: its boxes are complete (with none: checked, no defect); false: back to no labels yet",
+    )
 
 
 class ClassOut(BaseModel):
@@ -87,6 +130,15 @@ class Edit(BaseModel):
     author: str
     time: str
     undone: bool
+
+
+class ImageEdited(BaseModel):
+    image: ImageDetail = Field(description="the image after the edit, with its new version")
+    edit: Edit = Field(description="the journal entry written (give its id to undo it)")
+
+
+class BoxEdited(ImageEdited):
+    box: BoxOut = Field(description="the box after the edit (as it was, for a delete)")
 
 
 class BoxChange(BaseModel):

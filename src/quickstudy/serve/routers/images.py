@@ -1,23 +1,27 @@
-"""Images of the store: a filtered, paged list; one image with its boxes; its bytes; uploads."""
+"""Images of the store: a filtered, paged list; one image with its boxes and version; its bytes;
+uploads; marking an image checked (its boxes complete; with none, no defect) or back to no labels yet."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Form, HTTPException, Query, status
 from fastapi.responses import FileResponse
 
-from quickstudy.labels.records import ImportedImage
-from quickstudy.labels.store import SPLITS, Store
+from quickstudy.labels.records import ImageState, ImportedImage, ShownBox
+from quickstudy.labels.store import SPLITS
 from quickstudy.serve.dependencies import Author, Settings, Upload
-from quickstudy.serve.schemas import ImageDetail, ImageList, label
+from quickstudy.serve.schemas import CheckedMark, ImageDetail, ImageEdited, ImageList, StaleImage, label
 from quickstudy.serve.uploads import keep_image
 
 router = APIRouter(prefix="/images", tags=["images"])
 
 UNTAGGED = "untagged"
 SplitName = Literal["train", "val", "test"]
+# what an edit answers when it was made on an older version of the image
+STALE: dict[int | str, dict[str, Any]] = {
+    status.HTTP_409_CONFLICT: {"model": StaleImage, "description": "the image changed since that version"}
+}
 
 
 @router.get("", response_model=ImageList)
@@ -27,6 +31,12 @@ def list_images(
     class_name: Annotated[
         str | None, Query(alias="class", description="only images holding a box that may be of this class")
     ] = None,
+    checked: Annotated[
+        bool | None,
+        Query(
+            description="false: only images with no labels yet (nobody has looked); true: only checked ones"
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
@@ -35,6 +45,8 @@ def list_images(
         samples = store.samples(split if split in SPLITS else None)
     if split == UNTAGGED:
         samples = [s for s in samples if s.split is None]
+    if checked is not None:
+        samples = [s for s in samples if s.checked == checked]
     if class_name is not None:
         samples = [s for s in samples if any(class_name in box.allowed for box in s.boxes)]
     return {
@@ -48,6 +60,7 @@ def list_images(
                 "width": s.width,
                 "height": s.height,
                 "split": s.split,
+                "checked": s.checked,
                 "boxes": len(s.boxes),
             }
             for s in samples[offset : offset + limit]
@@ -55,51 +68,54 @@ def list_images(
     }
 
 
-def _image_row(store: Store, image_id: int) -> Any:
-    rows = store.query("SELECT id, path, width, height, split FROM images WHERE id = ?", (image_id,))
-    if not rows:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no image {image_id} in the store")
-    return rows[0]
-
-
-def _image_detail(store: Store, image_id: int) -> dict[str, Any]:
-    image = _image_row(store, image_id)
-    resolution = store.taxonomy.resolution()
-    boxes = store.query(
-        "SELECT id, x1, y1, x2, y2, class_id, author, created FROM boxes WHERE image_id = ? ORDER BY id",
-        (image_id,),
-    )
+def shown_box(shown: ShownBox) -> dict[str, Any]:
+    box = shown.record
     return {
-        "id": image["id"],
-        "name": Path(image["path"]).name,
-        "width": image["width"],
-        "height": image["height"],
-        "split": image["split"],
-        "boxes": [
-            {
-                "id": box["id"],
-                "box": (box["x1"], box["y1"], box["x2"], box["y2"]),
-                "class": label(frozenset() if box["class_id"] is None else resolution[box["class_id"]]),
-                "author": box["author"],
-                "created": box["created"],
-            }
-            for box in boxes
-        ],
+        "id": box.box_id,
+        "box": box.xyxy,
+        "class": label(shown.allowed),
+        "author": box.author,
+        "created": box.created,
+    }
+
+
+def image_detail(state: ImageState) -> dict[str, Any]:
+    """An image with its version, status and boxes, as the API writes it."""
+    image = state.image
+    return {
+        "id": image.image_id,
+        "name": image.path.name,
+        "width": image.width,
+        "height": image.height,
+        "split": image.split,
+        "checked": image.checked,
+        "version": image.version,
+        "boxes": [shown_box(shown) for shown in state.boxes],
     }
 
 
 @router.get("/{image_id}", response_model=ImageDetail)
 def get_image(image_id: int, settings: Settings) -> dict[str, Any]:
-    """One image with its boxes and what each box's class means now."""
+    """One image with its boxes, what each box's class means now, and its version."""
     with settings.open_store() as store:
-        return _image_detail(store, image_id)
+        return image_detail(store.image(image_id))
+
+
+@router.post("/{image_id}/checked", response_model=ImageEdited, responses=STALE)
+def mark_checked(image_id: int, body: CheckedMark, settings: Settings, author: Author) -> dict[str, Any]:
+    """Mark the image checked (its boxes are complete; with none, it is a defect-free part, a
+    negative for training) or, with ``checked: false``, back to no labels yet. Refused with 409 and
+    the image as it is now when ``version`` is not its current version."""
+    with settings.open_store() as store, store.transaction():
+        store.set_checked([image_id], body.checked, author=author, expected_version=body.version)
+        return {"image": image_detail(store.image(image_id)), "edit": store.last_edit()}
 
 
 @router.get("/{image_id}/file", response_class=FileResponse)
 def image_file(image_id: int, settings: Settings) -> FileResponse:
     """The image's bytes as stored."""
     with settings.open_store() as store:
-        path = Path(_image_row(store, image_id)["path"])
+        path = store.image(image_id).image.path
     if not path.is_file():
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"image {image_id}: its file is missing on the server")
     return FileResponse(path)
@@ -127,4 +143,4 @@ def upload_image(
                 author=author,
             )
             image_id = store.query("SELECT id FROM images WHERE path = ?", (str(path),))[0]["id"]
-        return _image_detail(store, image_id)
+        return image_detail(store.image(image_id))

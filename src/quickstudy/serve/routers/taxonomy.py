@@ -75,7 +75,16 @@ def _change(settings: Settings, dry_run: bool, operation: Callable[[Store], int]
         except _RollBack:
             pass
         version = store.taxonomy_version()
-    moved = Counter((before[box], after[box]) for box in before if before[box] != after[box])
+    moved = Counter(
+        (before[box], after[box]) for box in before.keys() & after.keys() if before[box] != after[box]
+    )
+    # an undo of a box edit removes a box (undoing its add) or brings one back (undoing its delete)
+    removed, restored = len(before.keys() - after.keys()), len(after.keys() - before.keys())
+    boxes = [
+        f"{n} box{'' if n == 1 else 'es'} " + (f"will be {what}" if dry_run else what)
+        for n, what in ((removed, "removed"), (restored, "restored"))
+        if n
+    ]
     return {
         "dry_run": dry_run,
         "edit": edit,
@@ -83,7 +92,7 @@ def _change(settings: Settings, dry_run: bool, operation: Callable[[Store], int]
         "changes": [
             {"boxes": n, "before": label(old), "after": label(new)} for (old, new), n in moved.items()
         ],
-        "summary": [_sentence(n, old, new, dry_run) for (old, new), n in moved.items()]
+        "summary": [_sentence(n, old, new, dry_run) for (old, new), n in moved.items()] + boxes
         or ["no box changes meaning"],
     }
 
