@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from quickstudy.cli import main
 from quickstudy.errors import QuickstudyError
 from quickstudy.labels import Store, schema
 from quickstudy.labels.store import NotInStore, StaleEdit
@@ -274,3 +275,25 @@ def test_a_v3_store_migrates_to_v4_keeping_every_box(tmp_path: Path) -> None:
         ]
         store.delete_box(7)
         assert store.add_box(2, (1, 1, 5, 5)) == 8  # the deleted id is not given again
+
+
+def test_data_check_marks_images_by_path_or_id_and_back_to_unlabelled(tmp_path: Path, capsys) -> None:
+    small_store(tmp_path).close()
+    store_path = str(tmp_path / "labels.qs")
+    image = str(tmp_path / "img" / "im2.png")
+    assert main(["data", "check", "--store", store_path, "--unlabelled", image, "4", "--author", "ida"]) == 0
+    assert capsys.readouterr().out == f"2 images marked not yet labelled in {store_path}\n"
+    with Store.open(store_path, create=False) as store:
+        assert [s.checked for s in store.samples()] == [True, True, False, False, True, True]
+        assert (store.history()[-1]["author"], version(store, 3), version(store, 1)) == ("ida", 1, 0)
+    assert main(["data", "check", "--store", store_path, "3", image]) == 0  # one image, named twice
+    assert capsys.readouterr().out == f"1 image marked checked in {store_path}\n"
+    for missing in ("99", "nowhere.png"):
+        assert main(["data", "check", "--store", store_path, "1", missing]) == 2
+        assert capsys.readouterr().err == (
+            f"error: {store_path}: no image {missing!r} in the store (give its path or id)\n"
+        )
+    with Store.open(store_path, create=False) as store:
+        assert [s.checked for s in store.samples()] == [True, True, True, False, True, True]
+        assert store.undo()["kind"] == "checked"
+        assert store.samples()[2].checked is False

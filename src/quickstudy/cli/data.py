@@ -1,4 +1,4 @@
-"""``quickstudy data``: import, inspect, split and export labelled images."""
+"""``quickstudy data``: import, inspect, split, mark checked and export labelled images."""
 
 from __future__ import annotations
 
@@ -82,6 +82,19 @@ def register(subparsers: Any) -> None:
     split.add_argument("--val-fraction", type=float, default=0.0, help="with --fraction: also tag val")
     split.add_argument("--seed", type=int, default=0)
     split.set_defaults(func=_split)
+
+    check = commands.add_parser(
+        "check",
+        help="mark images checked: their boxes are complete (with none: a defect-free part)",
+        description="Mark images checked: a person looked and their boxes are complete, so an image "
+        "without boxes is a defect-free part (a negative for training), unlike an image nobody has "
+        "looked at. Journaled and undoable (`quickstudy taxonomy undo`); the server's page does the same.",
+    )
+    check.add_argument("images", nargs="+", metavar="IMAGE", help="an image's path, or its id in the store")
+    check.add_argument("--store", required=True)
+    check.add_argument("--unlabelled", action="store_true", help="mark them back to not yet labelled")
+    check.add_argument("--author", help="who marks them (default: $QUICKSTUDY_AUTHOR or user)")
+    check.set_defaults(func=_check)
 
 
 def _open(path: str, create: bool = False) -> Store:
@@ -201,4 +214,28 @@ def _split(args: argparse.Namespace) -> int:
             store.split_by_fraction(args.fraction, args.val_fraction, args.seed)
         splits = store.stats()["splits"]
     print(", ".join(f"{name}: {v['images']} images" for name, v in splits.items()))
+    return 0
+
+
+def _image_ids(store: Store, names: list[str]) -> list[int]:
+    """The ids of images named by their path (as given or resolved) or their id, in the order given."""
+    by_path = {str(image.path): image.image_id for image in store.images()}
+    ids = set(by_path.values())
+    found = []
+    for name in names:
+        image_id = by_path.get(str(Path(name).resolve()))
+        if image_id is None and name.isdigit() and int(name) in ids:
+            image_id = int(name)
+        if image_id is None:
+            raise QuickstudyError(f"{store.path}: no image {name!r} in the store (give its path or id)")
+        found.append(image_id)
+    return list(dict.fromkeys(found))
+
+
+def _check(args: argparse.Namespace) -> int:
+    with _open(args.store) as store:
+        image_ids = _image_ids(store, args.images)
+        store.set_checked(image_ids, not args.unlabelled, author=args.author)
+    what = "not yet labelled" if args.unlabelled else "checked"
+    print(f"{len(image_ids)} image{'' if len(image_ids) == 1 else 's'} marked {what} in {args.store}")
     return 0
