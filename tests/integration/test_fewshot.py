@@ -116,7 +116,7 @@ def test_bad_input_is_one_clear_error_line(tmp_path: Path, capsys: pytest.Captur
     )
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes((tmp_path / "ok" / "checkpoint.pt").read_bytes()[:64])
-    assert main(["fewshot", "eval", "--checkpoint", str(corrupt), "--way", "2", "--shot", "1"]) == 2
+    assert main(["fewshot", "eval", "--model", str(corrupt), "--way", "2", "--shot", "1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "corrupt.pt" in err and "Traceback" not in err
     maml = [
