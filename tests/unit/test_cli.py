@@ -103,7 +103,7 @@ def test_device_amp_and_model_are_spelled_one_way_everywhere() -> None:
     for line in with_device:
         assert options[line]["--device"].default == "auto" and options[line]["--device"].type is device, line
     amp_helps = {line: found["--amp"].help for line, found in options.items() if "--amp" in found}
-    assert set(amp_helps) >= {"train", "pretrain", "fewshot train"}
+    assert set(amp_helps) >= {"train", "pretrain", "fewshot train", "multitask train"}
     for line, text in amp_helps.items():
         assert text is not None and text.startswith(
             "bfloat16 autocast on CUDA; no effect on the CPU (default: "

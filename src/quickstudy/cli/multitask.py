@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from quickstudy.cli._common import add_data_root, add_device, add_model, print_json, print_table
+from quickstudy.cli._common import add_amp, add_data_root, add_device, add_model, print_json, print_table
 from quickstudy.data.paths import data_root
 from quickstudy.errors import QuickstudyError
 from quickstudy.multitask.architectures import ARCHITECTURES
@@ -65,6 +65,7 @@ def register(subparsers: Any) -> None:
     train.add_argument("--tasks", type=int, help="only the first N alphabets (quick runs; default all 30)")
     train.add_argument("--seed", type=int, default=0)
     add_device(train)
+    add_amp(train)
     train.add_argument(
         "--out",
         required=True,
@@ -129,7 +130,7 @@ def eval_data_root(args: argparse.Namespace, config: MultiTaskConfig) -> Path:
 def _train(args: argparse.Namespace) -> int:
     config = run_config(args)
     tasks = omniglot_mtl_tasks(Path(config.data_root) / "omniglot", n_tasks=args.tasks)
-    results = train_multitask(tasks, config, args.out, device=args.device)
+    results = train_multitask(tasks, config, args.out, device=args.device, amp=args.amp)
     if args.json:
         print_json(results)
     else:

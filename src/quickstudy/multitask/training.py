@@ -155,6 +155,7 @@ def train_multitask(
     out_dir: str | os.PathLike[str],
     *,
     device: str | torch.device = "cpu",
+    amp: bool = False,
     checkpoint_every: int = 500,
     log_every: int = 50,
     method: Weighting | None = None,
@@ -163,8 +164,9 @@ def train_multitask(
     write and return the results (per-task test and train accuracy, their means, seconds per step,
     weights).
 
-    ``method`` replaces the weighting ``config`` names (e.g. another library's implementation, to
-    compare against); ``config.weighting`` and ``config.combiner`` then only label the run.
+    ``amp`` runs the forward passes under bfloat16 autocast on CUDA. ``method`` replaces the weighting
+    ``config`` names (e.g. another library's implementation, to compare against); ``config.weighting``
+    and ``config.combiner`` then only label the run.
     """
     config.task_names = [task.name for task in tasks]
     config.n_classes = [task.n_classes for task in tasks]
@@ -205,6 +207,7 @@ def train_multitask(
         kind=KIND,
         config=asdict(config),
         device=device,
+        amp=amp,
         checkpoint_every=checkpoint_every,
         log_every=log_every,
         desc=f"{config.arch}/{config.method}",
