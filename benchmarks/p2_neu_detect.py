@@ -232,7 +232,6 @@ def _floats(text: str) -> tuple[float, ...]:
 
 # Experiment settings of DetectorConfig that `quickstudy train` does not offer (unset: the --arch's)
 NETWORK_OPTIONS: dict[str, dict[str, Any]] = {
-    "image_size": {"type": int, "help": "the network's input side (NEU: 200 px)"},
     "head_convs": {"type": int, "help": "convolutions in each localization tower"},
     "center_radius": {"type": float, "help": "positives within this many strides of a box centre"},
     "size_bounds": {

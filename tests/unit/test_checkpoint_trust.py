@@ -80,3 +80,22 @@ def test_upgrade_refuses_what_it_cannot_turn_into_plain_data(tmp_path: Path) -> 
     torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, "kind": "x", "odd": {1, 2}}, file)
     with pytest.raises(QuickstudyError, match=r"holds a set"):
         upgrade_checkpoint(file)
+
+
+def test_models_upgrade_re_saves_a_trusted_old_model_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from quickstudy.cli import main
+    from quickstudy.detect.versions import ModelFolder
+
+    versions = tmp_path / "m" / "versions"
+    versions.mkdir(parents=True)
+    old = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": "detector", "version": 1}
+    torch.save(
+        {**old, "classes": ["a"], "note": np.str_("old"), "threshold": np.float32(0.5)}, versions / "v1.pt"
+    )
+    assert main(["models", "list", "--model", str(tmp_path / "m")]) == 2
+    assert "quickstudy models upgrade --model" in capsys.readouterr().err
+    assert main(["models", "upgrade", "--model", str(tmp_path / "m")]) == 0
+    (info,) = ModelFolder(tmp_path / "m").versions()
+    assert info.note == "old" and info.classes == ["a"]

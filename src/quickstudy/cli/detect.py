@@ -50,11 +50,6 @@ def _pseudo_labels(text: str) -> float | str:
 def check_train(args: argparse.Namespace) -> None:
     """The training options of :func:`add_training_options` that cannot go together."""
     _classes(args.classes)
-    if not args.amp and args.device.startswith("cuda"):
-        # train_detector turns autocast on for every CUDA run and takes no switch
-        raise QuickstudyError(
-            "--no-amp: the detector trains with bfloat16 autocast on CUDA; fp32 is not available"
-        )
 
 
 def training_keywords(args: argparse.Namespace) -> dict[str, Any]:
@@ -83,6 +78,9 @@ def training_keywords(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
         "init": args.init,
         "hold_out": not args.fit_all,
+        "amp": args.amp,
+        "image_size": args.image_size,
+        "channels": None if args.channels == "auto" else int(args.channels),
         **{key: value for key, value in given.items() if value is not None},
     }
 
@@ -110,6 +108,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     paths = image_paths(args.images)
     predictor = Predictor.from_dir(args.model, device=args.device)
     results = predictor.predict(paths, score_threshold=args.threshold)
+    for note in predictor.notes.values():
+        print(f"note: {note}", file=sys.stderr)
     if args.json:
         print_json([_detections_json(str(p), d) for p, d in zip(paths, results, strict=True)])
         return 0
@@ -128,7 +128,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from quickstudy.detect.versions import ModelFolder, check_taxonomy
 
     store = _open_store(args.store)
-    check_taxonomy(ModelFolder(args.model).load(), store, args.model)
+    note = check_taxonomy(ModelFolder(args.model).load(), store, args.model)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     samples = store.samples(args.split)
     if not samples:
         raise QuickstudyError(f"{args.store}: no images in split {args.split!r}")
@@ -277,12 +279,18 @@ def cmd_models_use(args: argparse.Namespace) -> int:
 def cmd_models_undo(args: argparse.Namespace) -> int:
     from quickstudy.detect.versions import ModelFolder
 
-    folder = ModelFolder(args.model)
-    earlier = [n for n in folder.numbers() if n < folder.current()]
-    if not earlier:
-        raise QuickstudyError(f"{args.model}: version {folder.current()} is the first; nothing to undo")
-    folder.use(earlier[-1])
-    print(f"{args.model}: version {earlier[-1]} is current")
+    print(f"{args.model}: version {ModelFolder(args.model).undo()} is current")
+    return 0
+
+
+def cmd_models_upgrade(args: argparse.Namespace) -> int:
+    from quickstudy.detect.versions import ModelFolder
+    from quickstudy.train.checkpoint import upgrade_checkpoint
+
+    path = Path(args.model)
+    files = [upgrade_checkpoint(path)] if path.is_file() else ModelFolder(path).upgrade()
+    for file in files:
+        print(f"re-saved {file} as plain data")
     return 0
 
 
@@ -356,7 +364,32 @@ def add_training_options(parser: Any) -> None:
         help="train on every TRAIN image and calibrate the thresholds on those same images (optimistic "
         "thresholds; the detectors it is compared with fit the whole split: P2 and P4 were measured so)",
     )
+    parser.add_argument(
+        "--image-size",
+        type=_image_size,
+        default="auto",
+        metavar="N|auto",
+        help="the network input's long side in pixels; images keep their aspect (resized, then padded) "
+        "and predictions come back in each image's own pixels (default auto: the training images' "
+        "median long side within 96-640, NEU-DET 200)",
+    )
+    parser.add_argument(
+        "--channels",
+        choices=["auto", "1", "3"],
+        default="auto",
+        help="grey (1) or colour (3) input (default auto: colour when the training images' channels "
+        "differ; grey pictures saved as RGB stay grey)",
+    )
     parser.add_argument("--seed", type=int, default=0)
+
+
+def _image_size(text: str) -> int | str:
+    if text == "auto":
+        return text
+    size = _positive(text)
+    if not 32 <= size <= 4096:
+        raise argparse.ArgumentTypeError(f"{size}: give an input size between 32 and 4096 pixels, or auto")
+    return size
 
 
 def register(subparsers: Any) -> None:
@@ -443,6 +476,16 @@ def register(subparsers: Any) -> None:
     undo = actions.add_parser("undo", help="go back to the version before the current one")
     undo.add_argument("--model", required=True)
     undo.set_defaults(func=cmd_models_undo)
+    upgrade = actions.add_parser(
+        "upgrade",
+        help="re-save a model written by an older quickstudy as plain data (only a model you trust)",
+        description="Model files are read with torch.load(weights_only=True): tensors and plain data only, "
+        "because unpickling anything else can run code. A file an older quickstudy wrote with other "
+        "objects (numpy numbers, paths) is refused; this reads it once the old, unsafe way and re-saves "
+        "it as plain data. Run it only on files you made yourself.",
+    )
+    upgrade.add_argument("--model", required=True, help="a model folder, or one checkpoint file")
+    upgrade.set_defaults(func=cmd_models_upgrade)
     diff = actions.add_parser("diff", help="classes added, removed or moved between two versions")
     diff.add_argument("--model", required=True)
     diff.add_argument("a", type=_positive)

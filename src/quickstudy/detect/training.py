@@ -210,12 +210,16 @@ def train_detector(
     augment: str = DEFAULT_AUGMENT,
     photometric: bool = DEFAULT_PHOTOMETRIC,
     channels: int | None = None,
+    image_size: int | str | None = None,
+    amp: bool = True,
 ) -> int:
     """Train on the store's train split and write version 1 of the model folder ``out_dir``.
 
     Only checked images train (an image nobody has looked at may hold defects no box marks, which
     the localizer would learn as background). ``channels`` 1 or 3 sets the network's input; None
-    takes 3 when the training images carry colour (:func:`colour_channels`).
+    takes 3 when the training images carry colour (:func:`colour_channels`). ``image_size`` is the
+    input's long side: a number, ``"auto"`` (:func:`input_size_for` the training images) or None
+    (``config``'s). ``amp``: bfloat16 autocast on CUDA.
 
     ``samples`` replaces ``store.samples("train")`` (benchmarks that edit labels in memory);
     ``classes`` restricts the taxonomy as ``--classes`` does; ``init`` is a pretraining run
@@ -250,6 +254,10 @@ def train_detector(
     config = config or DetectorConfig()
     config.train_classes = class_names
     config.channels = channels if channels is not None else colour_channels(train_samples)
+    if image_size == "auto":
+        config.image_size = input_size_for(train_samples)
+    elif image_size is not None:
+        config.image_size = int(image_size)
     torch.manual_seed(seed)
     model = DefectDetector(class_names, config, weights=weights)
     initialised_from = load_pretrained_backbone(model, init) if init is not None else None
@@ -303,7 +311,7 @@ def train_detector(
         config=train_config,
         scheduler=scheduler,
         device=device,
-        amp=device.startswith("cuda"),
+        amp=amp and device.startswith("cuda"),
         grad_clip=10.0,
         checkpoint_every=max(100, per_epoch * 5),
         log_every=max(1, min(50, per_epoch)),

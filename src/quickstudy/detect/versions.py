@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from quickstudy.errors import QuickstudyError
 from quickstudy.train import load_checkpoint, save_checkpoint
+from quickstudy.train.checkpoint import CHECKPOINT_NAME, upgrade_checkpoint
 
 KIND = "detector"
 
@@ -90,6 +91,24 @@ class ModelFolder:
         save_checkpoint(self.path(number), {**payload, "kind": KIND, "version": number})
         self.use(number)
         return number
+
+    def undo(self) -> int:
+        """Make the version before the current one current; return its number."""
+        earlier = [n for n in self.numbers() if n < self.current()]
+        if not earlier:
+            raise QuickstudyError(f"{self.root}: version {self.current()} is the first; nothing to undo")
+        self.use(earlier[-1])
+        return earlier[-1]
+
+    def upgrade(self) -> list[Path]:
+        """Re-save every version and the training checkpoint as plain data (see
+        :func:`~quickstudy.train.checkpoint.upgrade_checkpoint`); only for a folder its owner trusts."""
+        files = [self.path(n) for n in self.numbers()]
+        if (self.root / CHECKPOINT_NAME).is_file():
+            files.append(self.root / CHECKPOINT_NAME)
+        if not files:
+            raise QuickstudyError(f"{self.root}: not a detector folder (no versions/v*.pt)")
+        return [upgrade_checkpoint(file) for file in files]
 
     def versions(self) -> list[VersionInfo]:
         infos = []

@@ -63,7 +63,7 @@ def load_checkpoint(
             raise QuickstudyError(
                 f"{file}: holds Python objects other than tensors and plain containers ({refused.group(1)}), "
                 "which quickstudy does not unpickle because that can run code; if you wrote this file "
-                f"yourself, convert it once with `quickstudy models upgrade {file}`"
+                f"yourself, convert it once with `quickstudy models upgrade --model {file}`"
             ) from None
         raise QuickstudyError(f"{file}: not a readable checkpoint (corrupt or truncated)") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:

@@ -60,9 +60,5 @@ def use(body: UseVersion, model: Model, jobs: Jobs) -> dict[str, Any]:
 def undo(model: Model, jobs: Jobs) -> dict[str, Any]:
     """Make the version before the current one current (the current one stays on disk)."""
     _refuse_while_learning(jobs)
-    current = model.folder.current()
-    earlier = [n for n in model.folder.numbers() if n < current]
-    if not earlier:
-        raise HTTPException(status.HTTP_409_CONFLICT, f"version {current} is the first; nothing to undo")
-    model.folder.use(earlier[-1])
+    model.folder.undo()  # a first version is refused: the app answers a store/model refusal with 409
     return _listing(model)
