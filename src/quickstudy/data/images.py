@@ -82,3 +82,17 @@ def carries_colour(pixels: np.ndarray) -> bool:
         return False
     spread = pixels.max(-1).astype(np.int16) - pixels.min(-1).astype(np.int16)
     return float(spread.mean()) > COLOUR_SPREAD
+
+
+def as_channels(pixels: np.ndarray, channels: int, where: str) -> tuple[np.ndarray, str | None]:
+    """``pixels`` (grey or RGB) with ``channels`` channels, and a note when a colour picture was turned to
+    grey for a grey model or a grey one repeated over three channels for a colour model."""
+    if channels == 1:
+        if pixels.ndim == 2:
+            return pixels, None
+        grey = np.asarray(Image.fromarray(pixels).convert("L"))
+        note = f"{where}: colour image read as grey (the model was trained on grey images)"
+        return grey, note if carries_colour(pixels) else None
+    if pixels.ndim == 3:
+        return pixels, None
+    return np.repeat(pixels[..., None], 3, axis=2), f"{where}: grey image given to a colour model"

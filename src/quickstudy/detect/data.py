@@ -16,11 +16,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
 
-from quickstudy.data.images import carries_colour, read_image
-from quickstudy.errors import QuickstudyError
+from quickstudy.data import geometry
+from quickstudy.data.images import as_channels, read_image
 
 # Geometric augmentations by name. "flips" keeps the axes (a rolled surface's defects have a
 # direction: on NEU-DET 93% of inclusion boxes are taller than wide, 70% of crazing boxes wider),
@@ -34,49 +32,15 @@ DEFAULT_PHOTOMETRIC = False
 
 
 def letterbox(pixels: np.ndarray, size: int) -> tuple[torch.Tensor, float]:
-    """``uint8 [H, W]`` (grey) or ``[H, W, 3]`` (colour) → ``uint8 [C, size, size]``, resized so that the
-    long side is ``size`` with the aspect kept (bilinear, antialiased when shrinking) and padded at the
-    right and bottom with the image's mean; and the scale from file to tensor pixels, the same along x
-    and y. A square image is only resized, so square data sees exactly what it saw before letterboxing.
-    """
-    h, w = pixels.shape[:2]
-    if h == 0 or w == 0:
-        raise QuickstudyError(f"image of size {w}x{h} is empty")
-    image = torch.from_numpy(np.array(pixels, dtype=np.uint8))
-    image = image[None] if image.ndim == 2 else image.permute(2, 0, 1)
-    scale = size / max(h, w)
-    new_h, new_w = max(1, min(size, round(h * scale))), max(1, min(size, round(w * scale)))
-    if (new_h, new_w) != (h, w):
-        resized = F.interpolate(
-            image[None].float(), size=(new_h, new_w), mode="bilinear", antialias=max(h, w) > size
-        )
-        image = resized[0].round().clamp(0, 255).to(torch.uint8)
-    if (new_h, new_w) != (size, size):
-        mean = image.float().mean((1, 2)).round().to(torch.uint8)
-        canvas = mean[:, None, None].expand(image.shape[0], size, size).clone()
-        canvas[:, :new_h, :new_w] = image
-        image = canvas
-    return image, scale
+    """:func:`quickstudy.data.geometry.letterbox` as a ``uint8 [C, size, size]`` tensor, and the scale."""
+    image, scale = geometry.letterbox(pixels, size)
+    return torch.from_numpy(image), scale
 
 
 def read_for_model(path: Any, channels: int) -> tuple[np.ndarray, str | None]:
     """The image at ``path`` as the network takes it (grey ``[H, W]`` or colour ``[H, W, 3]``), and a note
     when its kind had to be converted: never silently."""
     return as_channels(read_image(path, colour=True), channels, str(path))
-
-
-def as_channels(pixels: np.ndarray, channels: int, where: str) -> tuple[np.ndarray, str | None]:
-    """``pixels`` (grey or RGB) with ``channels`` channels, and a note when a colour picture was turned to
-    grey for a grey model or a grey one repeated over three channels for a colour model."""
-    if channels == 1:
-        if pixels.ndim == 2:
-            return pixels, None
-        grey = np.asarray(Image.fromarray(pixels).convert("L"))
-        note = f"{where}: colour image read as grey (the model was trained on grey images)"
-        return grey, note if carries_colour(pixels) else None
-    if pixels.ndim == 3:
-        return pixels, None
-    return np.repeat(pixels[..., None], 3, axis=2), f"{where}: grey image given to a colour model"
 
 
 @dataclass

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torchvision.ops import batched_nms
 
-from quickstudy.data.images import read_image
-from quickstudy.detect.data import as_channels, letterbox
+from quickstudy.data.images import as_channels, read_image
+from quickstudy.detect.data import letterbox
 from quickstudy.detect.model import DefectDetector, detector_from_payload
 from quickstudy.detect.versions import ModelFolder
 from quickstudy.errors import QuickstudyError
