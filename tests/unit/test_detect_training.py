@@ -270,7 +270,7 @@ def test_fitting_every_image_calibrates_on_them_and_reads_them_once(tmp_path: Pa
     decoded = []
     read = training.DetectionSet.from_samples
     monkeypatch.setattr(
-        training.DetectionSet, "from_samples", lambda *a: decoded.append(len(a[0])) or read(*a)
+        training.DetectionSet, "from_samples", lambda *a, **k: decoded.append(len(a[0])) or read(*a, **k)
     )
     config = DetectorConfig(**TINY, image_size=64)
     # (hold_out, images decoded per call, fitted, calibrated on): every fifth image held out, or none
@@ -298,7 +298,7 @@ def test_training_into_a_folder_of_an_unfinished_run_resumes_it_only_with_the_sa
 
     decode = training.DetectionSet.from_samples
     monkeypatch.setattr(
-        training.DetectionSet, "from_samples", lambda *a: pytest.fail("refused after decoding")
+        training.DetectionSet, "from_samples", lambda *a, **k: pytest.fail("refused after decoding")
     )
     with pytest.raises(QuickstudyError) as refused:
         train_detector(MemoryStore(samples), out, **{**options, "lr": 2e-3})

@@ -3,6 +3,7 @@ through the training data path to the prediction's coordinates (geometry checked
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -104,3 +105,79 @@ def test_predictions_come_back_in_the_image_pixels_and_conversions_are_said(tmp_
     (out,) = predictor.proposals([tmp_path / "red.png"])
     _assert_near(tuple(out["boxes"][0].tolist()), BOX, 2.0)
     assert "colour image read as grey" in predictor.notes[str(tmp_path / "red.png")]
+
+
+def test_tiles_cover_a_large_frame_and_hold_each_box_where_it_was_drawn(tmp_path: Path) -> None:
+    from quickstudy.data.geometry import tile_origins
+
+    origins = tile_origins(250, 100, 96)
+    xs = sorted({x for x, _ in origins})
+    assert xs[0] == 0 and xs[-1] == 250 - 96 and all(b - a <= 96 * 0.75 for a, b in itertools.pairwise(xs))
+    assert {y for _, y in origins} == {0, 4} or {y for _, y in origins} == {0, 100 - 96}
+    Image.fromarray(_block(250, 100)).save(tmp_path / "wide.png")
+    box = [LabelledBox(1, tuple(float(v) for v in BOX), frozenset({"spot"}))]
+    data = DetectionSet.from_samples(
+        [Sample(1, tmp_path / "wide.png", 250, 100, "train", box)],
+        ["spot"],
+        96,
+        tiling=True,  # type: ignore[arg-type]
+    )
+    assert len(data) == len(origins)
+    holding = [i for i in range(len(data)) if data.valid[i].any()]
+    assert holding
+    for i in holding:  # in tile coordinates, on the bright pixels of that tile
+        _assert_near(_bright_extent(data.images[i]), tuple(data.boxes[i, 0].tolist()), 1.0)
+
+
+def test_a_tiling_model_finds_the_same_boxes_as_one_pass_on_an_image_that_fits_a_tile(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    Image.fromarray(_block(96, 64)).save(tmp_path / "small.png")
+    whole = DefectDetector(["spot"], DetectorConfig(**TINY, image_size=96)).eval()
+    tiled = DefectDetector(["spot"], DetectorConfig(**TINY, image_size=96, tiling=True)).eval()
+    tiled.load_state_dict(whole.state_dict())
+    tiled.memory = whole.memory
+    (one,) = Predictor(whole).raw([tmp_path / "small.png"])
+    (tiles,) = Predictor(tiled).raw([tmp_path / "small.png"])
+    assert one["boxes"].shape[0] > 0
+    assert torch.equal(one["boxes"], tiles["boxes"]) and torch.equal(one["scores"], tiles["scores"])
+
+
+def test_tiles_are_merged_back_into_the_frame_pixels(tmp_path: Path) -> None:
+    from quickstudy.data.geometry import crop, tile_origins
+
+    frame = _block(250, 100)
+    Image.fromarray(frame).save(tmp_path / "wide.png")
+    model = DefectDetector(["spot"], DetectorConfig(**TINY, image_size=96, tiling=True)).eval()
+
+    calls = []
+
+    def features(batch):
+        calls.append(batch)
+        return [torch.zeros(batch.shape[0], 1, 1, 1)]
+
+    model.features = features  # type: ignore[method-assign]
+    model.localize = torch.nn.Identity()  # type: ignore[assignment]
+    tiles = [crop(frame, x0, y0, 96) for x0, y0 in tile_origins(250, 100, 96)]
+
+    def propose_blocks(features, dense, image_size):  # per tile: the block's part in it, if any
+        batch = calls[-1]
+        out = []
+        for image in batch:
+            if (image > 0.5).any():
+                box = torch.tensor([_bright_extent((image * 255).to(torch.uint8))], dtype=torch.float32)
+                out.append({"boxes": box, "defect_scores": torch.ones(1), "embeddings": torch.zeros(1, 32)})
+            else:
+                out.append(
+                    {
+                        "boxes": torch.zeros(0, 4),
+                        "defect_scores": torch.zeros(0),
+                        "embeddings": torch.zeros(0, 32),
+                    }
+                )
+        return out
+
+    model.propose = propose_blocks  # type: ignore[method-assign]
+    (out,) = Predictor(model).proposals([tmp_path / "wide.png"])
+    assert sum(int((t > 0).any()) for t in tiles) >= 2  # the block lies in two overlapping tiles
+    assert out["boxes"].shape[0] == 1  # the block seen by two overlapping tiles is one proposal
+    _assert_near(tuple(out["boxes"][0].tolist()), BOX, 0.5)

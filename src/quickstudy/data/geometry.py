@@ -37,3 +37,40 @@ def letterbox(pixels: np.ndarray, size: int) -> tuple[np.ndarray, float]:
     canvas[...] = mean[:, None, None]
     canvas[:, :new_h, :new_w] = planes
     return canvas, scale
+
+
+# Neighbouring tiles overlap by this share of a tile, so that a defect cut by one tile's edge lies whole
+# in the next (defects are small next to a tile: that is when tiling is chosen).
+TILE_OVERLAP = 0.25
+
+
+def tile_origins(width: int, height: int, tile: int, overlap: float = TILE_OVERLAP) -> list[tuple[int, int]]:
+    """Top-left corners ``(x0, y0)`` of ``tile``-sized tiles covering a ``width`` x ``height`` frame, evenly
+    spread with at least ``overlap`` of a tile shared by neighbours; a side no longer than a tile has one.
+
+    >>> tile_origins(1000, 300, 400)
+    [(0, 0), (300, 0), (600, 0)]
+    """
+
+    def starts(length: int) -> list[int]:
+        if length <= tile:
+            return [0]
+        stride = tile * (1 - overlap)
+        count = int(np.ceil((length - tile) / stride)) + 1
+        return [round(i * (length - tile) / (count - 1)) for i in range(count)]
+
+    return [(x, y) for y in starts(height) for x in starts(width)]
+
+
+def crop(pixels: np.ndarray, x0: int, y0: int, tile: int) -> np.ndarray:
+    """The ``tile`` x ``tile`` window at ``(x0, y0)`` as ``uint8 [C, tile, tile]`` at full resolution; where
+    the frame ends first, padded at the right and bottom with the window's mean (as :func:`letterbox`)."""
+    window = np.asarray(pixels, dtype=np.uint8)[y0 : y0 + tile, x0 : x0 + tile]
+    planes = window[None] if window.ndim == 2 else window.transpose(2, 0, 1)
+    if planes.shape[1:] == (tile, tile):
+        return np.array(planes)
+    mean = np.rint(planes.reshape(planes.shape[0], -1).mean(axis=1)).astype(np.uint8)
+    canvas = np.empty((planes.shape[0], tile, tile), dtype=np.uint8)
+    canvas[...] = mean[:, None, None]
+    canvas[:, : planes.shape[1], : planes.shape[2]] = planes
+    return canvas

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 from quickstudy.detect.evaluation import evaluate_detector
 from quickstudy.detect.fewshot import learn_class
-from quickstudy.detect.memory import ClassMemory
+from quickstudy.detect.memory import UNKNOWN, ClassMemory, Detection
 from quickstudy.detect.model import ARCHITECTURES, DefectDetector, DetectorConfig
-from quickstudy.detect.predictor import UNKNOWN, Detection, Predictor
+from quickstudy.detect.predictor import Predictor
 from quickstudy.detect.versions import ModelFolder, check_taxonomy
 
 if TYPE_CHECKING:

@@ -56,28 +56,55 @@ class DetectionSet:
 
     @classmethod
     def from_samples(
-        cls, samples: Sequence[Any], classes: Sequence[str], image_size: int, channels: int = 1
+        cls,
+        samples: Sequence[Any],
+        classes: Sequence[str],
+        image_size: int,
+        channels: int = 1,
+        tiling: bool = False,
     ) -> DetectionSet:
-        """Decode every sample's image once, letterboxed (:func:`letterbox`) with ``channels`` channels.
+        """Decode every sample's image once, letterboxed (:func:`letterbox`) with ``channels`` channels;
+        with ``tiling``, cut instead into the overlapping full-resolution tiles the predictor will see
+        (:func:`quickstudy.data.geometry.tile_origins`), each tile an entry with the boxes it holds
+        (a box cut by a tile's edge is kept there when at least half of it is inside).
         ``samples`` are :class:`quickstudy.labels.Sample` s; class names in a box's ``allowed`` set that
         are not in ``classes`` are ignored."""
         index = {name: i for i, name in enumerate(classes)}
-        m = max([len(s.boxes) for s in samples] + [1])
-        n = len(samples)
+        entries: list[tuple[torch.Tensor, list[tuple[Any, Any]], str]] = []
+        for sample in samples:
+            pixels = read_for_model(sample.path, channels)[0]
+            boxes = [(tuple(float(v) for v in b.xyxy), b.allowed) for b in sample.boxes]
+            if not tiling:
+                image, scale = letterbox(pixels, image_size)
+                entries.append(
+                    (image, [(tuple(v * scale for v in xyxy), a) for xyxy, a in boxes], str(sample.path))
+                )
+                continue
+            height, width = pixels.shape[:2]
+            for x0, y0 in geometry.tile_origins(width, height, image_size):
+                inside = [
+                    (clipped, allowed)
+                    for xyxy, allowed in boxes
+                    if (clipped := _clipped(xyxy, x0, y0, image_size)) is not None
+                ]
+                entries.append(
+                    (torch.from_numpy(geometry.crop(pixels, x0, y0, image_size)), inside, str(sample.path))
+                )
+        m = max([len(boxes) for _, boxes, _ in entries] + [1])
+        n = len(entries)
         images = torch.zeros(n, channels, image_size, image_size, dtype=torch.uint8)
-        boxes = torch.zeros(n, m, 4)
+        boxes_tensor = torch.zeros(n, m, 4)
         valid = torch.zeros(n, m, dtype=torch.bool)
         allowed = torch.zeros(n, m, len(classes), dtype=torch.bool)
-        for i, sample in enumerate(samples):
-            images[i], scale = letterbox(read_for_model(sample.path, channels)[0], image_size)
-            for j, box in enumerate(sample.boxes):
-                x1, y1, x2, y2 = box.xyxy
-                boxes[i, j] = torch.tensor([x1 * scale, y1 * scale, x2 * scale, y2 * scale])
+        for i, (image, entry_boxes, _) in enumerate(entries):
+            images[i] = image
+            for j, ((x1, y1, x2, y2), names) in enumerate(entry_boxes):
+                boxes_tensor[i, j] = torch.tensor([x1, y1, x2, y2])
                 valid[i, j] = x2 > x1 and y2 > y1
-                for name in box.allowed:
+                for name in names:
                     if name in index:
                         allowed[i, j, index[name]] = True
-        return cls(images, boxes, valid, allowed, list(classes), [str(s.path) for s in samples])
+        return cls(images, boxes_tensor, valid, allowed, list(classes), [path for _, _, path in entries])
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -117,6 +144,19 @@ class DetectionSet:
             "roi_support": roi_support,
         }
         return images, targets
+
+
+def _clipped(
+    xyxy: tuple[float, ...], x0: int, y0: int, tile: int
+) -> tuple[float, float, float, float] | None:
+    """``xyxy`` in the coordinates of the tile at ``(x0, y0)``, cut to it; None when less than half of the
+    box lies inside."""
+    x1, y1, x2, y2 = xyxy
+    cx1, cy1 = max(x1, x0), max(y1, y0)
+    cx2, cy2 = min(x2, x0 + tile), min(y2, y0 + tile)
+    if cx2 <= cx1 or cy2 <= cy1 or (cx2 - cx1) * (cy2 - cy1) < 0.5 * (x2 - x1) * (y2 - y1):
+        return None
+    return cx1 - x0, cy1 - y0, cx2 - x0, cy2 - y0
 
 
 def _uniform(shape: Sequence[int], low: float, high: float, generator, device) -> torch.Tensor:

@@ -18,10 +18,12 @@ tensor([[0.6000, 0.8000]])
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any, TypeGuard
 
 import torch
 import torch.nn.functional as F
+from torchvision.ops import batched_nms
 
 from quickstudy.errors import QuickstudyError
 
@@ -29,6 +31,22 @@ from quickstudy.errors import QuickstudyError
 UNKNOWN_QUANTILE = 0.05
 # The operating threshold of a class that has none calibrated.
 DEFAULT_OPERATING = 0.5
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One found defect: ``box`` (x1, y1, x2, y2) in the input image's pixels."""
+
+    box: tuple[float, float, float, float]
+    class_name: str
+    score: float
+    similarity: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+UNKNOWN = "unknown"
 
 
 class ClassMemory:
@@ -166,6 +184,36 @@ class ClassMemory:
         except ValueError as error:
             raise QuickstudyError(f"{where}: {error}") from None
 
+    def name_detections(self, out: dict[str, torch.Tensor], score_threshold: float | None) -> list[Detection]:
+        """Name one image's raw output (every (box, class) pair): a box farther than :attr:`unknown` from
+        every prototype, and abnormal where the output carries ``abnormality`` (a model with a normality
+        memory), is ``unknown`` with its class-agnostic score; each kept where it reaches its class's
+        operating threshold (or ``score_threshold``), then NMS per name."""
+        memory = self
+        unknown = out["max_similarity"] < memory.unknown
+        if "abnormality" in out:
+            unknown &= out["abnormality"] >= 1
+        classes = memory.classes
+        names = [classes[int(c)] for c in out["labels"]]
+        thresholds = torch.tensor(
+            [score_threshold if score_threshold is not None else memory.threshold(n) for n in names]
+        )
+        unknown_cut = score_threshold if score_threshold is not None else memory.unknown_score
+        scores = torch.where(unknown, out["defect_scores"], out["scores"])
+        keep = torch.where(unknown, scores >= unknown_cut, scores >= thresholds)
+        group = torch.where(unknown, torch.full_like(out["labels"], -1), out["labels"])
+        index = torch.nonzero(keep).flatten()
+        index = index[batched_nms(out["boxes"][index], scores[index], group[index], 0.5)]
+        return [
+            Detection(
+                tuple(float(v) for v in out["boxes"][i]),  # type: ignore[arg-type]
+                UNKNOWN if unknown[i] else names[i],
+                float(scores[i]),
+                float(out["max_similarity"][i] if unknown[i] else out["similarity"][i]),
+            )
+            for i in index.tolist()
+        ]
+
 
 def _is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
@@ -199,6 +247,24 @@ def robust_mean(embeddings: torch.Tensor, keep: float = 0.8) -> torch.Tensor:
         nearest = (embeddings @ mean).topk(n).indices
         mean = F.normalize(embeddings[nearest].mean(0), dim=0)
     return mean
+
+
+def open_set_similarity(nearest: torch.Tensor, abnormal: torch.Tensor) -> float:
+    """The "unknown" similarity of the open-set test "abnormal and farther than it from every
+    prototype", from held-out known-class boxes: ``nearest``, each box's similarity to its nearest
+    prototype, and ``abnormal``, whether its region is abnormal. The highest similarity at which at
+    most :data:`UNKNOWN_QUANTILE` of the boxes pass the test, and no higher than their median
+    similarity (far must stay far, however few known boxes look abnormal); -1 when there are none.
+
+    >>> open_set_similarity(torch.tensor([0.1, 0.5, 0.6, 0.7, 0.8]), torch.tensor([False, True, True, True, True]))
+    0.5
+    """
+    if not nearest.numel():
+        return -1.0
+    allowed = int(UNKNOWN_QUANTILE * nearest.numel())
+    ordered = nearest[abnormal].sort().values
+    cut = float(ordered[allowed]) if ordered.numel() > allowed else float("inf")
+    return min(cut, float(nearest.median()))
 
 
 def unknown_similarity(own: torch.Tensor) -> float:

@@ -24,6 +24,7 @@ from torchvision.ops import batched_nms, nms
 from quickstudy.backbones.resnet_fpn import ResNetFPN
 from quickstudy.detect.localization import LocalizationHead
 from quickstudy.detect.memory import ClassMemory
+from quickstudy.detect.normality import NormalityMemory
 from quickstudy.detect.recognition import RecognitionHead
 from quickstudy.errors import QuickstudyError
 
@@ -56,6 +57,9 @@ class DetectorConfig:
     image_size: int = 200
     # 3 when the training images carry colour (their channels differ), else 1
     channels: int = 1
+    # True: train on full-resolution crops and predict over overlapping tiles (small defects in large
+    # frames); False: the whole image, letterboxed to image_size
+    tiling: bool = False
     score_thresh: float = 0.01
     candidates: int = 1000
     proposal_nms: float = 0.6
@@ -143,7 +147,9 @@ class DefectDetector(nn.Module):
 
     ``model.memory`` is the class memory that names boxes at inference: random prototypes until
     training calibrates it, a new row per class ``learn`` adds. It is data beside the network, not
-    among its weights; the learned ``class_vectors`` are for training only.
+    among its weights; the learned ``class_vectors`` are for training only. ``model.normality``
+    (:class:`~quickstudy.detect.normality.NormalityMemory`, None until training builds it) adds the
+    abnormal regions as proposals and an ``abnormality`` to every proposal and output row.
     """
 
     def __init__(
@@ -174,6 +180,7 @@ class DefectDetector(nn.Module):
         self.memory = ClassMemory(
             classes, F.normalize(torch.randn(len(classes), config.embedding_dim), dim=-1)
         )
+        self.normality: NormalityMemory | None = None
 
     @property
     def classes(self) -> list[str]:
@@ -233,7 +240,11 @@ class DefectDetector(nn.Module):
         self, features: list[torch.Tensor], dense: dict[str, torch.Tensor], image_size: Sequence[int]
     ) -> list[dict[str, torch.Tensor]]:
         """Class-agnostic proposals per image: top candidates → NMS → ``boxes``, ``defect_scores``,
-        ``embeddings``. They do not depend on the class memory, so one pass serves any prototypes."""
+        ``embeddings``. They do not depend on the class memory, so one pass serves any prototypes.
+
+        With a normality memory, its abnormal regions join the localizer's proposals (defect score
+        a / (1 + a) for abnormality a, so 0.5 at the edge of normal) and every proposal carries its
+        ``abnormality``."""
         cfg = self.config
         sizes = [(f.shape[-2], f.shape[-1]) for f in features]
         points = self.localize.points(sizes, dense["logits"].device)
@@ -242,20 +253,31 @@ class DefectDetector(nn.Module):
         h, w = image_size
         boxes[..., 0::2] = boxes[..., 0::2].clamp(0, w)
         boxes[..., 1::2] = boxes[..., 1::2].clamp(0, h)
-        proposals, proposal_scores = [], []
-        for image_boxes, image_scores in zip(boxes, scores, strict=True):
+        normality = self.normality
+        abnormal_maps = normality.score_map(features) if normality is not None else None
+        proposals, proposal_scores, abnormality = [], [], []
+        for i, (image_boxes, image_scores) in enumerate(zip(boxes, scores, strict=True)):
             top_scores, top = image_scores.topk(min(cfg.candidates, image_scores.numel()))
             keep = top_scores > cfg.score_thresh
             top_boxes, top_scores = image_boxes[top[keep]], top_scores[keep]
             keep = first_kept(top_boxes, top_scores, cfg.proposal_nms, cfg.proposals)
-            proposals.append(top_boxes[keep])
-            proposal_scores.append(top_scores[keep])
+            found, found_scores = top_boxes[keep], top_scores[keep]
+            if normality is not None and abnormal_maps is not None:
+                regions, peaks = normality.regions(abnormal_maps[i], (h, w))
+                abnormality.append(torch.cat([normality.box_abnormality(abnormal_maps[i], found), peaks]))
+                found = torch.cat([found, regions.to(found)])
+                found_scores = torch.cat([found_scores, (peaks / (1 + peaks)).to(found_scores)])
+            proposals.append(found)
+            proposal_scores.append(found_scores)
         rois = torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], 1) for i, b in enumerate(proposals)])
         embeddings = self.recognize.embed(features, rois).split([b.shape[0] for b in proposals])
-        return [
+        results = [
             {"boxes": b, "defect_scores": s, "embeddings": e}
             for b, s, e in zip(proposals, proposal_scores, embeddings, strict=True)
         ]
+        for result, values in zip(results, abnormality, strict=False):
+            result["abnormality"] = values
+        return results
 
     @torch.no_grad()
     def classify(self, proposals: Sequence[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
@@ -271,17 +293,18 @@ class DefectDetector(nn.Module):
             pair = pair_scores[box_index, label]
             keep = batched_nms(boxes[box_index], pair, label, cfg.nms_thresh)[: cfg.detections]
             box_index, label = box_index[keep], label[keep]
-            results.append(
-                {
-                    "boxes": boxes[box_index],
-                    "scores": pair[keep],
-                    "labels": label,
-                    "embeddings": embeddings[box_index],
-                    "similarity": similarity[box_index, label],
-                    "max_similarity": similarity[box_index].amax(-1),
-                    "defect_scores": defect[box_index],
-                }
-            )
+            result = {
+                "boxes": boxes[box_index],
+                "scores": pair[keep],
+                "labels": label,
+                "embeddings": embeddings[box_index],
+                "similarity": similarity[box_index, label],
+                "max_similarity": similarity[box_index].amax(-1),
+                "defect_scores": defect[box_index],
+            }
+            if "abnormality" in proposal:
+                result["abnormality"] = proposal["abnormality"][box_index]
+            results.append(result)
         return results
 
 
@@ -289,9 +312,12 @@ def detector_payload(model: DefectDetector, **meta: Any) -> dict[str, Any]:
     """A checkpoint payload of ``model`` and its class memory, plus ``meta`` (note, train, ...).
 
     The layout every model folder has used: the class names and thresholds at the top, the
-    prototypes among the network's tensors."""
+    prototypes among the network's tensors; the normality memory, where there is one, under
+    ``normality``."""
     memory = model.memory.to_payload()
+    normality = {"normality": model.normality.to_payload()} if model.normality is not None else {}
     return {
+        **normality,
         "config": model.config.to_dict(),
         "classes": memory["classes"],
         "model": {
@@ -307,7 +333,8 @@ def detector_payload(model: DefectDetector, **meta: Any) -> dict[str, Any]:
 def detector_from_payload(
     payload: Mapping[str, Any], device: str | torch.device = "cpu", where: str | os.PathLike[str] = "model"
 ) -> DefectDetector:
-    """Rebuild the network and its class memory from a :func:`detector_payload`; errors name ``where``."""
+    """Rebuild the network, its class memory and its normality memory (a model saved without one has
+    none) from a :func:`detector_payload`; errors name ``where``."""
     weights = dict(payload["model"])
     memory = ClassMemory.from_payload(
         {
@@ -320,4 +347,6 @@ def detector_from_payload(
     model = DefectDetector(memory.classes, DetectorConfig.from_dict(payload["config"], str(where)))
     model.load_state_dict(weights)
     model.memory = memory
+    if payload.get("normality") is not None:
+        model.normality = NormalityMemory.from_payload(payload["normality"], f"{where}: normality")
     return model.to(device).eval()

@@ -19,35 +19,22 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from torchvision.ops import batched_nms
+from torchvision.ops import nms
 
+from quickstudy.data import geometry
 from quickstudy.data.images import as_channels, read_image
 from quickstudy.detect.data import letterbox
+from quickstudy.detect.memory import UNKNOWN as UNKNOWN  # re-exported: what predict calls a new type
+from quickstudy.detect.memory import Detection
 from quickstudy.detect.model import DefectDetector, detector_from_payload
 from quickstudy.detect.versions import ModelFolder
 from quickstudy.errors import QuickstudyError
 
-UNKNOWN = "unknown"
 ImageInput = str | os.PathLike[str] | np.ndarray
-
-
-@dataclass(frozen=True)
-class Detection:
-    """One found defect: ``box`` (x1, y1, x2, y2) in the input image's pixels."""
-
-    box: tuple[float, float, float, float]
-    class_name: str
-    score: float
-    similarity: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def as_pixels(image: ImageInput, where: str = "image") -> np.ndarray:
@@ -104,31 +91,59 @@ class Predictor:
     @torch.no_grad()
     def proposals(self, images: Sequence[ImageInput]) -> list[dict[str, torch.Tensor]]:
         """Class-agnostic proposals per image (boxes in the images' pixels, defect scores,
-        embeddings): the expensive part, independent of the class memory."""
-        size, channels = self.model.config.image_size, self.model.config.channels
-        device = self.model.device
+        embeddings): the expensive part, independent of the class memory. A tiling model sees each
+        image as overlapping full-resolution tiles whose proposals are merged by NMS."""
         results: list[dict[str, torch.Tensor]] = []
         for start in range(0, len(images), self.batch_size):
-            chunk = images[start : start + self.batch_size]
-            tensors, scales, extents = [], [], []
-            for k, image in enumerate(chunk):
+            views: list[tuple[int, torch.Tensor, float, tuple[int, int]]] = []
+            extents: list[torch.Tensor] = []
+            for k, image in enumerate(images[start : start + self.batch_size]):
                 where = str(image) if isinstance(image, str | os.PathLike) else f"image {start + k}"
-                pixels, note = as_channels(as_pixels(image, where), channels, where)
-                if note:
-                    self.notes[where] = note
-                tensor, scale = letterbox(pixels, size)
-                tensors.append(tensor)
-                scales.append(scale)
-                extents.append(torch.tensor([pixels.shape[1], pixels.shape[0]] * 2, dtype=torch.float32))
-            batch = torch.stack(tensors).to(device).float() / 255
-            features = self.model.features(batch)
-            proposals = self.model.propose(features, self.model.localize(features), batch.shape[-2:])
-            for out, scale, extent in zip(proposals, scales, extents, strict=True):
-                out = {k: v.float().cpu() for k, v in out.items()}
-                # back to the image's own pixels; a box reaching into the padding ends at the image's edge
-                out["boxes"] = torch.minimum(out["boxes"] / scale, extent)
+                image_views, (width, height) = self._views(image, where)
+                views.extend((k, *view) for view in image_views)
+                extents.append(torch.tensor([width, height, width, height], dtype=torch.float32))
+            per_image: list[list[dict[str, torch.Tensor]]] = [[] for _ in extents]
+            for first in range(0, len(views), self.batch_size):
+                chunk = views[first : first + self.batch_size]
+                batch = torch.stack([tensor for _, tensor, _, _ in chunk]).to(self.model.device).float() / 255
+                features = self.model.features(batch)
+                found = self.model.propose(features, self.model.localize(features), batch.shape[-2:])
+                for (k, _, scale, (x0, y0)), out in zip(chunk, found, strict=True):
+                    out = {key: value.float().cpu() for key, value in out.items()}
+                    out["boxes"] = out["boxes"] / scale + torch.tensor([x0, y0, x0, y0], dtype=torch.float32)
+                    per_image[k].append(out)
+            for outs, extent in zip(per_image, extents, strict=True):
+                out = outs[0] if len(outs) == 1 else self._merged(outs)
+                # a box reaching into the padding ends at the image's edge
+                out["boxes"] = torch.minimum(out["boxes"], extent)
                 results.append(out)
         return results
+
+    def _views(
+        self, image: ImageInput, where: str
+    ) -> tuple[list[tuple[torch.Tensor, float, tuple[int, int]]], tuple[int, int]]:
+        """What the network sees of one image: ``(uint8 [C, S, S], scale, (x0, y0))`` per view, the
+        letterboxed whole or, for a tiling model, each full-resolution tile at its corner; and the
+        image's (width, height)."""
+        config = self.model.config
+        pixels, note = as_channels(as_pixels(image, where), config.channels, where)
+        if note:
+            self.notes[where] = note
+        height, width = pixels.shape[:2]
+        if not config.tiling:
+            tensor, scale = letterbox(pixels, config.image_size)
+            return [(tensor, scale, (0, 0))], (width, height)
+        tiles = [
+            (torch.from_numpy(geometry.crop(pixels, x0, y0, config.image_size)), 1.0, (x0, y0))
+            for x0, y0 in geometry.tile_origins(width, height, config.image_size)
+        ]
+        return tiles, (width, height)
+
+    def _merged(self, outs: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """One image's proposals from its tiles: where tiles overlap, the same defect is proposed twice."""
+        merged = {key: torch.cat([out[key] for out in outs]) for key in outs[0]}
+        keep = nms(merged["boxes"], merged["defect_scores"], self.model.config.proposal_nms)
+        return {key: value[keep] for key, value in merged.items()}
 
     def raw(self, images: Sequence[ImageInput]) -> list[dict[str, torch.Tensor]]:
         """The model's output per image (every (box, class) pair) with boxes in the images' pixels."""
@@ -144,28 +159,8 @@ class Predictor:
         return [self.name_detections(out, score_threshold) for out in self.raw(list(images))]
 
     def name_detections(self, out: dict[str, torch.Tensor], score_threshold: float | None) -> list[Detection]:
-        memory = self.model.memory
-        unknown = out["max_similarity"] < memory.unknown
-        classes = memory.classes
-        names = [classes[int(c)] for c in out["labels"]]
-        thresholds = torch.tensor(
-            [score_threshold if score_threshold is not None else memory.threshold(n) for n in names]
-        )
-        unknown_cut = score_threshold if score_threshold is not None else memory.unknown_score
-        scores = torch.where(unknown, out["defect_scores"], out["scores"])
-        keep = torch.where(unknown, scores >= unknown_cut, scores >= thresholds)
-        group = torch.where(unknown, torch.full_like(out["labels"], -1), out["labels"])
-        index = torch.nonzero(keep).flatten()
-        index = index[batched_nms(out["boxes"][index], scores[index], group[index], 0.5)]
-        return [
-            Detection(
-                tuple(float(v) for v in out["boxes"][i]),  # type: ignore[arg-type]
-                UNKNOWN if unknown[i] else names[i],
-                float(scores[i]),
-                float(out["max_similarity"][i] if unknown[i] else out["similarity"][i]),
-            )
-            for i in index.tolist()
-        ]
+        """The named detections of one image's raw output (:meth:`ClassMemory.name_detections`)."""
+        return self.model.memory.name_detections(out, score_threshold)
 
 
 def image_paths(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:

@@ -21,12 +21,20 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from quickstudy.data.images import carries_colour, read_image
 from quickstudy.detect.data import AUGMENTATIONS, DEFAULT_AUGMENT, DEFAULT_PHOTOMETRIC, DetectionSet
-from quickstudy.detect.memory import ClassMemory, class_means, unknown_similarity
+from quickstudy.detect.memory import ClassMemory, class_means, open_set_similarity, unknown_similarity
 from quickstudy.detect.model import DefectDetector, DetectorConfig, detector_payload
+from quickstudy.detect.normality import (
+    MEMORY_SIZE,
+    NormalityMemory,
+    greedy_coreset,
+    normal_cells,
+    normal_threshold,
+)
 from quickstudy.detect.versions import ModelFolder, store_fingerprint
 from quickstudy.errors import QuickstudyError
 from quickstudy.evaluate.detection import image_scores
@@ -65,6 +73,24 @@ def input_size_for(samples: Sequence[Any]) -> int:
     sides = sorted(max(s.width, s.height) for s in samples) or [200]
     median = sides[len(sides) // 2]
     return int(min(640, max(96, 8 * round(median / 8))))
+
+
+# Tile when the median box, with its whole frame letterboxed to the input size, would be smaller than
+# this (px): the detector's finest level has a stride of 8, so such boxes shrink to about two cells.
+TILE_BELOW = 16.0
+
+
+def needs_tiling(samples: Sequence[Any], image_size: int) -> bool:
+    """Whether small defects in large frames call for tiles: the median box side (sqrt(w·h)), scaled as
+    its frame is letterboxed to ``image_size``, under :data:`TILE_BELOW`. Frames no larger than the
+    input never tile."""
+    sides = sorted(
+        ((b.xyxy[2] - b.xyxy[0]) * (b.xyxy[3] - b.xyxy[1])) ** 0.5
+        * min(1.0, image_size / max(s.width, s.height))
+        for s in samples
+        for b in s.boxes
+    )
+    return bool(sides) and sides[len(sides) // 2] < TILE_BELOW
 
 
 def split_validation(samples: Sequence[Any]) -> tuple[list[Any], list[Any]]:
@@ -113,12 +139,90 @@ def box_embeddings(model: DefectDetector, data: DetectionSet, batch_size: int = 
     return torch.cat(chunks) if chunks else torch.zeros(0, model.config.embedding_dim)
 
 
+@torch.no_grad()
+def normality_maps(
+    model: DefectDetector, data: DetectionSet, level: int, batch_size: int = 32
+) -> list[torch.Tensor]:
+    """Per image of ``data``, the features ``[H, W, C]`` of FPN level ``level`` (CPU), unaugmented."""
+    model.eval()
+    maps = []
+    for start in range(0, len(data), batch_size):
+        images = data.images[start : start + batch_size].to(model.device).float() / 255
+        maps.extend(model.features(images)[level].float().permute(0, 2, 3, 1).cpu())
+    return maps
+
+
+def normal_patches(maps: Sequence[torch.Tensor], data: DetectionSet, stride: int) -> list[torch.Tensor]:
+    """Per image, its unit feature vectors ``[n, C]`` at the locations away from every valid box."""
+    patches = []
+    for i, features in enumerate(maps):
+        normal = normal_cells(data.boxes[i][data.valid[i]].cpu(), features.shape[:2], stride)
+        patches.append(F.normalize(features[normal], dim=-1))
+    return patches
+
+
+def normality_memory(
+    patches: Sequence[torch.Tensor], size: int = MEMORY_SIZE, seed: int = 0
+) -> torch.Tensor:
+    """The memory's rows from per-image normal patches: up to ``8 · size`` sampled evenly over the images,
+    then :func:`~quickstudy.detect.normality.greedy_coreset` to ``size``."""
+    generator = torch.Generator().manual_seed(seed)
+    per_image = max(1, -(-8 * size // max(1, len(patches))))
+    pool = torch.cat(
+        [p[torch.randperm(p.shape[0], generator=generator)[:per_image]] for p in patches if p.shape[0]]
+    )
+    return pool[greedy_coreset(pool, size)]
+
+
+def fit_normality(
+    model: DefectDetector, fitted: DetectionSet, validation: DetectionSet, size: int = MEMORY_SIZE
+) -> NormalityMemory | None:
+    """The normality memory of a trained model (stride-8 level): normal patches of ``fitted``, the
+    threshold from ``validation``'s normal regions (:func:`~quickstudy.detect.normality.normal_threshold`).
+    Where the two are the same images, the threshold is measured on every other image against a memory
+    of the rest. None when no image has a normal location. Also sets ``model.normality``."""
+    level, stride = 0, model.backbone.strides[0]
+    fitted_patches = normal_patches(normality_maps(model, fitted, level), fitted, stride)
+    if validation is fitted:
+        memory_rows = normality_memory(fitted_patches[0::2] or fitted_patches, size)
+        held = fitted_patches[1::2] or fitted_patches
+    else:
+        memory_rows = normality_memory(fitted_patches, size)
+        held = normal_patches(normality_maps(model, validation, level), validation, stride)
+    held = [p for p in held if p.shape[0]]
+    if not held or not memory_rows.shape[0]:
+        model.normality = None
+        return None
+    maxima = torch.stack([(2 - 2 * (p @ memory_rows.T).amax(-1)).clamp(min=0).sqrt().max() for p in held])
+    rows = normality_memory(fitted_patches, size) if validation is fitted else memory_rows
+    model.normality = NormalityMemory(rows, max(normal_threshold(maxima), 1e-3), level, stride)
+    return model.normality
+
+
+@torch.no_grad()
+def box_abnormality(model: DefectDetector, data: DetectionSet, batch_size: int = 32) -> torch.Tensor:
+    """The abnormality ``[K]`` of every valid box of ``data`` (in ``data.valid`` order)."""
+    normality = model.normality
+    assert normality is not None
+    model.eval()
+    values = []
+    for start in range(0, len(data), batch_size):
+        images = data.images[start : start + batch_size].to(model.device).float() / 255
+        maps = normality.score_map(model.features(images)).cpu()
+        for i, scores in enumerate(maps):
+            index = start + i
+            values.append(normality.box_abnormality(scores, data.boxes[index][data.valid[index]].cpu()))
+    return torch.cat(values) if values else torch.zeros(0)
+
+
 def calibrate(model: DefectDetector, fitted: DetectionSet, validation: DetectionSet) -> ClassMemory:
     """The class memory of a trained model: each class's prototype the mean embedding of its boxes
     in ``fitted`` (:func:`~quickstudy.detect.memory.class_means`), thresholds fitted on ``validation``.
     Also sets ``model.memory``.
 
-    ``unknown``: :func:`~quickstudy.detect.memory.unknown_similarity` of held-out boxes' similarity
+    ``unknown``: with a normality memory, :func:`~quickstudy.detect.memory.open_set_similarity` of
+    held-out boxes' similarity to their nearest prototype and their abnormality (at most 5% of them
+    called unknown); without, :func:`~quickstudy.detect.memory.unknown_similarity` of their similarity
     to their own class's prototype. ``operating[c]``: the image-level score threshold with the best
     F1 for "the image holds a box of class c" on the held-out images.
     """
@@ -128,11 +232,16 @@ def calibrate(model: DefectDetector, fitted: DetectionSet, validation: Detection
     embeddings = box_embeddings(model, validation)
     allowed = validation.allowed[validation.valid]
     single = allowed.sum(-1) == 1
-    own = model.memory.similarity(embeddings[single])[allowed[single]]
+    similarity = model.memory.similarity(embeddings[single])
+    if model.normality is not None:
+        abnormal = box_abnormality(model, validation)[single] >= 1
+        unknown = open_set_similarity(similarity.amax(-1), abnormal)
+    else:
+        unknown = unknown_similarity(similarity[allowed[single]])
     outputs = detect(model, validation.images)
     present = (validation.allowed & validation.valid[..., None]).any(1)  # [N, C]
     model.memory = model.memory.with_thresholds(
-        operating_thresholds(outputs, present, model.classes), unknown_similarity(own)
+        operating_thresholds(outputs, present, model.classes), unknown
     )
     return model.memory
 
@@ -212,6 +321,7 @@ def train_detector(
     channels: int | None = None,
     image_size: int | str | None = None,
     amp: bool = True,
+    tiling: str = "auto",
 ) -> int:
     """Train on the store's train split and write version 1 of the model folder ``out_dir``.
 
@@ -219,7 +329,8 @@ def train_detector(
     the localizer would learn as background). ``channels`` 1 or 3 sets the network's input; None
     takes 3 when the training images carry colour (:func:`colour_channels`). ``image_size`` is the
     input's long side: a number, ``"auto"`` (:func:`input_size_for` the training images) or None
-    (``config``'s). ``amp``: bfloat16 autocast on CUDA.
+    (``config``'s). ``amp``: bfloat16 autocast on CUDA. ``tiling`` ``"on"``, ``"off"`` or ``"auto"``
+    (:func:`needs_tiling`).
 
     ``samples`` replaces ``store.samples("train")`` (benchmarks that edit labels in memory);
     ``classes`` restricts the taxonomy as ``--classes`` does; ``init`` is a pretraining run
@@ -258,6 +369,7 @@ def train_detector(
         config.image_size = input_size_for(train_samples)
     elif image_size is not None:
         config.image_size = int(image_size)
+    config.tiling = needs_tiling(train_samples, config.image_size) if tiling == "auto" else tiling == "on"
     torch.manual_seed(seed)
     model = DefectDetector(class_names, config, weights=weights)
     initialised_from = load_pretrained_backbone(model, init) if init is not None else None
@@ -318,11 +430,15 @@ def train_detector(
         desc="train detector",
         backward=lambda out: method.backward([out["loss_localize"], out["loss_recognize"]], shared),
     )
-    fitted = DetectionSet.from_samples(train_samples, class_names, config.image_size, config.channels)
+    fitted = DetectionSet.from_samples(
+        train_samples, class_names, config.image_size, config.channels, tiling=config.tiling
+    )
     validation_set = (  # decoded once where the fitted images double as validation
         fitted
         if validation_samples is train_samples
-        else DetectionSet.from_samples(validation_samples, class_names, config.image_size, config.channels)
+        else DetectionSet.from_samples(
+            validation_samples, class_names, config.image_size, config.channels, tiling=config.tiling
+        )
     )
     train_set = fitted.to(device)
     order: dict[int, torch.Tensor] = {}
@@ -347,6 +463,7 @@ def train_detector(
     train_seconds = time.perf_counter() - started
     if not distributed.is_main():
         return 0
+    fit_normality(model, train_set, validation_set)
     calibrate(model, train_set, validation_set)
     return ModelFolder(out_dir).save(
         detector_payload(
