@@ -1,0 +1,294 @@
+"""Export a detector version to an ONNX folder (see :mod:`quickstudy.deploy`), check it against the
+torch detector, and keep its class memory in step with the model folder it came from.
+
+>>> export_onnx("runs/neu", "deploy/neu")  # doctest: +SKIP
+PosixPath('deploy/neu')
+
+The model folder lists its exports in ``exports.json``; :func:`refresh_exports` rewrites their class
+memory from the model's current version, so a class ``learn`` adds reaches a deployed model without a
+new export. A version whose network differs from the exported one gets a class memory that the
+runtime refuses, saying to export again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from quickstudy import __version__
+from quickstudy.deploy.runtime import (
+    DENSE,
+    EMBED,
+    FORMAT,
+    FORMAT_VERSION,
+    GRAPH_KEY,
+    GRAPHS,
+    MEMORY_JSON,
+    MEMORY_NPZ,
+    OnnxPredictor,
+    file_sha256,
+)
+from quickstudy.detect.model import DefectDetector, detector_from_payload
+from quickstudy.detect.versions import ModelFolder
+from quickstudy.errors import QuickstudyError
+
+OPSET = 17
+REGISTRY = "exports.json"
+# the graphs must give the torch network's numbers up to float rounding (checked at export)
+EXPORT_TOLERANCE = {"boxes": 1e-2, "defect_scores": 1e-4, "embeddings": 1e-4}
+
+
+class DenseGraph(nn.Module):
+    """Images → ``scores [B, P]``, ``boxes [B, P, 4]`` (input pixels, clamped to the image) and the
+    FPN maps: what :meth:`DefectDetector.propose` computes before its per-image top-k and NMS."""
+
+    def __init__(self, model: DefectDetector) -> None:
+        super().__init__()
+        self.model = model
+        size = model.config.image_size
+        with torch.no_grad():
+            features = model.features(torch.zeros(1, model.config.channels, size, size, device=model.device))
+        sizes = [(f.shape[-2], f.shape[-1]) for f in features]
+        self.points: torch.Tensor
+        self.register_buffer("points", model.localize.points(sizes, model.device), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        features = self.model.features(images)
+        dense = self.model.localize(features)
+        scores = torch.sqrt(dense["logits"].float().sigmoid() * dense["centerness"].float().sigmoid())
+        boxes = self.model.localize.decode(self.points, dense["distances"].float())
+        size = float(self.model.config.image_size)
+        return scores, boxes.clamp(0, size), *features
+
+
+class EmbedGraph(nn.Module):
+    """One image's FPN maps, its boxes ``[K, 4]`` and the prototypes ``[C, D]`` → unit embeddings
+    ``[K, D]``, cosine similarities ``[K, C]`` and p(class | box) ``[K, C]`` (the recognition head's
+    scaled-cosine softmax): the class memory is an input, so a new class needs no new graph."""
+
+    def __init__(self, model: DefectDetector) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        *features, boxes, prototypes = inputs
+        rois = torch.cat([torch.zeros_like(boxes[:, :1]), boxes], 1)
+        embeddings = self.model.recognize.embed(features, rois)
+        similarity = embeddings @ prototypes.T
+        probabilities = (self.model.recognize.log_scale.exp() * similarity).softmax(-1)
+        return embeddings, similarity, probabilities
+
+
+def weights_sha256(model: DefectDetector) -> str:
+    """The hash of what the exported graphs compute with: the network's weights (not the class
+    memory, not the training-only class vectors) and its input geometry."""
+    digest = hashlib.sha256()
+    cfg = model.config
+    digest.update(json.dumps([cfg.image_size, cfg.channels, cfg.tiling]).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        if name == "class_vectors":
+            continue
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def refusal(model: DefectDetector) -> str | None:
+    """Why ``model`` cannot be exported faithfully, or None."""
+    if model.config.tiling:
+        return "the model predicts over tiles (tiling=True), which the ONNX runtime does not do yet"
+    return None
+
+
+def _export_graphs(model: DefectDetector, out: Path) -> None:
+    import onnx
+
+    cfg = model.config
+    images = torch.rand(2, cfg.channels, cfg.image_size, cfg.image_size, device=model.device)
+    dense = DenseGraph(model).eval()
+    levels = len(model.backbone.strides)
+    feature_names = [f"features{level}" for level in range(levels)]
+    with torch.no_grad():
+        features = dense(images)[2:]
+    boxes = torch.tensor([[10.0, 20.0, 50.0, 80.0], [0.0, 0.0, 30.0, 12.0]], device=model.device)
+    prototypes = model.memory.prototypes.to(model.device)
+    graphs: list[tuple[str, nn.Module, tuple[torch.Tensor, ...], list[str], list[str], dict]] = [
+        (
+            DENSE,
+            dense,
+            (images,),
+            ["images"],
+            ["scores", "boxes", *feature_names],
+            {"images": {0: "batch"}, **{n: {0: "batch"} for n in ["scores", "boxes", *feature_names]}},
+        ),
+        (
+            EMBED,
+            EmbedGraph(model).eval(),
+            (*(f[:1] for f in features), boxes, prototypes),
+            [*feature_names, "boxes", "prototypes"],
+            ["embeddings", "similarity", "probabilities"],
+            {
+                "boxes": {0: "boxes"},
+                "prototypes": {0: "classes"},
+                "embeddings": {0: "boxes"},
+                "similarity": {0: "boxes", 1: "classes"},
+                "probabilities": {0: "boxes", 1: "classes"},
+            },
+        ),
+    ]
+    for name, module, args, inputs, outputs, axes in graphs:
+        path = out / name
+        with torch.no_grad():
+            # the TorchScript exporter: the dynamo one needs onnxscript, which the base install lacks
+            torch.onnx.export(
+                module,
+                args,
+                str(path),
+                input_names=inputs,
+                output_names=outputs,
+                dynamic_axes=axes,
+                opset_version=OPSET,
+                dynamo=False,
+            )
+        graph = onnx.load(str(path))
+        onnx.helper.set_model_props(graph, {GRAPH_KEY: name, "quickstudy_version": __version__})
+        onnx.save(graph, str(path))
+
+
+def _memory_record(
+    model: DefectDetector, payload: dict[str, Any], model_dir: Path, network: dict[str, str] | None
+) -> tuple[dict[str, Any], np.ndarray]:
+    memory, cfg = model.memory, model.config
+    record = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "quickstudy_version": __version__,
+        "model": str(model_dir),
+        "model_version": payload.get("version"),
+        "taxonomy_version": payload.get("taxonomy_version"),
+        "classes": memory.classes,
+        "thresholds": {"unknown": memory.unknown, "operating": dict(memory.operating)},
+        "input": {"image_size": cfg.image_size, "channels": cfg.channels, "tiling": cfg.tiling},
+        "proposals": {
+            key: getattr(cfg, key)
+            for key in ("score_thresh", "candidates", "proposal_nms", "proposals", "nms_thresh", "detections")
+        },
+        "weights_sha256": weights_sha256(model),
+        "network_sha256": network,
+    }
+    return record, memory.prototypes.numpy().astype(np.float32)
+
+
+def _write_memory(out: Path, record: dict[str, Any], prototypes: np.ndarray) -> None:
+    """Write the class memory atomically: the npz first, then the JSON that names the network."""
+    for name, write in (
+        (MEMORY_NPZ, lambda f: np.savez(f, prototypes=prototypes)),
+        (MEMORY_JSON, lambda f: f.write(json.dumps(record, indent=2).encode())),
+    ):
+        with tempfile.NamedTemporaryFile(dir=out, prefix=f".{name}.", delete=False) as handle:
+            write(handle)
+        os.replace(handle.name, out / name)
+
+
+def _check_parity(model: DefectDetector, out: Path) -> None:
+    """The export's dense outputs and embeddings against the torch network's on a probe image."""
+    from quickstudy.detect.predictor import Predictor
+
+    cfg = model.config
+    rng = np.random.default_rng(0)
+    shape = (cfg.image_size, cfg.image_size, 3) if cfg.channels == 3 else (cfg.image_size, cfg.image_size)
+    probe = rng.integers(0, 256, shape, dtype=np.uint8)
+    runtime = OnnxPredictor(out).proposals([probe])[0]
+    torch_out = Predictor(model).proposals([probe])[0]
+    for key, tolerance in EXPORT_TOLERANCE.items():
+        theirs = torch_out[key].numpy()
+        ours = runtime[key]
+        if ours.shape != theirs.shape or (ours.size and np.abs(ours - theirs).max() > tolerance):
+            raise QuickstudyError(
+                f"{out}: the exported network does not reproduce the torch detector's {key} "
+                "on a probe image; not exported"
+            )
+
+
+def export_onnx(
+    model_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], version: int | None = None
+) -> Path:
+    """Export version ``version`` (default: current) of the model folder ``model_dir`` to ``out_dir``
+    (created; an earlier export there is replaced), check it, and register it in the model folder."""
+    folder = ModelFolder(model_dir)
+    number = folder.current() if version is None else version
+    if number not in folder.numbers():
+        raise QuickstudyError(f"{model_dir}: no version {number} (have {folder.numbers() or 'none'})")
+    payload = folder.load(number)
+    model = detector_from_payload(payload, "cpu", folder.path(number))
+    why = refusal(model)
+    if why:
+        raise QuickstudyError(f"{folder.path(number)}: cannot export faithfully: {why}")
+    out = Path(out_dir)
+    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / MEMORY_JSON).is_file())):
+        raise QuickstudyError(f"{out}: exists and is not an export folder; choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.export-"))
+    try:
+        _export_graphs(model, staging)
+        network = {name: file_sha256(staging / name) for name in GRAPHS}
+        _write_memory(staging, *_memory_record(model, payload, folder.root.resolve(), network))
+        _check_parity(model, staging)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    _register(folder.root, out.resolve(), weights_sha256(model), network)
+    return out
+
+
+def _registry(root: Path) -> list[dict[str, Any]]:
+    path = root / REGISTRY
+    if not path.is_file():
+        return []
+    try:
+        entries = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise QuickstudyError(f"{path}: not readable JSON ({error})") from None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and "path" in e for e in entries):
+        raise QuickstudyError(f"{path}: not a list of exports")
+    return entries
+
+
+def _register(root: Path, out: Path, weights: str, network: dict[str, str]) -> None:
+    entries = [e for e in _registry(root) if e["path"] != str(out)]
+    entries.append({"path": str(out), "weights_sha256": weights, "network_sha256": network})
+    tmp = root / f".{REGISTRY}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(entries, indent=2))
+    os.replace(tmp, root / REGISTRY)
+
+
+def refresh_exports(model_dir: str | os.PathLike[str]) -> list[Path]:
+    """Rewrite the class memory of every export of ``model_dir`` from its current version; return the
+    export folders rewritten. An export whose network differs from the current version's gets a memory
+    the runtime refuses (export again); an export folder that no longer exists is skipped."""
+    folder = ModelFolder(model_dir)
+    entries = [e for e in _registry(folder.root) if (Path(e["path"]) / MEMORY_JSON).is_file()]
+    if not entries:
+        return []
+    number = folder.current()
+    payload = folder.load(number)
+    model = detector_from_payload(payload, "cpu", folder.path(number))
+    weights = weights_sha256(model)
+    written = []
+    for entry in entries:
+        out = Path(entry["path"])
+        network = entry.get("network_sha256") if entry.get("weights_sha256") == weights else None
+        _write_memory(out, *_memory_record(model, payload, folder.root.resolve(), network))
+        written.append(out)
+    return written

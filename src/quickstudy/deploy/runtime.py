@@ -1,0 +1,325 @@
+"""The deployed detector: an export folder (see :mod:`quickstudy.deploy`) run by onnxruntime, with
+numpy and Pillow around it and no torch, giving the detections the torch
+:class:`~quickstudy.detect.predictor.Predictor` gives.
+
+>>> predictor = OnnxPredictor("deploy/neu")  # doctest: +SKIP
+>>> [d.class_name for d in predictor.predict(["crazing_5.jpg"])[0]]  # doctest: +SKIP
+['crazing', 'crazing']
+
+The network's two graphs are as exported; what follows them is numpy here, step for step as the
+torch detector does it: top candidates, greedy NMS, the class memory's (box, class) scores,
+per-class NMS, and naming (``unknown`` below the memory's similarity).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from quickstudy.data.geometry import letterbox
+from quickstudy.data.images import as_channels, read_image
+from quickstudy.errors import QuickstudyError
+
+FORMAT = "quickstudy-onnx-detector"
+FORMAT_VERSION = 1
+DENSE, EMBED = "dense.onnx", "embed.onnx"
+GRAPHS = (DENSE, EMBED)
+MEMORY_JSON, MEMORY_NPZ = "memory.json", "memory.npz"
+# metadata key every graph of ours carries, naming which graph it is
+GRAPH_KEY = "quickstudy_graph"
+UNKNOWN = "unknown"
+# the class memory's operating threshold of a class that has none calibrated
+DEFAULT_OPERATING = 0.5
+# the IoU above which two named detections of the same name are one (as ClassMemory.name_detections)
+NAMING_NMS = 0.5
+
+ImageInput = str | os.PathLike[str] | np.ndarray
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One found defect: ``box`` (x1, y1, x2, y2) in the input image's pixels."""
+
+    box: tuple[float, float, float, float]
+    class_name: str
+    score: float
+    similarity: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def is_export(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is an export folder (rather than a model folder of versions)."""
+    return (Path(path) / MEMORY_JSON).is_file() and (Path(path) / DENSE).is_file()
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, count: int | None = None) -> np.ndarray:
+    """Greedy NMS as torchvision's ``nms`` computes it (stable sort by score, high to low; a box goes
+    when its IoU with a kept one exceeds ``iou_threshold``), stopping once ``count`` boxes are kept.
+
+    >>> boxes = np.array([[0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30]], np.float32)
+    >>> nms(boxes, np.array([0.9, 0.8, 0.7], np.float32), 0.5).tolist()
+    [0, 2]
+    """
+    order = np.argsort(-scores, kind="stable")
+    x1, y1, x2, y2 = (boxes[:, i] for i in range(4))
+    areas = (x2 - x1) * (y2 - y1)
+    kept: list[int] = []
+    while order.size and (count is None or len(kept) < count):
+        i, rest = order[0], order[1:]
+        kept.append(int(i))
+        w = np.maximum(np.float32(0), np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
+        h = np.maximum(np.float32(0), np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
+        inter = w * h
+        order = rest[~(inter / (areas[i] + areas[rest] - inter) > iou_threshold)]
+    return np.array(kept, dtype=np.int64)
+
+
+def batched_nms(
+    boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray, iou_threshold: float
+) -> np.ndarray:
+    """:func:`nms` within each group; the kept indices by score, high to low (torchvision's ``batched_nms``).
+
+    >>> boxes = np.array([[0, 0, 10, 10], [1, 1, 10, 10]], np.float32)
+    >>> batched_nms(boxes, np.array([0.8, 0.9], np.float32), np.array([0, 1]), 0.5).tolist()
+    [1, 0]
+    """
+    kept = [
+        np.flatnonzero(groups == g)[nms(boxes[groups == g], scores[groups == g], iou_threshold)]
+        for g in np.unique(groups)
+    ]
+    index = np.concatenate(kept) if kept else np.zeros(0, np.int64)
+    return index[np.argsort(-scores[index], kind="stable")]
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise QuickstudyError(f"{path}: missing; this folder is not a complete export") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise QuickstudyError(f"{path}: not readable JSON ({error})") from None
+    if not isinstance(value, dict) or value.get("format") != FORMAT:
+        raise QuickstudyError(f"{path}: not a quickstudy class memory (format is not {FORMAT!r})")
+    if value.get("format_version") != FORMAT_VERSION:
+        raise QuickstudyError(
+            f"{path}: export format version {value.get('format_version')!r}; this quickstudy reads "
+            f"version {FORMAT_VERSION}: export the model again with this quickstudy"
+        )
+    return value
+
+
+def _session(path: Path, threads: int | None) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    if not path.is_file():
+        raise QuickstudyError(f"{path}: missing; this folder is not a complete export")
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own classes for bad protobufs and unknown opsets
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise QuickstudyError(
+            f"{path}: onnxruntime {ort.__version__} cannot load it ({first}); export the model again"
+        ) from None
+    graph = session.get_modelmeta().custom_metadata_map.get(GRAPH_KEY)
+    if graph != path.name:
+        raise QuickstudyError(
+            f"{path}: an ONNX model, but not quickstudy's {path.name} graph (use `quickstudy export`)"
+        )
+    return session
+
+
+class OnnxPredictor:
+    """A detector read from an export folder; the same interface as the torch predictor's
+    (``predict``, ``raw``, ``classes``, ``notes``), with numpy arrays where it has tensors."""
+
+    def __init__(
+        self, export_dir: str | os.PathLike[str], threads: int | None = None, batch_size: int = 16
+    ) -> None:
+        self.root = Path(export_dir)
+        self.batch_size = batch_size
+        # image -> what was converted to fit the model (colour read as grey, or the reverse)
+        self.notes: dict[str, str] = {}
+        memory_path = self.root / MEMORY_JSON
+        if not self.root.is_dir():
+            raise QuickstudyError(f"{self.root}: no such export folder")
+        memory = _load_json(memory_path)
+        self.dense, self.embed = (_session(self.root / name, threads) for name in GRAPHS)
+        expected = memory.get("network_sha256")
+        if expected is None:
+            raise QuickstudyError(
+                f"{memory_path}: the class memory is of version {memory.get('model_version')} of "
+                f"{memory.get('model')}, whose network is not the exported one (retrained or adapted); "
+                f"export again: quickstudy export --model {memory.get('model')} --format onnx --out {self.root}"
+            )
+        for name in GRAPHS:
+            if not isinstance(expected, dict) or expected.get(name) != file_sha256(self.root / name):
+                raise QuickstudyError(
+                    f"{self.root / name}: is not the network the class memory {memory_path} was made for; "
+                    f"export again: quickstudy export --model {memory.get('model')} --format onnx --out {self.root}"
+                )
+        self._read_memory(memory, memory_path)
+
+    def _read_memory(self, memory: dict[str, Any], where: Path) -> None:
+        try:
+            classes = [str(name) for name in memory["classes"]]
+            thresholds = memory["thresholds"]
+            self.operating = {str(k): float(v) for k, v in thresholds["operating"].items()}
+            self.unknown_threshold = float(thresholds["unknown"])
+            self.image_size = int(memory["input"]["image_size"])
+            self.channels = int(memory["input"]["channels"])
+            self.settings = {key: float(value) for key, value in memory["proposals"].items()}
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise QuickstudyError(f"{where}: not a complete class memory (missing or bad {error})") from None
+        npz = self.root / MEMORY_NPZ
+        try:
+            with np.load(npz, allow_pickle=False) as arrays:
+                prototypes = np.asarray(arrays["prototypes"], dtype=np.float32)
+        except (OSError, KeyError, ValueError) as error:
+            raise QuickstudyError(f"{npz}: not a readable class memory ({error})") from None
+        dim = self.embed.get_inputs()[-1].shape[-1]
+        if prototypes.ndim != 2 or prototypes.shape[0] != len(classes) or prototypes.shape[1] != dim:
+            raise QuickstudyError(
+                f"{npz}: prototypes of shape {prototypes.shape} for {len(classes)} classes of a "
+                f"{dim}-dimensional embedding; it does not belong to {where}"
+            )
+        self._classes = classes
+        self.prototypes = prototypes
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self._classes)
+
+    def threshold(self, name: str) -> float:
+        return self.operating.get(name, DEFAULT_OPERATING)
+
+    def _pixels(self, image: ImageInput, where: str) -> np.ndarray:
+        if isinstance(image, str | os.PathLike):
+            return read_image(image, colour=True)
+        array = np.asarray(image)
+        if array.ndim == 3 and array.shape[-1] in (3, 4):
+            array = array[..., :3]
+        if array.dtype != np.uint8 or array.ndim not in (2, 3) or array.size == 0:
+            raise QuickstudyError(
+                f"{where}: expected a uint8 [H, W] or [H, W, 3|4] image array, got {array.dtype} {array.shape}"
+            )
+        return array
+
+    def proposals(self, images: Sequence[ImageInput]) -> list[dict[str, np.ndarray]]:
+        """Class-agnostic proposals per image: ``boxes`` in the image's pixels, ``defect_scores``,
+        ``embeddings``, ``similarity`` [N, C] and ``probabilities`` [N, C] against the class memory."""
+        s = self.settings
+        results = []
+        for start in range(0, len(images), self.batch_size):
+            batch, scales, extents = [], [], []
+            for k, image in enumerate(images[start : start + self.batch_size]):
+                where = str(image) if isinstance(image, str | os.PathLike) else f"image {start + k}"
+                pixels, note = as_channels(self._pixels(image, where), self.channels, where)
+                if note:
+                    self.notes[where] = note
+                planes, scale = letterbox(pixels, self.image_size)
+                batch.append(planes)
+                scales.append(scale)
+                extents.append(np.array([pixels.shape[1], pixels.shape[0]] * 2, dtype=np.float32))
+            inputs = np.stack(batch).astype(np.float32) / np.float32(255)
+            scores, boxes, *features = self.dense.run(None, {"images": inputs})
+            for i, (scale, extent) in enumerate(zip(scales, extents, strict=True)):
+                top = np.argsort(-scores[i], kind="stable")[: int(s["candidates"])]
+                top = top[scores[i][top] > s["score_thresh"]]
+                keep = top[nms(boxes[i][top], scores[i][top], s["proposal_nms"], int(s["proposals"]))]
+                image_boxes = boxes[i][keep]
+                out = {"boxes": image_boxes, "defect_scores": scores[i][keep]}
+                if keep.size:
+                    feeds = {f"features{level}": f[i : i + 1] for level, f in enumerate(features)}
+                    embeddings, similarity, probabilities = self.embed.run(
+                        None, {**feeds, "boxes": image_boxes, "prototypes": self.prototypes}
+                    )
+                else:
+                    embeddings = np.zeros((0, self.prototypes.shape[1]), np.float32)
+                    similarity = probabilities = np.zeros((0, len(self._classes)), np.float32)
+                # back to the image's own pixels; a box reaching into the padding ends at the image's edge
+                out["boxes"] = np.minimum(image_boxes / np.float32(scale), extent)
+                out.update(embeddings=embeddings, similarity=similarity, probabilities=probabilities)
+                results.append(out)
+        return results
+
+    def raw(self, images: Sequence[ImageInput]) -> list[dict[str, np.ndarray]]:
+        """Every (box, class) pair per image that survives per-class NMS, as the torch detector's
+        ``classify`` gives it (boxes in the images' pixels)."""
+        s = self.settings
+        results = []
+        for proposal in self.proposals(images):
+            boxes, defect, similarity = proposal["boxes"], proposal["defect_scores"], proposal["similarity"]
+            pair_scores = defect[:, None] * proposal["probabilities"]
+            box_index, label = np.nonzero(pair_scores > s["score_thresh"])
+            pair = pair_scores[box_index, label]
+            keep = batched_nms(boxes[box_index], pair, label, s["nms_thresh"])[: int(s["detections"])]
+            box_index, label = box_index[keep], label[keep]
+            results.append(
+                {
+                    "boxes": boxes[box_index],
+                    "scores": pair[keep],
+                    "labels": label,
+                    "embeddings": proposal["embeddings"][box_index],
+                    "similarity": similarity[box_index, label],
+                    "max_similarity": similarity[box_index].max(-1, initial=-np.inf),
+                    "defect_scores": defect[box_index],
+                }
+            )
+        return results
+
+    def predict(
+        self, images: Sequence[ImageInput], score_threshold: float | None = None
+    ) -> list[list[Detection]]:
+        """Named detections per image, highest score first. ``score_threshold`` replaces the
+        per-class operating thresholds calibrated on held-out images."""
+        if isinstance(images, str | os.PathLike | np.ndarray):
+            raise QuickstudyError("predict: pass a list of images, not a single image")
+        return [self.name_detections(out, score_threshold) for out in self.raw(list(images))]
+
+    def name_detections(self, out: dict[str, np.ndarray], score_threshold: float | None) -> list[Detection]:
+        """As :meth:`ClassMemory.name_detections`: a box farther than the unknown similarity from every
+        prototype is ``unknown`` with its defect score; each kept where it reaches its class's operating
+        threshold (or ``score_threshold``), then NMS per name."""
+        unknown = out["max_similarity"] < self.unknown_threshold
+        names = [self._classes[int(c)] for c in out["labels"]]
+        thresholds = np.array(
+            [score_threshold if score_threshold is not None else self.threshold(n) for n in names],
+            dtype=np.float32,
+        )
+        unknown_cut = (
+            score_threshold
+            if score_threshold is not None
+            else min(self.operating.values(), default=DEFAULT_OPERATING)
+        )
+        scores = np.where(unknown, out["defect_scores"], out["scores"])
+        keep = np.where(unknown, scores >= unknown_cut, scores >= thresholds)
+        group = np.where(unknown, -1, out["labels"])
+        index = np.flatnonzero(keep)
+        index = index[batched_nms(out["boxes"][index], scores[index], group[index], NAMING_NMS)]
+        return [
+            Detection(
+                tuple(float(v) for v in out["boxes"][i]),  # type: ignore[arg-type]
+                UNKNOWN if unknown[i] else names[i],
+                float(scores[i]),
+                float(out["max_similarity"][i] if unknown[i] else out["similarity"][i]),
+            )
+            for i in index.tolist()
+        ]
