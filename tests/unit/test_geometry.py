@@ -86,7 +86,7 @@ def test_colour_data_trains_three_channels_and_grey_in_rgb_files_stays_one(tmp_p
     assert colour_channels([grey]) == 1 and colour_channels([grey, colour]) == 3
     data = DetectionSet.from_samples([colour], ["spot"], 64, channels=3)
     assert data.images.shape == (1, 3, 64, 64)
-    assert data.images[0, 0].float().max() == 255 and data.images[0, 1:].float().max() == 0
+    assert data.images[0][0].float().max() == 255 and data.images[0][1:].float().max() == 0
 
 
 def test_predictions_come_back_in_the_image_pixels_and_conversions_are_said(tmp_path: Path) -> None:

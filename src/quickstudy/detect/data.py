@@ -1,8 +1,9 @@
-"""From label-store samples to detector batches: decoded once into memory, augmented on the device.
+"""From label-store samples to detector batches: decoded from disk in bounded memory, augmented on the device.
 
-A :class:`DetectionSet` holds every image as one ``uint8 [N, C, S, S]`` tensor, each letterboxed to the
-network's input size ``S`` (aspect kept, padded; NEU-DET's 1800 grey images are 72 MB) and the boxes padded to ``[N, M, 4]`` with, per box, the set of classes its
-label allows as a ``[N, M, C]`` mask. ``batch`` draws the augmentation (:data:`AUGMENTATIONS`: the
+A :class:`DetectionSet` holds the input views of its samples (each image letterboxed to the network's
+input size ``S``, aspect kept and padded, or cut into full-resolution tiles), decoded when a batch asks
+for them and kept in an LRU cache of :data:`DECODE_CACHE_BYTES`; and the boxes padded to ``[N, M, 4]``
+with, per box, the set of classes its label allows as a ``[N, M, C]`` mask. ``batch`` draws the augmentation (:data:`AUGMENTATIONS`: the
 horizontal and vertical flips, or all 8 flips/rotations of the square, then brightness/contrast) and the RoIs of the
 recognition task (every box plus jittered copies, half of the single-label boxes as the episode's
 support) from one ``torch.Generator``, all batch-wise on the device.
@@ -10,6 +11,7 @@ support) from one ``torch.Generator``, all batch-wise on the device.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,12 +45,69 @@ def read_for_model(path: Any, channels: int) -> tuple[np.ndarray, str | None]:
     return as_channels(read_image(path, colour=True), channels, str(path))
 
 
+# Decoded training images are kept up to this many bytes (least recently used dropped first): a store
+# of any size trains in bounded memory; NEU-DET (58 MB) is decoded once, as when it was all kept.
+DECODE_CACHE_BYTES = 2 << 30
+
+
+class DecodedImages:
+    """The input views of a :class:`DetectionSet`, decoded from disk when indexed: each view is a whole
+    image letterboxed, or one full-resolution tile at ``origin``. Indexing (a slice, or a tensor or list
+    of indices) gives ``uint8 [B, C, S, S]`` on the CPU; decoded views stay in an LRU cache bounded by
+    ``cache_bytes``."""
+
+    def __init__(
+        self,
+        views: Sequence[tuple[str, tuple[int, int] | None]],
+        channels: int,
+        size: int,
+        cache_bytes: int = DECODE_CACHE_BYTES,
+    ) -> None:
+        self.views = list(views)
+        self.channels, self.size = channels, size
+        self.capacity = max(1, cache_bytes // (channels * size * size))
+        self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.views), self.channels, self.size, self.size)
+
+    def __len__(self) -> int:
+        return len(self.views)
+
+    def __getitem__(self, key: int | slice | torch.Tensor | Sequence[int]) -> torch.Tensor:
+        if isinstance(key, int):
+            return self._view(key)
+        if isinstance(key, slice):
+            indices = list(range(len(self.views)))[key]
+        else:
+            indices = [int(i) for i in (key.tolist() if isinstance(key, torch.Tensor) else key)]
+        if not indices:
+            return torch.zeros(0, self.channels, self.size, self.size, dtype=torch.uint8)
+        return torch.stack([self._view(i) for i in indices])
+
+    def _view(self, i: int) -> torch.Tensor:
+        if i in self._cache:
+            self._cache.move_to_end(i)
+            return self._cache[i]
+        path, origin = self.views[i]
+        pixels = read_for_model(path, self.channels)[0]
+        if origin is None:
+            image = letterbox(pixels, self.size)[0]
+        else:
+            image = torch.from_numpy(geometry.crop(pixels, *origin, self.size))
+        self._cache[i] = image
+        if len(self._cache) > self.capacity:
+            self._cache.popitem(last=False)
+        return image
+
+
 @dataclass
 class DetectionSet:
-    """Images, padded boxes and allowed-class masks of a list of label-store samples."""
+    """Input views (whole images or tiles), padded boxes and allowed-class masks of label-store samples."""
 
-    images: torch.Tensor  # uint8 [N, C, S, S], letterboxed
-    boxes: torch.Tensor  # float [N, M, 4], tensor pixels
+    images: DecodedImages  # uint8 [N, C, S, S] when indexed: letterboxed images or tiles
+    boxes: torch.Tensor  # float [N, M, 4], input pixels
     valid: torch.Tensor  # bool [N, M]
     allowed: torch.Tensor  # bool [N, M, C]
     classes: list[str]
@@ -62,56 +121,54 @@ class DetectionSet:
         image_size: int,
         channels: int = 1,
         tiling: bool = False,
+        cache_bytes: int = DECODE_CACHE_BYTES,
     ) -> DetectionSet:
-        """Decode every sample's image once, letterboxed (:func:`letterbox`) with ``channels`` channels;
-        with ``tiling``, cut instead into the overlapping full-resolution tiles the predictor will see
+        """Each sample letterboxed (:func:`letterbox`) with ``channels`` channels; with ``tiling``, cut
+        instead into the overlapping full-resolution tiles the predictor will see
         (:func:`quickstudy.data.geometry.tile_origins`), each tile an entry with the boxes it holds
-        (a box cut by a tile's edge is kept there when at least half of it is inside).
-        ``samples`` are :class:`quickstudy.labels.Sample` s; class names in a box's ``allowed`` set that
-        are not in ``classes`` are ignored."""
+        (a box cut by a tile's edge is kept there when at least half of it is inside). Geometry comes
+        from the samples' stored sizes; pixels are decoded when a batch asks for them
+        (:class:`DecodedImages`). ``samples`` are :class:`quickstudy.labels.Sample` s; class names in a
+        box's ``allowed`` set that are not in ``classes`` are ignored."""
         index = {name: i for i, name in enumerate(classes)}
-        entries: list[tuple[torch.Tensor, list[tuple[Any, Any]], str]] = []
+        entries: list[tuple[tuple[str, tuple[int, int] | None], list[tuple[Any, Any]]]] = []
         for sample in samples:
-            pixels = read_for_model(sample.path, channels)[0]
             boxes = [(tuple(float(v) for v in b.xyxy), b.allowed) for b in sample.boxes]
             if not tiling:
-                image, scale = letterbox(pixels, image_size)
+                scale = image_size / max(sample.width, sample.height)
                 entries.append(
-                    (image, [(tuple(v * scale for v in xyxy), a) for xyxy, a in boxes], str(sample.path))
+                    ((str(sample.path), None), [(tuple(v * scale for v in xyxy), a) for xyxy, a in boxes])
                 )
                 continue
-            height, width = pixels.shape[:2]
-            for x0, y0 in geometry.tile_origins(width, height, image_size):
+            for x0, y0 in geometry.tile_origins(sample.width, sample.height, image_size):
                 inside = [
                     (clipped, allowed)
                     for xyxy, allowed in boxes
                     if (clipped := _clipped(xyxy, x0, y0, image_size)) is not None
                 ]
-                entries.append(
-                    (torch.from_numpy(geometry.crop(pixels, x0, y0, image_size)), inside, str(sample.path))
-                )
-        m = max([len(boxes) for _, boxes, _ in entries] + [1])
+                entries.append(((str(sample.path), (x0, y0)), inside))
+        m = max([len(boxes) for _, boxes in entries] + [1])
         n = len(entries)
-        images = torch.zeros(n, channels, image_size, image_size, dtype=torch.uint8)
         boxes_tensor = torch.zeros(n, m, 4)
         valid = torch.zeros(n, m, dtype=torch.bool)
         allowed = torch.zeros(n, m, len(classes), dtype=torch.bool)
-        for i, (image, entry_boxes, _) in enumerate(entries):
-            images[i] = image
+        for i, (_, entry_boxes) in enumerate(entries):
             for j, ((x1, y1, x2, y2), names) in enumerate(entry_boxes):
                 boxes_tensor[i, j] = torch.tensor([x1, y1, x2, y2])
                 valid[i, j] = x2 > x1 and y2 > y1
                 for name in names:
                     if name in index:
                         allowed[i, j, index[name]] = True
-        return cls(images, boxes_tensor, valid, allowed, list(classes), [path for _, _, path in entries])
+        images = DecodedImages([view for view, _ in entries], channels, image_size, cache_bytes)
+        return cls(images, boxes_tensor, valid, allowed, list(classes), [view[0] for view, _ in entries])
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
     def to(self, device: torch.device | str) -> DetectionSet:
+        """The targets on ``device``; images are decoded on the CPU and each batch moves there."""
         return DetectionSet(
-            self.images.to(device),
+            self.images,
             self.boxes.to(device),
             self.valid.to(device),
             self.allowed.to(device),
@@ -130,8 +187,8 @@ class DetectionSet:
         """Images ``float [B, C, S, S]`` in [0, 1] and the model's training targets; ``augment`` is
         one of :data:`AUGMENTATIONS` or None (no augmentation at all); ``photometric`` adds
         brightness and contrast changes to it."""
-        indices = indices.to(self.images.device)
-        images = self.images[indices].float() / 255
+        images = self.images[indices.cpu()].to(self.boxes.device).float() / 255
+        indices = indices.to(self.boxes.device)
         boxes, valid, allowed = self.boxes[indices], self.valid[indices], self.allowed[indices]
         if augment is not None:
             images, boxes = _augment(images, boxes, generator, augment == "dihedral", photometric)
