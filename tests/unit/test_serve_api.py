@@ -283,6 +283,9 @@ def test_upload_keeps_the_bytes_under_their_hash_and_imports_an_unlabelled_image
         [],
     )
     assert served.client.get(f"/api/images/{image['id']}/file").content == data
+    assert not image["checked"]  # imported as not yet labelled, so "no labels yet" finds it
+    unlabelled = served.call("GET", "/api/images", params={"checked": False})["images"]
+    assert [i["id"] for i in unlabelled] == [image["id"]]
     history = served.call("GET", "/api/taxonomy/history")
     assert (history[-1]["kind"], history[-1]["author"]) == ("import", "dora")
     again = served.client.post("/api/images", files={"file": ("other-name.jpg", data)})
@@ -501,7 +504,9 @@ def test_learn_runs_as_a_job_and_writes_a_new_current_version(served, tmp_path):
     assert served.call("POST", "/api/models/undo")["current"] == 1
     assert served.call("POST", "/api/predict", files={"file": ("s.png", image)})["model_version"] == 1
     first = served.client.post("/api/models/undo")
-    assert first.status_code == 409 and first.json()["detail"].endswith("version 1 is the first; nothing to undo")
+    assert first.status_code == 409 and first.json()["detail"].endswith(
+        "version 1 is the first; nothing to undo"
+    )
     assert served.call("POST", "/api/models/use", json={"version": 2})["current"] == 2
     unknown = served.client.post("/api/models/use", json={"version": 7})
     assert unknown.status_code == 409 and "no version 7" in unknown.json()["detail"]

@@ -138,7 +138,16 @@ def upload_image(
                     status.HTTP_409_CONFLICT, f"{image.name}: already in the store as image {found[0]['id']}"
                 )
             store.import_images(
-                [ImportedImage(path, image.width, image.height, split=split, source=f"upload {image.name}")],
+                [
+                    ImportedImage(
+                        path,
+                        image.width,
+                        image.height,
+                        split=split,
+                        checked=False,  # nobody has looked at it yet
+                        source=f"upload {image.name}",
+                    )
+                ],
                 source="upload",
                 author=author,
             )
