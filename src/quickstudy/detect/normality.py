@@ -53,7 +53,10 @@ class NormalityMemory:
             raise ValueError(f"normal vectors must be a non-empty [M, C] matrix, got {tuple(vectors.shape)}")
         if not threshold > 0:
             raise ValueError(f"the normality threshold must be positive, got {threshold}")
-        self.vectors = F.normalize(vectors.detach().float().cpu(), dim=-1)
+        rows = vectors.detach().float().cpu()
+        norms = rows.norm(dim=-1, keepdim=True)
+        # unit rows kept bit for bit, so a saved memory loads exactly as it was
+        self.vectors = torch.where((norms - 1).abs() <= 1e-6, rows, rows / norms.clamp(min=1e-12))
         self.threshold = float(threshold)
         self.level = int(level)
         self.stride = int(stride)

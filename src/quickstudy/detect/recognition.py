@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from quickstudy.detect.memory import UNKNOWN_QUANTILE
+
 
 def partial_label_loss(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
     """Mean over rows with a non-empty allowed set of ``-log Σ_{c∈S} softmax(logits)_c``.
@@ -42,15 +44,24 @@ def partial_label_loss(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Ten
 
 def pseudo_labels(logits: torch.Tensor, allowed: torch.Tensor, confidence: float) -> torch.Tensor:
     """``allowed`` with each row whose S is empty given its most probable class where that class's
-    probability is at least ``confidence`` (self-training, as FixMatch thresholds its pseudo-labels).
+    probability is at least ``confidence`` (self-training, as FixMatch thresholds its pseudo-labels)
+    and the box passes the open-set test: its best logit reaches the :data:`UNKNOWN_QUANTILE` quantile
+    of the batch's single-label boxes' logits for their own class. A softmax is sure of things it never
+    saw; a box farther from every class than known boxes are from their own may be of a type not yet
+    named, and is never pseudo-labelled (every box is a defect, so "abnormal" holds for all of them).
 
-    >>> logits = torch.tensor([[5.0, 0.0], [0.1, 0.0], [0.0, 5.0]])
-    >>> allowed = torch.tensor([[False, False], [False, False], [True, False]])
+    >>> logits = torch.tensor([[5.0, 0.0], [0.1, 0.0], [4.0, 1.0], [3.0, -9.0]])
+    >>> allowed = torch.tensor([[False, False], [False, False], [True, False], [False, False]])
     >>> pseudo_labels(logits, allowed, 0.9).tolist()
-    [[True, False], [False, False], [True, False]]
+    [[True, False], [False, False], [True, False], [False, False]]
     """
-    best = logits.detach().float().softmax(-1).max(-1)
-    take = ~allowed.any(-1) & (best.values >= confidence)
+    scores = logits.detach().float()
+    best = scores.softmax(-1).max(-1)
+    single = allowed.sum(-1) == 1
+    own = scores[single][allowed[single]]
+    cut = float(torch.quantile(own, UNKNOWN_QUANTILE, interpolation="lower")) if own.numel() else -math.inf
+    far = scores.amax(-1) < cut
+    take = ~allowed.any(-1) & (best.values >= confidence) & ~far
     return allowed | (F.one_hot(best.indices, allowed.shape[-1]).bool() & take[:, None])
 
 

@@ -25,11 +25,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from quickstudy.data.images import carries_colour, read_image
-from quickstudy.detect.data import AUGMENTATIONS, DEFAULT_AUGMENT, DEFAULT_PHOTOMETRIC, DetectionSet
+from quickstudy.detect.data import (
+    AUGMENTATIONS,
+    DEFAULT_AUGMENT,
+    DEFAULT_PHOTOMETRIC,
+    DecodedImages,
+    DetectionSet,
+)
 from quickstudy.detect.memory import ClassMemory, class_means, open_set_similarity, unknown_similarity
 from quickstudy.detect.model import DefectDetector, DetectorConfig, detector_payload
 from quickstudy.detect.normality import (
     MEMORY_SIZE,
+    NORMALITY_LEVEL,
     NormalityMemory,
     greedy_coreset,
     normal_cells,
@@ -112,9 +119,9 @@ def split_validation(samples: Sequence[Any]) -> tuple[list[Any], list[Any]]:
 
 @torch.no_grad()
 def detect(
-    model: DefectDetector, images: torch.Tensor, batch_size: int = 64
+    model: DefectDetector, images: torch.Tensor | DecodedImages, batch_size: int = 64
 ) -> list[dict[str, torch.Tensor]]:
-    """Run the model over ``uint8 [N, 1, S, S]`` images in batches; results on the CPU."""
+    """Run the model over ``uint8 [N, C, S, S]`` images in batches; results on the CPU."""
     model.eval()
     device = model.device
     results = []
@@ -145,7 +152,7 @@ def normality_maps(
 ) -> list[torch.Tensor]:
     """Per image of ``data``, the features ``[H, W, C]`` of FPN level ``level`` (CPU), unaugmented."""
     model.eval()
-    maps = []
+    maps: list[torch.Tensor] = []
     for start in range(0, len(data), batch_size):
         images = data.images[start : start + batch_size].to(model.device).float() / 255
         maps.extend(model.features(images)[level].float().permute(0, 2, 3, 1).cpu())
@@ -161,9 +168,7 @@ def normal_patches(maps: Sequence[torch.Tensor], data: DetectionSet, stride: int
     return patches
 
 
-def normality_memory(
-    patches: Sequence[torch.Tensor], size: int = MEMORY_SIZE, seed: int = 0
-) -> torch.Tensor:
+def normality_memory(patches: Sequence[torch.Tensor], size: int = MEMORY_SIZE, seed: int = 0) -> torch.Tensor:
     """The memory's rows from per-image normal patches: up to ``8 · size`` sampled evenly over the images,
     then :func:`~quickstudy.detect.normality.greedy_coreset` to ``size``."""
     generator = torch.Generator().manual_seed(seed)
@@ -177,11 +182,12 @@ def normality_memory(
 def fit_normality(
     model: DefectDetector, fitted: DetectionSet, validation: DetectionSet, size: int = MEMORY_SIZE
 ) -> NormalityMemory | None:
-    """The normality memory of a trained model (stride-8 level): normal patches of ``fitted``, the
+    """The normality memory of a trained model (FPN level :data:`NORMALITY_LEVEL`): normal patches of ``fitted``, the
     threshold from ``validation``'s normal regions (:func:`~quickstudy.detect.normality.normal_threshold`).
     Where the two are the same images, the threshold is measured on every other image against a memory
     of the rest. None when no image has a normal location. Also sets ``model.normality``."""
-    level, stride = 0, model.backbone.strides[0]
+    level = NORMALITY_LEVEL
+    stride = model.backbone.strides[level]
     fitted_patches = normal_patches(normality_maps(model, fitted, level), fitted, stride)
     if validation is fitted:
         memory_rows = normality_memory(fitted_patches[0::2] or fitted_patches, size)
