@@ -81,6 +81,7 @@ def training_keywords(args: argparse.Namespace) -> dict[str, Any]:
         "amp": args.amp,
         "image_size": args.image_size,
         "channels": None if args.channels == "auto" else int(args.channels),
+        "tiling": args.tiling,
         **{key: value for key, value in given.items() if value is not None},
     }
 
@@ -379,6 +380,14 @@ def add_training_options(parser: Any) -> None:
         default="auto",
         help="grey (1) or colour (3) input (default auto: colour when the training images' channels "
         "differ; grey pictures saved as RGB stay grey)",
+    )
+    parser.add_argument(
+        "--tiling",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="train on overlapping full-resolution tiles and predict tile by tile, for small defects in "
+        "large frames (default auto: on when the median box, letterboxed with its frame to the input "
+        "size, would be under 16 px; stored in the model)",
     )
     parser.add_argument("--seed", type=int, default=0)
 
