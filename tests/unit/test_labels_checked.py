@@ -87,3 +87,17 @@ def test_an_exif_turned_photo_is_stored_with_its_displayed_size(tmp_path: Path, 
         assert (image.width, image.height) == (40, 60)
     assert main(["data", "stats", "--store", str(tmp_path / "s.qs"), "--json"]) == 0
     assert '"unlabelled_images": 1' in capsys.readouterr().out
+
+
+def test_history_summarises_box_edits_in_a_few_words(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # one table row per edit
+    write_image(tmp_path / "line" / "a.png", (40, 30))
+    with Store.open(tmp_path / "s.qs") as store:
+        import_unlabelled(store, tmp_path / "line")
+        image_id = store.images()[0].image_id
+        box = store.add_box(image_id, (1.0, 1.0, 10.0, 10.0))
+        store.delete_box(box)
+    assert main(["taxonomy", "history", "--store", str(tmp_path / "s.qs")]) == 0
+    out = capsys.readouterr().out
+    assert f"box {box} added on image {image_id}" in out and f"box {box} deleted on image {image_id}" in out
+    assert "row=" not in out

@@ -134,6 +134,9 @@ def _summary(kind: str, payload: dict[str, Any]) -> str:
         tally = ", ".join(f"{n} {split}" for split, n in sorted(counts.items(), key=lambda item: -item[1]))
         what = f"{len(payload['old'])} images" + (f": {tally}" if tally else "")
         return what + (f" ({payload['reason']})" if payload.get("reason") else "")
+    if kind in ("add_box", "update_box", "delete_box"):
+        verb = {"add_box": "added", "update_box": "changed", "delete_box": "deleted"}[kind]
+        return f"box {payload['box_id']} {verb} on image {payload['image_id']}"
     if kind == "checked":
         return f"{len(payload['old'])} images marked " + (
             "checked" if payload["checked"] else "not yet labelled"
