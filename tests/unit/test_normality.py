@@ -164,3 +164,25 @@ def test_the_normality_memory_travels_with_the_model_and_old_models_load_without
     assert model.normality is None
     out = model(torch.rand(1, 1, SIZE, SIZE))[0]
     assert "abnormality" not in out
+
+
+def test_every_detection_carries_its_abnormality_and_predict_json_prints_it(trained, tmp_path, capsys):
+    import json
+
+    from quickstudy.cli import main
+
+    line = SyntheticLine(seed=0, size=SIZE, defect_types=KNOWN, max_per_image=1, p_second_type=0)
+    pixels, boxes, _ = line.sample(500)
+    marked, _ = with_bar(pixels, boxes[0])
+    path = tmp_path / "bar.png"
+    Image.fromarray(marked).save(path)
+    assert main(["predict", "--model", str(trained), str(path), "--threshold", "0", "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)[0]["detections"]
+    assert found and all(isinstance(d["abnormality"], float) for d in found)
+    assert all(d["abnormality"] >= 1 for d in found if d["class_name"] == UNKNOWN)
+    # a model without a normality memory says None, not a made-up number
+    payload = ModelFolder(trained).load()
+    old = Predictor(
+        detector_from_payload({key: value for key, value in payload.items() if key != "normality"})
+    )
+    assert {d.abnormality for d in old.predict([marked], score_threshold=0)[0]} == {None}

@@ -4,7 +4,7 @@ The Python API (what ``quickstudy train | predict | eval | learn | models`` call
 
     from quickstudy.detect import Predictor, evaluate_detector, learn_class, train_detector
     version = train_detector(store, "runs/neu", epochs=24, device="cuda")   # writes runs/neu/versions/v1.pt
-    found = Predictor.from_dir("runs/neu").predict(["a.jpg"])               # [[Detection(box, class_name, score, similarity)]]
+    found = Predictor.from_dir("runs/neu").predict(["a.jpg"])               # [[Detection(box, class_name, score, similarity, abnormality)]]
     report = evaluate_detector(Predictor.from_dir("runs/neu"), store.samples("test"))
     version = learn_class("runs/neu", store, "scratches", images=["s1.jpg"])  # new version, old kept
     ModelFolder("runs/neu").use(1)                                           # back to version 1

@@ -35,12 +35,15 @@ DEFAULT_OPERATING = 0.5
 
 @dataclass(frozen=True)
 class Detection:
-    """One found defect: ``box`` (x1, y1, x2, y2) in the input image's pixels."""
+    """One found defect: ``box`` (x1, y1, x2, y2) in the input image's pixels; ``abnormality``, how far
+    its region is from normal surface (1 = the normality memory's threshold), None for a model
+    without a normality memory."""
 
     box: tuple[float, float, float, float]
     class_name: str
     score: float
     similarity: float
+    abnormality: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -210,6 +213,7 @@ class ClassMemory:
                 UNKNOWN if unknown[i] else names[i],
                 float(scores[i]),
                 float(out["max_similarity"][i] if unknown[i] else out["similarity"][i]),
+                float(out["abnormality"][i]) if "abnormality" in out else None,
             )
             for i in index.tolist()
         ]
