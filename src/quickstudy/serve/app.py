@@ -1,7 +1,8 @@
 """The FastAPI application: the API under ``/api`` (every route behind the token check), the
 OpenAPI description at ``/openapi.json`` and Swagger UI at ``/docs`` from assets shipped in the
-package (no CDN: a line PC reaches none). ``/docs``, ``/openapi.json`` and ``/static`` hold no data
-and need no token."""
+package (no CDN: a line PC reaches none), and the page at ``/`` that uses nothing but the API.
+``/``, ``/docs``, ``/openapi.json`` and ``/static`` hold no data and need no token: the page asks the
+person for the token and sends it with each API call."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, Depends, FastAPI, Request, status
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from quickstudy import __version__
@@ -46,6 +47,10 @@ def create_app(settings: ServeSettings) -> FastAPI:
         api.include_router(area.router)
     app.include_router(api)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "page" / "index.html")
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
