@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""P9-new: Crack and Fray as new types on magnetic tile (DESIGN.md P9-new), with today's ``learn``.
+
+Base training sees only the TRAIN images of Blowhole, Break, Uneven and Free (``train_detector(classes=
+...)`` keeps the images whose boxes are all of those types; Free images hold none). Before learning, each
+new-type TEST box is counted as reported ``unknown``, named as a known type, or missed (a detection at the
+operating thresholds overlapping it at IoU >= 0.5). Then K TRAIN images of each new type (drawn with the
+seed) are given to ``learn_class`` — the same call as ``quickstudy learn --class NAME --images ...`` — and
+the model is evaluated again: AP50 of each new type, the base types' AP50 before and after, and the
+image-level precision and recall of each new type (``quickstudy eval``'s numbers).
+
+    .venv/bin/python benchmarks/p9_new_types.py --arch tiny --epochs 10 --shots 5 --seed 0 --out /tmp/p9new
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torchvision.ops import box_iou
+
+from quickstudy.detect.evaluation import detector_evaluation
+from quickstudy.detect.fewshot import learn_class
+from quickstudy.detect.memory import UNKNOWN
+from quickstudy.detect.model import ARCHITECTURES, DetectorConfig
+from quickstudy.detect.predictor import Predictor
+from quickstudy.detect.training import train_detector
+from quickstudy.labels.formats import import_magnetic_tile
+from quickstudy.labels.store import Store
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+BASE = ("Blowhole", "Break", "Uneven")
+NEW = ("Crack", "Fray")
+
+
+def naming_of_new_boxes(predictor: Predictor, test: list[Any]) -> dict[str, dict[str, float]]:
+    """Per new type: the shares of its TEST boxes reported unknown, named right, named as another type
+    and missed, by the detections at the operating thresholds (IoU >= 0.5)."""
+    detections = predictor.predict([s.path for s in test])
+    counts = {name: {"unknown": 0, "named_right": 0, "named_other": 0, "missed": 0} for name in NEW}
+    for sample, found in zip(test, detections, strict=True):
+        for box in sample.boxes:
+            (name,) = box.allowed if len(box.allowed) == 1 else (None,)
+            if name not in NEW:
+                continue
+            overlapping = [
+                d.class_name
+                for d in found
+                if box_iou(torch.tensor([d.box]), torch.tensor([box.xyxy])).item() >= 0.5
+            ]
+            kind = (
+                "named_right"
+                if name in overlapping
+                else "unknown"
+                if UNKNOWN in overlapping
+                else "named_other"
+                if overlapping
+                else "missed"
+            )
+            counts[name][kind] += 1
+    return {
+        name: {kind: n / max(1, sum(kinds.values())) for kind, n in kinds.items()}
+        | {"boxes": sum(kinds.values())}
+        for name, kinds in counts.items()
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data-root", type=Path, default=DATA)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default="tiny")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--image-size", type=int, default=320)
+    parser.add_argument("--shots", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0, help="draws the K support images of each new type")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    store = Store.open(args.out / "mt.qs")
+    if not store.images():
+        import_magnetic_tile(store, args.data_root / "magnetic-tile")
+    model_dir = args.out / f"base-{args.arch}-{args.image_size}-e{args.epochs}"
+    started = time.perf_counter()
+    if not model_dir.exists():
+        config = DetectorConfig(**{**ARCHITECTURES[args.arch], "image_size": args.image_size})
+        train_detector(store, model_dir, epochs=args.epochs, config=config, classes=list(BASE))
+    train_seconds = time.perf_counter() - started
+    test = store.samples("test")
+    before = Predictor.from_dir(model_dir)
+    before_metrics = detector_evaluation(before, test)[0].metrics
+    naming_before = naming_of_new_boxes(before, test)
+
+    rng = np.random.default_rng(args.seed)
+    support: dict[str, list[str]] = {}
+    learn_seconds = 0.0
+    for name in NEW:
+        holding = [s for s in store.samples("train") if any(b.allowed == {name} for b in s.boxes)]
+        picked = sorted(rng.choice(len(holding), size=min(args.shots, len(holding)), replace=False))
+        support[name] = [str(holding[i].path) for i in picked]
+        started = time.perf_counter()
+        learn_class(model_dir, store, name, images=support[name])
+        learn_seconds += time.perf_counter() - started
+    after = Predictor.from_dir(model_dir)
+    after_metrics = detector_evaluation(after, test)[0].metrics
+    report = {
+        "protocol": "P9-new",
+        "command": " ".join(sys.argv),
+        "arch": args.arch,
+        "epochs": args.epochs,
+        "image_size": args.image_size,
+        "shots": args.shots,
+        "seed": args.seed,
+        "base_train_seconds": train_seconds,
+        "learn_seconds": learn_seconds,
+        "support": support,
+        "before": {
+            "base_AP50": {c: before_metrics["AP50"][c] for c in BASE},
+            "new_type_boxes": naming_before,
+        },
+        "after": {
+            "AP50": after_metrics["AP50"],
+            "image_precision": {c: after_metrics["image_precision"][c] for c in NEW},
+            "image_recall": {c: after_metrics["image_recall"][c] for c in NEW},
+            "new_type_boxes": naming_of_new_boxes(after, test),
+        },
+    }
+    (args.out / f"p9new-seed{args.seed}.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+    print(json.dumps({k: report[k] for k in ("before", "after")}, indent=1, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
