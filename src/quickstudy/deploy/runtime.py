@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from quickstudy.data.geometry import letterbox
+from quickstudy.data import geometry
 from quickstudy.data.images import as_channels, read_image
 from quickstudy.errors import QuickstudyError
 
@@ -39,6 +39,8 @@ UNKNOWN = "unknown"
 DEFAULT_OPERATING = 0.5
 # the IoU above which two named detections of the same name are one (as ClassMemory.name_detections)
 NAMING_NMS = 0.5
+# at most this many abnormal regions of an image become proposals (as the normality memory's)
+MAX_REGIONS = 20
 
 ImageInput = str | os.PathLike[str] | np.ndarray
 
@@ -104,6 +106,43 @@ def batched_nms(
     return index[np.argsort(-scores[index], kind="stable")]
 
 
+def box_abnormality(scores: np.ndarray, boxes: np.ndarray, stride: int) -> np.ndarray:
+    """:meth:`NormalityMemory.box_abnormality`: the highest abnormality of the map ``scores [H, W]`` over the
+    cells whose centres lie in each box; a box smaller than a cell reads the cell at its centre."""
+    h, w = scores.shape
+    if boxes.shape[0] == 0:
+        return np.zeros(0, np.float32)
+    ys = (np.arange(h, dtype=np.float32) + np.float32(0.5)) * np.float32(stride)
+    xs = (np.arange(w, dtype=np.float32) + np.float32(0.5)) * np.float32(stride)
+    inside_x = (xs[None] >= boxes[:, 0:1]) & (xs[None] <= boxes[:, 2:3])
+    inside_y = (ys[None] >= boxes[:, 1:2]) & (ys[None] <= boxes[:, 3:4])
+    inside = inside_y[:, :, None] & inside_x[:, None, :]
+    best = np.where(inside, scores[None], np.float32(-1)).max((1, 2))
+    cx = np.clip(((boxes[:, 0] + boxes[:, 2]) / 2 / stride).astype(np.int64), 0, w - 1)
+    cy = np.clip(((boxes[:, 1] + boxes[:, 3]) / 2 / stride).astype(np.int64), 0, h - 1)
+    return np.where(inside.reshape(len(boxes), -1).any(1), best, scores[cy, cx]).astype(np.float32)
+
+
+def abnormal_regions(
+    scores: np.ndarray, stride: int, image_size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """:meth:`NormalityMemory.regions`: boxes ``[R, 4]`` around the 8-connected regions of the map at or
+    above 1 and each region's highest abnormality, the :data:`MAX_REGIONS` most abnormal."""
+    from scipy import ndimage
+
+    labels, count = ndimage.label(scores >= 1.0, structure=np.ones((3, 3)))
+    if count == 0:
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
+    peaks = np.asarray(ndimage.maximum(scores, labels, np.arange(1, count + 1)), dtype=np.float32)
+    h, w = image_size
+    boxes = [
+        (cols.start * stride, rows.start * stride, min(cols.stop * stride, w), min(rows.stop * stride, h))
+        for rows, cols in ndimage.find_objects(labels)
+    ]
+    order = np.argsort(-peaks, kind="stable")[:MAX_REGIONS]
+    return np.array([boxes[i] for i in order], dtype=np.float32).reshape(-1, 4), peaks[order]
+
+
 def _load_json(path: Path) -> dict[str, Any]:
     try:
         value = json.loads(path.read_text())
@@ -162,6 +201,7 @@ class OnnxPredictor:
             raise QuickstudyError(f"{self.root}: no such export folder")
         memory = _load_json(memory_path)
         self.dense, self.embed = (_session(self.root / name, threads) for name in GRAPHS)
+        self.dense_outputs = [output.name for output in self.dense.get_outputs()]
         expected = memory.get("network_sha256")
         if expected is None:
             raise QuickstudyError(
@@ -185,6 +225,10 @@ class OnnxPredictor:
             self.unknown_threshold = float(thresholds["unknown"])
             self.image_size = int(memory["input"]["image_size"])
             self.channels = int(memory["input"]["channels"])
+            self.tiling = bool(memory["input"]["tiling"])
+            normality = memory["normality"]
+            self.normality_stride = None if normality is None else int(normality["stride"])
+            self.region_score_scale = 0.0 if normality is None else float(normality["region_score_scale"])
             self.settings = {key: float(value) for key, value in memory["proposals"].items()}
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise QuickstudyError(f"{where}: not a complete class memory (missing or bad {error})") from None
@@ -222,41 +266,85 @@ class OnnxPredictor:
             )
         return array
 
+    def _views(
+        self, image: ImageInput, where: str
+    ) -> tuple[list[tuple[np.ndarray, float, tuple[int, int]]], np.ndarray]:
+        """What the network sees of one image, as the torch predictor cuts it: ``(uint8 [C, S, S], scale,
+        (x0, y0))`` per view (the letterboxed whole, or each full-resolution tile), and its extent."""
+        pixels, note = as_channels(self._pixels(image, where), self.channels, where)
+        if note:
+            self.notes[where] = note
+        height, width = pixels.shape[:2]
+        extent = np.array([width, height, width, height], dtype=np.float32)
+        if not self.tiling:
+            planes, scale = geometry.letterbox(pixels, self.image_size)
+            return [(planes, scale, (0, 0))], extent
+        origins = geometry.tile_origins(width, height, self.image_size)
+        return [(geometry.crop(pixels, x0, y0, self.image_size), 1.0, (x0, y0)) for x0, y0 in origins], extent
+
+    def _propose(
+        self, scores: np.ndarray, boxes: np.ndarray, extra: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """One view's proposals (input pixels) as :meth:`DefectDetector.propose` makes them, embedded."""
+        s = self.settings
+        top = np.argsort(-scores, kind="stable")[: int(s["candidates"])]
+        top = top[scores[top] > s["score_thresh"]]
+        keep = top[nms(boxes[top], scores[top], s["proposal_nms"], int(s["proposals"]))]
+        found, found_scores = boxes[keep], scores[keep]
+        out: dict[str, np.ndarray] = {}
+        if self.normality_stride is not None:
+            abnormal = extra["abnormality"][0]
+            regions, peaks = abnormal_regions(abnormal, self.normality_stride, (self.image_size,) * 2)
+            out["abnormality"] = np.concatenate(
+                [box_abnormality(abnormal, found, self.normality_stride), peaks]
+            )
+            found = np.concatenate([found, regions])
+            found_scores = np.concatenate(
+                [found_scores, np.float32(self.region_score_scale) * peaks / (1 + peaks)]
+            )
+        out.update(boxes=found, defect_scores=found_scores)
+        if found.shape[0]:
+            feeds = {name: value for name, value in extra.items() if name.startswith("features")}
+            out["embeddings"], out["similarity"], out["probabilities"] = self.embed.run(
+                None, {**feeds, "boxes": found, "prototypes": self.prototypes}
+            )
+        else:
+            out["embeddings"] = np.zeros((0, self.prototypes.shape[1]), np.float32)
+            out["similarity"] = out["probabilities"] = np.zeros((0, len(self._classes)), np.float32)
+        return out
+
     def proposals(self, images: Sequence[ImageInput]) -> list[dict[str, np.ndarray]]:
         """Class-agnostic proposals per image: ``boxes`` in the image's pixels, ``defect_scores``,
-        ``embeddings``, ``similarity`` [N, C] and ``probabilities`` [N, C] against the class memory."""
-        s = self.settings
+        ``embeddings``, ``similarity`` [N, C] and ``probabilities`` [N, C] against the class memory (and
+        ``abnormality`` for a model with a normality memory); a tiling model's tiles merged by NMS."""
         results = []
         for start in range(0, len(images), self.batch_size):
-            batch, scales, extents = [], [], []
+            views: list[tuple[int, np.ndarray, float, tuple[int, int]]] = []
+            extents = []
             for k, image in enumerate(images[start : start + self.batch_size]):
                 where = str(image) if isinstance(image, str | os.PathLike) else f"image {start + k}"
-                pixels, note = as_channels(self._pixels(image, where), self.channels, where)
-                if note:
-                    self.notes[where] = note
-                planes, scale = letterbox(pixels, self.image_size)
-                batch.append(planes)
-                scales.append(scale)
-                extents.append(np.array([pixels.shape[1], pixels.shape[0]] * 2, dtype=np.float32))
-            inputs = np.stack(batch).astype(np.float32) / np.float32(255)
-            scores, boxes, *features = self.dense.run(None, {"images": inputs})
-            for i, (scale, extent) in enumerate(zip(scales, extents, strict=True)):
-                top = np.argsort(-scores[i], kind="stable")[: int(s["candidates"])]
-                top = top[scores[i][top] > s["score_thresh"]]
-                keep = top[nms(boxes[i][top], scores[i][top], s["proposal_nms"], int(s["proposals"]))]
-                image_boxes = boxes[i][keep]
-                out = {"boxes": image_boxes, "defect_scores": scores[i][keep]}
-                if keep.size:
-                    feeds = {f"features{level}": f[i : i + 1] for level, f in enumerate(features)}
-                    embeddings, similarity, probabilities = self.embed.run(
-                        None, {**feeds, "boxes": image_boxes, "prototypes": self.prototypes}
-                    )
-                else:
-                    embeddings = np.zeros((0, self.prototypes.shape[1]), np.float32)
-                    similarity = probabilities = np.zeros((0, len(self._classes)), np.float32)
-                # back to the image's own pixels; a box reaching into the padding ends at the image's edge
-                out["boxes"] = np.minimum(image_boxes / np.float32(scale), extent)
-                out.update(embeddings=embeddings, similarity=similarity, probabilities=probabilities)
+                image_views, extent = self._views(image, where)
+                views.extend((k, *view) for view in image_views)
+                extents.append(extent)
+            per_image: list[list[dict[str, np.ndarray]]] = [[] for _ in extents]
+            for first in range(0, len(views), self.batch_size):
+                chunk = views[first : first + self.batch_size]
+                inputs = np.stack([planes for _, planes, _, _ in chunk]).astype(np.float32) / np.float32(255)
+                outputs = dict(zip(self.dense_outputs, self.dense.run(None, {"images": inputs}), strict=True))
+                for i, (k, _, scale, (x0, y0)) in enumerate(chunk):
+                    extra = {name: value[i : i + 1] for name, value in outputs.items()}
+                    out = self._propose(outputs["scores"][i], outputs["boxes"][i], extra)
+                    offset = np.array([x0, y0, x0, y0], dtype=np.float32)
+                    out["boxes"] = out["boxes"] / np.float32(scale) + offset
+                    per_image[k].append(out)
+            for outs, extent in zip(per_image, extents, strict=True):
+                out = outs[0]
+                if len(outs) > 1:  # where tiles overlap, the same defect is proposed twice
+                    merged = {key: np.concatenate([o[key] for o in outs]) for key in out}
+                    keep = nms(merged["boxes"], merged["defect_scores"], self.settings["proposal_nms"])
+                    out = {key: value[keep] for key, value in merged.items()}
+                # a box reaching into the padding ends at the image's edge
+                out["boxes"] = np.minimum(out["boxes"], extent)
                 results.append(out)
         return results
 
@@ -281,6 +369,11 @@ class OnnxPredictor:
                     "similarity": similarity[box_index, label],
                     "max_similarity": similarity[box_index].max(-1, initial=-np.inf),
                     "defect_scores": defect[box_index],
+                    **(
+                        {"abnormality": proposal["abnormality"][box_index]}
+                        if "abnormality" in proposal
+                        else {}
+                    ),
                 }
             )
         return results
@@ -296,9 +389,11 @@ class OnnxPredictor:
 
     def name_detections(self, out: dict[str, np.ndarray], score_threshold: float | None) -> list[Detection]:
         """As :meth:`ClassMemory.name_detections`: a box farther than the unknown similarity from every
-        prototype is ``unknown`` with its defect score; each kept where it reaches its class's operating
+        prototype, and abnormal where the output carries ``abnormality``, is ``unknown`` with its defect score; each kept where it reaches its class's operating
         threshold (or ``score_threshold``), then NMS per name."""
         unknown = out["max_similarity"] < self.unknown_threshold
+        if "abnormality" in out:
+            unknown &= out["abnormality"] >= 1
         names = [self._classes[int(c)] for c in out["labels"]]
         thresholds = np.array(
             [score_threshold if score_threshold is not None else self.threshold(n) for n in names],
