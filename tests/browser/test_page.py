@@ -308,6 +308,7 @@ def test_split_a_class_and_see_the_partial_label(page, served):
     preview = page.wait_for_selector("#taxonomy-preview:not([hidden])")
     assert "will mean one of {dent_deep, dent_light}" in preview.inner_text()
     assert "dent_light" not in page.locator("#class-list").inner_text()  # a preview changes nothing
+    screenshot(page, "taxonomy_preview")
     page.click("#taxonomy-confirm")
     page.wait_for_selector('#partial-list li:has-text("dent_deep | dent_light")')
     page.wait_for_selector('#history tbody tr:first-child:has-text("tess")')

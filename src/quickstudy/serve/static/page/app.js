@@ -104,12 +104,13 @@ function labelText(label) {
   return Array.isArray(label) ? label.join(" | ") : label;
 }
 
+// A class's colour follows its place in the taxonomy, so the first eight classes never share one;
+// a box without class or an unknown detection is yellow, a partial label (one of several) grey.
 function colour(name) {
   if (name === null || name === "unknown") return "#ffd400";
-  const text = Array.isArray(name) ? name.join("|") : name;
-  let hash = 0;
-  for (const c of text) hash = (hash * 31 + c.charCodeAt(0)) >>> 0;
-  return PALETTE[hash % PALETTE.length];
+  if (Array.isArray(name)) return "#b8bcc6";
+  const place = state.classes.indexOf(name);
+  return place < 0 ? "#b8bcc6" : PALETTE[place % PALETTE.length];
 }
 
 const svgNS = "http://www.w3.org/2000/svg";
@@ -144,7 +145,10 @@ function drawOverlay(overlay, width, height, items) {
       }));
     }
     const size = 12 * unit;
-    const y = y1 - 3 * unit > size ? y1 - 3 * unit : y2 + size;
+    // stored boxes are named above, detections below, so that the two names of one defect both show
+    const above = y1 - 3 * unit > size ? y1 - 3 * unit : y2 + size;
+    const below = y2 + size + unit < height ? y2 + size : above;
+    const y = item.below ? below : above;
     const text = svg("text", { x: x1, y, "font-size": size, fill: "#fff", class: "overlay-label" }, item.text);
     overlay.append(text);
     const bounds = text.getBBox();
@@ -388,7 +392,9 @@ function redrawOverlay() {
     .map((b) => ({ box: b.box, text: labelText(b.class), colour: colour(b.class), outline: false }));
   if ($("#show-detections").checked) {
     for (const d of state.detections) {
-      items.push({ box: d.box, text: `${d.class} ${d.score.toFixed(2)}`, colour: colour(d.class), outline: true, dashed: true });
+      items.push({
+        box: d.box, text: `${d.class} ${d.score.toFixed(2)}`, colour: colour(d.class), outline: true, dashed: true, below: true,
+      });
     }
   }
   drawOverlay(overlay, image.width, image.height, items);
@@ -419,7 +425,8 @@ async function edit(method, path, body) {
   } catch (error) {
     if (error instanceof ApiError && error.status === 409 && error.body && error.body.image) {
       showImage(error.body.image);
-      notify(`Someone changed this image meanwhile; it now shows their version. Your edit was not saved: ${error.message}`, "error");
+      const now = error.body.image.version;
+      notify(`Someone changed this image meanwhile (it is at version ${now} now) and it shows their changes. Your edit was not saved: make it again if it is still needed.`, "error");
       return null;
     }
     if (error instanceof ApiError) showImage(state.image); // undo what the editor shows
@@ -521,8 +528,17 @@ const TAXONOMY_BODIES = {
 };
 let pendingChange = null; // the change previewed, sent again without dry_run when confirmed
 
+// An edit's payload in words a person reads: the store's internal ids left out.
+function payloadText(payload) {
+  return Object.entries(payload)
+    .filter(([key]) => !/_ids?$/.test(key))
+    .map(([key, value]) => `${key}: ${Array.isArray(value) ? value.join(", ") : JSON.stringify(value)}`)
+    .join("; ")
+    .slice(0, 160);
+}
+
 function describeEdit(e) {
-  return `${e.kind} ${JSON.stringify(e.payload)} by ${e.author} at ${e.time}`;
+  return `${e.kind} (${payloadText(e.payload)}) by ${e.author} at ${e.time}`;
 }
 
 function showPreview(title, summary, change) {
@@ -601,7 +617,7 @@ async function refreshTaxonomy() {
     ...history.slice(-60).reverse().map((e) =>
       element("tr", { class: e.undone ? "undone" : "" },
         element("td", {}, String(e.id)), element("td", {}, e.kind + (e.undone ? " (undone)" : "")),
-        element("td", {}, JSON.stringify(e.payload).slice(0, 120)), element("td", {}, e.author),
+        element("td", {}, payloadText(e.payload)), element("td", {}, e.author),
         element("td", {}, e.time)),
     ),
   );
