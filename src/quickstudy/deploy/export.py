@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -154,8 +155,11 @@ def _export_graphs(model: DefectDetector, out: Path) -> None:
     ]
     for name, module, args, inputs, outputs, axes in graphs:
         path = out / name
-        with torch.no_grad():
-            # the TorchScript exporter: the dynamo one needs onnxscript, which the base install lacks
+        with torch.no_grad(), warnings.catch_warnings():
+            # the tracer's notes on Python numbers: the input size is fixed, so they are constants
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            # the TorchScript exporter: the dynamo one needs onnxscript, which quickstudy does not install
             torch.onnx.export(
                 module,
                 args,

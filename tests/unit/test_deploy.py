@@ -1,0 +1,222 @@
+"""Export of every preset, the export's class memory kept in step with its model folder, the CLI, bad
+export folders (one line naming the file), and a runtime that imports no torch."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from quickstudy.cli import export as export_cli
+from quickstudy.cli.detect import cmd_predict
+from quickstudy.deploy.export import export_onnx, refresh_exports
+from quickstudy.deploy.runtime import OnnxPredictor, batched_nms, is_export, nms
+from quickstudy.detect.model import ARCHITECTURES, DefectDetector, DetectorConfig, detector_payload
+from quickstudy.detect.normality import NormalityMemory
+from quickstudy.detect.predictor import Predictor
+from quickstudy.detect.versions import ModelFolder
+from quickstudy.errors import QuickstudyError
+
+SIZE = 64
+
+
+def make_model(root: Path, arch: str = "tiny", seed: int = 0, **config: object) -> Path:
+    torch.manual_seed(seed)
+    model = DefectDetector(
+        ["pit", "scratch"], DetectorConfig(**ARCHITECTURES[arch], image_size=SIZE, **config)
+    )
+    ModelFolder(root).save(detector_payload(model.eval()))
+    return root
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("deploy")
+    model = make_model(root / "model")
+    return model, export_onnx(model, root / "export")
+
+
+def copy_export(exported: tuple[Path, Path], tmp_path: Path) -> Path:
+    return Path(shutil.copytree(exported[1], tmp_path / "export"))
+
+
+def refused(export: Path) -> str:
+    with pytest.raises(QuickstudyError) as error:
+        OnnxPredictor(export)
+    message = str(error.value)
+    assert "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize("arch", ["tiny", "small", "resnet18"])
+def test_every_preset_exports_and_predicts(arch: str, tmp_path: Path):
+    model = make_model(tmp_path / "model", arch)
+    export = export_onnx(model, tmp_path / "export")  # checks its proposals against torch's
+    predictor = OnnxPredictor(export)
+    assert is_export(export) and not is_export(model)
+    assert predictor.classes == ["pit", "scratch"]
+    image = np.random.default_rng(0).integers(0, 256, (50, 90), dtype=np.uint8)
+    assert len(predictor.raw([image])[0]["boxes"]) == len(Predictor.from_dir(model).raw([image])[0]["boxes"])
+
+
+def test_a_tiling_model_with_a_normality_memory_gives_the_torch_proposals(tmp_path: Path):
+    torch.manual_seed(3)
+    model = DefectDetector(
+        ["pit"], DetectorConfig(**ARCHITECTURES["tiny"], image_size=SIZE, tiling=True)
+    ).eval()
+    model.normality = NormalityMemory(torch.randn(16, model.config.fpn_channels), threshold=0.9)
+    ModelFolder(tmp_path / "model").save(detector_payload(model))
+    export = export_onnx(tmp_path / "model", tmp_path / "export")
+    frame = np.random.default_rng(1).integers(0, 256, (100, 170), dtype=np.uint8)  # 3 x 2 tiles
+    ours = OnnxPredictor(export).proposals([frame])[0]
+    theirs = Predictor.from_dir(tmp_path / "model").proposals([frame])[0]
+    assert ours["abnormality"].max() >= 1  # some abnormal regions joined the proposals
+    order = np.lexsort(ours["boxes"].T), np.lexsort(theirs["boxes"].numpy().T)
+    np.testing.assert_allclose(ours["boxes"][order[0]], theirs["boxes"].numpy()[order[1]], atol=1e-3)
+    np.testing.assert_allclose(
+        ours["abnormality"][order[0]], theirs["abnormality"].numpy()[order[1]], atol=1e-4
+    )
+
+
+def test_numpy_nms_keeps_what_torchvision_keeps():
+    from torchvision.ops import batched_nms as tv_batched_nms
+    from torchvision.ops import nms as tv_nms
+
+    rng = np.random.default_rng(0)
+    corners = rng.uniform(0, 80, (300, 2)).astype(np.float32)
+    boxes = np.concatenate([corners, corners + rng.uniform(4, 30, (300, 2)).astype(np.float32)], 1)
+    scores, groups = rng.uniform(0, 1, 300).astype(np.float32), rng.integers(0, 3, 300)
+    expected = tv_nms(torch.from_numpy(boxes), torch.from_numpy(scores), 0.5).numpy()
+    assert nms(boxes, scores, 0.5).tolist() == expected.tolist()
+    assert nms(boxes, scores, 0.5, count=7).tolist() == expected[:7].tolist()
+    grouped = tv_batched_nms(torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(groups), 0.4)
+    assert batched_nms(boxes, scores, groups, 0.4).tolist() == grouped.tolist()
+
+
+def test_learn_and_use_rewrite_the_class_memory_and_a_changed_network_is_refused(tmp_path: Path):
+    model = make_model(tmp_path / "model")
+    export = export_onnx(model, tmp_path / "export")
+    folder = ModelFolder(model)
+    payload = folder.load()
+    # what learn writes: one more prototype, the network untouched
+    payload["classes"] = [*payload["classes"], "crack"]
+    payload["model"]["prototypes"] = torch.cat([payload["model"]["prototypes"], torch.eye(1, 32)])
+    folder.save(payload)
+    assert refresh_exports(model) == [export.resolve()]
+    assert OnnxPredictor(export).classes == ["pit", "scratch", "crack"]
+    # what --adapt-localizer writes: new weights
+    payload["model"] = {k: v + 0.01 if k.startswith("localize") else v for k, v in payload["model"].items()}
+    folder.save(payload)
+    refresh_exports(model)
+    message = refused(export)
+    assert "version 3" in message and f"quickstudy export --model {model.resolve()}" in message
+    folder.use(2)
+    refresh_exports(model)
+    assert OnnxPredictor(export).classes == ["pit", "scratch", "crack"]
+
+
+def test_a_truncated_onnx_file_is_named(exported: tuple[Path, Path], tmp_path: Path):
+    export = copy_export(exported, tmp_path)
+    data = (export / "dense.onnx").read_bytes()
+    (export / "dense.onnx").write_bytes(data[: len(data) // 2])
+    assert refused(export).startswith(f"{export / 'dense.onnx'}: onnxruntime")
+
+
+def test_an_onnx_file_that_is_not_ours_is_named(exported: tuple[Path, Path], tmp_path: Path):
+    export = copy_export(exported, tmp_path)
+    torch.onnx.export(torch.nn.Linear(4, 2), (torch.zeros(1, 4),), str(export / "embed.onnx"), dynamo=False)
+    assert refused(export).startswith(f"{export / 'embed.onnx'}: an ONNX model, but not quickstudy's")
+
+
+def test_an_opset_onnxruntime_lacks_is_named(exported: tuple[Path, Path], tmp_path: Path):
+    import onnx
+
+    export = copy_export(exported, tmp_path)
+    graph = onnx.load(str(export / "dense.onnx"))
+    graph.opset_import[0].version = 99
+    onnx.save(graph, str(export / "dense.onnx"))
+    assert refused(export).startswith(f"{export / 'dense.onnx'}: onnxruntime")
+
+
+def test_a_class_memory_of_another_model_is_refused(exported: tuple[Path, Path], tmp_path: Path):
+    other = export_onnx(make_model(tmp_path / "other", seed=1), tmp_path / "other_export")
+    export = copy_export(exported, tmp_path)
+    shutil.copy(other / "memory.json", export / "memory.json")
+    message = refused(export)
+    assert message.startswith(
+        f"{export / 'dense.onnx'}: is not the network the class memory {export / 'memory.json'}"
+    )
+    assert "export again" in message
+
+
+def test_broken_class_memory_files_are_named(exported: tuple[Path, Path], tmp_path: Path):
+    export = copy_export(exported, tmp_path)
+    np.savez(export / "memory.npz", prototypes=np.zeros((5, 32), np.float32))
+    assert refused(export).startswith(f"{export / 'memory.npz'}: prototypes of shape (5, 32) for 2 classes")
+    (export / "memory.json").write_text("{not json")
+    assert refused(export).startswith(f"{export / 'memory.json'}: not readable JSON")
+
+
+def test_export_refuses_to_overwrite_a_folder_that_is_not_an_export(
+    exported: tuple[Path, Path], tmp_path: Path
+):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("keep me")
+    with pytest.raises(QuickstudyError, match="exists and is not an export folder"):
+        export_onnx(exported[0], tmp_path / "notes")
+    assert (tmp_path / "notes" / "todo.txt").read_text() == "keep me"
+
+
+def test_the_cli_exports_and_predict_prints_what_the_torch_model_prints(
+    exported: tuple[Path, Path], tmp_path: Path, capsys
+):
+    parser = argparse.ArgumentParser()
+    export_cli.register(parser.add_subparsers())
+    args = parser.parse_args(
+        ["export", "--model", str(exported[0]), "--format", "onnx", "--out", str(tmp_path / "x")]
+    )
+    assert args.func(args) == 0
+    assert is_export(tmp_path / "x")
+    pixels = np.random.default_rng(2).integers(0, 256, (60, 90, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "frame.png")
+    outputs = []
+    for as_json in (False, True):
+        for model, run in ((exported[0], cmd_predict), (tmp_path / "x", export_cli.predict_export)):
+            capsys.readouterr()
+            namespace = argparse.Namespace(
+                model=str(model),
+                images=[str(tmp_path / "frame.png")],
+                threshold=0.001,
+                json=as_json,
+                device="cpu",
+            )
+            assert run(namespace) == 0
+            outputs.append(capsys.readouterr())
+    table_torch, table_onnx, json_torch, json_onnx = outputs
+    assert table_onnx.out == table_torch.out and table_onnx.err == table_torch.err
+    assert "converted" in table_onnx.err or "colour" in table_onnx.err  # the colour image read as grey
+    ours, theirs = json.loads(json_onnx.out), json.loads(json_torch.out)
+    assert len(ours[0]["detections"]) == len(theirs[0]["detections"]) > 0
+    for a, b in zip(ours[0]["detections"], theirs[0]["detections"], strict=True):
+        assert a["class_name"] == b["class_name"] and abs(a["score"] - b["score"]) < 1e-4
+
+
+def test_the_runtime_and_the_predict_cli_module_import_no_torch(exported: tuple[Path, Path]):
+    script = (
+        "import sys, numpy as np\n"
+        "import quickstudy.cli.export, quickstudy.cli.detect\n"
+        "from quickstudy.deploy.runtime import OnnxPredictor\n"
+        f"found = OnnxPredictor({str(exported[1])!r}).predict([np.zeros((40, 70), np.uint8)], 0.001)\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "print(len(found[0]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
