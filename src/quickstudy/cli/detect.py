@@ -1,4 +1,4 @@
-"""``quickstudy train | predict | eval | learn | models``: the defect detector."""
+"""``quickstudy train | predict | eval | learn | suggest | models``: the defect detector."""
 
 from __future__ import annotations
 
@@ -240,6 +240,28 @@ def cmd_learn(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_suggest(args: argparse.Namespace) -> int:
+    from quickstudy.detect.predictor import Predictor
+    from quickstudy.detect.suggest import rank_images
+
+    store = _open_store(args.store)
+    unlabelled = [s for s in store.samples() if not s.checked]
+    if not unlabelled:
+        raise QuickstudyError(f"{args.store}: every image is checked; nothing is waiting for a look")
+    predictor = Predictor.from_dir(args.model, device=args.device)
+    ranked = rank_images(predictor, unlabelled, args.class_name)[: args.n]
+    if args.json:
+        print_json([s.to_dict() for s in ranked])
+        return 0
+    asked = f"holding {args.class_name}" if args.class_name else "holding a defect no known type explains"
+    print_table(
+        f"the {len(ranked)} of {len(unlabelled)} unlabelled images most likely {asked}",
+        ["image", "score", "why"],
+        [[str(s.path), f"{s.score:.3f}", s.why] for s in ranked],
+    )
+    return 0
+
+
 def cmd_models_list(args: argparse.Namespace) -> int:
     from quickstudy.detect.versions import ModelFolder
 
@@ -471,6 +493,24 @@ def register(subparsers: Any) -> None:
     )
     add_device(learn)
     learn.set_defaults(func=cmd_learn, check=check_learn)
+
+    suggest = subparsers.add_parser(
+        "suggest",
+        help="the unlabelled images to look at next",
+        description="Rank the store's unlabelled (not checked) images by how likely they hold a defect no "
+        "known type explains (their most abnormal region far from every class prototype), or, with "
+        "--class, a defect of the type being taught (its highest detection score), so the few images "
+        "you mark are the right few.",
+    )
+    suggest.add_argument("--model", required=True, help="model folder")
+    suggest.add_argument("--store", required=True, help="label store file (SQLite)")
+    suggest.add_argument(
+        "--class", dest="class_name", help="rank by this class's detections (a class the model knows)"
+    )
+    suggest.add_argument("-n", type=_positive, default=20, help="how many images to list (default: 20)")
+    add_device(suggest)
+    suggest.add_argument("--json", action="store_true", help="print JSON")
+    suggest.set_defaults(func=cmd_suggest)
 
     models = subparsers.add_parser("models", help="list, compare and choose model versions")
     actions = models.add_subparsers(dest="action", metavar="ACTION", required=True)
