@@ -1,5 +1,6 @@
 # Two commands a person types: `make demo` and `make test`. Each creates .venv when missing and
-# reinstalls only when pyproject.toml changed (stamp files), so a second run starts at once.
+# reinstalls only when pyproject.toml changed (stamp files), so a second run starts at once. Both install
+# the `train` extra (torch); the base package alone predicts with an exported model.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -13,11 +14,11 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q -e '.[train]'
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[train,dev]'
 	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed
