@@ -73,6 +73,7 @@ def test_learn_counts_an_image_given_twice_once_and_says_so(
     argv = ["learn", "--model", "m", "--store", "labels.qs", "--class", "a", "--images", *images]
     assert main(argv) == 0
     assert called["images"] == ["img/im0.png", str(tmp_path / "img" / "im1.png")]
+    assert called["localizer"] is None  # not said: learn_class decides from what the detector proposes
     err = capsys.readouterr().err.splitlines()
     assert err == [
         "note: ./img/im0.png is img/im0.png again; it counts once",

@@ -112,14 +112,17 @@ def test_learning_a_class_from_one_image_leaves_the_others_alone_and_undoes_exac
     store = MemoryStore(samples + scratches, [*CLASSES, "scratch"])
     before = Predictor.from_dir(model_dir).raw([s.path for s in samples])
 
-    assert learn_class(model_dir, store, "scratch", images=[scratches[0].path]) == 2  # K = 1
+    # K = 1; the prototype alone (the localizer adapting by itself is tested below)
+    assert learn_class(model_dir, store, "scratch", images=[scratches[0].path], localizer=False) == 2
     learned = Predictor.from_dir(model_dir)
     assert learned.classes == [*CLASSES, "scratch"] and "scratch" in learned.operating
-    # the new class borrows the median threshold, lowered to where its own support image is found
-    borrowed = statistics.median(v for c, v in learned.operating.items() if c != "scratch")
+    # the threshold keeps the support image positive unless the dent/pit images would be flagged
     support = [(scratches[0].path, [b.xyxy for b in scratches[0].boxes])]
     own = support_threshold(learned.model, "scratch", support)
-    assert learned.operating["scratch"] == pytest.approx(min(borrowed, own) if own is not None else borrowed)
+    borrowed = statistics.median(v for c, v in learned.operating.items() if c != "scratch")
+    assert learned.operating["scratch"] >= (own if own is not None else borrowed)
+    note = ModelFolder(model_dir).versions()[-1].note
+    assert f"threshold {learned.operating['scratch']:.3f}: " in note and "TRAIN images without it" in note
     after = learned.raw([s.path for s in samples])
     for old, new in zip(before, after, strict=True):
         assert torch.equal(old["embeddings"][:1], new["embeddings"][:1])  # the network did not move
@@ -188,6 +191,71 @@ def test_support_threshold_is_where_the_support_images_are_found(monkeypatch):
     ]
     assert support_threshold(FakeModel(), "new", support) == pytest.approx(0.3)
     assert support_threshold(FakeModel(), "new", support[2:]) is None
+
+
+def test_a_new_class_threshold_keeps_the_support_positive_and_rises_for_precision(monkeypatch):
+    import quickstudy.detect.fewshot as fewshot
+
+    support = [(Path(f"s{i}.png"), [(0.0, 0.0, 4.0, 4.0)]) for i in range(4)]
+    scores = {"s": [0.5, 0.6, 0.7, 0.8], "n": [0.1] * 30}
+    monkeypatch.setattr(fewshot, "support_threshold", lambda model, name, support: 0.5)
+    monkeypatch.setattr(fewshot, "image_scores", lambda model, name, images: scores[str(images[0])[0]])
+
+    class FakeModel:
+        memory = fewshot.ClassMemory(["old"], torch.eye(1), {"old": 0.4})
+
+    negatives = [Path(f"n{i}.png") for i in range(30)]
+    # clean negatives: every support image stays positive
+    assert fewshot.threshold_for_precision(FakeModel(), "new", support, negatives) == (
+        0.5,
+        "threshold 0.500: 4 of 4 support images positive, 0 of 30 TRAIN images without it flagged",
+    )
+    # one negative at 0.55: precision 4/5 = 0.8 at 0.5 is under 0.9, so the threshold rises to 0.6
+    scores["n"] = [0.55] + [0.1] * 29
+    threshold, note = fewshot.threshold_for_precision(FakeModel(), "new", support, negatives)
+    assert threshold == 0.6 and note.startswith("threshold 0.600: 3 of 4 support images positive, 0 of 30")
+    # a negative above every support image: just above it, nothing of these images flagged
+    scores["n"] = [0.9] + [0.1] * 29
+    threshold, note = fewshot.threshold_for_precision(FakeModel(), "new", support, negatives)
+    assert 0.9 < threshold < 0.9 + 1e-9 and "0 of 4 support images positive, 0 of 30" in note
+    # no negatives known: recall alone
+    assert fewshot.new_class_threshold(FakeModel(), "new", support) == 0.5
+
+
+def test_proposed_share_counts_support_boxes_a_proposal_overlaps_at_iou_half(monkeypatch):
+    import quickstudy.detect.fewshot as fewshot
+
+    found = [{"boxes": torch.tensor([[0.0, 0, 10, 10], [40, 40, 50, 50]])}, {"boxes": torch.zeros(0, 4)}]
+    monkeypatch.setattr(Predictor, "proposals", lambda self, images: found)
+    monkeypatch.setattr(Predictor, "__init__", lambda self, model: None)
+    support = [
+        (Path("a.png"), [(0.0, 0.0, 10.0, 12.0), (20.0, 20.0, 30.0, 30.0)]),  # IoU 0.83; no overlap
+        (Path("b.png"), [(0.0, 0.0, 10.0, 10.0)]),  # nothing proposed
+    ]
+    assert fewshot.proposed_share(None, support) == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize(("share", "adapted"), [(0.4, True), (0.5, False)])
+def test_learn_adapts_the_localizer_by_itself_when_under_half_the_support_is_proposed(
+    trained, tmp_path, monkeypatch, share, adapted
+):
+    import quickstudy.detect.fewshot as fewshot
+
+    source, samples = trained
+    model_dir = tmp_path / "model"
+    shutil.copytree(source, model_dir)
+    scratches = synthetic_samples(tmp_path, 2, types=("scratch",), start=10)
+    store = MemoryStore(samples + scratches, [*CLASSES, "scratch"])
+    calls = []
+    monkeypatch.setattr(fewshot, "proposed_share", lambda model, support: share)
+    monkeypatch.setattr(fewshot, "adapt_localizer", lambda model, *sets: calls.append(sets))
+    learn_class(model_dir, store, "scratch", images=[s.path for s in scratches])
+    note = ModelFolder(model_dir).versions()[-1].note
+    assert len(calls) == adapted
+    assert ("localizer adapted by itself: 40% of the support boxes were proposed" in note) is adapted
+    # said outright, it is obeyed either way
+    learn_class(model_dir, store, "scratch", images=[s.path for s in scratches], localizer=not adapted)
+    assert len(calls) == 1
 
 
 def _pretrained_tiny(out: Path, steps: int = 2, **network: object) -> Path:

@@ -487,9 +487,11 @@ def register(subparsers: Any) -> None:
     learn.add_argument("--adapt", action="store_true", help="tune the new prototype on its support boxes")
     learn.add_argument(
         "--adapt-localizer",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         help="also teach the localizer the support boxes (seconds to a minute on CPU; other images' "
-        "detections may change a little, their classes do not): for a type the model does not find at all",
+        "detections may change a little, their classes do not): for a type the model does not find at all "
+        "(default: on by itself when fewer than half of the support boxes are proposed at IoU >= 0.5; "
+        "the new version's note says so)",
     )
     add_device(learn)
     learn.set_defaults(func=cmd_learn, check=check_learn)

@@ -18,6 +18,7 @@ so every box's embedding, and with it every prototype, stays exactly what it was
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,6 +37,13 @@ from quickstudy.detect.versions import ModelFolder, store_fingerprint
 from quickstudy.errors import QuickstudyError
 
 SupportSet = list[tuple[Path, list[tuple[float, float, float, float]]]]
+
+# Below this share of support boxes proposed at IoU >= 0.5, learn_class teaches the localizer too.
+PROPOSED_FOR_PROTOTYPE_ONLY = 0.5
+# Image-level precision a new class's threshold must reach over its support images and known negatives.
+PRECISION_TARGET = 0.9
+# TRAIN images without the class checked when a new class's threshold is set.
+NEGATIVE_IMAGES = 200
 
 
 def support_boxes(
@@ -266,14 +274,88 @@ def support_threshold(
     return min(per_image) if per_image else None
 
 
-def new_class_threshold(model: DefectDetector, name: str, support: SupportSet) -> float:
-    """The operating threshold of a class with no held-out images yet: the median of the calibrated
-    thresholds in the class memory, lowered to where the class's own support images are found
-    (:func:`support_threshold`), since its scores may never reach the median."""
+def proposed_share(model: DefectDetector, support: SupportSet, iou: float = 0.5) -> float:
+    """The share of support boxes that one of the detector's usual proposals (the localizer's top
+    ones and, with a normality memory, its abnormal regions) overlaps at IoU ≥ ``iou``."""
+    found = Predictor(model).proposals([path for path, _ in support])
+    hits = [
+        bool((box_iou(torch.tensor([box], dtype=torch.float32), out["boxes"]) >= iou).any())
+        for out, (_, boxes) in zip(found, support, strict=True)
+        for box in boxes
+    ]
+    return sum(hits) / len(hits)
+
+
+def image_scores(model: DefectDetector, name: str, images: Sequence[str | os.PathLike[str]]) -> list[float]:
+    """Per image, its highest detection score of class ``name`` (0 when it has none)."""
+    index = model.classes.index(name)
+    scores = []
+    for start in range(0, len(images), 64):
+        for out in Predictor(model).raw(list(images[start : start + 64])):
+            mine = out["scores"][out["labels"] == index]
+            scores.append(float(mine.max()) if mine.numel() else 0.0)
+    return scores
+
+
+def known_negatives(store: Any, name: str, support: SupportSet, limit: int = NEGATIVE_IMAGES) -> list[Path]:
+    """Up to ``limit`` TRAIN images (seeded sample) known to hold no ``name``: checked, not in the
+    support set, and every box labelled with classes that exclude ``name`` (a box without class, or a
+    partial label that allows ``name``, might be one)."""
+    support_paths = {Path(path).resolve() for path, _ in support}
+    candidates = [
+        Path(s.path)
+        for s in store.samples("train")
+        if s.checked
+        and Path(s.path).resolve() not in support_paths
+        and all(b.allowed and name not in b.allowed for b in s.boxes)
+    ]
+    picked = torch.randperm(len(candidates), generator=torch.Generator().manual_seed(0))[:limit]
+    return [candidates[int(i)] for i in sorted(picked.tolist())]
+
+
+def new_class_threshold(
+    model: DefectDetector, name: str, support: SupportSet, negatives: Sequence[Path] = ()
+) -> float:
+    """:func:`threshold_for_precision` without its note."""
+    return threshold_for_precision(model, name, support, negatives)[0]
+
+
+def threshold_for_precision(
+    model: DefectDetector, name: str, support: SupportSet, negatives: Sequence[Path] = ()
+) -> tuple[float, str]:
+    """The operating threshold of a class with no held-out images yet, for image-level recall and
+    precision, and a note saying how it was set.
+
+    Recall: the highest threshold that keeps every support image positive (:func:`support_threshold`;
+    the median of the memory's calibrated thresholds when the detector finds none of them). Precision:
+    over the support images (positives) and ``negatives`` (images known to hold no ``name``, from
+    :func:`known_negatives`), the image-level precision at that threshold must reach
+    :data:`PRECISION_TARGET`; where it does not, the threshold rises to the lowest one that does, or
+    just above every negative image's score when none does (some support images then fall below it:
+    the note says how many). In-sample on the support images, so optimistic about recall.
+    """
     operating = model.memory.operating
-    borrowed = median(operating.values()) if operating else DEFAULT_OPERATING
     own = support_threshold(model, name, support)
-    return borrowed if own is None else min(borrowed, own)
+    threshold = own if own is not None else (median(operating.values()) if operating else DEFAULT_OPERATING)
+    if not negatives:
+        return threshold, f"threshold {threshold:.3f} keeps every support image positive"
+    positive = image_scores(model, name, [path for path, _ in support])
+    negative = image_scores(model, name, negatives)
+
+    def precision(t: float) -> float:
+        flagged = sum(v >= t for v in positive) + sum(v >= t for v in negative)
+        return sum(v >= t for v in positive) / flagged if flagged else 1.0
+
+    if precision(threshold) < PRECISION_TARGET:
+        higher = sorted(v for v in positive + negative if v > threshold)
+        reaching = [t for t in higher if precision(t) >= PRECISION_TARGET and any(v >= t for v in positive)]
+        threshold = reaching[0] if reaching else math.nextafter(max(negative), math.inf)
+    kept = sum(v >= threshold for v in positive)
+    alarms = sum(v >= threshold for v in negative)
+    return threshold, (
+        f"threshold {threshold:.3f}: {kept} of {len(positive)} support images positive, "
+        f"{alarms} of {len(negative)} TRAIN images without it flagged"
+    )
 
 
 def learn_class(
@@ -283,7 +365,7 @@ def learn_class(
     *,
     images: Sequence[str | os.PathLike[str]] | None = None,
     adapt: bool = False,
-    localizer: bool = False,
+    localizer: bool | None = None,
     replay_images: int = 64,
     device: str = "cpu",
 ) -> int:
@@ -292,8 +374,12 @@ def learn_class(
 
     ``adapt`` tunes the new prototype (:func:`adapt_prototypes`); ``localizer`` tunes the
     localization head on every box of the support images with up to ``replay_images`` TRAIN images
-    without the class replayed (:func:`adapt_localizer`). Classes the model knows but the store no
-    longer has (e.g. the parent of a split) are dropped from the new version; the old version keeps them.
+    without the class replayed (:func:`adapt_localizer`); None (the default) does so when fewer than
+    :data:`PROPOSED_FOR_PROTOTYPE_ONLY` of the support boxes are proposed at IoU ≥ 0.5 (a prototype
+    cannot name a box never proposed), and the version's note says so. A class without a threshold
+    gets one for image-level recall and precision (:func:`threshold_for_precision`), its note too.
+    Classes the model knows but the store no longer has (e.g. the parent of a split) are dropped from
+    the new version; the old version keeps them.
     """
     folder = ModelFolder(model_dir)
     payload = folder.load()
@@ -303,23 +389,30 @@ def learn_class(
     current = set(store.classes())
     model.memory = model.memory.drop(c for c in model.classes if c not in current)
     add_classes(model, {name: embeddings}, adapt=adapt)
+    notes = [" (prototype adapted)"] if adapt else []
+    if localizer is None:
+        share = proposed_share(model, support)
+        localizer = share < PROPOSED_FOR_PROTOTYPE_ONLY
+        if localizer:
+            notes.append(f" (localizer adapted by itself: {share:.0%} of the support boxes were proposed)")
+    elif localizer:
+        notes.append(" (localizer adapted)")
     if localizer:
         sets = _localizer_sets(
             store, name, support, replay_images, model.config.image_size, model.config.channels
         )
         adapt_localizer(model, *sets)
     if name not in model.memory.operating:
-        threshold = new_class_threshold(model, name, support)
+        threshold, why = threshold_for_precision(model, name, support, known_negatives(store, name, support))
         model.memory = model.memory.with_thresholds({**model.memory.operating, name: threshold})
+        notes.append(f"; {why}")
     n_boxes = sum(len(b) for _, b in support)
     return folder.save(
         detector_payload(
             model,
             taxonomy_version=store.taxonomy_version(),
             **store_fingerprint(store),
-            note=f"learned {name!r} from {n_boxes} boxes in {len(support)} images"
-            + (" (prototype adapted)" if adapt else "")
-            + (" (localizer adapted)" if localizer else ""),
+            note=f"learned {name!r} from {n_boxes} boxes in {len(support)} images" + "".join(notes),
             parent=payload.get("version"),
             train=payload.get("train"),
         )
