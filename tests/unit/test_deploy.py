@@ -173,6 +173,10 @@ def test_export_refuses_to_overwrite_a_folder_that_is_not_an_export(
     with pytest.raises(QuickstudyError, match="exists and is not an export folder"):
         export_onnx(exported[0], tmp_path / "notes")
     assert (tmp_path / "notes" / "todo.txt").read_text() == "keep me"
+    with pytest.raises(
+        QuickstudyError, match=f"is an export; export from its model folder \\({exported[0].resolve()}"
+    ):
+        export_onnx(exported[1], tmp_path / "again")
 
 
 def test_the_cli_exports_and_predict_prints_what_the_torch_model_prints(

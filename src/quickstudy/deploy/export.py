@@ -37,6 +37,7 @@ from quickstudy.deploy.runtime import (
     MEMORY_NPZ,
     OnnxPredictor,
     file_sha256,
+    is_export,
 )
 from quickstudy.detect.model import NORMALITY_SCALE, DefectDetector, detector_from_payload
 from quickstudy.detect.versions import ModelFolder
@@ -242,6 +243,9 @@ def export_onnx(
 ) -> Path:
     """Export version ``version`` (default: current) of the model folder ``model_dir`` to ``out_dir``
     (created; an earlier export there is replaced), check it, and register it in the model folder."""
+    if is_export(model_dir):
+        source = json.loads((Path(model_dir) / MEMORY_JSON).read_text()).get("model")
+        raise QuickstudyError(f"{model_dir}: is an export; export from its model folder ({source})")
     folder = ModelFolder(model_dir)
     number = folder.current() if version is None else version
     if number not in folder.numbers():
