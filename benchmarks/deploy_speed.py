@@ -64,9 +64,17 @@ def worker(runtime: str, threads: int, model: str, images: list[str], started: f
         "latency_ms_median": round(1000 * latencies[len(latencies) // 2], 2),
         "latency_ms_p90": round(1000 * latencies[int(0.9 * (len(latencies) - 1))], 2),
         "throughput_batch8_img_s": round(throughput, 1),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": peak_rss_mb(),
         "torch_imported": "torch" in sys.modules,
     }
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM: unlike ru_maxrss, not inherited from the parent)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def train_small(work: Path, epochs: int) -> Path:
