@@ -20,6 +20,7 @@ classes of ``split_types`` are merged in the taxonomy before training, and every
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import time
@@ -87,13 +88,19 @@ class Scenario:
 class DemoResult:
     """What a demo run gives: the report's path, each step's numbers (the report's summary), how the
     test boxes of the new and the split types were named (shares of ``right``, ``unknown``,
-    ``named other``, ``missed`` of ``boxes``), and the evaluation of the final model on every test
-    image (the report's metrics)."""
+    ``named other``, ``missed`` of ``boxes``), the evaluation of the final model on every test
+    image (the report's metrics), and the story's numbers as ``summary.json`` beside the report
+    holds them: ``known_map50`` (step 2, known types' test images), ``new_unknown_before`` and
+    ``new_named_after`` (shares of the new type's test boxes reported ``unknown`` before learning and
+    named right after), ``split_named_after`` (the sub-types' test boxes named right),
+    ``false_alarms_per_image`` (the final model's detections matching no true box, per test image;
+    all at the operating thresholds, matched at IoU ≥ 0.5) and ``seconds``."""
 
     report: Path
     steps: dict[str, Any]
     naming: dict[str, dict[str, Any]]
     evaluation: Any  # quickstudy.evaluate.detection.DetectionEvaluation (imported with torch, late)
+    summary: dict[str, float]
 
 
 def run_demo(settings: DemoSettings, console: Console | None = None) -> DemoResult:
@@ -234,7 +241,18 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> DemoResu
     truly_labelled = [_truly_labelled(sample, scenario) for sample in test]
     evaluation, detections = detector_evaluation(predictor, truly_labelled)
     console.print(f"  mAP50 {evaluation.metrics['mAP50']:.3f} over {len(predictor.classes)} types")
+    false_alarms = _false_alarms_per_image(predictor, test)
+    console.print(f"  {false_alarms:.2f} false alarms per test image (detections on no true box)")
     metrics["total seconds"] = round(time.perf_counter() - started, 1)
+    summary = {
+        "known_map50": scores["mAP50"],
+        "new_unknown_before": before["unknown"],
+        "new_named_after": after["right"],
+        "split_named_after": split_naming["right"],
+        "false_alarms_per_image": false_alarms,
+        "seconds": metrics["total seconds"],
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     path = write_report(
         out / "report.html",
         ReportData(
@@ -257,7 +275,7 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> DemoResu
         "new type after learning": after,
         "sub-types after learning": split_naming,
     }
-    return DemoResult(path, metrics, naming, evaluation)
+    return DemoResult(path, metrics, naming, evaluation, summary)
 
 
 def _fresh_folder(out: Path) -> None:
@@ -414,6 +432,22 @@ def _naming(
         key: outcome[key] / total if total else 0.0 for key in ("right", "unknown", "named other", "missed")
     }
     return {"boxes": total, **shares}
+
+
+def _false_alarms_per_image(predictor: Any, samples: Sequence[Any]) -> float:
+    """Detections at the model's operating thresholds that overlap no true box (of any class) at
+    IoU ≥ 0.5, per image."""
+    import torch
+    from torchvision.ops import box_iou
+
+    alarms = 0
+    for sample, found in zip(samples, predictor.predict([s.path for s in samples]), strict=True):
+        overlaps = box_iou(
+            torch.tensor([d.box for d in found], dtype=torch.float64).reshape(-1, 4),
+            torch.tensor([b.xyxy for b in sample.boxes], dtype=torch.float64).reshape(-1, 4),
+        )
+        alarms += int((overlaps.amax(1, keepdim=True) < 0.5).sum()) if overlaps.shape[1] else len(found)
+    return alarms / len(samples) if samples else 0.0
 
 
 def _naming_text(result: dict[str, Any]) -> str:

@@ -210,12 +210,15 @@ def test_a_new_class_threshold_keeps_the_support_positive_and_rises_for_precisio
         0.5,
         "threshold 0.500: 4 of 4 support images positive, 0 of 30 TRAIN images without it flagged",
     )
-    # one negative at 0.55: precision 4/5 = 0.8 at 0.5 is under 0.9, so the threshold rises to 0.6
+    # one negative of 30 at 0.55: precision at even odds 1 / (1 + 1/30) = 0.97, kept
     scores["n"] = [0.55] + [0.1] * 29
+    assert fewshot.new_class_threshold(FakeModel(), "new", support, negatives) == 0.5
+    # four: 1 / (1 + 4/30) = 0.88 is under 0.9, so the threshold rises to 0.6 (0.75 / 0.75)
+    scores["n"] = [0.55] * 4 + [0.1] * 26
     threshold, note = fewshot.threshold_for_precision(FakeModel(), "new", support, negatives)
     assert threshold == 0.6 and note.startswith("threshold 0.600: 3 of 4 support images positive, 0 of 30")
     # a negative above every support image: just above it, nothing of these images flagged
-    scores["n"] = [0.9] + [0.1] * 29
+    scores["n"] = [0.9] * 4 + [0.1] * 26
     threshold, note = fewshot.threshold_for_precision(FakeModel(), "new", support, negatives)
     assert 0.9 < threshold < 0.9 + 1e-9 and "0 of 4 support images positive, 0 of 30" in note
     # no negatives known: recall alone

@@ -40,7 +40,7 @@ SupportSet = list[tuple[Path, list[tuple[float, float, float, float]]]]
 
 # Below this share of support boxes proposed at IoU >= 0.5, learn_class teaches the localizer too.
 PROPOSED_FOR_PROTOTYPE_ONLY = 0.5
-# Image-level precision a new class's threshold must reach over its support images and known negatives.
+# Image-level precision (at even odds) a new class's threshold must reach on its support and known negatives.
 PRECISION_TARGET = 0.9
 # TRAIN images without the class checked when a new class's threshold is set.
 NEGATIVE_IMAGES = 200
@@ -329,8 +329,10 @@ def threshold_for_precision(
     Recall: the highest threshold that keeps every support image positive (:func:`support_threshold`;
     the median of the memory's calibrated thresholds when the detector finds none of them). Precision:
     over the support images (positives) and ``negatives`` (images known to hold no ``name``, from
-    :func:`known_negatives`), the image-level precision at that threshold must reach
-    :data:`PRECISION_TARGET`; where it does not, the threshold rises to the lowest one that does, or
+    :func:`known_negatives`), the image-level precision at that threshold, at even odds (recall on the
+    support over recall plus the share of negatives flagged: the few support images would otherwise
+    be outweighed by the many negatives), must reach :data:`PRECISION_TARGET`; where it does not,
+    the threshold rises to the lowest one that does, or
     just above every negative image's score when none does (some support images then fall below it:
     the note says how many). In-sample on the support images, so optimistic about recall.
     """
@@ -342,9 +344,10 @@ def threshold_for_precision(
     positive = image_scores(model, name, [path for path, _ in support])
     negative = image_scores(model, name, negatives)
 
-    def precision(t: float) -> float:
-        flagged = sum(v >= t for v in positive) + sum(v >= t for v in negative)
-        return sum(v >= t for v in positive) / flagged if flagged else 1.0
+    def precision(t: float) -> float:  # at even odds: as many images with the class as without
+        hit = sum(v >= t for v in positive) / len(positive)
+        alarm = sum(v >= t for v in negative) / len(negative)
+        return hit / (hit + alarm) if hit + alarm else 1.0
 
     if precision(threshold) < PRECISION_TARGET:
         higher = sorted(v for v in positive + negative if v > threshold)
