@@ -21,9 +21,12 @@ def add_data_root(parser: Any, *, remembered: bool = False) -> None:
 
 
 def device(text: str) -> str:
-    """``--device``: ``auto`` is CUDA when available, else the CPU; anything else as torch spells it."""
-    import torch
-
+    """``--device``: ``auto`` is CUDA when available, else the CPU; anything else as torch spells it.
+    Without torch (the base install, which predicts with exported models) every device is the CPU."""
+    try:
+        import torch
+    except ImportError:
+        return "cpu"
     if text == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     try:

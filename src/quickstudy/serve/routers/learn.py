@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, status
 
+from quickstudy.deploy.export import refresh_exports
 from quickstudy.detect import ModelFolder, learn_class
 from quickstudy.serve.dependencies import Author, Jobs, Settings
 from quickstudy.serve.jobs import JobRunning
@@ -44,6 +45,7 @@ def learn(body: LearnRequest, settings: Settings, jobs: Jobs, author: Author) ->
                 localizer=body.adapt_localizer,
                 device=settings.device,
             )
+        refresh_exports(settings.model)  # the new class reaches the model's ONNX exports
         return {
             "class": body.class_name,
             "version": version,

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, status
 
+from quickstudy.deploy.export import refresh_exports
 from quickstudy.serve.dependencies import Jobs, Model
 from quickstudy.serve.jobs import BackgroundJobs
 from quickstudy.serve.predictors import CurrentModel
@@ -53,6 +54,7 @@ def use(body: UseVersion, model: Model, jobs: Jobs) -> dict[str, Any]:
     """Make a version current; predictions use it from the next request on."""
     _refuse_while_learning(jobs)
     model.folder.use(body.version)
+    refresh_exports(model.folder.root)
     return _listing(model)
 
 
@@ -61,4 +63,5 @@ def undo(model: Model, jobs: Jobs) -> dict[str, Any]:
     """Make the version before the current one current (the current one stays on disk)."""
     _refuse_while_learning(jobs)
     model.folder.undo()  # a first version is refused: the app answers a store/model refusal with 409
+    refresh_exports(model.folder.root)
     return _listing(model)
