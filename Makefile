@@ -32,6 +32,8 @@ typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy src
 
 test: lint typecheck
+	# the browser tests drive Debian's Chromium (Playwright's own browser download is not reachable)
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 	QUICKSTUDY_DATA=$${QUICKSTUDY_DATA:-$(SHARED_DATA)} $(BIN)/pytest -n 2 --dist loadfile
 
 clean:
