@@ -19,6 +19,11 @@ from quickstudy.errors import QuickstudyError
 from quickstudy.evaluate.report import SECTIONS
 from quickstudy.labels.store import Store
 
+# A little below the lower of the two default runs (benchmarks/results/unknowns.md: 0.30-0.39 mAP50,
+# 4-15% unknown, 4-7% named, 0-1% split named, 0.01-0.36 false alarms): far under the issue's goals.
+FLOORS = {"known_map50": 0.25, "new_unknown_before": 0.03, "new_named_after": 0.03}
+CEILING_FALSE_ALARMS = 0.5
+
 
 @pytest.fixture(scope="module")
 def miniature(tmp_path_factory):
@@ -82,6 +87,30 @@ def test_report_holds_each_section_with_the_learned_types(miniature) -> None:
     for name in ("crack", "scratch", "inclusion", "pit", "stain"):
         assert re.search(rf"<td>{name}</td>", text), name
     assert "scratch + inclusion → line" in text and "line → scratch, inclusion" in text
+
+
+def test_summary_json_beside_the_report_holds_the_story_s_numbers(miniature) -> None:
+    out, result, _ = miniature
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary == result.summary
+    assert summary["known_map50"] == result.steps["2 · train"]["mAP50"]
+    assert summary["new_unknown_before"] == result.naming["new type before learning"]["unknown"]
+    assert summary["new_named_after"] == result.naming["new type after learning"]["right"]
+    assert summary["split_named_after"] == result.naming["sub-types after learning"]["right"]
+    # one epoch finds little, but whatever it finds off every true box is counted
+    assert summary["false_alarms_per_image"] >= 0 and summary["seconds"] > 0
+
+
+@pytest.mark.slow
+def test_the_default_demo_s_numbers_hold_their_floors(tmp_path) -> None:
+    """`quickstudy demo` as a person runs it; floors a little below what it reached on the shared
+    2-core CPU (benchmarks/results/unknowns.md, "The demo's summary.json")."""
+    result = run_demo(DemoSettings(out=tmp_path / "demo"), Console(file=io.StringIO()))
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text(encoding="utf-8"))
+    for key, floor in FLOORS.items():
+        assert summary[key] >= floor, (key, summary)
+    assert summary["false_alarms_per_image"] <= CEILING_FALSE_ALARMS, summary
+    assert summary["seconds"] == result.steps["total seconds"]
 
 
 def test_store_keeps_every_box_through_merge_and_split(miniature) -> None:
