@@ -29,6 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("detect", "evaluate a detector on a split of a label store (COCO mAP, image-level P/R)"),
     "learn": ("detect", "add a new defect type to a model from a few marked images"),
     "models": ("detect", "list, compare and choose model versions"),
+    "suggest": (
+        "detect",
+        "the unlabelled images to look at next: most likely a defect no known type explains, or the type being taught",
+    ),
     "export": ("export", "write a model version as an ONNX folder that predicts without torch"),
     "fewshot": ("fewshot", "train and evaluate few-shot learners (ProtoNet, MAML, ANIL, ...)"),
     "multitask": ("multitask", "train and evaluate multi-task learners (shared, FiLM, MMoE, ...)"),

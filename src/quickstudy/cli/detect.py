@@ -99,6 +99,12 @@ def _detections_json(path: str, detections: list) -> dict[str, Any]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from quickstudy.deploy.runtime import is_export
+
+    if is_export(args.model):  # an ONNX export: onnxruntime, no torch
+        from quickstudy.cli.export import predict_export
+
+        return predict_export(args)
     from quickstudy.detect.predictor import Predictor, image_paths
 
     folders = [image for image in args.images if Path(image).is_dir()]
@@ -237,7 +243,16 @@ def cmd_learn(args: argparse.Namespace) -> int:
     print(
         f"learned {args.class_name!r} in {time.perf_counter() - started:.2f} s: version {version} (current)"
     )
+    _refresh_exports(args.model)
     return 0
+
+
+def _refresh_exports(model: str) -> None:
+    """A new current version reaches the model's ONNX exports without exporting again."""
+    from quickstudy.deploy.export import refresh_exports
+
+    for export in refresh_exports(model):
+        print(f"rewrote the class memory of the export {export}")
 
 
 def cmd_suggest(args: argparse.Namespace) -> int:
@@ -296,6 +311,7 @@ def cmd_models_use(args: argparse.Namespace) -> int:
 
     ModelFolder(args.model).use(args.version)
     print(f"{args.model}: version {args.version} is current")
+    _refresh_exports(args.model)
     return 0
 
 
@@ -303,6 +319,7 @@ def cmd_models_undo(args: argparse.Namespace) -> int:
     from quickstudy.detect.versions import ModelFolder
 
     print(f"{args.model}: version {ModelFolder(args.model).undo()} is current")
+    _refresh_exports(args.model)
     return 0
 
 
@@ -444,7 +461,11 @@ def register(subparsers: Any) -> None:
         description="Boxes, class names (or 'unknown') and scores for each image, at the per-class "
         "operating thresholds calibrated on held-out images unless --threshold is given.",
     )
-    predict.add_argument("--model", required=True, help="model folder (from `quickstudy train`)")
+    predict.add_argument(
+        "--model",
+        required=True,
+        help="model folder (from `quickstudy train`) or export folder (`quickstudy export`)",
+    )
     predict.add_argument("images", nargs="+", metavar="IMAGE")
     predict.add_argument("--threshold", type=float, help="one score threshold for every class")
     add_device(predict)

@@ -197,7 +197,11 @@ def _memory_record(
         "normality": (
             None
             if model.normality is None
-            else {"stride": model.normality.stride, "region_score_scale": NORMALITY_SCALE}
+            else {
+                "stride": model.normality.stride,
+                "region_score_scale": NORMALITY_SCALE,
+                "region_proposals": cfg.normality_proposals,
+            }
         ),
         "weights_sha256": weights_sha256(model),
         "network_sha256": network,

@@ -229,6 +229,7 @@ class OnnxPredictor:
             normality = memory["normality"]
             self.normality_stride = None if normality is None else int(normality["stride"])
             self.region_score_scale = 0.0 if normality is None else float(normality["region_score_scale"])
+            self.region_proposals = normality is not None and bool(normality.get("region_proposals", True))
             self.settings = {key: float(value) for key, value in memory["proposals"].items()}
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise QuickstudyError(f"{where}: not a complete class memory (missing or bad {error})") from None
@@ -294,14 +295,14 @@ class OnnxPredictor:
         out: dict[str, np.ndarray] = {}
         if self.normality_stride is not None:
             abnormal = extra["abnormality"][0]
-            regions, peaks = abnormal_regions(abnormal, self.normality_stride, (self.image_size,) * 2)
-            out["abnormality"] = np.concatenate(
-                [box_abnormality(abnormal, found, self.normality_stride), peaks]
-            )
-            found = np.concatenate([found, regions])
-            found_scores = np.concatenate(
-                [found_scores, np.float32(self.region_score_scale) * peaks / (1 + peaks)]
-            )
+            out["abnormality"] = box_abnormality(abnormal, found, self.normality_stride)
+            if self.region_proposals:
+                regions, peaks = abnormal_regions(abnormal, self.normality_stride, (self.image_size,) * 2)
+                out["abnormality"] = np.concatenate([out["abnormality"], peaks])
+                found = np.concatenate([found, regions])
+                found_scores = np.concatenate(
+                    [found_scores, np.float32(self.region_score_scale) * peaks / (1 + peaks)]
+                )
         out.update(boxes=found, defect_scores=found_scores)
         if found.shape[0]:
             feeds = {name: value for name, value in extra.items() if name.startswith("features")}

@@ -60,6 +60,9 @@ class DetectorConfig:
     # True: train on full-resolution crops and predict over overlapping tiles (small defects in large
     # frames); False: the whole image, letterboxed to image_size
     tiling: bool = False
+    # the normality memory's abnormal regions also join the proposals (True), or it only scores the
+    # localizer's (False: on small training sets its regions outranked true boxes; unknowns.md)
+    normality_proposals: bool = False
     score_thresh: float = 0.01
     candidates: int = 1000
     proposal_nms: float = 0.6
@@ -269,12 +272,14 @@ class DefectDetector(nn.Module):
             keep = first_kept(top_boxes, top_scores, cfg.proposal_nms, cfg.proposals)
             found, found_scores = top_boxes[keep], top_scores[keep]
             if normality is not None and abnormal_maps is not None:
-                regions, peaks = normality.regions(abnormal_maps[i], (h, w))
-                abnormality.append(torch.cat([normality.box_abnormality(abnormal_maps[i], found), peaks]))
-                found = torch.cat([found, regions.to(found)])
-                found_scores = torch.cat(
-                    [found_scores, (NORMALITY_SCALE * peaks / (1 + peaks)).to(found_scores)]
-                )
+                abnormality.append(normality.box_abnormality(abnormal_maps[i], found))
+                if cfg.normality_proposals:
+                    regions, peaks = normality.regions(abnormal_maps[i], (h, w))
+                    abnormality[-1] = torch.cat([abnormality[-1], peaks])
+                    found = torch.cat([found, regions.to(found)])
+                    found_scores = torch.cat(
+                        [found_scores, (NORMALITY_SCALE * peaks / (1 + peaks)).to(found_scores)]
+                    )
             proposals.append(found)
             proposal_scores.append(found_scores)
         rois = torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], 1) for i, b in enumerate(proposals)])

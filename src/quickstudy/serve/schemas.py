@@ -200,7 +200,10 @@ class LearnRequest(RequestBody):
         description="ids of images holding marked boxes of the class; none: every TRAIN image with one",
     )
     adapt: bool = Field(False, description="tune the new prototype on its support boxes")
-    adapt_localizer: bool = Field(False, description="also teach the localizer the support boxes")
+    adapt_localizer: bool | None = Field(
+        None,
+        description="also teach the localizer the support boxes (default: when it proposes under half of them)",
+    )
 
 
 class JobOut(BaseModel):
