@@ -100,7 +100,9 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--frames", default="200,2000", help="store sizes N1,N2,... (TRAIN frames)")
-    parser.add_argument("--work", type=Path, help="folder for the frames and stores (required unless measuring)")
+    parser.add_argument(
+        "--work", type=Path, help="folder for the frames and stores (required unless measuring)"
+    )
     parser.add_argument("--width", type=int, default=1600)
     parser.add_argument("--height", type=int, default=1250)
     parser.add_argument("--image-size", type=int, default=512, help="tile size")

@@ -104,7 +104,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.set_num_threads(1)
     folder = tmp_path_factory.mktemp("normality")
     store = Store(samples(folder, KNOWN, range(24)))
-    config = DetectorConfig(**TINY, image_size=SIZE, normality_proposals=True)  # the bar is found by normality
+    config = DetectorConfig(**TINY, image_size=SIZE, normality_proposals=True)  # the bar: found by normality
     train_detector(store, folder / "model", epochs=40, batch_size=4, lr=5e-3, config=config)
     torch.set_num_threads(threads)
     return folder / "model"
