@@ -193,7 +193,7 @@ def test_the_cli_exports_and_predict_prints_what_the_torch_model_prints(
     Image.fromarray(pixels).save(tmp_path / "frame.png")
     outputs = []
     for as_json in (False, True):
-        for model, run in ((exported[0], cmd_predict), (tmp_path / "x", export_cli.predict_export)):
+        for model, run in ((exported[0], cmd_predict), (tmp_path / "x", cmd_predict)):
             capsys.readouterr()
             namespace = argparse.Namespace(
                 model=str(model),

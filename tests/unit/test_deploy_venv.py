@@ -21,10 +21,10 @@ from quickstudy.detect.versions import ModelFolder
 REPO = Path(__file__).resolve().parents[2]
 
 PREDICT = """
-import argparse, importlib.util, json, sys
-from quickstudy.cli.export import predict_export
+import importlib.util, sys
+from quickstudy.cli import main
 assert importlib.util.find_spec("torch") is None, "torch is installed in the base venv"
-sys.exit(predict_export(argparse.Namespace(model=sys.argv[1], images=sys.argv[2:], threshold=0.001, json=True)))
+sys.exit(main(["predict", "--model", sys.argv[1], *sys.argv[2:], "--threshold", "0.001", "--json"]))
 """
 
 

@@ -183,6 +183,7 @@ Trainer(model, opt, out_dir=sys.argv[1], steps=8, kind="toy", config={}, log_eve
 if rank == 0:
     print(json.dumps([p.detach().reshape(-1).tolist() for p in model.parameters()]))
 if torch.distributed.is_initialized():
+    torch.distributed.barrier()  # neither rank tears gloo down while the other still uses it (aborted under load)
     torch.distributed.destroy_process_group()
 """
 

@@ -99,21 +99,23 @@ def _detections_json(path: str, detections: list) -> dict[str, Any]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from quickstudy.deploy.runtime import is_export
-
-    if is_export(args.model):  # an ONNX export: onnxruntime, no torch
-        from quickstudy.cli.export import predict_export
-
-        return predict_export(args)
-    from quickstudy.detect.predictor import Predictor, image_paths
+    from quickstudy.deploy.runtime import OnnxPredictor, is_export
 
     folders = [image for image in args.images if Path(image).is_dir()]
     if folders:
         raise QuickstudyError(
             f"{folders[0]}: is a folder; give its images, e.g. {Path(folders[0]) / '*.jpg'}"
         )
-    paths = image_paths(args.images)
-    predictor = Predictor.from_dir(args.model, device=args.device)
+    missing = [image for image in args.images if not Path(image).is_file()]
+    if missing:
+        raise QuickstudyError(f"{missing[0]}: no such image file")
+    paths = [Path(image) for image in args.images]
+    if is_export(args.model):  # an ONNX export: onnxruntime, numpy and Pillow, no torch
+        predictor: Any = OnnxPredictor(args.model)
+    else:
+        from quickstudy.detect.predictor import Predictor
+
+        predictor = Predictor.from_dir(args.model, device=args.device)
     results = predictor.predict(paths, score_threshold=args.threshold)
     for note in predictor.notes.values():
         print(f"note: {note}", file=sys.stderr)
