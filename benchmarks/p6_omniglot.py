@@ -62,7 +62,7 @@ from quickstudy.data.classification import ImageClassSet, omniglot_classes
 from quickstudy.data.episodes import EpisodeSampler
 from quickstudy.data.paths import data_root
 from quickstudy.meta import FewShotConfig, build_learner, evaluate, paper_recipe, train_learner
-from quickstudy.train import describe_device
+from quickstudy.train import describe_device, load_checkpoint
 
 PUBLISHED = {  # Snell et al. 2017, Table 1; Finn et al. 2017, Table 1
     "protonet": {(5, 1): 98.8, (5, 5): 99.7, (20, 1): 96.0, (20, 5): 98.9},
@@ -100,11 +100,7 @@ def train_run(
     record = out / "p6_run.json"
     state = json.loads(record.read_text()) if record.exists() else {"wall_seconds": 0.0, "curve": []}
     checkpoint = out / "checkpoint.pt"
-    done = (
-        int(torch.load(checkpoint, map_location="cpu", weights_only=False)["step"])
-        if checkpoint.exists()
-        else 0
-    )
+    done = int(load_checkpoint(checkpoint)["step"]) if checkpoint.exists() else 0
     first, cpu, spent = done, 0.0, 0.0
     while True:
         done = min(config.steps, done + args.chunk)
