@@ -5,6 +5,10 @@ against the torch :class:`~quickstudy.detect.predictor.Predictor` on the same mo
 Each measurement runs in a fresh process with the thread count set before any work: start-up to the
 first prediction (the interpreter, imports and model load included), latency at batch 1 (median over
 images, pre- and post-processing included), throughput at batch 8, and peak resident memory.
+On the first thread count, the same run times two outside baselines the same way: torchvision
+RetinaNet-R50 (random init, 7 classes, 200 px) and Ultralytics YOLOv8n ``predict`` at imgsz 224 (random
+init from ``yolov8n.yaml``, offline as ``p9_yolo_anchor.py`` sets it up; the row says why when
+Ultralytics is not importable from --yolo-packages).
 
     .venv/bin/python benchmarks/deploy_speed.py --model runs/neu-small --work /tmp/deploy-speed
     .venv/bin/python benchmarks/deploy_speed.py --train-epochs 3 --work /tmp/deploy-speed   # no model yet
@@ -23,38 +27,79 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+ANCHORS = ROOT.parent / "shared" / "anchors"
+YOLO_YAML = "yolov8n.yaml"
+YOLO_IMGSZ = 224
+BASELINES = ("retinanet", "yolov8n")  # timed on the first thread count only
 
 
-def worker(runtime: str, threads: int, model: str, images: list[str], started: float) -> dict[str, Any]:
-    """One measurement in this fresh process; ``started``: when the parent launched it."""
+def load_predictor(runtime: str, threads: int, target: str) -> Callable[[list[str]], Any]:
+    """A ``predict(paths)`` for ``runtime``, reading, preprocessing and postprocessing included."""
     if runtime == "onnx":
         from quickstudy.deploy.runtime import OnnxPredictor
 
-        predictor: Any = OnnxPredictor(model, threads=threads)
-    else:
-        import torch
+        return OnnxPredictor(target, threads=threads).predict
+    if runtime == "yolov8n":
+        sys.path.insert(0, str(ANCHORS))
+        from neu_yolo import setup_offline_env  # type: ignore[import-not-found]
 
-        torch.set_num_threads(threads)
+        setup_offline_env(target)  # before ultralytics is imported: it reads the environment then
+    import torch
+
+    torch.set_num_threads(threads)
+    if runtime == "torch":
         from quickstudy.detect.predictor import Predictor
 
-        predictor = Predictor.from_dir(model)
-    predictor.predict(images[:1])
+        return Predictor.from_dir(target).predict
+    if runtime == "retinanet":
+        from torchvision.io import ImageReadMode, decode_image
+        from torchvision.models.detection import retinanet_resnet50_fpn
+
+        torch.manual_seed(0)
+        retinanet = retinanet_resnet50_fpn(
+            weights=None, weights_backbone=None, num_classes=7, min_size=200, max_size=200
+        ).eval()
+
+        def predict_retinanet(paths: list[str]) -> Any:
+            images = [decode_image(path, mode=ImageReadMode.RGB).float() / 255 for path in paths]
+            with torch.inference_mode():
+                return retinanet(images)
+
+        return predict_retinanet
+    from ultralytics import YOLO
+
+    yolo = YOLO(YOLO_YAML)  # built from the yaml: random init, timing only
+
+    def predict_yolo(paths: list[str]) -> Any:
+        return yolo.predict(paths, imgsz=YOLO_IMGSZ, batch=len(paths), device="cpu", verbose=False)
+
+    return predict_yolo
+
+
+def worker(runtime: str, threads: int, target: str, images: list[str], started: float) -> dict[str, Any]:
+    """One measurement in this fresh process; ``started``: when the parent launched it."""
+    try:
+        predict = load_predictor(runtime, threads, target)
+    except ImportError as error:  # Ultralytics lives outside the project's venv
+        return {"runtime": runtime, "threads": threads, "skipped": f"not importable: {error}"}
+    predict(images[:1])
     startup = time.time() - started
     for path in images[:3]:  # warm-up
-        predictor.predict([path])
+        predict([path])
     latencies = []
     for path in images:
         t = time.perf_counter()
-        predictor.predict([path])
+        predict([path])
         latencies.append(time.perf_counter() - t)
     batches = [images[i : i + 8] for i in range(0, len(images) - 7, 8)]
     t = time.perf_counter()
     for batch in batches:
-        predictor.predict(batch)
+        predict(batch)
     throughput = 8 * len(batches) / (time.perf_counter() - t)
     latencies.sort()
     return {
@@ -112,6 +157,9 @@ def main() -> None:
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--json-out")
     parser.add_argument(
+        "--yolo-packages", default="/work/yolo-pkgs", help="where Ultralytics is installed (PYTHONPATH)"
+    )
+    parser.add_argument(
         "--worker", nargs=4, metavar=("RUNTIME", "THREADS", "MODEL", "STARTED"), help=argparse.SUPPRESS
     )
     parser.add_argument("image_list", nargs="*", help=argparse.SUPPRESS)
@@ -135,24 +183,29 @@ def main() -> None:
         ),
         key=lambda p: (int(p.stem.rsplit("_", 1)[1]), p.stem),
     )[: args.images]
+    thread_counts = [int(t) for t in args.threads.split(",")]
+    runs = [(runtime, threads) for threads in thread_counts for runtime in ("torch", "onnx")]
+    runs += [(runtime, thread_counts[0]) for runtime in BASELINES]
+    targets = {"torch": model, "onnx": export, "retinanet": model, "yolov8n": work / "yolo"}
     rows = []
-    for threads in (int(t) for t in args.threads.split(",")):
-        for runtime, target in (("torch", model), ("onnx", export)):
-            env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-            command = [
-                sys.executable,
-                __file__,
-                "--worker",
-                runtime,
-                str(threads),
-                str(target),
-                str(time.time()),
-            ]
-            result = subprocess.run(
-                [*command, *map(str, test)], capture_output=True, text=True, env=env, check=True
-            )
-            rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
-            print(json.dumps(rows[-1]))
+    for runtime, threads in runs:
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        if runtime == "yolov8n":
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [args.yolo_packages, env.get("PYTHONPATH")]))
+        command = [
+            sys.executable,
+            __file__,
+            "--worker",
+            runtime,
+            str(threads),
+            str(targets[runtime]),
+            str(time.time()),
+        ]
+        result = subprocess.run(
+            [*command, *map(str, test)], capture_output=True, text=True, env=env, check=True
+        )
+        rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
+        print(json.dumps(rows[-1]))
     report = {
         "model": str(model),
         "export": str(export),
@@ -161,11 +214,17 @@ def main() -> None:
         "load_average": os.getloadavg(),
         "rows": rows,
     }
-    for threads in {row["threads"] for row in rows}:
-        pair = {row["runtime"]: row for row in rows if row["threads"] == threads}
-        report[f"speedup_batch1_{threads}_threads"] = round(
-            pair["torch"]["latency_ms_median"] / pair["onnx"]["latency_ms_median"], 2
-        )
+    for numerator, denominator in (("onnx", "torch"), ("onnx", "yolov8n"), ("torch", "retinanet")):
+        for threads in thread_counts:
+            pair = {
+                row["runtime"]: row
+                for row in rows
+                if row["threads"] == threads and row["runtime"] in (numerator, denominator)
+            }
+            if len(pair) == 2 and all("skipped" not in row for row in pair.values()):
+                report[f"latency_b1_ratio_{numerator}_over_{denominator}_{threads}_threads"] = round(
+                    pair[numerator]["latency_ms_median"] / pair[denominator]["latency_ms_median"], 2
+                )
     print(json.dumps(report, indent=2))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report, indent=2))
