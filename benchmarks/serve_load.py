@@ -63,7 +63,10 @@ def build_tiny(folder: Path) -> tuple[Path, Path, Path]:
         pixels, boxes, names = line.sample(i)
         path = folder / f"line_{i}.png"
         Image.fromarray(pixels).save(path)
-        marked = [ImportedBox(tuple(float(v) for v in b), n) for b, n in zip(boxes, names, strict=True)]
+        marked = [
+            ImportedBox((float(b[0]), float(b[1]), float(b[2]), float(b[3])), n)
+            for b, n in zip(boxes, names, strict=True)
+        ]
         images.append(ImportedImage(path, 64, 64, marked, split="train" if i < 4 else "test"))
     with Store.open(folder / "labels.qs") as store:
         store.import_images(images, source="serve_load", author="serve_load")
@@ -235,16 +238,21 @@ class Writer:
         ]
 
     def _edit(
-        self, client: httpx.Client, versions: dict[int, int], image_id: int, request: dict[str, Any]
+        self,
+        client: httpx.Client,
+        versions: dict[int, int],
+        image_id: int,
+        method: str,
+        url: str,
+        body: dict[str, Any],
     ) -> Any:
         """The answer to an edit, sent again on the current version while it is stale; None on an error."""
         for _ in range(50):
-            body = {**request["json"], "version": versions[image_id]}
             started = time.perf_counter()
             try:
-                response = client.request(request["method"], request["url"], json=body)
+                response = client.request(method, url, json={**body, "version": versions[image_id]})
             except httpx.HTTPError as error:
-                self.errors.append(f"{request['method']} {request['url']}: {type(error).__name__}: {error}")
+                self.errors.append(f"{method} {url}: {type(error).__name__}: {error}")
                 return None
             self.locked += response.text.count(LOCKED)
             if response.status_code == 409 and "image" in response.json():
@@ -252,16 +260,14 @@ class Writer:
                 versions[image_id] = response.json()["image"]["version"]
                 continue
             if response.status_code >= 300:
-                self.errors.append(
-                    f"{request['method']} {request['url']}: {response.status_code} {response.text[:200]}"
-                )
+                self.errors.append(f"{method} {url}: {response.status_code} {response.text[:200]}")
                 return None
             self.latencies.append(time.perf_counter() - started)
             answer = response.json()
             versions[image_id] = answer["image"]["version"]
             self.edits += 1
             return answer
-        self.errors.append(f"{request['method']} {request['url']}: still stale after 50 tries")
+        self.errors.append(f"{method} {url}: still stale after 50 tries")
         return None
 
     def run(self) -> None:
@@ -273,21 +279,23 @@ class Writer:
                 here = [b for b, (i, _) in self.mine.items() if i == image_id]
                 roll = rng.random()
                 if not here or (len(here) < 3 and roll < 0.4):
-                    request = {"method": "POST", "url": f"/api/images/{image_id}/boxes", "json": {}}
-                    request["json"]["box"] = self._box(rng, image_id)
-                    answer = self._edit(client, versions, image_id, request)
+                    body = {"box": self._box(rng, image_id)}
+                    answer = self._edit(
+                        client, versions, image_id, "POST", f"/api/images/{image_id}/boxes", body
+                    )
                     if answer is not None:
                         self.mine[answer["box"]["id"]] = (image_id, answer["box"]["box"])
                 elif roll < 0.7:
-                    box_id, box = rng.choice(here), self._box(rng, image_id)
-                    request = {"method": "PATCH", "url": f"/api/boxes/{box_id}", "json": {"box": box}}
-                    answer = self._edit(client, versions, image_id, request)
+                    box_id, body = rng.choice(here), {"box": self._box(rng, image_id)}
+                    answer = self._edit(client, versions, image_id, "PATCH", f"/api/boxes/{box_id}", body)
                     if answer is not None:
                         self.mine[box_id] = (image_id, answer["box"]["box"])
                 else:
                     box_id = rng.choice(here)
-                    request = {"method": "DELETE", "url": f"/api/boxes/{box_id}", "json": {}}
-                    if self._edit(client, versions, image_id, request) is not None:
+                    if (
+                        self._edit(client, versions, image_id, "DELETE", f"/api/boxes/{box_id}", {})
+                        is not None
+                    ):
                         del self.mine[box_id]
                 if len(self.errors) > 20:
                     return
@@ -320,7 +328,7 @@ def journal_entries(store: Path, authors: set[str]) -> int:
         return sum(1 for e in opened.history() if e["author"] in authors and e["kind"] in kinds)
 
 
-def percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
 
@@ -363,9 +371,12 @@ def run_load(
         threads = [threading.Thread(target=w.run) for w in editing]
         for thread in threads:
             thread.start()
-        halfway = threading.Thread(
-            target=lambda: load.half.wait() or memory.update(middle=server.memory_mb())
-        )
+
+        def at_half() -> None:
+            load.half.wait()
+            memory["middle"] = server.memory_mb()
+
+        halfway = threading.Thread(target=at_half)
         halfway.start()
         seconds = load.run()
         halfway.join()
@@ -394,7 +405,7 @@ def run_load(
         "latency_ms": {f"p{q}": 1000 * percentile(latencies, q) if latencies else None for q in (50, 95, 99)},
         "server_memory_mb": {
             "rss_start": memory["start"]["VmRSS"],
-            "rss_middle": memory.get("middle", memory["end"])["VmRSS"],
+            "rss_middle": memory["middle"]["VmRSS"],
             "rss_end": memory["end"]["VmRSS"],
             "hwm_end": memory["end"]["VmHWM"],
         },
