@@ -36,7 +36,13 @@ def register(subparsers: Any) -> None:
         "the same store meanwhile.",
     )
     serve.add_argument("--store", required=True, help="label store file")
-    serve.add_argument("--model", required=True, metavar="DIR", help="model folder (from `quickstudy train`)")
+    serve.add_argument(
+        "--model",
+        required=True,
+        metavar="DIR",
+        help="model folder (from `quickstudy train`), or an export folder (from `quickstudy export`: "
+        "predicts without torch; learn and models use/undo are off)",
+    )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     serve.add_argument("--port", type=_port, default=8000, help="(default: 8000)")
     who = serve.add_mutually_exclusive_group()
@@ -60,7 +66,7 @@ def register(subparsers: Any) -> None:
 def settings_from(args: argparse.Namespace) -> tuple[Any, str]:
     """The server's settings and what to print about its tokens; reads the users file, checks the
     store and the model folder."""
-    from quickstudy.detect import ModelFolder
+    from quickstudy.deploy.runtime import is_export
     from quickstudy.labels.store import Store
     from quickstudy.serve import ServeSettings, new_token, read_users
     from quickstudy.serve.auth import check_token
@@ -70,7 +76,10 @@ def settings_from(args: argparse.Namespace) -> tuple[Any, str]:
     if not store.is_file():
         raise QuickstudyError(f"{args.store}: no such label store (create one with `quickstudy data import`)")
     Store.open(store, create=False).close()
-    ModelFolder(args.model).current()
+    if not is_export(args.model):  # an export is checked in full when the app loads it
+        from quickstudy.detect import ModelFolder
+
+        ModelFolder(args.model).current()
     tokens: dict[str, str | None]
     if args.users:
         users = read_users(args.users)
@@ -111,12 +120,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from quickstudy.serve import create_app
+    from quickstudy.serve.predictors import ExportModel
 
     settings, told = settings_from(args)
     app = create_app(settings)
     url = _url(args.host, args.port)
     print(f"quickstudy serve: {url}  (API docs: {url}/docs)")
     print(told)
+    model = app.state.model
+    if isinstance(model, ExportModel):
+        print(
+            f"model: {settings.model} is an {model.kind} (version {model.version()} of {model.source}); "
+            f"off: {', '.join(model.disabled)} (they need the model folder)"
+        )
     if not _loopback(args.host):
         print(
             f"note: listening on {args.host}, not only this machine: the token travels unencrypted "

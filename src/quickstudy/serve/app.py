@@ -18,7 +18,7 @@ from quickstudy.errors import QuickstudyError
 from quickstudy.labels.store import InvalidBox, NotInStore, StaleEdit
 from quickstudy.serve.dependencies import authenticated
 from quickstudy.serve.jobs import BackgroundJobs
-from quickstudy.serve.predictors import CurrentModel
+from quickstudy.serve.predictors import open_model
 from quickstudy.serve.routers import boxes, health, images, learn, models, predict, taxonomy
 from quickstudy.serve.settings import ServeSettings
 from quickstudy.serve.uploads import FORM_OVERHEAD, UploadRefused
@@ -39,7 +39,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         max_body_size=settings.max_upload_bytes + FORM_OVERHEAD,
     )
     app.state.settings = settings
-    app.state.model = CurrentModel(settings.model, settings.device)
+    app.state.model = open_model(settings.model, settings.device)
     app.state.jobs = BackgroundJobs()
 
     api = APIRouter(prefix="/api", dependencies=[Depends(authenticated)])

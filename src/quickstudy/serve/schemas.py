@@ -18,11 +18,17 @@ class RequestBody(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+MODEL_KIND = "'model': a model folder; 'export': an ONNX export folder, which predicts only"
+DISABLED = "the features this kind of model leaves off (refused with 409)"
+
+
 class Health(BaseModel):
     status: str
     quickstudy: str
     model_version: int
     taxonomy_version: int
+    kind: str = Field(description=MODEL_KIND)
+    disabled: list[str] = Field(description=DISABLED)
 
 
 class DetectionOut(BaseModel):
@@ -231,6 +237,8 @@ class VersionOut(BaseModel):
 class Models(BaseModel):
     current: int
     versions: list[VersionOut]
+    kind: str = Field(description=MODEL_KIND)
+    disabled: list[str] = Field(description=DISABLED)
 
 
 class UseVersion(RequestBody):

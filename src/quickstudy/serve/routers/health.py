@@ -20,6 +20,8 @@ def health(settings: Settings, model: Model) -> dict[str, Any]:
     return {
         "status": "ok",
         "quickstudy": __version__,
-        "model_version": model.folder.current(),
+        "model_version": model.version(),
         "taxonomy_version": taxonomy_version,
+        "kind": model.kind,
+        "disabled": list(model.disabled),
     }

@@ -10,9 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, status
 
-from quickstudy.deploy.export import refresh_exports
-from quickstudy.detect import ModelFolder, learn_class
-from quickstudy.serve.dependencies import Author, Jobs, Settings
+from quickstudy.serve.dependencies import Author, Jobs, Model, Settings
 from quickstudy.serve.jobs import JobRunning
 from quickstudy.serve.schemas import JobOut, LearnRequest
 
@@ -20,9 +18,14 @@ router = APIRouter(tags=["learn"])
 
 
 @router.post("/learn", response_model=JobOut, status_code=status.HTTP_202_ACCEPTED)
-def learn(body: LearnRequest, settings: Settings, jobs: Jobs, author: Author) -> dict[str, Any]:
+def learn(body: LearnRequest, settings: Settings, model: Model, jobs: Jobs, author: Author) -> dict[str, Any]:
     """Learn ``class`` from its marked boxes in ``images`` (or in every TRAIN image), as
-    ``quickstudy learn`` does; poll the returned job."""
+    ``quickstudy learn`` does; poll the returned job. Refused (409) when the server serves an export."""
+    folder = model.model_folder("learn")
+    # torch and the training code: past the refusal of an export, which predicts without them
+    from quickstudy.deploy.export import refresh_exports
+    from quickstudy.detect import learn_class
+
     images: list[Path] | None = None
     if body.images is not None:
         with settings.open_store() as store:
@@ -33,7 +36,7 @@ def learn(body: LearnRequest, settings: Settings, jobs: Jobs, author: Author) ->
         images = [paths[i] for i in dict.fromkeys(body.images)]
 
     def work() -> dict[str, Any]:
-        previous = ModelFolder(settings.model).current()
+        previous = folder.current()
         started = time.perf_counter()
         with settings.open_store() as store:
             version = learn_class(

@@ -1,4 +1,5 @@
-"""Model versions: list them, make one current, go back to the one before the current."""
+"""Model versions: list them, make one current, go back to the one before the current. An export
+lists the one version it holds and refuses the rest (it needs the model folder)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, status
 
-from quickstudy.deploy.export import refresh_exports
 from quickstudy.serve.dependencies import Jobs, Model
 from quickstudy.serve.jobs import BackgroundJobs
 from quickstudy.serve.predictors import CurrentModel
@@ -16,20 +16,11 @@ router = APIRouter(prefix="/models", tags=["models"])
 
 
 def _listing(model: CurrentModel) -> dict[str, Any]:
-    current = model.folder.current()
     return {
-        "current": current,
-        "versions": [
-            {
-                "version": v.number,
-                "current": v.number == current,
-                "classes": v.classes,
-                "note": v.note,
-                "taxonomy_version": v.taxonomy_version,
-                "created": v.created,
-            }
-            for v in model.folder.versions()
-        ],
+        "current": model.version(),
+        "versions": model.versions(),
+        "kind": model.kind,
+        "disabled": list(model.disabled),
     }
 
 
@@ -52,16 +43,22 @@ def versions(model: Model) -> dict[str, Any]:
 @router.post("/use", response_model=Models)
 def use(body: UseVersion, model: Model, jobs: Jobs) -> dict[str, Any]:
     """Make a version current; predictions use it from the next request on."""
+    folder = model.model_folder("models use")
+    from quickstudy.deploy.export import refresh_exports  # torch: past the refusal of an export
+
     _refuse_while_learning(jobs)
-    model.folder.use(body.version)
-    refresh_exports(model.folder.root)
+    folder.use(body.version)
+    refresh_exports(folder.root)
     return _listing(model)
 
 
 @router.post("/undo", response_model=Models)
 def undo(model: Model, jobs: Jobs) -> dict[str, Any]:
     """Make the version before the current one current (the current one stays on disk)."""
+    folder = model.model_folder("models undo")
+    from quickstudy.deploy.export import refresh_exports
+
     _refuse_while_learning(jobs)
-    model.folder.undo()  # a first version is refused: the app answers a store/model refusal with 409
-    refresh_exports(model.folder.root)
+    folder.undo()  # a first version is refused: the app answers a store/model refusal with 409
+    refresh_exports(folder.root)
     return _listing(model)
