@@ -181,3 +181,15 @@ def test_tiles_are_merged_back_into_the_frame_pixels(tmp_path: Path) -> None:
     assert sum(int((t > 0).any()) for t in tiles) >= 2  # the block lies in two overlapping tiles
     assert out["boxes"].shape[0] == 1  # the block seen by two overlapping tiles is one proposal
     _assert_near(tuple(out["boxes"][0].tolist()), BOX, 0.5)
+
+
+def test_notes_hold_the_last_predict_s_conversions_only(tmp_path: Path) -> None:
+    red = np.zeros((40, 40, 3), dtype=np.uint8)
+    red[..., 0] = 200
+    Image.fromarray(red).save(tmp_path / "red.png")
+    Image.fromarray(np.zeros((40, 40), dtype=np.uint8)).save(tmp_path / "grey.png")
+    predictor = Predictor(DefectDetector(["spot"], DetectorConfig(**TINY, image_size=64)).eval())
+    predictor.predict([tmp_path / "red.png"])
+    assert list(predictor.notes) == [str(tmp_path / "red.png")]
+    predictor.predict([tmp_path / "grey.png"])
+    assert predictor.notes == {}  # a server predicting all day does not pile them up

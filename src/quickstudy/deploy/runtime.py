@@ -194,7 +194,7 @@ class OnnxPredictor:
     ) -> None:
         self.root = Path(export_dir)
         self.batch_size = batch_size
-        # image -> what was converted to fit the model (colour read as grey, or the reverse)
+        # image -> what the last predict converted to fit the model (colour read as grey, or the reverse)
         self.notes: dict[str, str] = {}
         memory_path = self.root / MEMORY_JSON
         if not self.root.is_dir():
@@ -386,6 +386,7 @@ class OnnxPredictor:
         per-class operating thresholds calibrated on held-out images."""
         if isinstance(images, str | os.PathLike | np.ndarray):
             raise QuickstudyError("predict: pass a list of images, not a single image")
+        self.notes = {}  # this call's conversions only: a long-running server would pile them up
         return [self.name_detections(out, score_threshold) for out in self.raw(list(images))]
 
     def name_detections(self, out: dict[str, np.ndarray], score_threshold: float | None) -> list[Detection]:

@@ -63,7 +63,7 @@ class Predictor:
     def __init__(self, model: DefectDetector, batch_size: int = 16) -> None:
         self.model = model.eval()
         self.batch_size = batch_size
-        # image -> what was converted to fit the model (colour read as grey, or the reverse)
+        # image -> what the last predict converted to fit the model (colour read as grey, or the reverse)
         self.notes: dict[str, str] = {}
 
     @classmethod
@@ -156,6 +156,7 @@ class Predictor:
         per-class operating thresholds calibrated on held-out images."""
         if isinstance(images, str | os.PathLike | np.ndarray):
             raise QuickstudyError("predict: pass a list of images, not a single image")
+        self.notes = {}  # this call's conversions only: a long-running server would pile them up
         return [self.name_detections(out, score_threshold) for out in self.raw(list(images))]
 
     def name_detections(self, out: dict[str, torch.Tensor], score_threshold: float | None) -> list[Detection]:
