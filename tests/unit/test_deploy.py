@@ -112,6 +112,8 @@ def test_learn_and_use_rewrite_the_class_memory_and_a_changed_network_is_refused
     folder.save(payload)
     assert refresh_exports(model) == [export.resolve()]
     assert OnnxPredictor(export).classes == ["pit", "scratch", "crack"]
+    shutil.copytree(model, tmp_path / "copy")  # exports.json travels with a copy, the export stays its
+    assert refresh_exports(tmp_path / "copy") == []
     # what --adapt-localizer writes: new weights
     payload["model"] = {k: v + 0.01 if k.startswith("localize") else v for k, v in payload["model"].items()}
     folder.save(payload)

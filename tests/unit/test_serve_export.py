@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from quickstudy.cli import serve as serve_cli
-from quickstudy.deploy.export import REGISTRY, export_onnx, refresh_exports
+from quickstudy.deploy.export import export_onnx, refresh_exports
 from quickstudy.deploy.runtime import OnnxPredictor
 from quickstudy.detect import learn_class
 from quickstudy.labels.store import Store
@@ -104,7 +104,6 @@ def test_the_auth_walk_holds_on_an_export(served):
 
 def test_learn_on_the_source_model_reaches_the_served_export(template, tmp_path, one_torch_thread):
     settings = api.serve(template, tmp_path, {TOKEN: None})
-    (settings.model / REGISTRY).unlink(missing_ok=True)  # the copy would rewrite the module's export too
     export = export_onnx(settings.model, tmp_path / "export")
     (tmp_path / "exported").mkdir()
     with export_server(template, export, tmp_path / "exported").client as client:

@@ -296,12 +296,27 @@ def _register(root: Path, out: Path, weights: str, network: dict[str, str]) -> N
     os.replace(tmp, root / REGISTRY)
 
 
+def _source(export: Path) -> str | None:
+    """The model folder an export's class memory says it came from (None when unreadable)."""
+    try:
+        source = json.loads((export / MEMORY_JSON).read_text()).get("model")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+    return source if isinstance(source, str) else None
+
+
 def refresh_exports(model_dir: str | os.PathLike[str]) -> list[Path]:
     """Rewrite the class memory of every export of ``model_dir`` from its current version; return the
     export folders rewritten. An export whose network differs from the current version's gets a memory
-    the runtime refuses (export again); an export folder that no longer exists is skipped."""
+    the runtime refuses (export again); an export folder that no longer exists, or that another model
+    folder wrote (this folder is a copy, its ``exports.json`` copied with it), is skipped."""
     folder = ModelFolder(model_dir)
-    entries = [e for e in _registry(folder.root) if (Path(e["path"]) / MEMORY_JSON).is_file()]
+    entries = [
+        e
+        for e in _registry(folder.root)
+        if (Path(e["path"]) / MEMORY_JSON).is_file()
+        and _source(Path(e["path"])) == str(folder.root.resolve())
+    ]
     if not entries:
         return []
     number = folder.current()
