@@ -286,19 +286,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     current = folder.current()
     versions = folder.versions()
     if args.json:
-        print_json(
-            [
-                {
-                    "version": v.number,
-                    "current": v.number == current,
-                    "classes": v.classes,
-                    "note": v.note,
-                    "taxonomy_version": v.taxonomy_version,
-                    "created": v.created,
-                }
-                for v in versions
-            ]
-        )
+        print_json([v.listing(current) for v in versions])
         return 0
     rows = [
         [f"{'*' if v.number == current else ' '} v{v.number}", v.created, len(v.classes), v.note]

@@ -38,6 +38,17 @@ class VersionInfo:
     taxonomy_version: int | None
     created: str
 
+    def listing(self, current: int) -> dict[str, Any]:
+        """The version as `models list --json` and ``GET /api/models`` show it."""
+        return {
+            "version": self.number,
+            "current": self.number == current,
+            "classes": self.classes,
+            "note": self.note,
+            "taxonomy_version": self.taxonomy_version,
+            "created": self.created,
+        }
+
 
 class ModelFolder:
     """The versions of one detector on disk."""

@@ -82,17 +82,7 @@ class FolderModel(CurrentModel):
 
     def versions(self) -> list[dict[str, Any]]:
         current = self.folder.current()
-        return [
-            {
-                "version": v.number,
-                "current": v.number == current,
-                "classes": v.classes,
-                "note": v.note,
-                "taxonomy_version": v.taxonomy_version,
-                "created": v.created,
-            }
-            for v in self.folder.versions()
-        ]
+        return [v.listing(current) for v in self.folder.versions()]
 
 
 class ExportModel(CurrentModel):
