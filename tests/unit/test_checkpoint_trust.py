@@ -99,3 +99,20 @@ def test_models_upgrade_re_saves_a_trusted_old_model_folder(
     assert main(["models", "upgrade", "--model", str(tmp_path / "m")]) == 0
     (info,) = ModelFolder(tmp_path / "m").versions()
     assert info.note == "old" and info.classes == ["a"]
+
+
+def test_models_list_says_how_each_version_sees_images(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from quickstudy.cli import main
+    from quickstudy.detect.versions import ModelFolder
+
+    folder = ModelFolder(tmp_path / "m")
+    folder.save({"classes": ["a"], "config": {"image_size": 512, "channels": 3, "tiling": True}})
+    folder.save({"classes": ["a"], "config": {}})  # saved before these fields existed
+    assert main(["models", "list", "--model", str(tmp_path / "m"), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed[0]["input"] == {"image_size": 512, "channels": 3, "tiling": True}
+    assert listed[1]["input"] == {"image_size": 200, "channels": 1, "tiling": False}

@@ -289,11 +289,24 @@ def cmd_models_list(args: argparse.Namespace) -> int:
         print_json([v.listing(current) for v in versions])
         return 0
     rows = [
-        [f"{'*' if v.number == current else ' '} v{v.number}", v.created, len(v.classes), v.note]
+        [
+            f"{'*' if v.number == current else ' '} v{v.number}",
+            v.created,
+            len(v.classes),
+            _input_text(v.input),
+            v.note,
+        ]
         for v in versions
     ]
-    print_table(f"{args.model} (* = current)", ["version", "created", "classes", "note"], rows)
+    print_table(f"{args.model} (* = current)", ["version", "created", "classes", "input", "note"], rows)
     return 0
+
+
+def _input_text(geometry: dict[str, Any]) -> str:
+    """``320 px grey, tiles`` — how a version's network sees images."""
+    kind = "colour" if geometry.get("channels") == 3 else "grey"
+    how = "tiles" if geometry.get("tiling") else "letterboxed"
+    return f"{geometry.get('image_size')} px {kind}, {how}"
 
 
 def cmd_models_use(args: argparse.Namespace) -> int:

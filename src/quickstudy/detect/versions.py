@@ -15,7 +15,7 @@ ones stay, so ``use`` goes back exactly (the file is the file). Layout::
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,8 @@ class VersionInfo:
     classes: list[str]
     taxonomy_version: int | None
     created: str
+    # how the network sees images: input size (long side), channels, tiles or whole letterboxed images
+    input: dict[str, Any] = field(default_factory=dict)
 
     def listing(self, current: int) -> dict[str, Any]:
         """The version as `models list --json` and ``GET /api/models`` show it."""
@@ -47,6 +49,7 @@ class VersionInfo:
             "note": self.note,
             "taxonomy_version": self.taxonomy_version,
             "created": self.created,
+            "input": self.input,
         }
 
 
@@ -133,9 +136,19 @@ class ModelFolder:
                     list(payload["classes"]),
                     payload.get("taxonomy_version"),
                     payload.get("created", ""),
+                    _input_geometry(payload.get("config", {})),
                 )
             )
         return infos
+
+
+def _input_geometry(config: dict[str, Any]) -> dict[str, Any]:
+    """A saved config's input geometry; configs saved before a field existed had its old value."""
+    return {
+        "image_size": config.get("image_size", 200),
+        "channels": config.get("channels", 1),
+        "tiling": bool(config.get("tiling", False)),
+    }
 
 
 def store_fingerprint(store: Any) -> dict[str, Any]:

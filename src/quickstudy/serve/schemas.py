@@ -232,6 +232,10 @@ class VersionOut(BaseModel):
     note: str
     taxonomy_version: int | None
     created: str
+    input: dict[str, Any] = Field(
+        default_factory=dict,
+        description="image_size (long side), channels, tiling: how the network sees images",
+    )
 
 
 class Models(BaseModel):
