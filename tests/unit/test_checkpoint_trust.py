@@ -116,3 +116,13 @@ def test_models_list_says_how_each_version_sees_images(
     listed = json.loads(capsys.readouterr().out)
     assert listed[0]["input"] == {"image_size": 512, "channels": 3, "tiling": True}
     assert listed[1]["input"] == {"image_size": 200, "channels": 1, "tiling": False}
+
+
+def test_upgrade_never_runs_a_crafted_file_either(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    file = _malicious(tmp_path / "checkpoint.pt", marker)
+    with pytest.raises(
+        QuickstudyError, match=r"checkpoint\.pt: holds posix\.system, which cannot be converted"
+    ):
+        upgrade_checkpoint(file)
+    assert not marker.exists()

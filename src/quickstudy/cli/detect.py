@@ -553,11 +553,11 @@ def register(subparsers: Any) -> None:
     undo.set_defaults(func=cmd_models_undo)
     upgrade = actions.add_parser(
         "upgrade",
-        help="re-save a model written by an older quickstudy as plain data (only a model you trust)",
+        help="re-save a model written by an older quickstudy as plain data",
         description="Model files are read with torch.load(weights_only=True): tensors and plain data only, "
-        "because unpickling anything else can run code. A file an older quickstudy wrote with other "
-        "objects (numpy numbers, paths) is refused; this reads it once the old, unsafe way and re-saves "
-        "it as plain data. Run it only on files you made yourself.",
+        "because unpickling anything else can run code. A file an older quickstudy wrote with NumPy "
+        "numbers or paths is refused; this reads it with exactly those types admitted to the same "
+        "restricted reader and re-saves it as plain data. Anything else is still refused.",
     )
     upgrade.add_argument("--model", required=True, help="a model folder, or one checkpoint file")
     upgrade.set_defaults(func=cmd_models_upgrade)

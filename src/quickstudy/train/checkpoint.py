@@ -7,6 +7,7 @@ They are read with ``torch.load(weights_only=True)``: a checkpoint may hold tens
 from __future__ import annotations
 
 import os
+import pathlib
 import pickle
 import re
 import zipfile
@@ -81,22 +82,43 @@ def load_checkpoint(
 
 
 def upgrade_checkpoint(path: str | os.PathLike[str]) -> Path:
-    """Re-save a checkpoint written by an older quickstudy so that it holds only allowed types.
+    """Re-save a checkpoint written by an older quickstudy so that it holds only tensors and plain data.
 
-    This is the one place that unpickles without restriction, so it runs only on a person's explicit
-    request (`quickstudy models upgrade`) for a file they trust. NumPy scalars and arrays become floats,
-    ints and tensors; paths become strings; anything else is refused.
+    What older versions stored besides those — NumPy scalars and arrays, paths — is admitted to torch's
+    restricted unpickler by name (:data:`_UPGRADABLE`, types that build values and run nothing else), and
+    becomes floats, ints, tensors and strings; a file holding anything else is still refused.
     """
     file = checkpoint_path(path)
     try:
-        payload = torch.load(file, map_location="cpu", weights_only=False)
-    except Exception as error:  # any failure of the file being converted is reported in one line
+        with torch.serialization.safe_globals(_UPGRADABLE):
+            payload = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        refused = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", str(error))
+        what = refused.group(1) if refused else "an object it does not allow"
+        raise QuickstudyError(f"{file}: holds {what}, which cannot be converted to plain data") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
         raise QuickstudyError(f"{file}: not a readable checkpoint ({error})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise QuickstudyError(f"{file}: not a quickstudy checkpoint")
     save_checkpoint(file, _plain(payload, str(file)))
     load_checkpoint(file)
     return file
+
+
+def _numpy_globals() -> list[Any]:
+    """NumPy's constructors of scalars, arrays and dtypes, as pickles name them."""
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core  # numpy 2 moved numpy.core to numpy._core
+    dtypes = [np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64, np.uint8, np.bool_]
+    return (
+        [core.multiarray.scalar, core.multiarray._reconstruct, np.ndarray, np.dtype, np.str_]
+        + [type(np.dtype(t)) for t in dtypes]
+        + [type(np.dtype("U1"))]
+    )
+
+
+_UPGRADABLE: list[Any] = [*_numpy_globals(), pathlib.PosixPath, pathlib.PurePosixPath, pathlib.WindowsPath]
 
 
 def _plain(value: Any, where: str) -> Any:
