@@ -120,49 +120,55 @@ def history(settings: Settings) -> list[dict[str, Any]]:
         return store.history()
 
 
-@router.post("/add", response_model=TaxonomyChange)
-def add(body: AddClass, settings: Settings, author: Author) -> dict[str, Any]:
+def _latest(edit: Callable[[Store], object]) -> Callable[[Store], int]:
+    """An operation for :func:`_change` whose edit is the store's latest (every change but undo)."""
+
     def operation(store: Store) -> int:
-        store.taxonomy.add(body.name, author=author)
+        edit(store)
         return _latest_edit(store)
 
-    return _change(settings, body.dry_run, operation)
+    return operation
+
+
+@router.post("/add", response_model=TaxonomyChange)
+def add(body: AddClass, settings: Settings, author: Author) -> dict[str, Any]:
+    return _change(
+        settings, body.dry_run, _latest(lambda store: store.taxonomy.add(body.name, author=author))
+    )
 
 
 @router.post("/rename", response_model=TaxonomyChange)
 def rename(body: RenameClass, settings: Settings, author: Author) -> dict[str, Any]:
-    def operation(store: Store) -> int:
-        store.taxonomy.rename(body.old, body.new, author=author)
-        return _latest_edit(store)
-
-    return _change(settings, body.dry_run, operation)
+    return _change(
+        settings,
+        body.dry_run,
+        _latest(lambda store: store.taxonomy.rename(body.old, body.new, author=author)),
+    )
 
 
 @router.post("/merge", response_model=TaxonomyChange)
 def merge(body: MergeClasses, settings: Settings, author: Author) -> dict[str, Any]:
-    def operation(store: Store) -> int:
-        store.taxonomy.merge(body.sources, body.target, author=author)
-        return _latest_edit(store)
-
-    return _change(settings, body.dry_run, operation)
+    return _change(
+        settings,
+        body.dry_run,
+        _latest(lambda store: store.taxonomy.merge(body.sources, body.target, author=author)),
+    )
 
 
 @router.post("/split", response_model=TaxonomyChange)
 def split(body: SplitClass, settings: Settings, author: Author) -> dict[str, Any]:
-    def operation(store: Store) -> int:
-        store.taxonomy.split(body.source, body.targets, author=author)
-        return _latest_edit(store)
-
-    return _change(settings, body.dry_run, operation)
+    return _change(
+        settings,
+        body.dry_run,
+        _latest(lambda store: store.taxonomy.split(body.source, body.targets, author=author)),
+    )
 
 
 @router.post("/retire", response_model=TaxonomyChange)
 def retire(body: RetireClass, settings: Settings, author: Author) -> dict[str, Any]:
-    def operation(store: Store) -> int:
-        store.taxonomy.retire(body.name, author=author)
-        return _latest_edit(store)
-
-    return _change(settings, body.dry_run, operation)
+    return _change(
+        settings, body.dry_run, _latest(lambda store: store.taxonomy.retire(body.name, author=author))
+    )
 
 
 @router.post("/undo", response_model=TaxonomyChange)
