@@ -17,6 +17,7 @@ import json
 import os
 import random
 import sqlite3
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -246,6 +247,20 @@ def _box_record(row: tuple[Any, ...]) -> BoxRecord:
     return BoxRecord(row[0], row[1], (row[2], row[3], row[4], row[5]), row[6], row[7], row[8], row[9])
 
 
+def _set_wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL, retrying while another process creates the same file: SQLite answers "locked" at
+    once here, without waiting for its busy timeout."""
+    deadline = time.monotonic() + _BUSY_SECONDS
+    while True:
+        try:  # the plain sqlite3 call: the store's connection turns "locked" into a QuickstudyError
+            sqlite3.Connection.execute(conn, "PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 class Store:
     """A label store in one SQLite file; created when missing.
 
@@ -284,7 +299,7 @@ class Store:
             raise _store_problem(path, error) from None
         conn.store_path = path
         try:
-            conn.execute("PRAGMA journal_mode = WAL")
+            _set_wal(conn)
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
             header = _header(conn)
