@@ -46,28 +46,17 @@ def build_tiny(folder: Path) -> tuple[Path, Path, Path]:
     """``(store, model, image)``: five synthetic 64x64 images (four TRAIN with dent/pit boxes, one
     TEST) and a tiny detector trained on them."""
     import torch
-    from PIL import Image
 
     from quickstudy.data.synthetic import SyntheticLine
     from quickstudy.detect.model import TINY, DetectorConfig
     from quickstudy.detect.training import train_detector
-    from quickstudy.labels.records import ImportedBox, ImportedImage
     from quickstudy.labels.store import Store
 
     folder.mkdir(parents=True, exist_ok=True)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     line = SyntheticLine(seed=0, size=64, defect_types=("dent", "pit"), max_per_image=1, p_second_type=0)
-    images = []
-    for i in range(5):
-        pixels, boxes, names = line.sample(i)
-        path = folder / f"line_{i}.png"
-        Image.fromarray(pixels).save(path)
-        marked = [
-            ImportedBox((float(b[0]), float(b[1]), float(b[2]), float(b[3])), n)
-            for b, n in zip(boxes, names, strict=True)
-        ]
-        images.append(ImportedImage(path, 64, 64, marked, split="train" if i < 4 else "test"))
+    images = line.imported_images(folder, range(4)) + line.imported_images(folder, [4], split="test")
     with Store.open(folder / "labels.qs") as store:
         store.import_images(images, source="serve_load", author="serve_load")
         train_detector(

@@ -27,7 +27,7 @@ from PIL import Image
 from quickstudy.data.synthetic import SyntheticLine
 from quickstudy.detect.model import TINY, DetectorConfig
 from quickstudy.detect.training import train_detector
-from quickstudy.labels.records import ImportedBox, ImportedImage
+from quickstudy.labels.records import ImportedImage
 from quickstudy.labels.store import Store
 from quickstudy.serve import ServeSettings, create_app
 
@@ -67,14 +67,9 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
     torch.set_num_threads(1)
     folder = tmp_path_factory.mktemp("page")
     line = SyntheticLine(seed=0, size=SIZE, defect_types=CLASSES, max_per_image=1, p_second_type=0)
-    images = []
-    for i in range(5):
-        pixels, boxes, names = line.sample(i)
-        path = folder / f"line_{i}.png"
-        Image.fromarray(pixels).save(path)
-        labels = names if i < 4 else [None] * len(names)
-        marked = [ImportedBox(xyxy(b), n) for b, n in zip(boxes, labels, strict=True)]
-        images.append(ImportedImage(path, SIZE, SIZE, marked, split="train" if i < 4 else "test"))
+    images = line.imported_images(folder, range(4)) + line.imported_images(
+        folder, [4], split="test", labelled=False
+    )
     scratches = SyntheticLine(seed=0, size=SIZE, defect_types=("scratch",), max_per_image=1, p_second_type=0)
     pixels, boxes, _ = scratches.sample(10)
     Image.fromarray(pixels).save(folder / "scratch.png")

@@ -57,14 +57,9 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.set_num_threads(1)
     folder = tmp_path_factory.mktemp("served")
     line = SyntheticLine(seed=0, size=64, defect_types=CLASSES, max_per_image=1, p_second_type=0)
-    images = []
-    for i in range(5):
-        pixels, boxes, names = line.sample(i)
-        path = folder / f"line_{i}.png"
-        Image.fromarray(pixels).save(path)
-        labels = names if i < 4 else [None] * len(names)
-        marked = [ImportedBox(xyxy(b), n) for b, n in zip(boxes, labels, strict=True)]
-        images.append(ImportedImage(path, 64, 64, marked, split="train" if i < 4 else "test"))
+    images = line.imported_images(folder, range(4)) + line.imported_images(
+        folder, [4], split="test", labelled=False
+    )
     with Store.open(folder / "labels.qs") as store:
         store.import_images(images, source="fixture", author="fixture")
         train_detector(

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from quickstudy.errors import QuickstudyError
+from quickstudy.labels.records import ImportedBox, ImportedImage
 
 DEFECT_TYPES: tuple[str, ...] = ("scratch", "crack", "pit", "stain", "inclusion", "dent")
 
@@ -151,6 +152,24 @@ class SyntheticLine:
         image += rng.normal(0.0, rng.uniform(1.0, 3.5), image.shape)  # sensor noise, over defects too
         pixels = np.clip(np.rint(image), 0, 255).astype(np.uint8)
         return pixels, np.asarray(boxes, dtype=np.float32).reshape(-1, 4), classes
+
+    def imported_images(
+        self, folder: str | Path, indices: Iterable[int], split: str | None = "train", labelled: bool = True
+    ) -> list[ImportedImage]:
+        """Images ``indices`` written to ``folder`` as ``line_<index>.png`` and returned as label-store
+        import records (:meth:`quickstudy.labels.Store.import_images`): every box with its defect type as
+        class, or without class when not ``labelled``; all tagged ``split``."""
+        records = []
+        for index in indices:
+            image, boxes, classes = self.sample(index)
+            path = Path(folder) / f"line_{index}.png"
+            Image.fromarray(image).save(path)
+            marked = [
+                ImportedBox(tuple(float(v) for v in box), kind if labelled else None)  # type: ignore[arg-type]
+                for box, kind in zip(boxes, classes, strict=True)
+            ]
+            records.append(ImportedImage(path, image.shape[1], image.shape[0], marked, split=split))
+        return records
 
     def write_voc(
         self,
