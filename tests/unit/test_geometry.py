@@ -193,3 +193,13 @@ def test_notes_hold_the_last_predict_s_conversions_only(tmp_path: Path) -> None:
     assert list(predictor.notes) == [str(tmp_path / "red.png")]
     predictor.predict([tmp_path / "grey.png"])
     assert predictor.notes == {}  # a server predicting all day does not pile them up
+
+
+def test_one_decode_serves_every_tile_of_a_frame_and_a_small_cache_stays_right(tmp_path: Path) -> None:
+    Image.fromarray(_block(250, 100)).save(tmp_path / "wide.png")
+    sample = Sample(1, tmp_path / "wide.png", 250, 100, "train", [])  # type: ignore[arg-type]
+    roomy = DetectionSet.from_samples([sample], [], 96, tiling=True)
+    tight = DetectionSet.from_samples([sample], [], 96, tiling=True, cache_bytes=96 * 96)  # one tile
+    assert len(roomy) == 8  # 4 across, 2 down
+    assert torch.equal(roomy.images[:], tight.images[:])
+    assert roomy.images.decodes == 1 and tight.images.decodes == 8

@@ -67,6 +67,10 @@ class DecodedImages:
         self.channels, self.size = channels, size
         self.capacity = max(1, cache_bytes // (channels * size * size))
         self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._of_path: dict[str, list[int]] = {}  # the views of each image: one decode serves all its tiles
+        for i, (path, _) in enumerate(self.views):
+            self._of_path.setdefault(path, []).append(i)
+        self.decodes = 0  # images read from disk, for tests and benchmarks
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -90,16 +94,22 @@ class DecodedImages:
         if i in self._cache:
             self._cache.move_to_end(i)
             return self._cache[i]
-        path, origin = self.views[i]
+        path = self.views[i][0]
         pixels = read_for_model(path, self.channels)[0]
-        if origin is None:
-            image = letterbox(pixels, self.size)[0]
-        else:
-            image = torch.from_numpy(geometry.crop(pixels, *origin, self.size))
-        self._cache[i] = image
-        if len(self._cache) > self.capacity:
+        self.decodes += 1
+        siblings = [j for j in self._of_path[path] if j != i and j not in self._cache]
+        # i last, so that it is the most recent; siblings only while the cache has room for them
+        for j in [*siblings[: max(0, self.capacity - len(self._cache) - 1)], i]:
+            origin = self.views[j][1]
+            image = (
+                letterbox(pixels, self.size)[0]
+                if origin is None
+                else torch.from_numpy(geometry.crop(pixels, *origin, self.size))
+            )
+            self._cache[j] = image
+        while len(self._cache) > self.capacity:
             self._cache.popitem(last=False)
-        return image
+        return self._cache[i]
 
 
 @dataclass
