@@ -1,0 +1,65 @@
+#!/usr/bin/env python3
+"""What the normality memory costs at inference: the detector's forward pass on one image with and
+without ``model.normality`` (a full memory of MEMORY_SIZE unit vectors at the FPN level training uses),
+interleaved rounds in one process so that load from other jobs hits both alike.
+
+    .venv/bin/python benchmarks/normality_cost.py --arch small --size 200 --rounds 5 --passes 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from quickstudy.detect.model import ARCHITECTURES, DefectDetector, DetectorConfig
+from quickstudy.detect.normality import MEMORY_SIZE, NORMALITY_LEVEL, NormalityMemory
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default="small")
+    parser.add_argument("--size", type=int, default=200, help="input side (px)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--passes", type=int, default=20, help="forward passes per round and variant")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = DefectDetector(
+        ["a", "b"], DetectorConfig(**ARCHITECTURES[args.arch], image_size=args.size)
+    ).eval()
+    vectors = F.normalize(torch.randn(MEMORY_SIZE, model.config.fpn_channels), dim=-1)
+    # a threshold no location reaches: the cost of scoring, not of extra regions
+    memory = NormalityMemory(vectors, 1e9, NORMALITY_LEVEL, model.backbone.strides[NORMALITY_LEVEL])
+    image = torch.rand(1, 1, args.size, args.size)
+    times: dict[str, list[float]] = {"without": [], "with": []}
+    with torch.no_grad():
+        model(image)  # warm-up
+        for _ in range(args.rounds):
+            for variant in ("without", "with"):
+                model.normality = memory if variant == "with" else None
+                started = time.perf_counter()
+                for _ in range(args.passes):
+                    model(image)
+                times[variant].append(1000 * (time.perf_counter() - started) / args.passes)
+    median = {variant: statistics.median(values) for variant, values in times.items()}
+    report = {
+        "command": " ".join(sys.argv),
+        "ms_per_image_median": median,
+        "ms_per_image_rounds": times,
+        "overhead": median["with"] / median["without"] - 1,
+    }
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
