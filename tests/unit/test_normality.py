@@ -186,3 +186,20 @@ def test_every_detection_carries_its_abnormality_and_predict_json_prints_it(trai
         detector_from_payload({key: value for key, value in payload.items() if key != "normality"})
     )
     assert {d.abnormality for d in old.predict([marked], score_threshold=0)[0]} == {None}
+
+
+def test_with_its_regions_off_the_normality_memory_leaves_the_scored_detections_as_they_were(trained):
+    # mAP and every per-class number read these raw outputs: the memory only adds ``abnormality``
+    payload = ModelFolder(trained).load()
+    with_memory = detector_from_payload(payload)
+    with_memory.config.normality_proposals = False
+    without = detector_from_payload({key: value for key, value in payload.items() if key != "normality"})
+    line = SyntheticLine(seed=0, size=SIZE, defect_types=KNOWN, max_per_image=1, p_second_type=0)
+    images = torch.stack([torch.from_numpy(line.sample(i)[0])[None].float() / 255 for i in range(500, 504)])
+    with torch.no_grad():
+        outs, reference = with_memory(images), without(images)
+    assert sum(len(out["boxes"]) for out in reference) > 0
+    for out, ref in zip(outs, reference, strict=True):
+        assert "abnormality" in out and "abnormality" not in ref
+        for key in ("boxes", "scores", "labels"):
+            assert torch.equal(out[key], ref[key]), key
