@@ -169,3 +169,19 @@ def test_colour_frames_hold_small_defects_inside_a_large_frame() -> None:
         assert (boxes[:, 0] >= 0).all() and (boxes[:, 2] <= 1600).all() and (boxes[:, 3] <= 1000).all()
         sides.extend((boxes[:, 2:] - boxes[:, :2]).max(1).tolist())
     assert min(sides) >= 5 and max(sides) <= 64  # defects of tens of pixels in a 1.6-megapixel frame
+
+
+def test_frames_have_the_texture_of_square_images() -> None:
+    from quickstudy.data.synthetic import _frame_surface, _surface
+
+    def stats(images: list[np.ndarray]) -> np.ndarray:
+        # overall spread, and the pixel-to-pixel change along and across x (grain and streaks)
+        return np.mean(
+            [[im.std(), np.diff(im, axis=1).std(), np.diff(im, axis=0).std()] for im in images], axis=0
+        )
+
+    # averaged over many draws: each image's texture strengths are random
+    squares = [_surface(np.random.default_rng(i), 192, 0.0) for i in range(120)]
+    frames = [_frame_surface(np.random.default_rng(i), 0.0, (192, 288)) for i in range(120)]
+    assert all(frame.shape == (192, 288) and frame.dtype == np.float32 for frame in frames)
+    np.testing.assert_allclose(stats(frames), stats(squares), rtol=0.1)

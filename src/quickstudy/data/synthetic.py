@@ -118,7 +118,11 @@ class SyntheticLine:
         size = self.size
         rolling_angle = float(rng.choice([0.0, 90.0], p=[0.7, 0.3]) + rng.normal(0, 3))
         width, height = self.frame or (size, size)
-        image = _surface(rng, size, rolling_angle, (height, width))
+        image = (
+            _surface(rng, size, rolling_angle)
+            if self.frame is None
+            else _frame_surface(rng, rolling_angle, (height, width))
+        )
 
         primary = self.defect_types[index % len(self.defect_types)]
         kinds = [primary] * int(rng.integers(1, self.max_per_image + 1))
@@ -281,22 +285,30 @@ def _smooth_noise(
     wrap-around it implies is invisible in noise.
     """
     white = rng.standard_normal(shape)
-    fy = np.fft.fftfreq(shape[0])[:, None]
-    fx = np.fft.rfftfreq(shape[1])[None, :]
-    theta = np.deg2rad(angle)
-    f_along = fx * np.cos(theta) + fy * np.sin(theta)
-    f_across = -fx * np.sin(theta) + fy * np.cos(theta)
-    transfer = np.exp(-2 * np.pi**2 * ((sigma_along * f_along) ** 2 + (sigma_across * f_across) ** 2))
+    fy, fx = _frequencies(shape)
+    transfer = _transfer(fy, fx, sigma_along, sigma_across, angle)
     field = np.fft.irfft2(np.fft.rfft2(white) * transfer, s=shape)
     return (field / (field.std() + 1e-8)).astype(np.float32)
 
 
-def _surface(
-    rng: np.random.Generator, size: int, rolling_angle: float, shape: tuple[int, int] | None = None
+def _frequencies(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The frequencies ``(fy [H, 1], fx [1, W // 2 + 1])`` of ``np.fft.rfft2`` on ``shape``."""
+    return np.fft.fftfreq(shape[0])[:, None], np.fft.rfftfreq(shape[1])[None, :]
+
+
+def _transfer(
+    fy: np.ndarray, fx: np.ndarray, sigma_along: float, sigma_across: float, angle: float
 ) -> np.ndarray:
-    """A clean rolled-metal surface in grey levels (float32), ``shape`` (default ``size`` square) with
-    texture scales as on a ``size`` image."""
-    shape = shape or (size, size)
+    """The Fourier transfer of an oriented Gaussian blur (``angle`` in degrees from x)."""
+    theta = np.deg2rad(angle)
+    f_along = fx * np.cos(theta) + fy * np.sin(theta)
+    f_across = -fx * np.sin(theta) + fy * np.cos(theta)
+    return np.exp(-2 * np.pi**2 * ((sigma_along * f_along) ** 2 + (sigma_across * f_across) ** 2))
+
+
+def _surface(rng: np.random.Generator, size: int, rolling_angle: float) -> np.ndarray:
+    """A clean rolled-metal surface in grey levels (float32), ``size`` square."""
+    shape = (size, size)
     base = rng.uniform(85, 175)
     streaks = _smooth_noise(rng, shape, rng.uniform(20, 60), rng.uniform(0.5, 1.2), rolling_angle)
     bands = _smooth_noise(rng, shape, rng.uniform(40, 90), rng.uniform(3, 8), rolling_angle)
@@ -316,6 +328,38 @@ def _surface(
         + rng.uniform(0, 45) * gradient
         - rng.uniform(0, 40) * vignette
     ).astype(np.float32)
+
+
+def _frame_surface(rng: np.random.Generator, rolling_angle: float, shape: tuple[int, int]) -> np.ndarray:
+    """:func:`_surface`'s textures on a large frame ``shape`` in one pair of FFTs instead of four: the
+    four are independent Gaussian fields, so their weighted sum is one Gaussian field whose power
+    spectrum is the weighted sum of theirs (each scaled to unit variance), drawn at once; the lighting
+    is broadcast from a row and a column instead of full coordinate grids."""
+    height, width = shape
+    base = rng.uniform(85, 175)
+    fy, fx = _frequencies(shape)
+    # rfft2 keeps half the spectrum: every column but the first (and the Nyquist one) stands for two
+    twice = np.full(fx.shape, 2.0)
+    twice[:, 0] = 1.0
+    if width % 2 == 0:
+        twice[:, -1] = 1.0
+    power = np.zeros((height, fx.shape[1]))
+    for amplitude, sigma_along, sigma_across, angle in (
+        (rng.uniform(2, 9), rng.uniform(20, 60), rng.uniform(0.5, 1.2), rolling_angle),  # streaks
+        (rng.uniform(1, 6), rng.uniform(40, 90), rng.uniform(3, 8), rolling_angle),  # bands
+        (rng.uniform(2, 7), 0.7, 0.7, 0.0),  # grain
+        (rng.uniform(1, 7), rng.uniform(8, 20), rng.uniform(8, 20), rng.uniform(0, 180)),  # mottling
+    ):
+        squared = _transfer(fy, fx, sigma_along, sigma_across, angle) ** 2
+        # a blurred unit white noise has variance mean(|transfer|^2) over the full spectrum
+        power += amplitude**2 * squared / ((twice * squared).sum() / (height * width))
+    texture = np.fft.irfft2(np.fft.rfft2(rng.standard_normal(shape)) * np.sqrt(power), s=shape)
+    yy = (np.arange(height, dtype=np.float32) / height - 0.5)[:, None]
+    xx = (np.arange(width, dtype=np.float32) / width - 0.5)[None, :]
+    light_angle = rng.uniform(0, 2 * np.pi)
+    gradient = xx * np.cos(light_angle) + yy * np.sin(light_angle)
+    lighting = rng.uniform(0, 45) * gradient - rng.uniform(0, 40) * (xx**2 + yy**2)
+    return (texture.astype(np.float32) + lighting + np.float32(base)).astype(np.float32)
 
 
 # --- drawing helpers ---------------------------------------------------------------------------
