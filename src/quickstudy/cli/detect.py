@@ -214,6 +214,8 @@ def _write_report(
 def check_learn(args: argparse.Namespace) -> None:
     if bool(args.images) == args.from_store:
         raise QuickstudyError("learn: give either --images IMG... or --from-store")
+    if args.transductive < 0:
+        raise QuickstudyError(f"learn: --transductive must be at least 0 steps, got {args.transductive}")
 
 
 def _distinct_images(images: list[str]) -> list[str]:
@@ -240,6 +242,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
         images=_distinct_images(args.images) if args.images else None,
         adapt=args.adapt,
         localizer=args.adapt_localizer,
+        transductive=args.transductive,
         device=args.device,
     )
     print(
@@ -516,6 +519,14 @@ def register(subparsers: Any) -> None:
         "detections may change a little, their classes do not): for a type the model does not find at all "
         "(default: on by itself when fewer than half of the support boxes are proposed at IoU >= 0.5; "
         "the new version's note says so)",
+    )
+    learn.add_argument(
+        "--transductive",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="refine the new prototype STEPS times on confident proposals of up to 200 other TRAIN images "
+        "of the store, used as images only: their labels are never read (default: 0, off)",
     )
     add_device(learn)
     learn.set_defaults(func=cmd_learn, check=check_learn)

@@ -13,6 +13,9 @@ boxes, so they can teach localization too: :func:`adapt_localizer` tunes only th
 on them, mixed with replayed images the model already knows, with the backbone and FPN frozen —
 so every box's embedding, and with it every prototype, stays exactly what it was.
 
+``transductive`` refines the new prototypes on the store's other TRAIN images, read as images only
+(their labels are never looked at, the P3-u sense): :func:`refine_on_images`.
+
 >>> version = learn_class("runs/neu", store, "scratches", images=["scratches_1.jpg"])  # doctest: +SKIP
 """
 
@@ -35,6 +38,7 @@ from quickstudy.detect.model import DefectDetector, detector_from_payload, detec
 from quickstudy.detect.predictor import Predictor
 from quickstudy.detect.versions import ModelFolder, store_fingerprint
 from quickstudy.errors import QuickstudyError
+from quickstudy.meta.transductive import refine_prototypes
 
 SupportSet = list[tuple[Path, list[tuple[float, float, float, float]]]]
 
@@ -44,6 +48,10 @@ PROPOSED_FOR_PROTOTYPE_ONLY = 0.5
 PRECISION_TARGET = 0.9
 # TRAIN images without the class checked when a new class's threshold is set.
 NEGATIVE_IMAGES = 200
+# TRAIN images (labels unread) whose proposals refine a new prototype with --transductive.
+UNLABELLED_IMAGES = 200
+# Only proposals at least this likely to be a defect take part in transductive refinement.
+TRANSDUCTIVE_DEFECT_SCORE = 0.5
 
 
 def support_boxes(
@@ -195,6 +203,49 @@ def add_classes(
         embeddings = torch.cat(list(support.values()))
         labels = torch.cat([torch.full((len(e),), memory.index(n)) for n, e in support.items()])
         adapt_prototypes(model, list(support), embeddings, labels)
+
+
+def unlabelled_images(store: Any, support: SupportSet, limit: int = UNLABELLED_IMAGES) -> list[Path]:
+    """Up to ``limit`` TRAIN images (seeded sample) other than the support images; only their pixels
+    are used, never their boxes or status."""
+    support_paths = {Path(path).resolve() for path, _ in support}
+    candidates = [Path(s.path) for s in store.samples("train") if Path(s.path).resolve() not in support_paths]
+    picked = torch.randperm(len(candidates), generator=torch.Generator().manual_seed(0))[:limit]
+    return [candidates[int(i)] for i in sorted(picked.tolist())]
+
+
+@torch.no_grad()
+def refine_on_images(
+    model: DefectDetector,
+    new: Sequence[str],
+    support_counts: Sequence[int],
+    images: Sequence[Path],
+    steps: int,
+) -> int:
+    """Move the ``new`` classes' prototypes towards the embeddings of confident proposals
+    (defect score >= :data:`TRANSDUCTIVE_DEFECT_SCORE`) on ``images``, softly assigned over every
+    prototype (:func:`~quickstudy.meta.transductive.refine_prototypes`, one step at a time with the
+    base prototypes held); return how many proposals took part. A prototype of K boxes keeps K times
+    the weight of one fully assigned proposal."""
+    found = Predictor(model).proposals(list(images)) if images else []
+    queries = [out["embeddings"][out["defect_scores"] >= TRANSDUCTIVE_DEFECT_SCORE] for out in found]
+    embeddings = F.normalize(torch.cat(queries), dim=-1) if queries else torch.zeros(0)
+    if len(embeddings) == 0:
+        return 0
+    memory = model.memory
+    rows = torch.tensor([memory.index(n) for n in new])
+    counts = torch.ones(len(memory))
+    counts[rows] = torch.tensor([float(k) for k in support_counts])
+    # unit vectors: squared distance 2 - 2 cos, so temperature 2 / scale is the head's own softmax
+    temperature = float(2 / model.recognize.log_scale.exp())
+    prototypes = memory.prototypes.clone()
+    for _ in range(steps):
+        moved = refine_prototypes(prototypes, embeddings, temperature=temperature, support_counts=counts)
+        prototypes[rows] = F.normalize(moved[rows], dim=-1)
+    for name, row in zip(new, prototypes[rows], strict=True):
+        memory = memory.replace(name, row)
+    model.memory = memory
+    return len(embeddings)
 
 
 def finetune_classifier(
@@ -370,6 +421,7 @@ def learn_class(
     adapt: bool = False,
     localizer: bool | None = None,
     replay_images: int = 64,
+    transductive: int = 0,
     device: str = "cpu",
 ) -> int:
     """Add class ``name`` to the current model of ``model_dir`` from its marked boxes in the store
@@ -379,7 +431,9 @@ def learn_class(
     localization head on every box of the support images with up to ``replay_images`` TRAIN images
     without the class replayed (:func:`adapt_localizer`); None (the default) does so when fewer than
     :data:`PROPOSED_FOR_PROTOTYPE_ONLY` of the support boxes are proposed at IoU ≥ 0.5 (a prototype
-    cannot name a box never proposed), and the version's note says so. A class without a threshold
+    cannot name a box never proposed), and the version's note says so. ``transductive`` > 0 refines
+    the new prototype that many steps on other TRAIN images' proposals (:func:`refine_on_images`),
+    after the localizer is adapted (so it sees what the adapted localizer proposes). A class without a threshold
     gets one for image-level recall and precision (:func:`threshold_for_precision`), its note too.
     Classes the model knows but the store no longer has (e.g. the parent of a split) are dropped from
     the new version; the old version keeps them.
@@ -405,6 +459,11 @@ def learn_class(
             store, name, support, replay_images, model.config.image_size, model.config.channels
         )
         adapt_localizer(model, *sets)
+    if transductive > 0:
+        used = refine_on_images(
+            model, [name], [len(embeddings)], unlabelled_images(store, support), transductive
+        )
+        notes.append(f" (prototype refined on {used} proposals of unlabelled images, {transductive} steps)")
     if name not in model.memory.operating:
         threshold, why = threshold_for_precision(model, name, support, known_negatives(store, name, support))
         model.memory = model.memory.with_thresholds({**model.memory.operating, name: threshold})
