@@ -264,7 +264,7 @@ def test_a_v3_store_migrates_to_v4_keeping_every_box(tmp_path: Path) -> None:
         images = conn.execute("SELECT * FROM images ORDER BY id").fetchall()
     conn.close()
     with Store.open(path, create=False) as store:
-        assert store._conn.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert store._conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION
         assert store._conn.execute("SELECT * FROM boxes ORDER BY id").fetchall() == boxes
         assert store._conn.execute("SELECT * FROM images ORDER BY id").fetchall() == [
             (*row, 0) for row in images

@@ -8,6 +8,7 @@ from typing import Any
 
 from quickstudy.cli._common import print_json, print_table
 from quickstudy.labels import Store
+from quickstudy.labels.taxonomy import RETIRE_MEANINGS
 
 
 def _names(text: str) -> list[str]:
@@ -42,7 +43,20 @@ def register(subparsers: Any) -> None:
     split = command("split", "split a class: split A A1,A2  (old labels of A mean {A1, A2})", _split)
     split.add_argument("source")
     split.add_argument("targets", help="comma-separated new classes")
-    command("retire", "retire a class (its boxes stay, without class)", _retire).add_argument("name")
+    retire = command(
+        "retire",
+        "retire a class (its boxes stay, without class); again on a retired class: change its meaning",
+        _retire,
+    )
+    retire.add_argument("name")
+    retire.add_argument(
+        "--meaning",
+        choices=RETIRE_MEANINGS,
+        default=RETIRE_MEANINGS[0],
+        help="what its boxes are: unnamed (default): a type we do not name (yet), never to be named as "
+        "another class, examples of what must come out unknown; other-types: of the other current "
+        "classes (training may pseudo-label them)",
+    )
     history = command("history", "every edit, oldest first", _history)
     history.add_argument("--json", action="store_true")
     command("undo", "undo the most recent edit", _undo)
@@ -103,8 +117,13 @@ def _split(args: argparse.Namespace) -> int:
 
 def _retire(args: argparse.Namespace) -> int:
     with _store(args) as store:
-        store.taxonomy.retire(args.name, author=args.author)
-        return _done(store, f"retired {args.name}; its boxes stay, without class")
+        store.taxonomy.retire(args.name, args.meaning, author=args.author)
+        what = (
+            "a type no class names: never named as another class"
+            if args.meaning == "unnamed"
+            else "of the other classes: training may name them"
+        )
+        return _done(store, f"retired {args.name}; its boxes stay, without class, as {what}")
 
 
 def _history(args: argparse.Namespace) -> int:
@@ -137,6 +156,9 @@ def _summary(kind: str, payload: dict[str, Any]) -> str:
     if kind in ("add_box", "update_box", "delete_box"):
         verb = {"add_box": "added", "update_box": "changed", "delete_box": "deleted"}[kind]
         return f"box {payload['box_id']} {verb} on image {payload['image_id']}"
+    if kind == "retire":
+        was = f", was {payload['previous']}" if "previous" in payload else ""
+        return f"{payload['name']} ({payload['meaning']}{was})"
     if kind == "checked":
         return f"{len(payload['old'])} images marked " + (
             "checked" if payload["checked"] else "not yet labelled"

@@ -36,10 +36,12 @@ class BoxRecord:
 
 @dataclass(frozen=True)
 class ShownBox:
-    """A stored box and the set of current classes its label means now (empty: no class)."""
+    """A stored box and the set of current classes its label means now (empty: no class); ``unnamed``:
+    its class was retired as a type the taxonomy does not name (see :class:`LabelledBox`)."""
 
     record: BoxRecord
     allowed: frozenset[str]
+    unnamed: bool = False
 
 
 @dataclass(frozen=True)
@@ -56,12 +58,16 @@ class LabelledBox:
     """A box as training sees it: geometry and the set of *current* classes its label may mean.
 
     ``allowed`` is empty for a box without class, one name for a full label, several for a partial
-    label (an old label whose class was split and not yet relabelled).
+    label (an old label whose class was split and not yet relabelled): the box is known not to be
+    any class outside a non-empty set. ``unnamed`` (``allowed`` then empty): its class was retired
+    as a type the taxonomy does not name (yet), so it is known not to be any class current at that
+    retirement: never to be named as one of them, an example of what must come out ``unknown``.
     """
 
     box_id: int
     xyxy: tuple[float, float, float, float]
     allowed: frozenset[str]
+    unnamed: bool = False
 
 
 @dataclass(frozen=True)

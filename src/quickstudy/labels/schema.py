@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import uuid
 from collections.abc import Callable
@@ -106,11 +107,30 @@ def _add_image_version(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX boxes_image ON boxes(image_id)")
 
 
+def _add_retired_meaning(conn: sqlite3.Connection) -> None:
+    """v5: ``classes.retired`` — what retiring the class means for its boxes: ``unnamed`` (a type the
+    taxonomy does not name: never to be named as another class) or ``other-types`` (they are of the
+    other current classes); NULL for a class not retired. Retires made before are ``other-types``
+    and their journal entries say so: that is what their authors got (training pseudo-labelled them)."""
+    conn.execute("ALTER TABLE classes ADD COLUMN retired TEXT")
+    # retired: inactive and meaning nothing (a merged, split or legacy class has successors)
+    conn.execute(
+        "UPDATE classes SET retired = 'other-types' WHERE active = 0 "
+        "AND id NOT IN (SELECT class_id FROM successors)"
+    )
+    for edit_id, payload in conn.execute("SELECT id, payload FROM edits WHERE kind = 'retire'").fetchall():
+        conn.execute(
+            "UPDATE edits SET payload = ? WHERE id = ?",
+            (json.dumps({**json.loads(payload), "meaning": "other-types"}), edit_id),
+        )
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _create_v1,
     _add_store_info,
     _add_image_checked,
     _add_image_version,
+    _add_retired_meaning,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

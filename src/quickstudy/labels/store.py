@@ -247,6 +247,12 @@ def _box_record(row: tuple[Any, ...]) -> BoxRecord:
     return BoxRecord(row[0], row[1], (row[2], row[3], row[4], row[5]), row[6], row[7], row[8], row[9])
 
 
+def _shown(box: BoxRecord, resolution: dict[int, frozenset[str]], unnamed: frozenset[int]) -> ShownBox:
+    if box.class_id is None:
+        return ShownBox(box, frozenset())
+    return ShownBox(box, resolution[box.class_id], box.class_id in unnamed)
+
+
 def _set_wal(conn: sqlite3.Connection) -> None:
     """Switch to WAL, retrying while another process creates the same file: SQLite answers "locked" at
     once here, without waiting for its busy timeout."""
@@ -458,18 +464,15 @@ class Store:
                 f"SELECT {', '.join(BOX_COLUMNS)} FROM boxes WHERE image_id = ? ORDER BY id", (image_id,)
             ).fetchall()
             resolution = self.taxonomy.resolution()
+            unnamed = self.taxonomy.unnamed_ids()
         boxes = [_box_record(r) for r in rows]
-        return ImageState(
-            _image_record(row),
-            [ShownBox(b, frozenset() if b.class_id is None else resolution[b.class_id]) for b in boxes],
-        )
+        return ImageState(_image_record(row), [_shown(b, resolution, unnamed) for b in boxes])
 
     def box(self, box_id: int) -> ShownBox:
         """One box, with what its label means now."""
         with self._snapshot():
             box = _box_record(tuple(self._box_row(box_id).values()))
-            allowed = frozenset() if box.class_id is None else self.taxonomy.resolve(box.class_id)
-        return ShownBox(box, allowed)
+            return _shown(box, self.taxonomy.resolution(), self.taxonomy.unnamed_ids())
 
     def samples(self, split: str | None = None) -> list[Sample]:
         """Every image (of ``split``) with its boxes and each box's allowed set of current classes.
@@ -477,6 +480,7 @@ class Store:
         Training must use only ``checked`` samples as negatives: an unchecked image may hold defects
         nobody has marked yet."""
         resolution = self.taxonomy.resolution()
+        unnamed = self.taxonomy.unnamed_ids()
         boxes: dict[int, list[LabelledBox]] = defaultdict(list)
         for box_id, image_id, x1, y1, x2, y2, class_id in self._conn.execute(
             "SELECT b.id, b.image_id, b.x1, b.y1, b.x2, b.y2, b.class_id FROM boxes b"
@@ -485,7 +489,7 @@ class Store:
             (split,) if split else (),
         ):
             allowed = resolution[class_id] if class_id is not None else frozenset()
-            boxes[image_id].append(LabelledBox(box_id, (x1, y1, x2, y2), allowed))
+            boxes[image_id].append(LabelledBox(box_id, (x1, y1, x2, y2), allowed, class_id in unnamed))
         return [
             Sample(
                 image.image_id,

@@ -6,8 +6,13 @@ record *successor* edges; a stored label keeps pointing at the class it was writ
 
 - ``split A -> A1, A2``: an old ``A`` resolves to ``{A1, A2}`` until someone relabels the box;
 - ``merge A, B -> C``: old ``A`` and ``B`` resolve to ``{C}``;
-- ``retire A``: old ``A`` resolves to the empty set (the box stays, its class is unknown);
+- ``retire A``: old ``A`` resolves to the empty set (the box stays); the retirement says what its
+  boxes are: ``unnamed`` (the default), a type the taxonomy does not name (yet), so they are never
+  to be named as another class, or ``other-types``, they are of the other current classes;
 - ``rename``: only the name changes.
+
+A label that may mean a current class or an ``unnamed`` retired one (``split A -> A1, A2``, then
+``retire A1``) resolves to the empty set: nothing is known of its class.
 
 The taxonomy version is the number of taxonomy edits in force (undo lowers it again).
 """
@@ -24,6 +29,9 @@ if TYPE_CHECKING:
     from quickstudy.labels.store import Store
 
 TAXONOMY_KINDS = ("add", "rename", "merge", "split", "retire", "legacy")
+# What retiring a class means for its boxes; the first is the default: a wrong guess there costs a few
+# pseudo-labels, a wrong guess the other way teaches a known class another type's boxes.
+RETIRE_MEANINGS = ("unnamed", "other-types")
 _FORBIDDEN = set("|,\n\r\t")
 
 
@@ -71,23 +79,39 @@ class Taxonomy:
             for i, name in self._rows("SELECT id, name FROM classes WHERE active = 1 ORDER BY id")
         }
 
-    def resolution_ids(self) -> dict[int, frozenset[int]]:
-        """For every class id in the store, the set of current class ids it resolves to."""
-        active = {i for i, a in self._rows("SELECT id, active FROM classes") if a}
+    def _resolved(self) -> dict[int, tuple[frozenset[int], bool]]:
+        """For every class id: the current class ids it may mean, and whether it may mean a type
+        retired as ``unnamed``."""
+        rows = self._rows("SELECT id, active, retired FROM classes")
+        active = {i for i, a, _ in rows if a}
+        unnamed = {i for i, a, retired in rows if not a and retired == "unnamed"}
         edges: dict[int, list[int]] = defaultdict(list)
         for source, target in self._rows("SELECT class_id, successor_id FROM successors"):
             edges[source].append(target)
-        memo: dict[int, frozenset[int]] = {}
+        memo: dict[int, tuple[frozenset[int], bool]] = {}
 
-        def resolve(class_id: int) -> frozenset[int]:
+        def resolve(class_id: int) -> tuple[frozenset[int], bool]:
             if class_id not in memo:
                 if class_id in active:
-                    memo[class_id] = frozenset({class_id})
+                    memo[class_id] = frozenset({class_id}), False
                 else:
-                    memo[class_id] = frozenset().union(*(resolve(t) for t in edges[class_id]))
+                    parts = [resolve(t) for t in edges[class_id]]
+                    memo[class_id] = (
+                        frozenset().union(*(ids for ids, _ in parts)),
+                        class_id in unnamed or any(flag for _, flag in parts),
+                    )
             return memo[class_id]
 
-        return {class_id: resolve(class_id) for (class_id,) in self._rows("SELECT id FROM classes")}
+        return {class_id: resolve(class_id) for class_id, _, _ in rows}
+
+    def resolution_ids(self) -> dict[int, frozenset[int]]:
+        """For every class id in the store, the set of current class ids it resolves to."""
+        return {i: frozenset() if unnamed else ids for i, (ids, unnamed) in self._resolved().items()}
+
+    def unnamed_ids(self) -> frozenset[int]:
+        """The class ids whose labels are known to be of a type no current class names: they resolve
+        only to classes retired as ``unnamed``."""
+        return frozenset(i for i, (ids, unnamed) in self._resolved().items() if unnamed and not ids)
 
     def resolution(self) -> dict[int, frozenset[str]]:
         """For every class id in the store, the set of current class names it resolves to."""
@@ -186,12 +210,35 @@ class Taxonomy:
             )
         return target_ids
 
-    def retire(self, name: str, author: str | None = None) -> None:
-        """Old labels of ``name`` resolve to no class; the boxes stay as boxes without class."""
+    def retire(self, name: str, meaning: str = RETIRE_MEANINGS[0], author: str | None = None) -> None:
+        """Old labels of ``name`` resolve to no class; the boxes stay. ``meaning`` (one of
+        :data:`RETIRE_MEANINGS`) says what they are; retiring a class retired before changes only
+        that (undo restores the previous meaning)."""
+        if meaning not in RETIRE_MEANINGS:
+            raise QuickstudyError(
+                f"{self._store.path}: unknown retire meaning {meaning!r} (use {', '.join(RETIRE_MEANINGS)})"
+            )
         with self._store.transaction():
-            class_id = self.class_id(name)
-            self._deactivate([class_id])
-            self._store.journal("retire", {"name": name, "class_id": class_id}, author)
+            payload: dict[str, Any] = {"name": name, "meaning": meaning}
+            if name in self.classes():
+                class_id = self.class_id(name)
+                self._deactivate([class_id])
+            else:
+                rows = self._rows(
+                    "SELECT id, retired FROM classes WHERE active = 0 AND retired IS NOT NULL AND name = ? "
+                    "ORDER BY id DESC LIMIT 1",
+                    (name,),
+                )
+                if not rows:
+                    self.class_id(name)  # raises: no such class
+                class_id, previous = rows[0]
+                if previous == meaning:
+                    raise QuickstudyError(
+                        f"{self._store.path}: class {name!r} is already retired as {meaning}"
+                    )
+                payload["previous"] = previous
+            self._store._conn.execute("UPDATE classes SET retired = ? WHERE id = ?", (meaning, class_id))
+            self._store.journal("retire", {**payload, "class_id": class_id}, author)
 
     def legacy_class(self, allowed: frozenset[str], author: str | None = None) -> int:
         """An inactive class meaning exactly ``allowed`` (current classes), for importing partial labels."""
@@ -227,7 +274,13 @@ class Taxonomy:
             conn.execute("UPDATE classes SET name = ? WHERE id = ?", (payload["old"], payload["class_id"]))
             return
         if kind == "retire":
-            self._reactivate([payload["class_id"]])
+            if "previous" in payload:  # a change of meaning: the class stays retired
+                conn.execute(
+                    "UPDATE classes SET retired = ? WHERE id = ?", (payload["previous"], payload["class_id"])
+                )
+            else:
+                self._reactivate([payload["class_id"]])
+                conn.execute("UPDATE classes SET retired = NULL WHERE id = ?", (payload["class_id"],))
             return
         for class_id in created:
             used = self._rows("SELECT count(*) FROM boxes WHERE class_id = ?", (class_id,))[0][0]
