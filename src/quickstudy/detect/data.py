@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -122,6 +122,12 @@ class DetectionSet:
     allowed: torch.Tensor  # bool [N, M, C]
     classes: list[str]
     paths: list[str]
+    # bool [N, M]: the box is of a type no class names (a class retired as unnamed), never pseudo-labelled
+    unnamed: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.bool))
+
+    def __post_init__(self) -> None:
+        if self.unnamed.dim() == 1:  # not given: no box is known to be of an unnamed type
+            self.unnamed = torch.zeros_like(self.valid)
 
     @classmethod
     def from_samples(
@@ -139,21 +145,25 @@ class DetectionSet:
         (a box cut by a tile's edge is kept there when at least half of it is inside). Geometry comes
         from the samples' stored sizes; pixels are decoded when a batch asks for them
         (:class:`DecodedImages`). ``samples`` are :class:`quickstudy.labels.Sample` s; class names in a
-        box's ``allowed`` set that are not in ``classes`` are ignored."""
+        box's ``allowed`` set that are not in ``classes`` are ignored; a box's ``unnamed`` flag (its
+        class was retired as a type no class names) becomes :attr:`unnamed`."""
         index = {name: i for i, name in enumerate(classes)}
-        entries: list[tuple[tuple[str, tuple[int, int] | None], list[tuple[Any, Any]]]] = []
+        entries: list[tuple[tuple[str, tuple[int, int] | None], list[tuple[Any, Any, bool]]]] = []
         for sample in samples:
-            boxes = [(tuple(float(v) for v in b.xyxy), b.allowed) for b in sample.boxes]
+            boxes = [(tuple(float(v) for v in b.xyxy), b.allowed, b.unnamed) for b in sample.boxes]
             if not tiling:
                 scale = image_size / max(sample.width, sample.height)
                 entries.append(
-                    ((str(sample.path), None), [(tuple(v * scale for v in xyxy), a) for xyxy, a in boxes])
+                    (
+                        (str(sample.path), None),
+                        [(tuple(v * scale for v in xyxy), a, u) for xyxy, a, u in boxes],
+                    )
                 )
                 continue
             for x0, y0 in geometry.tile_origins(sample.width, sample.height, image_size):
                 inside = [
-                    (clipped, allowed)
-                    for xyxy, allowed in boxes
+                    (clipped, allowed, unnamed)
+                    for xyxy, allowed, unnamed in boxes
                     if (clipped := _clipped(xyxy, x0, y0, image_size)) is not None
                 ]
                 entries.append(((str(sample.path), (x0, y0)), inside))
@@ -162,15 +172,18 @@ class DetectionSet:
         boxes_tensor = torch.zeros(n, m, 4)
         valid = torch.zeros(n, m, dtype=torch.bool)
         allowed = torch.zeros(n, m, len(classes), dtype=torch.bool)
+        unnamed = torch.zeros(n, m, dtype=torch.bool)
         for i, (_, entry_boxes) in enumerate(entries):
-            for j, ((x1, y1, x2, y2), names) in enumerate(entry_boxes):
+            for j, ((x1, y1, x2, y2), names, of_unnamed_type) in enumerate(entry_boxes):
                 boxes_tensor[i, j] = torch.tensor([x1, y1, x2, y2])
                 valid[i, j] = x2 > x1 and y2 > y1
+                unnamed[i, j] = of_unnamed_type
                 for name in names:
                     if name in index:
                         allowed[i, j, index[name]] = True
         images = DecodedImages([view for view, _ in entries], channels, image_size, cache_bytes)
-        return cls(images, boxes_tensor, valid, allowed, list(classes), [view[0] for view, _ in entries])
+        paths = [view[0] for view, _ in entries]
+        return cls(images, boxes_tensor, valid, allowed, list(classes), paths, unnamed)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -184,6 +197,7 @@ class DetectionSet:
             self.allowed.to(device),
             self.classes,
             self.paths,
+            self.unnamed.to(device),
         )
 
     def batch(
@@ -209,6 +223,7 @@ class DetectionSet:
             "rois": rois,
             "roi_allowed": roi_allowed,
             "roi_support": roi_support,
+            "roi_unnamed": self.unnamed[indices][valid].repeat(jitter + 1),  # in _rois' order
         }
         return images, targets
 

@@ -208,7 +208,8 @@ class DefectDetector(nn.Module):
         self, images: torch.Tensor, targets: dict[str, torch.Tensor] | None = None
     ) -> dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]:
         """Training (``targets`` given): ``boxes [B, M, 4]``, ``valid [B, M]``, ``rois [K, 5]``,
-        ``roi_allowed [K, C]``, ``roi_support [K]`` → ``loss_localize``, ``loss_recognize`` and parts."""
+        ``roi_allowed [K, C]``, ``roi_support [K]`` (and optionally ``roi_unnamed [K]``: boxes never
+        pseudo-labelled) → ``loss_localize``, ``loss_recognize`` and parts."""
         features = self.features(images)
         dense = self.localize(features)
         if targets is None:
@@ -222,6 +223,7 @@ class DefectDetector(nn.Module):
             self.class_vectors,
             targets["roi_support"],
             self.config.pseudo_label_confidence,
+            targets.get("roi_unnamed"),
         )
         return {
             "loss_localize": torch.stack(list(localize.values())).sum(),

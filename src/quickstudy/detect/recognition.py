@@ -42,26 +42,33 @@ def partial_label_loss(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Ten
     return -torch.logsumexp(log_p.masked_fill(~allowed[rows], -math.inf), -1).mean()
 
 
-def pseudo_labels(logits: torch.Tensor, allowed: torch.Tensor, confidence: float) -> torch.Tensor:
+def pseudo_labels(
+    logits: torch.Tensor, allowed: torch.Tensor, confidence: float, unnamed: torch.Tensor | None = None
+) -> torch.Tensor:
     """``allowed`` with each row whose S is empty given its most probable class where that class's
     probability is at least ``confidence`` (self-training, as FixMatch thresholds its pseudo-labels)
     and the box passes the open-set test: its best logit reaches the :data:`UNKNOWN_QUANTILE` quantile
     of the batch's single-label boxes' logits for their own class. A softmax is sure of things it never
     saw; a box farther from every class than known boxes are from their own may be of a type not yet
     named, and is never pseudo-labelled (every box is a defect, so "abnormal" holds for all of them).
+    Nor is a box flagged in ``unnamed [N]`` (its class was retired as a type no class names): it is
+    known to be none of them, however sure the softmax is.
 
-    >>> logits = torch.tensor([[5.0, 0.0], [0.1, 0.0], [4.0, 1.0], [3.0, -9.0]])
-    >>> allowed = torch.tensor([[False, False], [False, False], [True, False], [False, False]])
-    >>> pseudo_labels(logits, allowed, 0.9).tolist()
-    [[True, False], [False, False], [True, False], [False, False]]
+    >>> logits = torch.tensor([[5.0, 0.0], [0.1, 0.0], [4.0, 1.0], [3.0, -9.0], [5.0, 0.0]])
+    >>> allowed = torch.tensor([[False, False], [False, False], [True, False], [False, False], [False, False]])
+    >>> pseudo_labels(logits, allowed, 0.9, torch.tensor([False, False, False, False, True])).tolist()
+    [[True, False], [False, False], [True, False], [False, False], [False, False]]
     """
     scores = logits.detach().float()
     best = scores.softmax(-1).max(-1)
     single = allowed.sum(-1) == 1
     own = scores[single][allowed[single]]
+    # The in-batch form of the open-set test (the class memory's calibrated one exists only after training).
     cut = float(torch.quantile(own, UNKNOWN_QUANTILE, interpolation="lower")) if own.numel() else -math.inf
     far = scores.amax(-1) < cut
     take = ~allowed.any(-1) & (best.values >= confidence) & ~far
+    if unnamed is not None:
+        take &= ~unnamed
     return allowed | (F.one_hot(best.indices, allowed.shape[-1]).bool() & take[:, None])
 
 
@@ -198,6 +205,7 @@ class RecognitionHead(nn.Module):
         class_vectors: torch.Tensor,
         support: torch.Tensor,
         pseudo_label_confidence: float | None = None,
+        unnamed: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """``loss_classes`` (vs learned class vectors) and ``loss_episode`` (vs batch prototypes).
 
@@ -205,13 +213,14 @@ class RecognitionHead(nn.Module):
         bool (which boxes form the episode's support; only single-label ones are used). With
         ``pseudo_label_confidence``, a box without class takes the class it is predicted as against
         the class vectors, where that prediction is that confident (:func:`pseudo_labels`), in both
-        losses: in the episode it may then be support or query like a labelled box.
+        losses: in the episode it may then be support or query like a labelled box. A box flagged in
+        ``unnamed [K]`` (of a type no class names) never does.
         """
         logits = self.logits(embeddings, class_vectors)
         taught = (
             allowed
             if pseudo_label_confidence is None
-            else pseudo_labels(logits, allowed, pseudo_label_confidence)
+            else pseudo_labels(logits, allowed, pseudo_label_confidence, unnamed)
         )
         loss_classes = partial_label_loss(logits, taught)
         support = support & (taught.sum(-1) == 1)

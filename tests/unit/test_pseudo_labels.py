@@ -1,0 +1,91 @@
+"""Pseudo-labels respect what a label rules out: a box of a type no class names and a box the open-set
+test calls unknown are never named, and a split's old box is never named outside its set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from quickstudy.detect.data import DetectionSet
+from quickstudy.detect.model import TINY, DefectDetector, DetectorConfig
+from quickstudy.detect.recognition import partial_label_loss, pseudo_labels
+
+from .labels_fixtures import small_store
+
+NONE = [False, False]
+
+
+def test_a_box_of_an_unnamed_type_is_never_pseudo_labelled() -> None:
+    logits = torch.tensor([[9.0, 0.0], [9.0, 0.0], [0.0, 9.0]])
+    allowed = torch.tensor([NONE, NONE, [False, True]])
+    unnamed = torch.tensor([False, True, False])
+    # the same confident box is named without the flag and left alone with it
+    assert pseudo_labels(logits, allowed, 0.95).tolist() == [[True, False], [True, False], [False, True]]
+    assert pseudo_labels(logits, allowed, 0.95, unnamed).tolist() == [[True, False], NONE, [False, True]]
+
+
+def test_a_box_the_open_set_test_calls_unknown_is_never_pseudo_labelled() -> None:
+    # labelled boxes reach logit 9 for their own class; the third box is sure of a (softmax ~1) but
+    # much farther from it than labelled boxes are from theirs: a type not yet named
+    logits = torch.tensor([[9.0, 0.0], [0.0, 9.5], [3.0, -9.0], [9.2, 0.0]])
+    allowed = torch.tensor([[True, False], [False, True], NONE, NONE])
+    assert logits.softmax(-1)[2, 0] > 0.99
+    assert pseudo_labels(logits, allowed, 0.95).tolist() == [
+        [True, False],
+        [False, True],
+        NONE,
+        [True, False],
+    ]
+
+
+def test_a_split_box_is_never_named_outside_its_set_and_learns_away_from_it() -> None:
+    logits = torch.tensor([[9.0, 0.0, 0.0]], requires_grad=True)  # sure of class 0, outside its set
+    allowed = torch.tensor([[False, True, True]])
+    assert torch.equal(pseudo_labels(logits, allowed, 0.5), allowed)
+    partial_label_loss(logits, allowed).backward()
+    assert logits.grad is not None and logits.grad[0, 0] > 0  # descent lowers the outside class
+
+
+def test_the_unnamed_flag_reaches_the_targets_in_the_rois_order(tmp_path: Path) -> None:
+    store = small_store(tmp_path)
+    store.taxonomy.split("a", ["a1", "a2"])
+    store.taxonomy.retire("c")
+    samples = store.samples()
+    classes = store.classes()
+    data = DetectionSet.from_samples(samples, classes, 64)
+    flagged = [b.unnamed for s in samples for b in s.boxes]
+    assert any(flagged) and not all(flagged)
+    assert data.unnamed[data.valid].tolist() == flagged
+    split_box = next(
+        i for i, b in enumerate(b for s in samples for b in s.boxes) if b.allowed == {"a1", "a2"}
+    )
+    assert data.allowed[data.valid][split_box].tolist() == [c in ("a1", "a2") for c in classes]
+    _, targets = data.batch(torch.arange(len(data)), torch.Generator().manual_seed(0), augment=None, jitter=2)
+    assert targets["roi_unnamed"].tolist() == flagged * 3
+    assert not (targets["roi_unnamed"] & targets["roi_allowed"].any(-1)).any()
+
+
+def test_the_model_never_teaches_an_unnamed_box_a_class() -> None:
+    torch.manual_seed(0)
+    # any box without class is pseudo-labelled at this confidence, unless flagged
+    model = DefectDetector(["a", "b"], DetectorConfig(**TINY, image_size=64, pseudo_label_confidence=1e-6))
+    boxes = torch.tensor([[[4.0, 4, 30, 30], [20, 20, 60, 50]]])
+    valid = torch.ones(1, 2, dtype=torch.bool)
+    targets = {
+        "boxes": boxes,
+        "valid": valid,
+        "rois": torch.cat([torch.zeros(2, 1), boxes[valid]], 1),
+        "roi_allowed": torch.zeros(2, 2, dtype=torch.bool),
+        "roi_support": torch.zeros(2, dtype=torch.bool),
+    }
+    images = torch.rand(1, 1, 64, 64)
+    assert model(images, targets)["loss_classes"].item() > 0
+    flagged = model(images, {**targets, "roi_unnamed": torch.ones(2, dtype=torch.bool)})
+    assert flagged["loss_classes"].item() == 0.0
+    one = model(images, {**targets, "roi_unnamed": torch.tensor([True, False])})["loss_classes"]
+    logits = model.recognize.logits(
+        model.recognize.embed(model.features(images), targets["rois"][1:]), model.class_vectors
+    )
+    assert torch.allclose(one, F.cross_entropy(logits, logits.argmax(-1)))
