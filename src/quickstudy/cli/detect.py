@@ -36,6 +36,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0 < value <= 1:
@@ -82,6 +89,7 @@ def training_keywords(args: argparse.Namespace) -> dict[str, Any]:
         "image_size": args.image_size,
         "channels": None if args.channels == "auto" else int(args.channels),
         "tiling": args.tiling,
+        "workers": args.workers,
         **{key: value for key, value in given.items() if value is not None},
     }
 
@@ -433,6 +441,15 @@ def add_training_options(parser: Any) -> None:
         help="train on overlapping full-resolution tiles and predict tile by tile, for small defects in "
         "large frames (default auto: on when the median box, letterboxed with its frame to the input "
         "size, would be under 16 px; stored in the model)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_non_negative,
+        default=0,
+        metavar="N",
+        help="DataLoader processes decoding the next batches while the network trains; the batches are "
+        "the same with any number, and the decode cache is shared out among them (default: 0, decode "
+        "in the training process; measured in benchmarks/results/realimages.md)",
     )
     parser.add_argument("--seed", type=int, default=0)
 

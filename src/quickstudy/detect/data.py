@@ -207,11 +207,14 @@ class DetectionSet:
         augment: str | None = DEFAULT_AUGMENT,
         jitter: int = 1,
         photometric: bool = DEFAULT_PHOTOMETRIC,
+        decoded: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Images ``float [B, C, S, S]`` in [0, 1] and the model's training targets; ``augment`` is
         one of :data:`AUGMENTATIONS` or None (no augmentation at all); ``photometric`` adds
-        brightness and contrast changes to it."""
-        images = self.images[indices.cpu()].to(self.boxes.device).float() / 255
+        brightness and contrast changes to it. ``decoded``: the views of ``indices`` when already
+        decoded (by a :class:`~quickstudy.detect.loading.StepLoader` worker)."""
+        views = self.images[indices.cpu()] if decoded is None else decoded
+        images = views.to(self.boxes.device).float() / 255
         indices = indices.to(self.boxes.device)
         boxes, valid, allowed = self.boxes[indices], self.valid[indices], self.allowed[indices]
         if augment is not None:

@@ -32,6 +32,7 @@ from quickstudy.detect.data import (
     DecodedImages,
     DetectionSet,
 )
+from quickstudy.detect.loading import StepIndices, StepLoader
 from quickstudy.detect.memory import ClassMemory, class_means, open_set_similarity, unknown_similarity
 from quickstudy.detect.model import DefectDetector, DetectorConfig, detector_payload
 from quickstudy.detect.normality import (
@@ -328,6 +329,7 @@ def train_detector(
     image_size: int | str | None = None,
     amp: bool = True,
     tiling: str = "auto",
+    workers: int = 0,
 ) -> int:
     """Train on the store's train split and write version 1 of the model folder ``out_dir``.
 
@@ -344,7 +346,9 @@ def train_detector(
     ``train["init"]`` (None: random or ``weights`` init). ``hold_out=False`` fits every image and
     calibrates on the fitted images (optimistic thresholds; for comparisons with detectors that
     fit the whole split). ``augment`` names the geometric augmentation (``data.AUGMENTATIONS``);
-    ``photometric`` adds brightness and contrast changes.
+    ``photometric`` adds brightness and contrast changes. ``workers``: DataLoader processes decoding
+    the batches ahead (:class:`~quickstudy.detect.loading.StepLoader`; the batches are the same with
+    any number); how the run is computed, not a property of the model, so not recorded in it.
     Returns the version number written.
     """
     if augment not in AUGMENTATIONS:
@@ -447,25 +451,30 @@ def train_detector(
         )
     )
     train_set = fitted.to(device)
-    order: dict[int, torch.Tensor] = {}
+    loader = StepLoader(
+        fitted.images,
+        StepIndices.for_this_rank(len(train_set), per_epoch, batch_size, seed),
+        trainer.start_step,
+        steps,
+        workers=workers,
+        pin=device.startswith("cuda"),
+    )
 
     def step_fn(step: int) -> dict[str, torch.Tensor]:
-        epoch, i = divmod(step, per_epoch)
-        if epoch not in order:
-            order.clear()
-            order[epoch] = torch.randperm(len(train_set), generator=step_generator(seed, epoch))
-        start = (i * world + distributed.rank()) * batch_size
+        indices, views = loader.get(step)
         images, targets = train_set.batch(
-            order[epoch][start : start + batch_size],
+            indices,
             step_generator(seed, step, distributed.rank()),
             augment,
             photometric=photometric,
+            decoded=views,
         )
         out = model(images, targets)
         assert isinstance(out, dict)
         return {"loss": out["loss_localize"] + out["loss_recognize"], **out}
 
     trainer.fit(step_fn)
+    loader.close()  # before calibration decodes: the workers' caches and the main one never coexist
     train_seconds = time.perf_counter() - started
     if not distributed.is_main():
         return 0
