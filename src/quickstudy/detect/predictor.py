@@ -159,6 +159,16 @@ class Predictor:
         self.notes = {}  # this call's conversions only: a long-running server would pile them up
         return [self.name_detections(out, score_threshold) for out in self.raw(list(images))]
 
+    def predict_embedded(self, images: Sequence[ImageInput]) -> list[list[tuple[Detection, torch.Tensor]]]:
+        """:meth:`predict` at the operating thresholds, each detection with its unit embedding ``[D]``:
+        its proposal's (every class named on one box shares it), found by the box it was named from."""
+        self.notes = {}
+        result = []
+        for out in self.raw(list(images)):
+            rows = {tuple(float(v) for v in box): i for i, box in enumerate(out["boxes"])}
+            result.append([(d, out["embeddings"][rows[d.box]]) for d in self.name_detections(out, None)])
+        return result
+
     def name_detections(self, out: dict[str, torch.Tensor], score_threshold: float | None) -> list[Detection]:
         """The named detections of one image's raw output (:meth:`ClassMemory.name_detections`)."""
         return self.model.memory.name_detections(out, score_threshold)
