@@ -137,6 +137,9 @@ API_ROUTES = {
     ("GET", "/api/models"),
     ("POST", "/api/models/use"),
     ("POST", "/api/models/undo"),
+    ("GET", "/api/cache"),
+    ("GET", "/api/unknowns"),
+    ("POST", "/api/unknowns/{key}/name"),
 }
 
 
@@ -160,6 +163,7 @@ def test_every_api_route_refuses_a_missing_or_wrong_token_with_a_bare_401(served
     anonymous = TestClient(served.client.app)
     for method, path in sorted(routes):
         url = path.replace("{image_id}", "1").replace("{job_id}", "1").replace("{box_id}", "1")
+        url = url.replace("{key}", "0123abcd")
         for headers in wrong:
             response = anonymous.request(method, url, headers=headers)
             assert response.status_code == 401, (method, url, headers, response.text)
@@ -489,6 +493,7 @@ def test_learn_runs_as_a_job_and_writes_a_new_current_version(served, tmp_path):
     job = wait_for(served, job)
     assert job["state"] == "done", job
     assert (job["result"]["version"], job["result"]["previous_version"], job["progress"]) == (2, 1, 1.0)
+    assert job["result"]["outcome"]["basis"] == "none"  # one support image, none held out: it says so
     models = served.call("GET", "/api/models")
     assert models["current"] == 2 and [v["version"] for v in models["versions"]] == [1, 2]
     assert models["versions"][1]["classes"] == [*CLASSES, "scratch"] and models["versions"][1]["current"]

@@ -25,7 +25,7 @@ from tests.unit import test_serve_api as api
 
 TOKEN = api.TOKEN
 template = api.template  # the tiny detector trained on four synthetic line images, and its store
-OFF = ["learn", "models use", "models undo"]
+OFF = ["learn", "models use", "models undo", "unknown groups"]
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +133,7 @@ def test_serve_prints_that_the_model_is_an_export(template, export, tmp_path, ca
     lines = capsys.readouterr().out.splitlines()
     assert lines[2] == (
         f"model: {export.resolve()} is an export (version 1 of {(template / 'model').resolve()}); "
-        "off: learn, models use, models undo (they need the model folder)"
+        "off: learn, models use, models undo, unknown groups (they need the model folder)"
     )
     assert started["app"].state.model.kind == "export"  # type: ignore[attr-defined]
 
@@ -156,3 +156,10 @@ def test_a_server_on_an_export_imports_no_torch(template, export, tmp_path):
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_an_export_answers_unknown_groups_with_a_one_line_409(served):
+    for method, url in (("GET", "/api/unknowns"), ("POST", "/api/unknowns/0123abcd/name")):
+        response = served.client.request(method, url, json={"class": "x"} if method == "POST" else None)
+        assert response.status_code == 409, response.text
+        assert "unknown groups need the model folder" in response.json()["detail"]

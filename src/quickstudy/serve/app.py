@@ -6,6 +6,8 @@ person for the token and sends it with each API call."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, FastAPI, Request, status
@@ -16,10 +18,11 @@ from fastapi.staticfiles import StaticFiles
 from quickstudy import __version__
 from quickstudy.errors import QuickstudyError
 from quickstudy.labels.store import InvalidBox, NotInStore, StaleEdit
+from quickstudy.serve.cache import CacheFiller, PredictionCache
 from quickstudy.serve.dependencies import authenticated
 from quickstudy.serve.jobs import BackgroundJobs
 from quickstudy.serve.predictors import open_model
-from quickstudy.serve.routers import boxes, health, images, learn, models, predict, taxonomy
+from quickstudy.serve.routers import boxes, health, images, learn, models, predict, taxonomy, unknowns
 from quickstudy.serve.settings import ServeSettings
 from quickstudy.serve.uploads import FORM_OVERHEAD, UploadRefused
 
@@ -27,7 +30,19 @@ STATIC = Path(__file__).parent / "static"
 
 
 def create_app(settings: ServeSettings) -> FastAPI:
+    model = open_model(settings.model, settings.device)
+    filler = CacheFiller(PredictionCache(settings.store), model)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # the prediction cache fills while the server runs, for whichever version is current
+        if settings.fill_cache:
+            filler.start()
+        yield
+        filler.stop()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="quickstudy",
         version=__version__,
         summary="Label, review and teach a few-shot defect detector: the store, the taxonomy and the model.",
@@ -39,11 +54,12 @@ def create_app(settings: ServeSettings) -> FastAPI:
         max_body_size=settings.max_upload_bytes + FORM_OVERHEAD,
     )
     app.state.settings = settings
-    app.state.model = open_model(settings.model, settings.device)
+    app.state.model = model
     app.state.jobs = BackgroundJobs()
+    app.state.filler = filler
 
     api = APIRouter(prefix="/api", dependencies=[Depends(authenticated)])
-    for area in (health, predict, images, boxes, taxonomy, learn, models):
+    for area in (health, predict, images, boxes, taxonomy, learn, models, unknowns):
         api.include_router(area.router)
     app.include_router(api)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

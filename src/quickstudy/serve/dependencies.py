@@ -1,5 +1,5 @@
 """The dependencies the routes share: the caller's token (on every ``/api/`` route), the author of
-an edit, the server's settings, its current model and its background jobs."""
+an edit, the server's settings, its current model and its background jobs and the filler of its prediction cache."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from fastapi import Depends, File, Header, HTTPException, Request, UploadFile, s
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from quickstudy.serve.auth import SHARED_AUTHOR
+from quickstudy.serve.cache import CacheFiller
 from quickstudy.serve.jobs import BackgroundJobs
 from quickstudy.serve.predictors import CurrentModel
 from quickstudy.serve.settings import ServeSettings
@@ -63,6 +64,10 @@ def background_jobs(request: Request) -> BackgroundJobs:
     return request.app.state.jobs
 
 
+def cache_filler(request: Request) -> CacheFiller:
+    return request.app.state.filler
+
+
 def uploaded_image(
     file: Annotated[UploadFile, File(description="an image: PNG, JPEG, BMP, TIFF or WebP")],
     settings: Annotated[ServeSettings, Depends(server_settings)],
@@ -77,3 +82,4 @@ Upload = Annotated[CheckedImage, Depends(uploaded_image)]
 Author = Annotated[str, Depends(author)]
 Model = Annotated[CurrentModel, Depends(current_model)]
 Jobs = Annotated[BackgroundJobs, Depends(background_jobs)]
+Filler = Annotated[CacheFiller, Depends(cache_filler)]

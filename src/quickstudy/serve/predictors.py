@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 MODEL, EXPORT = "model", "export"
 # what needs a model folder's checkpoints: an export holds one version's network and class memory
-NEEDS_MODEL_FOLDER = ("learn", "models use", "models undo")
+NEEDS_MODEL_FOLDER = ("learn", "models use", "models undo", "unknown groups")
 
 
 class CurrentModel(ABC):
@@ -37,6 +37,10 @@ class CurrentModel(ABC):
     @abstractmethod
     def version(self) -> int:
         """The model version predictions come from."""
+
+    @abstractmethod
+    def identity(self) -> str:
+        """What the prediction cache keys this model's predictions by: changes whenever they may."""
 
     @abstractmethod
     def get(self) -> tuple[int, Predictor | OnnxPredictor]:
@@ -67,6 +71,11 @@ class FolderModel(CurrentModel):
 
     def version(self) -> int:
         return self.folder.current()
+
+    def identity(self) -> str:
+        # the version file's time too: an undone version's number can be written again by a later learn
+        version = self.folder.current()
+        return f"{self.root.resolve()}#{version}@{self.folder.path(version).stat().st_mtime_ns}"
 
     def get(self) -> tuple[int, Predictor]:
         from quickstudy.detect import Predictor
@@ -123,6 +132,9 @@ class ExportModel(CurrentModel):
     def version(self) -> int:
         """The version of the source model folder whose class memory the export holds."""
         return int(self._current()[0]["model_version"])
+
+    def identity(self) -> str:
+        return f"{self.root.resolve()}#export@{self._memory_stamp()}"
 
     def get(self) -> tuple[int, OnnxPredictor]:
         memory, predictor = self._current()

@@ -60,11 +60,22 @@ class ImageSummary(BaseModel):
     boxes: int
 
 
+class CacheProgress(BaseModel):
+    state: str = Field(description="filling, ready, stopped (not started) or failed")
+    model_version: int | None = Field(description="the version whose predictions are cached")
+    done: int = Field(description="images with a cached prediction of that version")
+    total: int = Field(description="images in the store")
+    error: str | None = None
+
+
 class ImageList(BaseModel):
     total: int = Field(description="images that pass the filters, over all pages")
     limit: int
     offset: int
     images: list[ImageSummary]
+    predictions: CacheProgress | None = Field(
+        None, description="with a filter on the model's predictions: how far the cache is filled"
+    )
 
 
 class ImageDetail(BaseModel):
@@ -256,3 +267,41 @@ def label(allowed: frozenset[str]) -> Label:
     if len(allowed) == 1:
         return next(iter(allowed))
     return sorted(allowed)
+
+
+class GroupMember(BaseModel):
+    image: int
+    name: str = Field(description="the image's file name")
+    detection: int = Field(description="the detection's index in the image's cached predictions")
+    box: tuple[float, float, float, float] = Field(description="x1, y1, x2, y2 in the image's own pixels")
+    score: float
+
+
+class UnknownGroup(BaseModel):
+    key: str = Field(description="names exactly these members: give it to name the group")
+    size: int
+    images: int
+    cohesion: float = Field(description="mean cosine similarity of the members to their mean")
+    members: list[GroupMember]
+
+
+class UnknownGroups(BaseModel):
+    model_version: int
+    similarity: float
+    unknowns: int = Field(description="unknown detections not yet covered by a box with a class")
+    grouped: int = Field(description="of them grouped (the highest-scoring, when there are very many)")
+    cache: CacheProgress
+    groups: list[UnknownGroup]
+
+
+class NameGroup(RequestBody):
+    class_name: str = Field(alias="class", min_length=1, description="a class of the store, or a new one")
+    similarity: float = Field(0.8, gt=0, le=1, description="the similarity the group was listed with")
+
+
+class GroupNamed(BaseModel):
+    class_name: str = Field(alias="class")
+    class_created: bool
+    added: list[int] = Field(description="ids of the boxes drawn")
+    labelled: list[int] = Field(description="ids of boxes without class that were given the class")
+    edit: Edit = Field(description="the last journal entry written")

@@ -26,6 +26,8 @@ class ServeSettings:
     device: str = "cpu"
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     max_pixels: int = DEFAULT_MAX_PIXELS
+    # a background thread predicts every image into the cache beside the store (the gallery's filters)
+    fill_cache: bool = True
 
     def open_store(self) -> Store:
         """A connection of this request's own: SQLite connections stay in the thread that made them,

@@ -3,14 +3,14 @@ uploads; marking an image checked (its boxes complete; with none, no defect) or 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Form, HTTPException, Query, status
 from fastapi.responses import FileResponse
 
 from quickstudy.labels.records import ImageState, ImportedImage, ShownBox
-from quickstudy.labels.store import SPLITS
-from quickstudy.serve.dependencies import Author, Settings, Upload
+from quickstudy.serve.dependencies import Author, Filler, Model, Settings, Upload
 from quickstudy.serve.schemas import CheckedMark, ImageDetail, ImageEdited, ImageList, StaleImage, label
 from quickstudy.serve.uploads import keep_image
 
@@ -27,44 +27,94 @@ STALE: dict[int | str, dict[str, Any]] = {
 @router.get("", response_model=ImageList)
 def list_images(
     settings: Settings,
+    model: Model,
+    filler: Filler,
     split: Annotated[SplitName | Literal["untagged"] | None, Query(description="only this split")] = None,
     class_name: Annotated[
         str | None, Query(alias="class", description="only images holding a box that may be of this class")
     ] = None,
     checked: Annotated[
         bool | None,
-        Query(
-            description="false: only images with no labels yet (nobody has looked); true: only checked ones"
-        ),
+        Query(description="true: only checked images (their boxes complete); false: only those not checked"),
     ] = None,
+    no_labels: Annotated[
+        bool, Query(description="only images with no labels yet: not checked and without boxes")
+    ] = False,
+    unknown: Annotated[
+        bool, Query(description="only images where the current model reports an 'unknown' detection")
+    ] = False,
+    disagrees: Annotated[
+        bool,
+        Query(
+            description="only checked images where the model disagrees with the boxes: a detection "
+            "matching no box at IoU 0.5, a box no detection matches, or one named otherwise"
+        ),
+    ] = False,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
-    """Images in the store's order, ``limit`` from ``offset``, with the number of their boxes."""
-    with settings.open_store() as store:
-        samples = store.samples(split if split in SPLITS else None)
+    """Images in the store's order, ``limit`` from ``offset`` (paged in SQL), with the number of
+    their boxes. The filters on predictions read the prediction cache of the current model: an
+    image it has not predicted yet passes neither (``predictions`` says how far it is)."""
+    where: list[str] = []
+    params: list[Any] = []
     if split == UNTAGGED:
-        samples = [s for s in samples if s.split is None]
+        where.append("i.split IS NULL")
+    elif split is not None:
+        where.append("i.split = ?")
+        params.append(split)
     if checked is not None:
-        samples = [s for s in samples if s.checked == checked]
-    if class_name is not None:
-        samples = [s for s in samples if any(class_name in box.allowed for box in s.boxes)]
+        where.append("i.checked = ?")
+        params.append(int(checked))
+    if no_labels:
+        where.append("i.checked = 0 AND NOT EXISTS (SELECT 1 FROM s.boxes b WHERE b.image_id = i.id)")
+    key = model.identity() if unknown or disagrees else None
+    with settings.open_store() as store:
+        if class_name is not None:
+            ids = [i for i, names in store.taxonomy.resolution().items() if class_name in names]
+            where.append(
+                f"EXISTS (SELECT 1 FROM s.boxes b WHERE b.image_id = i.id AND b.class_id IN ({','.join('?' * len(ids))}))"
+            )
+            params.extend(ids)
+        if unknown:
+            where.append(
+                "EXISTS (SELECT 1 FROM predictions p WHERE p.model = ? AND p.image_id = i.id AND p.unknowns > 0)"
+            )
+            params.append(key)
+        if disagrees:
+            assert key is not None
+            filler.cache.judge(key, store)
+            where.append(
+                "i.checked = 1 AND EXISTS (SELECT 1 FROM verdicts v WHERE v.model = ? AND v.image_id = i.id "
+                "AND v.disagrees = 1 AND v.image_version = i.version AND v.taxonomy_version = ?)"
+            )
+            params.extend([key, store.taxonomy_version()])
+    condition = f" WHERE {' AND '.join(where)}" if where else ""
+    with filler.cache.connect() as conn:
+        total = conn.execute(f"SELECT COUNT(*) FROM s.images i{condition}", params).fetchone()[0]
+        rows = conn.execute(
+            "SELECT i.id, i.path, i.width, i.height, i.split, i.checked, "
+            "(SELECT COUNT(*) FROM s.boxes b WHERE b.image_id = i.id) "
+            f"FROM s.images i{condition} ORDER BY i.id LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        ).fetchall()
     return {
-        "total": len(samples),
+        "total": total,
         "limit": limit,
         "offset": offset,
         "images": [
             {
-                "id": s.image_id,
-                "name": s.path.name,
-                "width": s.width,
-                "height": s.height,
-                "split": s.split,
-                "checked": s.checked,
-                "boxes": len(s.boxes),
+                "id": image_id,
+                "name": Path(path).name,
+                "width": width,
+                "height": height,
+                "split": image_split,
+                "checked": bool(is_checked),
+                "boxes": boxes,
             }
-            for s in samples[offset : offset + limit]
+            for image_id, path, width, height, image_split, is_checked, boxes in rows
         ],
+        "predictions": filler.status() if key is not None else None,
     }
 
 

@@ -1,5 +1,6 @@
 """``POST /api/learn`` starts a background job that adds a class to the model from its marked boxes;
-``GET /api/jobs/{id}`` polls it. One job runs at a time. The job writes a new model version and
+``GET /api/jobs/{id}`` polls it; its
+result says, before and after, how the type's held-out boxes are named (:mod:`~quickstudy.serve.outcome`). One job runs at a time. The job writes a new model version and
 makes it current only when it succeeds: a failed job leaves the current version as it was."""
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ def learn(body: LearnRequest, settings: Settings, model: Model, jobs: Jobs, auth
     # torch and the training code: past the refusal of an export, which predicts without them
     from quickstudy.deploy.export import refresh_exports
     from quickstudy.detect import learn_class
+    from quickstudy.serve.outcome import learn_outcome
 
     images: list[Path] | None = None
     if body.images is not None:
@@ -48,12 +50,17 @@ def learn(body: LearnRequest, settings: Settings, model: Model, jobs: Jobs, auth
                 localizer=body.adapt_localizer,
                 device=settings.device,
             )
-        refresh_exports(settings.model)  # the new class reaches the model's ONNX exports
+            learn_seconds = round(time.perf_counter() - started, 3)
+            refresh_exports(settings.model)  # the new class reaches the model's ONNX exports
+            outcome = learn_outcome(
+                settings.model, store, body.class_name, images, previous, version, body.adapt, settings.device
+            )
         return {
             "class": body.class_name,
             "version": version,
             "previous_version": previous,
-            "learn_seconds": round(time.perf_counter() - started, 3),
+            "learn_seconds": learn_seconds,
+            "outcome": outcome,
         }
 
     try:
