@@ -383,3 +383,92 @@ def test_upload_by_drop_and_filter_the_gallery(page, served):
     page.select_option("#filter-split", "test")
     page.wait_for_selector('#page-info:has-text("1–1 of 1")')
     screenshot(page, "gallery")
+
+
+def cache_unknowns(served: Served, members: dict[int, tuple[list[float], list[float]]]) -> None:
+    """Write the current model's cached predictions as if it had called these boxes ``unknown``
+    (image id -> (box, embedding)); every other image predicted with nothing."""
+    from quickstudy.serve.cache import PredictionCache
+    from quickstudy.serve.predictors import open_model
+
+    key = open_model(served.settings.model, "cpu").identity()
+    cache = PredictionCache(served.settings.store)
+    for image_id in range(1, SCRATCH_IMAGE + 1):
+        box, vector = members.get(image_id, (None, None))
+        found = [{"box": box, "class": "unknown", "score": 0.8}] if box else []
+        cache.put(key, image_id, found, {0: np.array(vector, dtype=np.float32)} if box else {})
+
+
+def test_name_a_group_of_unknowns_and_filter_the_gallery_by_them(page, served):
+    unclassed = served.call("GET", "/api/images/5")["boxes"][0]["box"]
+    cache_unknowns(
+        served, {SCRATCH_IMAGE: (list(served.template.scratch), [1, 0, 0]), 5: (unclassed, [0, 1, 0])}
+    )
+    page.select_option("#filter-model", "unknown")
+    page.wait_for_selector('#page-info:has-text("1–2 of 2")')
+    page.wait_for_selector('#cache-line:has-text("on all 6 images")')
+    page.select_option("#filter-model", "")
+
+    page.click('.tab[data-tab="unknowns"]')
+    page.wait_for_selector('#unknowns-summary:has-text("2 unknown detections by model v1 in 2 groups")')
+    page.wait_for_function("document.querySelectorAll('#unknown-groups canvas.crop').length === 2")
+    scratch = next(
+        g for g in served.call("GET", "/api/unknowns")["groups"] if g["members"][0]["image"] == SCRATCH_IMAGE
+    )
+    group = page.locator(f'.group[data-group="{scratch["key"]}"]')
+    assert "1 box in 1 image" in group.inner_text()
+    group.locator("input").fill("scratch")
+    screenshot(page, "unknowns")
+    group.locator("button").click()
+    page.wait_for_selector('#notice:has-text("1 box marked scratch")')
+    page.wait_for_selector('#unknowns-summary:has-text("1 unknown detection by model v1 in 1 group")')
+    screenshot(page, "unknowns_named")
+    boxes = served.call("GET", f"/api/images/{SCRATCH_IMAGE}")["boxes"]
+    assert [(b["class"], b["author"]) for b in boxes] == [("scratch", "tess")]
+    assert np.allclose(boxes[0]["box"], served.template.scratch)
+
+
+def test_learn_shows_before_and_after_on_held_out_images(page, served):
+    x1, y1, x2, y2 = served.template.scratch
+    served.call(
+        "POST",
+        f"/api/images/{SCRATCH_IMAGE}/boxes",
+        json={"version": 0, "box": [x1, y1, x2, y2], "class": "scratch"},
+    )
+    scratches = SyntheticLine(seed=0, size=SIZE, defect_types=("scratch",), max_per_image=1, p_second_type=0)
+    pixels, boxes, _ = scratches.sample(11)
+    held_out = served.call(
+        "POST", "/api/images", files={"file": ("held-out.png", png(pixels))}, data={"split": "test"}
+    )
+    served.call(
+        "POST",
+        f"/api/images/{held_out['id']}/boxes",
+        json={"version": 0, "box": list(xyxy(boxes[0])), "class": "scratch"},
+    )
+    page.click('.tab[data-tab="teach"]')
+    page.select_option("#learn-class", "scratch")
+    page.wait_for_selector('#learn-support:has-text("1 TRAIN image")')
+    page.click("#learn-start")
+    page.wait_for_selector("#learn-outcome:not([hidden])", timeout=90_000)
+    note = page.locator("#learn-outcome-note").inner_text()
+    assert note.startswith("1 of 1 held-out images holding 'scratch' boxes"), note
+    header = page.locator("#learn-outcome-table thead").inner_text()
+    assert "before (v1)" in header and "after (v2)" in header and "1 scratch box" in header
+    rows = {
+        row.get_attribute("data-row"): row.inner_text().split("\t")
+        for row in page.locator("#learn-outcome-table tbody tr").all()
+    }
+    assert [r[0] for r in rows.values()] == [
+        "named right",
+        "reported unknown",
+        "named as another type",
+        "missed",
+        "image precision",
+        "image recall",
+    ]
+    assert (
+        rows["named_right"][1].startswith("0 (0%)") and rows["image_recall"][1] == "0%"
+    )  # v1 knew no scratch
+    counts = [int(rows[k][2].split()[0]) for k in ("named_right", "unknown", "named_other", "missed")]
+    assert sum(counts) == 1
+    screenshot(page, "learn_outcome")

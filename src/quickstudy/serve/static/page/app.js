@@ -185,6 +185,7 @@ async function refreshClasses() {
   fillSelect($("#filter-class"), [["", "any"], ...state.classes.map((n) => [n, n])]);
   fillSelect($("#new-box-class"), [["", "no class"], ...state.classes.map((n) => [n, n])]);
   fillSelect($("#learn-class"), state.classes.map((n) => [n, n]));
+  $("#class-names").replaceChildren(...state.classes.map((n) => element("option", { value: n })));
   for (const select of document.querySelectorAll(".class-choice")) {
     fillSelect(select, state.classes.map((n) => [n, n]));
   }
@@ -209,11 +210,22 @@ let galleryRequest = 0;
 async function refreshGallery() {
   const request = ++galleryRequest;
   const params = new URLSearchParams({ limit: PAGE_SIZE, offset: state.offset });
-  for (const [key, id] of [["split", "#filter-split"], ["class", "#filter-class"], ["checked", "#filter-checked"]]) {
+  for (const [key, id] of [["split", "#filter-split"], ["class", "#filter-class"]]) {
     if ($(id).value) params.set(key, $(id).value);
   }
+  const status = $("#filter-checked").value;
+  if (status === "no_labels") params.set("no_labels", "true");
+  else if (status) params.set("checked", status);
+  if ($("#filter-model").value) params.set($("#filter-model").value, "true");
   const listing = await api("GET", `/images?${params}`);
   if (request !== galleryRequest) return;
+  const cache = listing.predictions;
+  $("#cache-line").hidden = !cache;
+  if (cache) {
+    $("#cache-line").textContent = cache.done < cache.total
+      ? `The model (v${cache.model_version}) has looked at ${cache.done} of ${cache.total} images so far; the others appear as it gets to them.`
+      : `From model v${cache.model_version}'s predictions on all ${cache.total} images.`;
+  }
   if (listing.total && state.offset >= listing.total) {
     state.offset = Math.max(0, Math.floor((listing.total - 1) / PAGE_SIZE) * PAGE_SIZE);
     return refreshGallery();
@@ -240,7 +252,7 @@ async function refreshGallery() {
   }
 }
 
-for (const id of ["#filter-split", "#filter-class", "#filter-checked"]) {
+for (const id of ["#filter-split", "#filter-class", "#filter-checked", "#filter-model"]) {
   $(id).addEventListener("change", () => {
     state.offset = 0;
     refreshGallery().catch(failed);
@@ -656,6 +668,7 @@ $("#learn-start").addEventListener("click", async () => {
   const body = { class: $("#learn-class").value, adapt: how !== "prototype", adapt_localizer: how === "adapt-localizer" };
   $("#learn-start").disabled = true;
   $("#learn-job").hidden = false;
+  $("#learn-outcome").hidden = true;
   try {
     let job = await api("POST", "/learn", { json: body });
     while (job.state === "queued" || job.state === "running") {
@@ -669,6 +682,7 @@ $("#learn-start").addEventListener("click", async () => {
       const r = job.result;
       $("#learn-state").textContent =
         `learned ${r.class} in ${r.learn_seconds} s: model version ${r.version} is current (was ${r.previous_version})`;
+      showOutcome(r.class, r.outcome);
     } else {
       $("#learn-state").textContent = `job ${job.id} failed: ${job.error}; the model is as it was`;
     }
@@ -679,6 +693,45 @@ $("#learn-start").addEventListener("click", async () => {
   }
   await refreshModels().catch(failed);
 });
+
+const OUTCOME_ROWS = [
+  ["named_right", "named right"],
+  ["unknown", "reported unknown"],
+  ["named_other", "named as another type"],
+  ["missed", "missed"],
+];
+
+function share(value) {
+  return value === null || value === undefined ? "–" : `${Math.round(100 * value)}%`;
+}
+
+// What a finished learn job changed: its boxes' naming and image precision/recall, before and after.
+function showOutcome(name, outcome) {
+  $("#learn-outcome").hidden = false;
+  $("#learn-outcome-note").textContent =
+    (outcome.basis === "leave-one-out" ? "Leave-one-out on the support images: " : "") + outcome.note + ".";
+  const table = $("#learn-outcome-table");
+  if (!outcome.before) {
+    table.hidden = true;
+    return;
+  }
+  table.hidden = false;
+  const { before, after } = outcome;
+  table.querySelector("thead").replaceChildren(element("tr", {},
+    element("th", {}, `${before.boxes} ${name} box${before.boxes === 1 ? "" : "es"}`),
+    element("th", {}, `before (v${before.version})`),
+    element("th", {}, `after (v${after.version})`)));
+  const cell = (side, key) => `${side[key].count} (${share(side[key].share)})`;
+  // no precision without a flagged image: say so rather than print a bare dash
+  const rate = (side, key) => (side[key] === null && key === "image_precision" ? "none flagged" : share(side[key]));
+  table.querySelector("tbody").replaceChildren(
+    ...OUTCOME_ROWS.map(([key, text]) => element("tr", { "data-row": key },
+      element("td", {}, text), element("td", {}, cell(before, key)), element("td", {}, cell(after, key)))),
+    ...[["image_precision", "image precision"], ["image_recall", "image recall"]].map(([key, text]) =>
+      element("tr", { "data-row": key },
+        element("td", {}, text), element("td", {}, rate(before, key)), element("td", {}, rate(after, key)))),
+  );
+}
 
 function showModels(models) {
   $("#models tbody").replaceChildren(
@@ -715,6 +768,80 @@ $("#models-undo").addEventListener("click", async () => {
   }
 });
 
+// -- unknowns --------------------------------------------------------------------------------------
+
+const blobUrls = new Map();
+function cachedBlobUrl(imageId) {
+  if (!blobUrls.has(imageId)) blobUrls.set(imageId, imageBlobUrl(imageId));
+  return blobUrls.get(imageId);
+}
+
+// A member's box cut out of its image, with a margin, scaled into a square.
+async function crop(member, size = 88) {
+  const canvas = element("canvas", { width: size, height: size, class: "crop", title: `${member.name} · ${member.score.toFixed(2)}` });
+  const picture = new Image();
+  picture.src = await cachedBlobUrl(member.image);
+  await picture.decode();
+  const [x1, y1, x2, y2] = member.box;
+  const side = Math.max(x2 - x1, y2 - y1) * 1.3 + 4;
+  const cx = (x1 + x2) / 2;
+  const cy = (y1 + y2) / 2;
+  const context = canvas.getContext("2d");
+  context.imageSmoothingEnabled = false;
+  context.fillStyle = "#222";
+  context.fillRect(0, 0, size, size);
+  context.drawImage(picture, cx - side / 2, cy - side / 2, side, side, 0, 0, size, size);
+  const scale = size / side;
+  context.strokeStyle = "#f032e6";
+  context.lineWidth = 2;
+  context.strokeRect((x1 - cx + side / 2) * scale, (y1 - cy + side / 2) * scale, (x2 - x1) * scale, (y2 - y1) * scale);
+  return canvas;
+}
+
+const CROPS_SHOWN = 12;
+
+async function refreshUnknowns() {
+  const similarity = $("#unknowns-similarity").value || "0.8";
+  const listing = await api("GET", `/unknowns?${new URLSearchParams({ similarity })}`);
+  const cache = listing.cache;
+  const looked = cache.done < cache.total ? ` (the model has looked at ${cache.done} of ${cache.total} images so far)` : "";
+  $("#unknowns-summary").textContent = listing.groups.length
+    ? `${listing.unknowns} unknown detection${listing.unknowns === 1 ? "" : "s"} by model v${listing.model_version} in ${listing.groups.length} group${listing.groups.length === 1 ? "" : "s"}${looked}.`
+    : `Model v${listing.model_version} reports no unknown detection that nobody has named${looked}.`;
+  const holder = $("#unknown-groups");
+  holder.replaceChildren();
+  for (const [index, group] of listing.groups.entries()) {
+    const crops = element("div", { class: "crops" });
+    const input = element("input", { list: "class-names", placeholder: "class (new or existing)", required: "" });
+    const form = element("form", { class: "name-group" }, input, element("button", {}, "Name this group"));
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      nameGroup(group, input.value.trim(), similarity).catch(failed);
+    });
+    const more = group.size > CROPS_SHOWN ? ` (${CROPS_SHOWN} shown)` : "";
+    holder.append(element("div", { class: "group", "data-group": group.key },
+      element("h3", {}, `Group ${index + 1}: ${group.size} box${group.size === 1 ? "" : "es"} in ${group.images} image${group.images === 1 ? "" : "s"}${more}`),
+      crops, form));
+    for (const member of group.members.slice(0, CROPS_SHOWN)) {
+      crop(member).then((canvas) => crops.append(canvas), () => {});
+    }
+  }
+}
+
+async function nameGroup(group, name, similarity) {
+  if (!name) return;
+  const done = await api("POST", `/unknowns/${group.key}/name`, { json: { class: name, similarity: Number(similarity) } });
+  const boxes = done.added.length + done.labelled.length;
+  notify(`${boxes} box${boxes === 1 ? "" : "es"} marked ${done.class}${done.class_created ? " (a new class)" : ""}: learn it in Teach.`);
+  await refreshClasses();
+  await refreshUnknowns();
+}
+
+$("#unknowns-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  refreshUnknowns().catch(failed);
+});
+
 // -- predict ---------------------------------------------------------------------------------------
 
 dropZone($("#predict-zone"), $("#predict-input"), async ([file]) => {
@@ -748,6 +875,7 @@ dropZone($("#predict-zone"), $("#predict-input"), async ([file]) => {
 const TAB_REFRESH = {
   images: () => refreshGallery(),
   taxonomy: () => refreshTaxonomy(),
+  unknowns: () => refreshUnknowns(),
   teach: () => Promise.all([refreshClasses().then(refreshSupport), refreshModels()]),
   predict: () => Promise.resolve(),
 };
