@@ -17,7 +17,7 @@ from PIL import Image
 
 from quickstudy.cli import export as export_cli
 from quickstudy.cli.detect import cmd_predict
-from quickstudy.deploy.export import export_onnx, refresh_exports
+from quickstudy.deploy.export import export_onnx, merge_sibling_convs, refresh_exports
 from quickstudy.deploy.runtime import OnnxPredictor, batched_nms, is_export, nms
 from quickstudy.detect.model import ARCHITECTURES, DefectDetector, DetectorConfig, detector_payload
 from quickstudy.detect.normality import NormalityMemory
@@ -86,19 +86,54 @@ def test_a_tiling_model_with_a_normality_memory_gives_the_torch_proposals(tmp_pa
     )
 
 
-def test_numpy_nms_keeps_what_torchvision_keeps():
+@pytest.mark.parametrize(
+    ("count", "spread", "size"),
+    [(300, 80, (4, 30)), (1500, 400, (4, 30)), (600, 8, (10, 20))],
+    ids=["few-kept", "many-blocks", "clustered"],
+)
+def test_numpy_nms_keeps_what_torchvision_keeps(count: int, spread: float, size: tuple[int, int]):
+    """Random boxes; many small ones far apart (hundreds kept: many blocks of IoUs), and many in a small
+    area (few kept: a count needs more than its first 4·count boxes)."""
     from torchvision.ops import batched_nms as tv_batched_nms
     from torchvision.ops import nms as tv_nms
 
     rng = np.random.default_rng(0)
-    corners = rng.uniform(0, 80, (300, 2)).astype(np.float32)
-    boxes = np.concatenate([corners, corners + rng.uniform(4, 30, (300, 2)).astype(np.float32)], 1)
-    scores, groups = rng.uniform(0, 1, 300).astype(np.float32), rng.integers(0, 3, 300)
+    corners = rng.uniform(0, spread, (count, 2)).astype(np.float32)
+    boxes = np.concatenate([corners, corners + rng.uniform(*size, (count, 2)).astype(np.float32)], 1)
+    scores, groups = rng.uniform(0, 1, count).astype(np.float32), rng.integers(0, 3, count)
     expected = tv_nms(torch.from_numpy(boxes), torch.from_numpy(scores), 0.5).numpy()
     assert nms(boxes, scores, 0.5).tolist() == expected.tolist()
-    assert nms(boxes, scores, 0.5, count=7).tolist() == expected[:7].tolist()
+    for kept in (7, 50):
+        assert nms(boxes, scores, 0.5, count=kept).tolist() == expected[:kept].tolist()
     grouped = tv_batched_nms(torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(groups), 0.4)
     assert batched_nms(boxes, scores, groups, 0.4).tolist() == grouped.tolist()
+
+
+def test_sibling_convolutions_become_one_with_the_same_outputs(tmp_path: Path):
+    import onnx
+    import onnxruntime as ort
+
+    class Heads(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.score, self.box = torch.nn.Conv2d(8, 1, 3, padding=1), torch.nn.Conv2d(8, 4, 3, padding=1)
+            self.other = torch.nn.Conv2d(8, 2, 1)  # the same input, another geometry: kept apart
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            return self.score(x).sigmoid(), self.box(x).relu(), self.other(x)
+
+    torch.manual_seed(0)
+    path = tmp_path / "heads.onnx"
+    torch.onnx.export(Heads(), (torch.zeros(1, 8, 6, 6),), str(path), input_names=["x"], dynamo=False)
+    x = {"x": np.random.default_rng(0).standard_normal((1, 8, 6, 6)).astype(np.float32)}
+    expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, x)
+    model = onnx.load(str(path))
+    assert merge_sibling_convs(model) == 2
+    onnx.checker.check_model(model)
+    assert [n.op_type for n in model.graph.node].count("Conv") == 2
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for ours, theirs in zip(session.run(None, x), expected, strict=True):
+        np.testing.assert_allclose(ours, theirs, atol=1e-6)
 
 
 def test_learn_and_use_rewrite_the_class_memory_and_a_changed_network_is_refused(tmp_path: Path):
@@ -125,10 +160,16 @@ def test_learn_and_use_rewrite_the_class_memory_and_a_changed_network_is_refused
     assert OnnxPredictor(export).classes == ["pit", "scratch", "crack"]
 
 
-def test_a_truncated_onnx_file_is_named(exported: tuple[Path, Path], tmp_path: Path):
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_a_truncated_or_corrupt_onnx_file_is_named(exported: tuple[Path, Path], tmp_path: Path, damage: str):
     export = copy_export(exported, tmp_path)
     data = (export / "dense.onnx").read_bytes()
-    (export / "dense.onnx").write_bytes(data[: len(data) // 2])
+    if damage == "truncated":
+        data = data[: len(data) // 2]
+    else:  # the same length, every byte from the middle on overwritten
+        middle = len(data) // 2
+        data = data[:middle] + np.random.default_rng(0).bytes(len(data) - middle)
+    (export / "dense.onnx").write_bytes(data)
     assert refused(export).startswith(f"{export / 'dense.onnx'}: onnxruntime")
 
 
