@@ -81,6 +81,52 @@ def load_predictor(runtime: str, threads: int, target: str) -> Callable[[list[st
     return predict_yolo
 
 
+def onnx_stages(predictor: Any, images: list[str]) -> dict[str, float]:
+    """Median ms per image of each step of the onnxruntime predictor's ``predict([path])`` (letterboxing
+    models): reading the file, its channels (colour read as grey), letterboxing, the dense graph, the
+    embedding graph on the image's proposals, and the rest (top-k, NMS, abnormality, scoring, naming:
+    the median whole predict less the others' medians)."""
+    import numpy as np
+
+    from quickstudy.data import geometry
+    from quickstudy.data.images import as_channels, read_image
+
+    steps: dict[str, list[float]] = {}
+    for path in images:
+        marks = [time.perf_counter()]
+        pixels = read_image(path, colour=True)
+        marks.append(time.perf_counter())
+        pixels, _ = as_channels(pixels, predictor.channels, path)
+        marks.append(time.perf_counter())
+        planes, _ = geometry.letterbox(pixels, predictor.image_size)
+        inputs = planes[None].astype(np.float32) / np.float32(255)
+        marks.append(time.perf_counter())
+        extra = dict(zip(predictor.dense_outputs, predictor.dense.run(None, {"images": inputs}), strict=True))
+        marks.append(time.perf_counter())
+        boxes = predictor._propose(extra["scores"][0], extra["boxes"][0], extra)["boxes"]
+        feeds = {name: value for name, value in extra.items() if name.startswith("features")}
+        marks.append(time.perf_counter())
+        predictor.embed.run(None, {**feeds, "boxes": boxes, "prototypes": predictor.prototypes})
+        marks.append(time.perf_counter())
+        predictor.predict([path])
+        marks.append(time.perf_counter())
+        spans = dict(
+            zip(
+                ("read", "channels", "letterbox", "dense", "propose", "embed", "predict"),
+                np.diff(marks),
+                strict=True,
+            )
+        )
+        for step in ("read", "channels", "letterbox", "dense", "embed", "predict"):
+            steps.setdefault(step, []).append(1000 * spans[step])
+        steps.setdefault("proposals", []).append(len(boxes))
+    median = {step: float(np.median(values)) for step, values in steps.items()}
+    median["rest"] = median["predict"] - sum(
+        median[s] for s in ("read", "channels", "letterbox", "dense", "embed")
+    )
+    return {step: round(value, 2) for step, value in median.items()}
+
+
 def worker(runtime: str, threads: int, target: str, images: list[str], started: float) -> dict[str, Any]:
     """One measurement in this fresh process; ``started``: when the parent launched it."""
     try:
@@ -102,6 +148,12 @@ def worker(runtime: str, threads: int, target: str, images: list[str], started: 
         predict(batch)
     throughput = 8 * len(batches) / (time.perf_counter() - t)
     latencies.sort()
+    onnx_predictor = getattr(predict, "__self__", None)
+    stages = (
+        {"stages_ms": onnx_stages(onnx_predictor, images)}
+        if runtime == "onnx" and not onnx_predictor.tiling
+        else {}
+    )
     return {
         "runtime": runtime,
         "threads": threads,
@@ -111,6 +163,7 @@ def worker(runtime: str, threads: int, target: str, images: list[str], started: 
         "throughput_batch8_img_s": round(throughput, 1),
         "peak_rss_mb": peak_rss_mb(),
         "torch_imported": "torch" in sys.modules,
+        **stages,
     }
 
 
