@@ -12,6 +12,10 @@ Ultralytics is not importable from --yolo-packages).
 
     .venv/bin/python benchmarks/deploy_speed.py --model runs/neu-small --work /tmp/deploy-speed
     .venv/bin/python benchmarks/deploy_speed.py --train-epochs 3 --work /tmp/deploy-speed   # no model yet
+    .venv/bin/python benchmarks/deploy_speed.py --model runs/neu-small --work /tmp/deploy-speed --rounds 3
+
+--rounds N runs every row N times in turn and reports each round's ratios and their median: on a
+shared machine the load drifts between rows, less between neighbours in one round.
 
 With no --model, a ``small`` detector is trained for --train-epochs on NEU-DET TRAIN (P1) images
 n ≤ 50 (a speed model, not an accurate one). Images: NEU-DET TEST images (P1).
@@ -24,6 +28,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -208,6 +213,12 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/deploy-speed")
     parser.add_argument("--images", type=int, default=48, help="NEU-DET TEST images timed")
     parser.add_argument("--threads", default="1,2")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run every row this many times, in turn (a shared machine's load drifts)",
+    )
     parser.add_argument("--json-out")
     parser.add_argument(
         "--yolo-packages", default="/work/yolo-pkgs", help="where Ultralytics is installed (PYTHONPATH)"
@@ -237,47 +248,65 @@ def main() -> None:
         key=lambda p: (int(p.stem.rsplit("_", 1)[1]), p.stem),
     )[: args.images]
     thread_counts = [int(t) for t in args.threads.split(",")]
-    runs = [(runtime, threads) for threads in thread_counts for runtime in ("torch", "onnx")]
-    runs += [(runtime, thread_counts[0]) for runtime in BASELINES]
+    # YOLOv8n right after onnxruntime: on a shared machine, neighbours in time see similar load
+    runs = [
+        (runtime, threads)
+        for threads in thread_counts
+        for runtime in ("torch", "onnx", *(BASELINES if threads == thread_counts[0] else ()))
+    ]
     targets = {"torch": model, "onnx": export, "retinanet": model, "yolov8n": work / "yolo"}
+    load_before = os.getloadavg()
     rows = []
-    for runtime, threads in runs:
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-        if runtime == "yolov8n":
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [args.yolo_packages, env.get("PYTHONPATH")]))
-        command = [
-            sys.executable,
-            __file__,
-            "--worker",
-            runtime,
-            str(threads),
-            str(targets[runtime]),
-            str(time.time()),
-        ]
-        result = subprocess.run(
-            [*command, *map(str, test)], capture_output=True, text=True, env=env, check=True
-        )
-        rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
-        print(json.dumps(rows[-1]))
-    report = {
+    for round_ in range(args.rounds):
+        for runtime, threads in runs:
+            env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+            if runtime == "yolov8n":
+                env["PYTHONPATH"] = os.pathsep.join(filter(None, [args.yolo_packages, env.get("PYTHONPATH")]))
+            command = [
+                sys.executable,
+                __file__,
+                "--worker",
+                runtime,
+                str(threads),
+                str(targets[runtime]),
+                str(time.time()),
+            ]
+            load = os.getloadavg()[0]
+            result = subprocess.run(
+                [*command, *map(str, test)], capture_output=True, text=True, env=env, check=True
+            )
+            row = {"round": round_, "load_1min": load, **json.loads(result.stdout.strip().splitlines()[-1])}
+            rows.append(row)
+            print(json.dumps(row))
+    report: dict[str, Any] = {
         "model": str(model),
         "export": str(export),
         "images": len(test),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+        "load_average_before": load_before,
         "load_average": os.getloadavg(),
         "rows": rows,
     }
+    # each round's ratio (its rows ran minutes apart at most), and their median over rounds
     for numerator, denominator in (("onnx", "torch"), ("onnx", "yolov8n"), ("torch", "retinanet")):
         for threads in thread_counts:
-            pair = {
-                row["runtime"]: row
-                for row in rows
-                if row["threads"] == threads and row["runtime"] in (numerator, denominator)
-            }
-            if len(pair) == 2 and all("skipped" not in row for row in pair.values()):
-                report[f"latency_b1_ratio_{numerator}_over_{denominator}_{threads}_threads"] = round(
-                    pair[numerator]["latency_ms_median"] / pair[denominator]["latency_ms_median"], 2
-                )
+            ratios = []
+            for round_ in range(args.rounds):
+                pair = {
+                    row["runtime"]: row
+                    for row in rows
+                    if row["round"] == round_
+                    and row["threads"] == threads
+                    and row["runtime"] in (numerator, denominator)
+                }
+                if len(pair) == 2 and all("skipped" not in row for row in pair.values()):
+                    ratios.append(
+                        pair[numerator]["latency_ms_median"] / pair[denominator]["latency_ms_median"]
+                    )
+            if ratios:
+                key = f"latency_b1_ratio_{numerator}_over_{denominator}_{threads}_threads"
+                report[key] = round(statistics.median(ratios), 2)
+                report[f"{key}_by_round"] = [round(r, 2) for r in ratios]
     print(json.dumps(report, indent=2))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report, indent=2))
