@@ -299,7 +299,8 @@ class CacheFiller:
         paths = [path for _, path in images]
         try:
             if self.model.kind == MODEL:
-                named = predictor.predict_embedded(paths)
+                # its own wrapper of the same network: requests read the notes of the shared one
+                named = type(predictor)(predictor.model).predict_embedded(paths)
             else:
                 named = [[(d, None) for d in found] for found in predictor.predict(paths)]
         except Exception as failure:

@@ -805,8 +805,9 @@ async function refreshUnknowns() {
   const listing = await api("GET", `/unknowns?${new URLSearchParams({ similarity })}`);
   const cache = listing.cache;
   const looked = cache.done < cache.total ? ` (the model has looked at ${cache.done} of ${cache.total} images so far)` : "";
+  const some = listing.grouped < listing.unknowns ? ` (the ${listing.grouped} highest-scoring grouped)` : "";
   $("#unknowns-summary").textContent = listing.groups.length
-    ? `${listing.unknowns} unknown detection${listing.unknowns === 1 ? "" : "s"} by model v${listing.model_version} in ${listing.groups.length} group${listing.groups.length === 1 ? "" : "s"}${looked}.`
+    ? `${listing.unknowns} unknown detection${listing.unknowns === 1 ? "" : "s"} by model v${listing.model_version} in ${listing.groups.length} group${listing.groups.length === 1 ? "" : "s"}${some}${looked}.`
     : `Model v${listing.model_version} reports no unknown detection that nobody has named${looked}.`;
   const holder = $("#unknown-groups");
   holder.replaceChildren();
