@@ -63,6 +63,10 @@ CREATE TABLE IF NOT EXISTS verdicts (
 """
 
 
+def _uri(path: Path) -> str:
+    return "file:" + urllib.parse.quote(str(path.resolve()))
+
+
 def cache_path(store: Path) -> Path:
     return store.parent / f"{store.name}.predictions"
 
@@ -101,13 +105,13 @@ class PredictionCache:
     def connect(self) -> Iterator[sqlite3.Connection]:
         """A connection to the cache with the store attached read-only as ``s``."""
         try:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, uri=False)
+            # URIs on this connection, so that the store is attached read-only wherever SQLite was built
+            conn = sqlite3.connect(_uri(self.path), timeout=30, isolation_level=None, uri=True)
         except sqlite3.DatabaseError as error:
             raise QuickstudyError(f"{self.path}: cannot open the prediction cache: {error}") from None
         try:
             conn.execute("PRAGMA journal_mode = WAL")
-            store_uri = f"file:{urllib.parse.quote(str(self.store.resolve()))}?mode=ro"
-            conn.execute("ATTACH DATABASE ? AS s", (store_uri,))
+            conn.execute("ATTACH DATABASE ? AS s", (_uri(self.store) + "?mode=ro",))
             yield conn
         except sqlite3.DatabaseError as error:
             raise QuickstudyError(f"{self.path}: the prediction cache failed: {error}") from None

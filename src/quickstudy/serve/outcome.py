@@ -45,10 +45,6 @@ def _spread(items: list[Sample], limit: int) -> list[Sample]:
     return [items[int(i)] for i in np.linspace(0, len(items) - 1, limit).round().astype(int)]
 
 
-def _is(name: str) -> Any:
-    return lambda box: box.allowed == {name}
-
-
 def naming(
     samples: Sequence[Sample], detections: Sequence[Sequence[Detection]], name: str, threshold: float
 ) -> dict[str, Any]:
@@ -100,7 +96,9 @@ def learn_outcome(
     support = support_boxes(store, name, support_images)
     used = {Path(path).resolve() for path, _ in support}
     samples = store.samples()
-    held_out = [s for s in samples if Path(s.path).resolve() not in used and any(map(_is(name), s.boxes))]
+    held_out = [
+        s for s in samples if Path(s.path).resolve() not in used and any(b.allowed == {name} for b in s.boxes)
+    ]
     before_model = Predictor.from_dir(model_dir, previous, device)
     after_model = Predictor.from_dir(model_dir, version, device)
     threshold = after_model.model.memory.threshold(name)
