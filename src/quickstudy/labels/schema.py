@@ -111,7 +111,7 @@ def _add_retired_meaning(conn: sqlite3.Connection) -> None:
     """v5: ``classes.retired`` — what retiring the class means for its boxes: ``unnamed`` (a type the
     taxonomy does not name: never to be named as another class) or ``other-types`` (they are of the
     other current classes); NULL for a class not retired. Retires made before are ``other-types``
-    and their journal entries say so: that is what their authors got (training pseudo-labelled them)."""
+    and their journal entries say so: that is what their authors got (training may pseudo-label them)."""
     conn.execute("ALTER TABLE classes ADD COLUMN retired TEXT")
     # retired: inactive and meaning nothing (a merged, split or legacy class has successors)
     conn.execute(
