@@ -324,6 +324,31 @@ def test_split_a_class_and_see_the_partial_label(page, served):
     page.wait_for_selector('#partial-list li:has-text("none")')
 
 
+def test_retire_with_a_meaning_previews_it_and_the_history_shows_it(page, served):
+    page.click('.tab[data-tab="taxonomy"]')
+    page.wait_for_selector('#class-list li:has-text("pit")')
+    form = '.taxonomy-op[data-op="retire"]'
+    assert page.is_checked(f'{form} input[value="unnamed"]')  # the default
+    page.select_option(f"{form} select", "dent")
+    page.click(f"{form} button")
+    preview = page.wait_for_selector("#taxonomy-preview:not([hidden])").inner_text()
+    assert "labelled dent will have no class: a type no class names" in preview, preview
+    page.click("#taxonomy-cancel")
+
+    page.select_option(f"{form} select", "pit")
+    page.check(f'{form} input[value="other-types"]')
+    page.click(f"{form} button")
+    preview = page.wait_for_selector("#taxonomy-preview:not([hidden])").inner_text()
+    assert "labelled pit will have no class: of the other current classes" in preview, preview
+    screenshot(page, "retire_preview")
+    page.click("#taxonomy-confirm")
+    row = page.wait_for_selector('#history tbody tr:first-child:has-text("retire")').inner_text()
+    assert "pit, its boxes other types: of the other current classes" in row and "tess" in row, row
+    assert "pit" not in page.locator("#class-list").inner_text()
+    screenshot(page, "retire_history")
+    assert served.call("GET", "/api/taxonomy/history")[-1]["payload"]["meaning"] == "other-types"
+
+
 def test_learn_a_new_type_and_see_the_new_version(page, served):
     x1, y1, x2, y2 = served.template.scratch
     served.call(
@@ -334,8 +359,22 @@ def test_learn_a_new_type_and_see_the_new_version(page, served):
     page.click('.tab[data-tab="teach"]')
     page.select_option("#learn-class", "scratch")
     page.wait_for_selector('#learn-support:has-text("1 TRAIN image")')
+    page.check('input[name=learn-how][value="adapt-localizer"]')
+    page.evaluate(  # every state line and progress value the page shows while the job runs
+        """() => {
+            window.seen = [];
+            const state = document.querySelector('#learn-state');
+            new MutationObserver(() => window.seen.push(
+                [state.textContent, document.querySelector('#learn-progress').value]
+            )).observe(state, { childList: true, characterData: true, subtree: true });
+        }"""
+    )
     page.click("#learn-start")
     page.wait_for_selector('#learn-state:has-text("model version 2 is current (was 1)")', timeout=90_000)
+    seen = page.evaluate("window.seen")
+    values = [value for _, value in seen]
+    assert values == sorted(values) and values[-1] == 1, seen  # the bar only moves forward
+    assert any("adapting the localizer" in text and 0 < value < 1 for text, value in seen), seen
     page.wait_for_selector('#models tbody tr.current:has-text("v2 (current)")')
     assert "dent, pit, scratch" in page.locator("#models tbody tr.current").inner_text()
     page.wait_for_selector('#status-line:has-text("model v2")')

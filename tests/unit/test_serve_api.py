@@ -12,7 +12,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import pytest
@@ -22,13 +22,18 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from quickstudy.data.synthetic import SyntheticLine
-from quickstudy.detect import ModelFolder
+from quickstudy.detect import ModelFolder, learn_class
+from quickstudy.detect.fewshot import LEARN_PHASES
 from quickstudy.detect.model import TINY, DetectorConfig
 from quickstudy.detect.predictor import Predictor
 from quickstudy.detect.training import train_detector
 from quickstudy.labels.records import ImportedBox, ImportedImage
 from quickstudy.labels.store import Store
+from quickstudy.labels.taxonomy import RETIRE_MEANINGS
 from quickstudy.serve import ServeSettings, create_app
+from quickstudy.serve.outcome import learn_outcome
+from quickstudy.serve.routers.learn import LEARN_JOB_PHASES
+from quickstudy.serve.schemas import RetireClass
 
 TOKEN = "shared-token-for-tests-0123"
 CLASSES = ("dent", "pit")  # compact shapes: a tiny detector fits four images of them in seconds
@@ -244,9 +249,10 @@ def test_an_image_shows_each_box_as_a_class_no_class_or_a_partial_set(served):
     name = first["boxes"][0]["class"]
     served.call("POST", "/api/taxonomy/split", json={"source": name, "targets": ["light", "deep"]})
     assert served.call("GET", "/api/images/1")["boxes"][0]["class"] == ["deep", "light"]
-    served.call("POST", "/api/taxonomy/retire", json={"name": "deep"})
+    served.call("POST", "/api/taxonomy/retire", json={"name": "deep", "meaning": "other-types"})
     assert served.call("GET", "/api/images/1")["boxes"][0]["class"] == "light"
-    served.call("POST", "/api/taxonomy/retire", json={"name": "light"})
+    # deep as a type no class names: the box may be light or that type, so nothing is known of it
+    served.call("POST", "/api/taxonomy/retire", json={"name": "deep", "meaning": "unnamed"})
     assert served.call("GET", "/api/images/1")["boxes"][0]["class"] is None
     missing = served.client.get("/api/images/99")
     assert missing.status_code == 404 and missing.json() == {"detail": "no image 99 in the store"}
@@ -380,7 +386,9 @@ def test_a_dry_run_says_what_a_split_does_to_boxes_and_changes_nothing(served):
     body = {"source": "dent", "targets": ["dent_light", "dent_deep"]}
     dry = served.call("POST", "/api/taxonomy/split", json={**body, "dry_run": True})
     assert dry["dry_run"] and dry["edit"]["kind"] == "split" and dry["taxonomy_version"] == 2
-    assert dry["changes"] == [{"boxes": n, "before": "dent", "after": ["dent_deep", "dent_light"]}]
+    assert dry["changes"] == [
+        {"boxes": n, "before": "dent", "after": ["dent_deep", "dent_light"], "unnamed": False}
+    ]
     assert dry["summary"] == [
         f"{n} box{'' if n == 1 else 'es'} labelled dent will mean one of {{dent_deep, dent_light}}"
     ]
@@ -397,18 +405,67 @@ def test_each_taxonomy_operation_goes_through_the_store_and_reports_its_effect(s
     added = served.call("POST", "/api/taxonomy/add", json={"name": "crack"})
     assert added["summary"] == ["no box changes meaning"] and added["edit"]["payload"]["name"] == "crack"
     renamed = served.call("POST", "/api/taxonomy/rename", json={"old": "pit", "new": "pits"})
-    assert renamed["changes"] == [{"boxes": n_pit, "before": "pit", "after": "pits"}]
+    assert renamed["changes"] == [{"boxes": n_pit, "before": "pit", "after": "pits", "unnamed": False}]
     merged = served.call("POST", "/api/taxonomy/merge", json={"sources": ["dent", "pits"], "target": "round"})
     assert sorted((c["before"], c["after"], c["boxes"]) for c in merged["changes"]) == [
         ("dent", "round", n_dent),
         ("pits", "round", n_pit),
     ]
     retired = served.call("POST", "/api/taxonomy/retire", json={"name": "round", "dry_run": True})
-    assert retired["summary"] == [f"{n_dent + n_pit} boxes labelled round will have no class"]
+    assert retired["summary"] == [
+        f"{n_dent + n_pit} boxes labelled round will have no class: a type no class names: never named "
+        "as another class in training (no pseudo-labels)"
+    ]
     with served.settings.open_store() as store:
         assert store.classes() == ["crack", "round"] and store.taxonomy_version() == 5
     history = served.call("GET", "/api/taxonomy/history")
     assert [e["kind"] for e in history[-3:]] == ["add", "rename", "merge"]
+
+
+def test_retire_says_what_its_boxes_become_for_each_meaning(served):
+    assert get_args(RetireClass.model_fields["meaning"].annotation) == RETIRE_MEANINGS  # the store's list
+    n_pit = next(c["boxes"] for c in served.call("GET", "/api/taxonomy")["classes"] if c["name"] == "pit")
+    previews = {
+        meaning: served.call(
+            "POST", "/api/taxonomy/retire", json={"name": "pit", "meaning": meaning, "dry_run": True}
+        )
+        for meaning in RETIRE_MEANINGS
+    }
+    assert previews["unnamed"]["summary"] == [
+        f"{n_pit} boxes labelled pit will have no class: a type no class names: never named as another "
+        "class in training (no pseudo-labels)"
+    ]
+    assert previews["other-types"]["summary"] == [
+        f"{n_pit} boxes labelled pit will have no class: of the other current classes: training may "
+        "pseudo-label them as one"
+    ]
+    assert [c["unnamed"] for c in previews["unnamed"]["changes"]] == [True]
+    assert [c["unnamed"] for c in previews["other-types"]["changes"]] == [False]
+    assert previews["unnamed"]["edit"]["payload"]["meaning"] == "unnamed"
+
+    served.call("POST", "/api/taxonomy/retire", json={"name": "pit", "meaning": "other-types"})
+    with served.settings.open_store() as store:
+        pits = [b for s in store.samples() for b in s.boxes if not b.allowed]
+        assert len(pits) >= n_pit and not any(b.unnamed for b in pits)  # pseudo-labels welcome
+    changed = served.call("POST", "/api/taxonomy/retire", json={"name": "pit", "meaning": "unnamed"})
+    assert changed["summary"] == [
+        f"{n_pit} boxes without a current class (other types) are now a type no class names: never "
+        "named as another class in training (no pseudo-labels)"
+    ]
+    history = served.call("GET", "/api/taxonomy/history")
+    assert [(e["payload"]["meaning"], e["payload"].get("previous")) for e in history[-2:]] == [
+        ("other-types", None),
+        ("unnamed", "other-types"),
+    ]
+    with served.settings.open_store() as store:
+        assert sum(b.unnamed for s in store.samples() for b in s.boxes) == n_pit
+    undone = served.call("POST", "/api/taxonomy/undo", json={"edit": history[-1]["id"]})
+    assert undone["summary"] == [
+        f"{n_pit} boxes without a current class (unnamed) are now of the other current classes: "
+        "training may pseudo-label them as one"
+    ]
+    bad = served.client.post("/api/taxonomy/retire", json={"name": "dent", "meaning": "gone"})
+    assert bad.status_code == 422
 
 
 def test_a_refused_taxonomy_change_is_a_409_with_the_stores_reason(served):
@@ -493,6 +550,7 @@ def test_learn_runs_as_a_job_and_writes_a_new_current_version(served, tmp_path):
     job = wait_for(served, job)
     assert job["state"] == "done", job
     assert (job["result"]["version"], job["result"]["previous_version"], job["progress"]) == (2, 1, 1.0)
+    assert job["phase"] == "exports"  # no before/after to predict with one support image and none held out
     assert job["result"]["outcome"]["basis"] == "none"  # one support image, none held out: it says so
     models = served.call("GET", "/api/models")
     assert models["current"] == 2 and [v["version"] for v in models["versions"]] == [1, 2]
@@ -530,3 +588,44 @@ def test_a_failed_learn_leaves_the_current_version_as_it_was(served, tmp_path, m
     missing = served.client.post("/api/learn", json={"class": "scratch", "images": [99]})
     assert missing.status_code == 404 and missing.json() == {"detail": "no image 99 in the store"}
     assert served.client.get("/api/jobs/99").status_code == 404
+
+
+def test_learn_reports_each_phase_in_order_and_each_localizer_step(served, tmp_path):
+    image_id = add_marked_scratch(served, tmp_path)
+    line = SyntheticLine(seed=1, size=64, defect_types=("scratch",), max_per_image=1, p_second_type=0)
+    pixels, boxes, _ = line.sample(11)
+    Image.fromarray(pixels).save(tmp_path / "held_out.png")
+    held_out = ImportedImage(
+        tmp_path / "held_out.png", 64, 64, [ImportedBox(xyxy(boxes[0]), "scratch")], split="test"
+    )
+    with served.settings.open_store() as store:
+        store.import_images([held_out], source="test")
+    calls: list[tuple[str, float]] = []
+    with served.settings.open_store() as store:
+        path = next(i.path for i in store.images() if i.image_id == image_id)
+        version = learn_class(
+            served.settings.model,
+            store,
+            "scratch",
+            images=[path],
+            localizer=True,
+            progress=lambda phase, done: calls.append((phase, done)),
+        )
+        phases = [phase for phase, _ in calls]
+        assert list(dict.fromkeys(phases)) == ["support", "localizer", "threshold"]
+        assert [p for p in LEARN_PHASES if p in phases] == list(dict.fromkeys(phases))  # in order
+        steps = [done for phase, done in calls if phase == "localizer"]
+        assert steps == [0.0] + [(k + 1) / 60 for k in range(60)]  # adapt_localizer's 60 steps
+        assert calls[-1] == ("threshold", 1.0)
+        calls.clear()
+        learn_outcome(
+            served.settings.model,
+            store,
+            "scratch",
+            [path],
+            1,
+            version,
+            progress=lambda side, done: calls.append((side, done)),
+        )
+    assert calls == [("before", 0.0), ("before", 1.0), ("after", 0.0), ("after", 1.0)]  # one chunk
+    assert set(LEARN_JOB_PHASES) >= {*LEARN_PHASES, "exports", "before", "after"}

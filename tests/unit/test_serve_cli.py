@@ -14,7 +14,7 @@ from quickstudy.cli import serve as serve_cli
 from quickstudy.errors import QuickstudyError
 from quickstudy.labels.store import Store
 from quickstudy.serve import read_users
-from quickstudy.serve.jobs import BackgroundJobs, JobRunning
+from quickstudy.serve.jobs import BackgroundJobs, JobRunning, Report
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -131,13 +131,16 @@ def wait(jobs: BackgroundJobs, job_id: int) -> dict[str, Any]:
     return job
 
 
+STEP = {"all": 1.0}  # a job of one step
+
+
 def test_background_jobs_run_one_at_a_time_and_report_results_and_errors():
     jobs = BackgroundJobs()
     release = threading.Event()
-    first = jobs.start("learn", "anna", {"class": "a"}, lambda: {"waited": release.wait(10)})
+    first = jobs.start("learn", "anna", {"class": "a"}, lambda report: {"waited": release.wait(10)}, STEP)
     assert first["state"] == "queued" and first["progress"] == 0.0 and first["result"] is None
     with pytest.raises(JobRunning, match="learn job 1 is (queued|running); wait for it to end"):
-        jobs.start("learn", "ben", {}, dict)
+        jobs.start("learn", "ben", {}, lambda report: {}, STEP)
     assert jobs.running() is not None and jobs.running()["id"] == 1  # type: ignore[index]
     release.set()
     done = wait(jobs, 1)
@@ -149,14 +152,41 @@ def test_background_jobs_run_one_at_a_time_and_report_results_and_errors():
     )
     assert jobs.running() is None
 
-    def refused() -> dict[str, Any]:
+    def refused(report: Report) -> dict[str, Any]:
         raise QuickstudyError("class 'x' is not in the store's taxonomy")
 
-    def broken() -> dict[str, Any]:
+    def broken(report: Report) -> dict[str, Any]:
         raise ZeroDivisionError("division by zero")
 
-    failed = wait(jobs, jobs.start("learn", "ben", {}, refused)["id"])
+    failed = wait(jobs, jobs.start("learn", "ben", {}, refused, STEP)["id"])
     assert (failed["state"], failed["error"]) == ("failed", "class 'x' is not in the store's taxonomy")
-    crashed = wait(jobs, jobs.start("learn", "ben", {}, broken)["id"])
+    crashed = wait(jobs, jobs.start("learn", "ben", {}, broken, STEP)["id"])
     assert crashed["error"] == "internal error: ZeroDivisionError: division by zero"
     assert jobs.get(4) is None and crashed["id"] == 3 and crashed["seconds"] >= 0
+
+
+def test_a_jobs_progress_follows_the_phases_it_reports_by_their_weights():
+    jobs = BackgroundJobs()
+    reached, go_on = threading.Event(), threading.Event()
+
+    def work(report: Report) -> dict[str, Any]:
+        report("first", 1.0)
+        report("second", 0.5)
+        reached.set()
+        go_on.wait(10)
+        report("first", 1.0)  # a late report of an earlier phase never lowers the progress
+        return {}
+
+    job = jobs.start("test", "ann", {}, work, {"first": 1.0, "skipped": 2.0, "second": 2.0})
+    assert job["progress"] == 0.0 and job["phase"] is None
+    assert reached.wait(10)
+    running = jobs.get(job["id"])
+    assert running is not None and running["state"] == "running"
+    assert (running["phase"], running["progress"]) == ("second", round((1 + 2 + 1) / 5, 4))
+    go_on.set()
+    done = wait(jobs, job["id"])
+    assert (done["state"], done["phase"], done["progress"]) == ("done", "first", 1.0)
+
+    failed = jobs.start("test", "ann", {}, lambda report: report("nope", 0.5) or {}, {"first": 1.0})
+    ended = wait(jobs, failed["id"])
+    assert ended["state"] == "failed" and "unknown phase 'nope'" in ended["error"]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -46,6 +46,9 @@ SupportSet = list[tuple[Path, list[tuple[float, float, float, float]]]]
 PROPOSED_FOR_PROTOTYPE_ONLY = 0.5
 # Image-level precision (at even odds) a new class's threshold must reach on its support and known negatives.
 PRECISION_TARGET = 0.9
+# What learn_class reports progress through, in order: embedding the support boxes (and choosing
+# whether to adapt the localizer), adapting the localizer, transductive refinement, the threshold.
+LEARN_PHASES = ("support", "localizer", "transductive", "threshold")
 # TRAIN images without the class checked when a new class's threshold is set.
 NEGATIVE_IMAGES = 200
 # TRAIN images (labels unread) whose proposals refine a new prototype with --transductive.
@@ -139,13 +142,14 @@ def adapt_localizer(
     batch_size: int = 16,
     lr: float = 1e-3,
     seed: int = 0,
+    progress: Callable[[float], None] | None = None,
 ) -> dict[str, float]:
     """Fine-tune ``model.localize`` on every box of the ``support`` images (localization is
     class-agnostic, so their class does not matter), each batch half support, half ``replay``
     (images of what the model already finds, so it keeps finding it). Augmented with flips (axes
     kept) and brightness/contrast, as P3 measured it. Backbone and FPN stay frozen, so embeddings,
     prototypes and recognition are unchanged. Returns the mean localization loss of the first and
-    last 10 steps.
+    last 10 steps. ``progress``, if given, is called with the share of steps done after each step.
 
     >>> adapt_localizer(model, DetectionSet.from_samples(marked, [], 200))  # doctest: +SKIP
     """
@@ -160,7 +164,7 @@ def adapt_localizer(
     model.eval()  # BatchNorm statistics of the frozen backbone stay as trained
     optimizer = torch.optim.AdamW(model.localize.parameters(), lr=lr, weight_decay=0.0)
     losses = []
-    for _ in range(steps):
+    for step in range(steps):
         images, boxes, valid = [], [], []
         for part, share in zip(parts, shares, strict=True):
             picked = torch.randint(len(part), (share,), generator=generator)
@@ -181,6 +185,8 @@ def adapt_localizer(
         loss.backward()
         optimizer.step()
         losses.append(float(loss.detach()))
+        if progress is not None:
+            progress((step + 1) / steps)
     return {
         "loss_first": sum(losses[:10]) / len(losses[:10]),
         "loss_last": sum(losses[-10:]) / len(losses[-10:]),
@@ -423,6 +429,7 @@ def learn_class(
     replay_images: int = 64,
     transductive: int = 0,
     device: str = "cpu",
+    progress: Callable[[str, float], None] | None = None,
 ) -> int:
     """Add class ``name`` to the current model of ``model_dir`` from its marked boxes in the store
     (in ``images``, or in every TRAIN image if None); write and return the new version number.
@@ -436,11 +443,15 @@ def learn_class(
     after the localizer is adapted (so it sees what the adapted localizer proposes). A class without a threshold
     gets one for image-level recall and precision (:func:`threshold_for_precision`), its note too.
     Classes the model knows but the store no longer has (e.g. the parent of a split) are dropped from
-    the new version; the old version keeps them.
+    the new version; the old version keeps them. ``progress``, if given, is called with each phase's
+    name (one of :data:`LEARN_PHASES`, in that order, those that run) and the share of it done: 0 when
+    it starts, 1 when it ends, and after each step of the localizer's adaptation.
     """
+    report = progress if progress is not None else lambda phase, done: None
     folder = ModelFolder(model_dir)
     payload = folder.load()
     model = detector_from_payload(payload, device)
+    report("support", 0.0)
     support = support_boxes(store, name, images)
     embeddings = embed_support(model, support)
     current = set(store.classes())
@@ -454,20 +465,26 @@ def learn_class(
             notes.append(f" (localizer adapted by itself: {share:.0%} of the support boxes were proposed)")
     elif localizer:
         notes.append(" (localizer adapted)")
+    report("support", 1.0)
     if localizer:
+        report("localizer", 0.0)
         sets = _localizer_sets(
             store, name, support, replay_images, model.config.image_size, model.config.channels
         )
-        adapt_localizer(model, *sets)
+        adapt_localizer(model, *sets, progress=lambda done: report("localizer", done))
     if transductive > 0:
+        report("transductive", 0.0)
         used = refine_on_images(
             model, [name], [len(embeddings)], unlabelled_images(store, support), transductive
         )
         notes.append(f" (prototype refined on {used} proposals of unlabelled images, {transductive} steps)")
+        report("transductive", 1.0)
+    report("threshold", 0.0)
     if name not in model.memory.operating:
         threshold, why = threshold_for_precision(model, name, support, known_negatives(store, name, support))
         model.memory = model.memory.with_thresholds({**model.memory.operating, name: threshold})
         notes.append(f"; {why}")
+    report("threshold", 1.0)
     n_boxes = sum(len(b) for _, b in support)
     return folder.save(
         detector_payload(

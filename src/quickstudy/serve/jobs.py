@@ -1,6 +1,9 @@
 """Background jobs in threads of the server process, at most one running at a time, polled by id.
 
-A job's work returns its result as JSON-ready data; a :class:`QuickstudyError` it raises becomes the
+A job's work is called with a reporter of its progress, ``report(phase, done)``: the phase it is in
+(one of the job's ``phases``, in their order; a phase may be skipped) and the share of that phase
+done. The job's progress is the share of the phases' weights done, never lower than it was. The work
+returns its result as JSON-ready data; a :class:`QuickstudyError` it raises becomes the
 job's one-line ``error``; any other exception is logged with its traceback and reported as an
 internal error. The jobs live as long as the process.
 """
@@ -10,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +24,8 @@ log = logging.getLogger(__name__)
 
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 
+Report = Callable[[str, float], None]
+
 
 @dataclass
 class Job:
@@ -28,7 +33,10 @@ class Job:
     kind: str
     author: str
     request: dict[str, Any]
+    phases: Mapping[str, float] = field(default_factory=dict)
     state: str = QUEUED
+    phase: str | None = None
+    progress: float = 0.0
     result: dict[str, Any] | None = None
     error: str | None = None
     created: str = field(default_factory=now)
@@ -43,13 +51,23 @@ class Job:
             "author": self.author,
             "request": self.request,
             "state": self.state,
-            # the work reports no steps of its own: 0 until it ends, 1 when it is done
-            "progress": 1.0 if self.state == DONE else 0.0,
+            "phase": self.phase,
+            "progress": 1.0 if self.state == DONE else round(self.progress, 4),
             "seconds": None if self.started is None else round(end - self.started, 3),
             "result": self.result,
             "error": self.error,
             "created": self.created,
         }
+
+    def report(self, phase: str, done: float) -> None:
+        """Called (under the jobs' lock) by the work: ``done`` of ``phase`` is done."""
+        if phase not in self.phases:
+            raise ValueError(f"{self.kind} job: unknown phase {phase!r} (not one of {list(self.phases)})")
+        names = list(self.phases)
+        before = sum(self.phases[name] for name in names[: names.index(phase)])
+        total = sum(self.phases.values())
+        share = (before + self.phases[phase] * min(max(done, 0.0), 1.0)) / total
+        self.phase, self.progress = phase, max(self.progress, share)
 
 
 class JobRunning(Exception):
@@ -66,14 +84,21 @@ class BackgroundJobs:
         self._jobs: dict[int, Job] = {}
 
     def start(
-        self, kind: str, author: str, request: dict[str, Any], work: Callable[[], dict[str, Any]]
+        self,
+        kind: str,
+        author: str,
+        request: dict[str, Any],
+        work: Callable[[Report], dict[str, Any]],
+        phases: Mapping[str, float],
     ) -> dict[str, Any]:
-        """Start ``work`` in a thread; returns the new job. Raises :class:`JobRunning`."""
+        """Start ``work`` in a thread, passing it the job's reporter; ``phases`` maps each phase
+        name, in order, to its weight (its rough share of the time). Returns the new job. Raises
+        :class:`JobRunning`."""
         with self._lock:
             active = self._active()
             if active is not None:
                 raise JobRunning(active)
-            job = Job(len(self._jobs) + 1, kind, author, request)
+            job = Job(len(self._jobs) + 1, kind, author, request, phases)
             self._jobs[job.id] = job
             snapshot = job.to_dict()
         threading.Thread(target=self._run, args=(job, work), name=f"{kind}-job-{job.id}", daemon=True).start()
@@ -93,13 +118,17 @@ class BackgroundJobs:
             job = self._jobs.get(job_id)
             return None if job is None else job.to_dict()
 
-    def _run(self, job: Job, work: Callable[[], dict[str, Any]]) -> None:
+    def _report(self, job: Job, phase: str, done: float) -> None:
+        with self._lock:
+            job.report(phase, done)
+
+    def _run(self, job: Job, work: Callable[[Report], dict[str, Any]]) -> None:
         with self._lock:
             job.state, job.started = RUNNING, time.monotonic()
         result: dict[str, Any] | None = None
         error: str | None = None
         try:
-            result = work()
+            result = work(lambda phase, done: self._report(job, phase, done))
         except QuickstudyError as failure:
             error = str(failure)
         except Exception as failure:

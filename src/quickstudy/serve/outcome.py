@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +37,26 @@ OUTCOMES = ("named_right", "unknown", "named_other", "missed")
 # images predicted per side at most (evenly spread): a report, not a benchmark
 MAX_POSITIVES = 300
 MAX_NEGATIVES = 200
+# images per predict call, so that progress is reported between them
+CHUNK = 16
 
 
 def _spread(items: list[Sample], limit: int) -> list[Sample]:
     if len(items) <= limit:
         return items
     return [items[int(i)] for i in np.linspace(0, len(items) - 1, limit).round().astype(int)]
+
+
+def _predict(
+    predictor: Predictor, paths: Sequence[str | os.PathLike[str]], report: Callable[[float], None]
+) -> list[list[Detection]]:
+    """``predictor.predict(paths)``, a chunk at a time, reporting the share of images done."""
+    found: list[list[Detection]] = []
+    report(0.0)
+    for start in range(0, len(paths), CHUNK):
+        found += predictor.predict(list(paths[start : start + CHUNK]))
+        report(len(found) / len(paths))
+    return found
 
 
 def naming(
@@ -90,9 +104,16 @@ def learn_outcome(
     version: int,
     adapt: bool = False,
     device: str = "cpu",
+    progress: Callable[[str, float], None] | None = None,
 ) -> dict[str, Any]:
     """Before (``previous``) and after (``version``) on the held-out images, or the support images'
-    leave-one-out result where there are none (see the module's text)."""
+    leave-one-out result where there are none (see the module's text). ``progress``, if given, is
+    called with ``"before"`` or ``"after"`` and the share of that side's images predicted."""
+    report = progress if progress is not None else lambda side, done: None
+
+    def side(name: str) -> Callable[[float], None]:
+        return lambda done: report(name, done)
+
     support = support_boxes(store, name, support_images)
     used = {Path(path).resolve() for path, _ in support}
     samples = store.samples()
@@ -120,8 +141,14 @@ def learn_outcome(
             f"(not support), and {len(chosen) - len(positives)} checked images outside TRAIN without it",
             "images": len(positives),
             "negatives": len(chosen) - len(positives),
-            "before": {"version": previous, **naming(chosen, before_model.predict(paths), name, threshold)},
-            "after": {"version": version, **naming(chosen, after_model.predict(paths), name, threshold)},
+            "before": {
+                "version": previous,
+                **naming(chosen, _predict(before_model, paths, side("before")), name, threshold),
+            },
+            "after": {
+                "version": version,
+                **naming(chosen, _predict(after_model, paths, side("after")), name, threshold),
+            },
         }
     by_path = {Path(s.path).resolve(): s for s in samples}
     support_samples = [by_path[Path(path).resolve()] for path, _ in support]
@@ -135,8 +162,8 @@ def learn_outcome(
             "before": None,
             "after": None,
         }
-    before = before_model.predict([path for path, _ in support])
-    after = _leave_one_out(ModelFolder(model_dir), version, name, support, adapt, device)
+    before = _predict(before_model, [path for path, _ in support], side("before"))
+    after = _leave_one_out(ModelFolder(model_dir), version, name, support, adapt, device, side("after"))
     return {
         "basis": "leave-one-out",
         "note": f"no image outside the support holds a marked {name!r} box yet: each of the "
@@ -159,14 +186,17 @@ def _leave_one_out(
     support: list[tuple[Path, list[tuple[float, float, float, float]]]],
     adapt: bool,
     device: str,
+    report: Callable[[float], None],
 ) -> list[list[Detection]]:
     model = detector_from_payload(folder.load(version), device)
     embeddings = [embed_support(model, [item]) for item in support]
     learned = model.memory
     found = []
+    report(0.0)
     for k, (path, _) in enumerate(support):
         model.memory = learned
         add_classes(model, {name: torch.cat([e for j, e in enumerate(embeddings) if j != k])}, adapt=adapt)
         found.append(Predictor(model).predict([path])[0])
+        report((k + 1) / len(support))
     model.memory = learned
     return found

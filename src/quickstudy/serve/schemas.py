@@ -6,7 +6,7 @@ an old ``line`` box after ``split line -> inclusion, scratches`` (``["inclusion"
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -162,6 +162,10 @@ class BoxChange(BaseModel):
     boxes: int
     before: Label
     after: Label
+    unnamed: bool = Field(
+        description="after the change, the boxes are of a type no class names (their class retired "
+        "as unnamed): never to be named as another class in training"
+    )
 
 
 class TaxonomyChange(BaseModel):
@@ -199,6 +203,12 @@ class SplitClass(DryRun):
 
 class RetireClass(DryRun):
     name: str
+    meaning: Literal["unnamed", "other-types"] = Field(
+        "unnamed",
+        description="what the retired class's boxes are: unnamed, a type no class names (yet), never "
+        "to be named as another class in training; other-types, of the other current classes, which "
+        "training may pseudo-label them as. Retiring a retired class changes only this",
+    )
 
 
 class Undo(DryRun):
@@ -229,7 +239,13 @@ class JobOut(BaseModel):
     author: str
     request: dict[str, Any]
     state: str = Field(description="queued, running, done or failed")
-    progress: float
+    phase: str | None = Field(
+        description="the step the job is in (or ended in); a learn job's: support, localizer, "
+        "transductive, threshold, exports, before, after"
+    )
+    progress: float = Field(
+        description="share of the job's work done, 0 to 1, by the rough weight of its steps"
+    )
     seconds: float | None
     result: dict[str, Any] | None
     error: str | None

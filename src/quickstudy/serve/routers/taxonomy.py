@@ -4,7 +4,9 @@ Every change runs the store's own taxonomy operation in one transaction and answ
 did to the meaning of boxes, found by resolving every box's label before and after the change
 inside that transaction. With ``dry_run`` the transaction is rolled back: the answer says what the
 change would do ("179 boxes labelled line will mean one of {inclusion, scratches}") and the store
-is as it was.
+is as it was. A box that comes to have no class is said to be of a type no class names (its class
+retired as ``unnamed``: never to be named as another class in training) or of the other current
+classes (retired as ``other-types``: training may pseudo-label it).
 """
 
 from __future__ import annotations
@@ -37,11 +39,19 @@ class _RollBack(Exception):
     """Raised inside a dry run's transaction so that the store rolls it back."""
 
 
-def _meanings(store: Store) -> dict[int, frozenset[str]]:
-    """Box id -> the set of current classes its label means."""
+Meaning = tuple[frozenset[str], bool]
+
+
+def _meanings(store: Store) -> dict[int, Meaning]:
+    """Box id -> the set of current classes its label means, and whether it is of a type no class
+    names (a class retired as ``unnamed``)."""
     resolution = store.taxonomy.resolution()
+    unnamed = store.taxonomy.unnamed_ids()
     return {
-        box.box_id: frozenset() if box.class_id is None else resolution[box.class_id] for box in store.boxes()
+        box.box_id: (frozenset(), False)
+        if box.class_id is None
+        else (resolution[box.class_id], box.class_id in unnamed)
+        for box in store.boxes()
     }
 
 
@@ -51,13 +61,25 @@ def _words(names: frozenset[str]) -> str:
     return "one of {" + ", ".join(sorted(names)) + "}"
 
 
-def _sentence(boxes: int, before: frozenset[str], after: frozenset[str], dry_run: bool) -> str:
+# What a box without a class is, by whether its class was retired as unnamed, for the summary.
+_NO_CLASS = {
+    True: "a type no class names: never named as another class in training (no pseudo-labels)",
+    False: "of the other current classes: training may pseudo-label them as one",
+}
+
+
+def _sentence(boxes: int, before: Meaning, after: Meaning, dry_run: bool) -> str:
+    (old, was_unnamed), (new, unnamed) = before, after
     subject = f"{boxes} box{'' if boxes == 1 else 'es'} " + (
-        f"labelled {_words(before)}" if before else "without a current class"
+        f"labelled {_words(old)}"
+        if old
+        else f"without a current class ({'unnamed' if was_unnamed else 'other types'})"
     )
-    if not after:
-        return f"{subject} {'will have' if dry_run else 'now have'} no class"
-    return f"{subject} {'will mean' if dry_run else 'now mean'} {_words(after)}"
+    if not new and old:
+        return f"{subject} {'will have' if dry_run else 'now have'} no class: {_NO_CLASS[unnamed]}"
+    if not new:
+        return f"{subject} {'will be' if dry_run else 'are now'} {_NO_CLASS[unnamed]}"
+    return f"{subject} {'will mean' if dry_run else 'now mean'} {_words(new)}"
 
 
 def _change(settings: Settings, dry_run: bool, operation: Callable[[Store], int]) -> dict[str, Any]:
@@ -90,7 +112,8 @@ def _change(settings: Settings, dry_run: bool, operation: Callable[[Store], int]
         "edit": edit,
         "taxonomy_version": version,
         "changes": [
-            {"boxes": n, "before": label(old), "after": label(new)} for (old, new), n in moved.items()
+            {"boxes": n, "before": label(old[0]), "after": label(new[0]), "unnamed": new[1]}
+            for (old, new), n in moved.items()
         ],
         "summary": [_sentence(n, old, new, dry_run) for (old, new), n in moved.items()] + boxes
         or ["no box changes meaning"],
@@ -166,8 +189,12 @@ def split(body: SplitClass, settings: Settings, author: Author) -> dict[str, Any
 
 @router.post("/retire", response_model=TaxonomyChange)
 def retire(body: RetireClass, settings: Settings, author: Author) -> dict[str, Any]:
+    """Retire a class, keeping its boxes, as ``quickstudy taxonomy retire --meaning``; on a retired
+    class, change only what its boxes are."""
     return _change(
-        settings, body.dry_run, _latest(lambda store: store.taxonomy.retire(body.name, author=author))
+        settings,
+        body.dry_run,
+        _latest(lambda store: store.taxonomy.retire(body.name, body.meaning, author=author)),
     )
 
 

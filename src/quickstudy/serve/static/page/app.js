@@ -536,7 +536,7 @@ const TAXONOMY_BODIES = {
   rename: (f) => ({ old: f.old.value, new: f.new.value.trim() }),
   merge: (f) => ({ sources: names(f.sources.value), target: f.target.value.trim() }),
   split: (f) => ({ source: f.source.value, targets: names(f.targets.value) }),
-  retire: (f) => ({ name: f.name.value }),
+  retire: (f) => ({ name: f.name.value, meaning: f.meaning.value }),
 };
 let pendingChange = null; // the change previewed, sent again without dry_run when confirmed
 
@@ -549,8 +549,21 @@ function payloadText(payload) {
     .slice(0, 160);
 }
 
+// What a retired class's boxes are, by the retire's meaning (the store's RETIRE_MEANINGS).
+const RETIRE_MEANINGS = {
+  unnamed: "unnamed: a type no class names",
+  "other-types": "other types: of the other current classes",
+};
+
+// An edit in words: a retire says what it made its class's boxes (and what they were before).
+function editText(e) {
+  if (e.kind !== "retire" || !e.payload.meaning) return payloadText(e.payload);
+  const was = e.payload.previous ? ` (was ${RETIRE_MEANINGS[e.payload.previous] || e.payload.previous})` : "";
+  return `${e.payload.name}, its boxes ${RETIRE_MEANINGS[e.payload.meaning] || e.payload.meaning}${was}`;
+}
+
 function describeEdit(e) {
-  return `${e.kind} (${payloadText(e.payload)}) by ${e.author} at ${e.time}`;
+  return `${e.kind} (${editText(e)}) by ${e.author} at ${e.time}`;
 }
 
 function showPreview(title, summary, change) {
@@ -629,7 +642,7 @@ async function refreshTaxonomy() {
     ...history.slice(-60).reverse().map((e) =>
       element("tr", { class: e.undone ? "undone" : "" },
         element("td", {}, String(e.id)), element("td", {}, e.kind + (e.undone ? " (undone)" : "")),
-        element("td", {}, payloadText(e.payload)), element("td", {}, e.author),
+        element("td", {}, editText(e)), element("td", {}, e.author),
         element("td", {}, e.time)),
     ),
   );
@@ -663,6 +676,23 @@ async function refreshSupport() {
 
 $("#learn-class").addEventListener("change", () => refreshSupport().catch(failed));
 
+// A learn job's steps as GET /api/jobs/{id} names them, in words.
+const LEARN_PHASES = {
+  support: "embedding the marked boxes",
+  localizer: "adapting the localizer",
+  transductive: "refining on unlabelled images",
+  threshold: "setting the threshold",
+  exports: "writing the model's exports",
+  before: "predicting with the previous version",
+  after: "predicting with the new version",
+};
+
+function showJob(job) {
+  $("#learn-progress").value = job.progress;
+  const step = job.phase ? `: ${LEARN_PHASES[job.phase] || job.phase}` : "";
+  $("#learn-state").textContent = `job ${job.id} ${job.state}${step} (${Math.round(job.progress * 100)}%)`;
+}
+
 $("#learn-start").addEventListener("click", async () => {
   const how = document.querySelector("input[name=learn-how]:checked").value;
   const body = { class: $("#learn-class").value, adapt: how !== "prototype", adapt_localizer: how === "adapt-localizer" };
@@ -672,8 +702,7 @@ $("#learn-start").addEventListener("click", async () => {
   try {
     let job = await api("POST", "/learn", { json: body });
     while (job.state === "queued" || job.state === "running") {
-      $("#learn-progress").value = job.progress;
-      $("#learn-state").textContent = `job ${job.id}: ${job.state}`;
+      showJob(job);
       await new Promise((resolve) => setTimeout(resolve, 500));
       job = await api("GET", `/jobs/${job.id}`);
     }
