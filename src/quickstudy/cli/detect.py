@@ -449,7 +449,8 @@ def add_training_options(parser: Any) -> None:
         metavar="N",
         help="DataLoader processes decoding the next batches while the network trains; the batches are "
         "the same with any number, and the decode cache is shared out among them (default: 0, decode "
-        "in the training process; measured in benchmarks/results/realimages.md)",
+        "in the training process: on a busy 2-core CPU 1 or 2 workers trained no faster, "
+        "benchmarks/results/realimages.md)",
     )
     parser.add_argument("--seed", type=int, default=0)
 
