@@ -15,7 +15,11 @@ Ultralytics is not importable from --yolo-packages).
     .venv/bin/python benchmarks/deploy_speed.py --model runs/neu-small --work /tmp/deploy-speed --rounds 3
 
 --rounds N runs every row N times in turn and reports each round's ratios and their median: on a
-shared machine the load drifts between rows, less between neighbours in one round.
+shared machine the load drifts between rows, less between neighbours in one round. --paired instead
+loads torch, onnxruntime and YOLOv8n into one process and times them image by image in turn (batch 1,
+the first thread count, 3 passes over the images): the per-image ratios see the same load.
+
+    .venv/bin/python benchmarks/deploy_speed.py --model runs/neu-small --work /tmp/deploy-speed --threads 1 --paired
 
 With no --model, a ``small`` detector is trained for --train-epochs on NEU-DET TRAIN (P1) images
 n ≤ 50 (a speed model, not an accurate one). Images: NEU-DET TEST images (P1).
@@ -132,6 +136,38 @@ def onnx_stages(predictor: Any, images: list[str]) -> dict[str, float]:
     return {step: round(value, 2) for step, value in median.items()}
 
 
+def paired(threads: int, targets: dict[str, str], images: list[str], passes: int = 3) -> dict[str, Any]:
+    """Batch-1 latency of torch, onnxruntime and YOLOv8n taking turns image by image in one process, so
+    that each image's three times see the same load: the medians, and the median per-image ratios."""
+    predictors = {}
+    for runtime in ("torch", "onnx", "yolov8n"):
+        try:
+            predictors[runtime] = load_predictor(runtime, threads, targets[runtime])
+        except ImportError:  # Ultralytics lives outside the project's venv
+            continue
+    names = list(predictors)
+    for predict in predictors.values():
+        for path in images[:3]:  # warm-up
+            predict([path])
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for k, path in enumerate(images * passes):
+        for name in names[k % len(names) :] + names[: k % len(names)]:  # each goes first in turn
+            t = time.perf_counter()
+            predictors[name]([path])
+            times[name].append(1000 * (time.perf_counter() - t))
+    result: dict[str, Any] = {
+        "paired": names,
+        "threads": threads,
+        "calls": len(images) * passes,
+        **{f"{name}_latency_ms_median": round(statistics.median(times[name]), 2) for name in names},
+    }
+    for other in ("torch", "yolov8n"):
+        if other in times:
+            ratios = [a / b for a, b in zip(times["onnx"], times[other], strict=True)]
+            result[f"onnx_over_{other}_median_per_image"] = round(statistics.median(ratios), 3)
+    return result
+
+
 def worker(runtime: str, threads: int, target: str, images: list[str], started: float) -> dict[str, Any]:
     """One measurement in this fresh process; ``started``: when the parent launched it."""
     try:
@@ -221,6 +257,11 @@ def main() -> None:
     )
     parser.add_argument("--json-out")
     parser.add_argument(
+        "--paired",
+        action="store_true",
+        help="instead: torch, onnxruntime and YOLOv8n in one process, image by image in turn (first thread count)",
+    )
+    parser.add_argument(
         "--yolo-packages", default="/work/yolo-pkgs", help="where Ultralytics is installed (PYTHONPATH)"
     )
     parser.add_argument(
@@ -230,6 +271,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         runtime, threads, model, started = args.worker
+        if runtime == "paired":
+            paths = dict(zip(("torch", "onnx", "yolov8n"), model.split(os.pathsep), strict=True))
+            print(json.dumps(paired(int(threads), paths, args.image_list)))
+            return
         print(json.dumps(worker(runtime, int(threads), model, args.image_list, float(started))))
         return
 
@@ -256,6 +301,28 @@ def main() -> None:
     ]
     targets = {"torch": model, "onnx": export, "retinanet": model, "yolov8n": work / "yolo"}
     load_before = os.getloadavg()
+    if args.paired:
+        threads = thread_counts[0]
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": str(threads),
+            "MKL_NUM_THREADS": str(threads),
+            "PYTHONPATH": os.pathsep.join(filter(None, [args.yolo_packages, os.environ.get("PYTHONPATH")])),
+        }
+        paths = os.pathsep.join(str(targets[runtime]) for runtime in ("torch", "onnx", "yolov8n"))
+        command = [sys.executable, __file__, "--worker", "paired", str(threads), paths, "0", *map(str, test)]
+        result = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
+        report = {
+            "model": str(model),
+            "images": len(test),
+            "load_average_before": load_before,
+            "load_average": os.getloadavg(),
+            **json.loads(result.stdout.strip().splitlines()[-1]),
+        }
+        print(json.dumps(report, indent=2))
+        if args.json_out:
+            Path(args.json_out).write_text(json.dumps(report, indent=2))
+        return
     rows = []
     for round_ in range(args.rounds):
         for runtime, threads in runs:
