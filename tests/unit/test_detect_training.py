@@ -251,7 +251,7 @@ def test_learn_adapts_the_localizer_by_itself_when_under_half_the_support_is_pro
     store = MemoryStore(samples + scratches, [*CLASSES, "scratch"])
     calls = []
     monkeypatch.setattr(fewshot, "proposed_share", lambda model, support: share)
-    monkeypatch.setattr(fewshot, "adapt_localizer", lambda model, *sets: calls.append(sets))
+    monkeypatch.setattr(fewshot, "adapt_localizer", lambda model, *sets, **options: calls.append(sets))
     learn_class(model_dir, store, "scratch", images=[s.path for s in scratches])
     note = ModelFolder(model_dir).versions()[-1].note
     assert len(calls) == adapted
