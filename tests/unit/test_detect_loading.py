@@ -90,3 +90,19 @@ def test_training_with_workers_gives_the_model_of_training_without(tmp_path: Pat
     none, two = (ModelFolder(tmp_path / f"w{w}").load(1) for w in (0, 2))
     assert all(torch.equal(none["model"][k], two["model"][k]) for k in none["model"])
     assert "workers" not in json.dumps(two["train"])  # how a run is computed, not the model's
+
+
+def test_quickstudy_train_hands_its_workers_to_the_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from quickstudy.cli import main
+    from quickstudy.detect import training
+
+    given: dict[str, object] = {}
+    monkeypatch.setattr(training, "train_detector", lambda store, out, **kw: given.update(kw) or 1)
+    Store.open(tmp_path / "s.qs").close()
+    assert (
+        main(["train", "--store", str(tmp_path / "s.qs"), "--out", str(tmp_path / "m"), "--workers", "2"])
+        == 0
+    )
+    assert given["workers"] == 2

@@ -89,7 +89,6 @@ def training_keywords(args: argparse.Namespace) -> dict[str, Any]:
         "image_size": args.image_size,
         "channels": None if args.channels == "auto" else int(args.channels),
         "tiling": args.tiling,
-        "workers": args.workers,
         **{key: value for key, value in given.items() if value is not None},
     }
 
@@ -97,7 +96,9 @@ def training_keywords(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_train(args: argparse.Namespace) -> int:
     from quickstudy.detect.training import train_detector
 
-    version = train_detector(_open_store(args.store), args.out, **training_keywords(args))
+    version = train_detector(
+        _open_store(args.store), args.out, **training_keywords(args), workers=args.workers
+    )
     print(f"wrote {Path(args.out) / 'versions' / f'v{version}.pt'} (current)")
     return 0
 
@@ -442,16 +443,6 @@ def add_training_options(parser: Any) -> None:
         "large frames (default auto: on when the median box, letterboxed with its frame to the input "
         "size, would be under 16 px; stored in the model)",
     )
-    parser.add_argument(
-        "--workers",
-        type=_non_negative,
-        default=0,
-        metavar="N",
-        help="DataLoader processes decoding the next batches while the network trains; the batches are "
-        "the same with any number, and the decode cache is shared out among them (default: 0, decode "
-        "in the training process: on a busy 2-core CPU 1 or 2 workers trained no faster, "
-        "benchmarks/results/realimages.md)",
-    )
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -477,6 +468,16 @@ def register(subparsers: Any) -> None:
     train.add_argument("--store", required=True, help="label store file (SQLite)")
     train.add_argument("--out", required=True, help="model folder to write")
     add_training_options(train)
+    train.add_argument(
+        "--workers",
+        type=_non_negative,
+        default=0,
+        metavar="N",
+        help="DataLoader processes decoding the next batches while the network trains; the batches are "
+        "the same with any number, and the decode cache is shared out among them (default: 0, decode "
+        "in the training process: on a busy 2-core CPU 1 or 2 workers trained no faster, "
+        "benchmarks/results/realimages.md)",
+    )
     train.set_defaults(func=cmd_train, check=check_train)
 
     predict = subparsers.add_parser(
