@@ -280,6 +280,26 @@ def test_a_box_is_moved_deleted_and_the_image_marked_checked(page, served):
     assert image["boxes"] == [] and image["checked"] and image["version"] == 4
 
 
+def test_a_box_resized_by_its_corner_then_relabelled_keeps_both(page, served):
+    open_image(page, 1)
+    before = served.call("GET", "/api/images/1")["boxes"][0]
+    x1, y1, x2, y2 = before["box"]
+    page.mouse.click(*to_screen(page, (x1 + x2) / 2, (y1 + y2) / 2))
+    page.wait_for_selector("#box-panel:not([hidden])")
+    corner = to_screen(page, x2, y2)
+    drag(page, corner, (corner[0] + 30, corner[1] + 20))
+    other = next(c for c in CLASSES if c != before["class"])
+    page.select_option("#box-class", other)  # still selected: the resize is not reported yet
+    page.wait_for_selector(f'#box-list li:has-text("{other}")')
+    after = served.call("GET", "/api/images/1")["boxes"][0]
+    scale = SIZE / page.locator("#image-view").bounding_box()["width"]
+    assert after["class"] == other
+    assert abs(after["box"][2] - (x2 + 30 * scale)) < 1 and abs(after["box"][3] - (y2 + 20 * scale)) < 1, (
+        after
+    )
+    assert after["box"][:2] == before["box"][:2]
+
+
 def test_an_edit_on_a_stale_image_shows_the_current_one_and_says_so(page, served):
     open_image(page, 1)
     box = served.call("GET", "/api/images/1")["boxes"][0]

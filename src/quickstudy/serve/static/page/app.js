@@ -470,7 +470,13 @@ async function deleteBox(boxId) {
 $("#box-class").addEventListener("change", () => {
   const value = $("#box-class").value;
   const label = value === "" ? null : value.startsWith("[") ? JSON.parse(value) : value;
-  edit("PATCH", `/boxes/${state.selectedBox}`, { class: label }).catch(failed);
+  // Annotorious reports a move or resize only when the box is deselected: send the box as the editor
+  // shows it with the class, or redrawing the answer would drop it
+  const shown = state.annotator.getAnnotationById(boxAnnotationId(state.selectedBox));
+  const stored = state.image.boxes.find((b) => b.id === state.selectedBox);
+  const box = shown ? boundsOf(shown) : null;
+  const moved = box && stored && box.some((v, i) => Math.abs(v - stored.box[i]) > 0.05);
+  edit("PATCH", `/boxes/${state.selectedBox}`, moved ? { class: label, box } : { class: label }).catch(failed);
 });
 
 $("#box-delete").addEventListener("click", () => {
