@@ -6,6 +6,7 @@ screenshot in ``tests/browser/screenshots/`` to look at."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import os
 import shutil
@@ -369,6 +370,43 @@ def test_retire_with_a_meaning_previews_it_and_the_history_shows_it(page, served
     assert served.call("GET", "/api/taxonomy/history")[-1]["payload"]["meaning"] == "other-types"
 
 
+def taxonomy_change(page: Any, op: str, fill: dict[str, str], choose: dict[str, str] | None = None) -> str:
+    """Preview a change in the Taxonomy tab, confirm it; returns the preview's text."""
+    form = f'.taxonomy-op[data-op="{op}"]'
+    for field, value in (choose or {}).items():
+        page.select_option(f"{form} [name={field}]", value)
+    for field, value in fill.items():
+        page.fill(f"{form} [name={field}]", value)
+    page.click(f"{form} button")
+    preview = page.wait_for_selector("#taxonomy-preview:not([hidden])").inner_text()
+    page.click("#taxonomy-confirm")
+    page.wait_for_selector(f'#notice:has-text("{op} done")')
+    return preview
+
+
+def test_add_rename_merge_and_an_undo_that_names_another_persons_edit_and_refuses_a_stale_one(page, served):
+    page.click('.tab[data-tab="taxonomy"]')
+    page.wait_for_selector('#class-list li:has-text("pit")')
+    assert "no box changes meaning" in taxonomy_change(page, "add", {"name": "blob"})
+    assert "no box changes meaning" in taxonomy_change(page, "rename", {"new": "blobs"}, {"old": "blob"})
+    merged = taxonomy_change(page, "merge", {"sources": "dent, pit", "target": "round"})
+    assert (
+        "2 boxes labelled dent will mean round" in merged and "2 boxes labelled pit will mean round" in merged
+    )
+    page.wait_for_selector('#class-list li:has-text("round: 4 boxes")')
+
+    served.call("POST", "/api/taxonomy/add", json={"name": "anns"}, headers={"X-Quickstudy-Author": "ann"})
+    page.click("#undo-preview")
+    title = page.wait_for_selector("#taxonomy-preview:not([hidden])").inner_text()
+    assert 'add (name: "anns") by ann' in title, title
+    served.call("POST", "/api/taxonomy/add", json={"name": "bos"}, headers={"X-Quickstudy-Author": "bo"})
+    page.click("#taxonomy-confirm")  # bo's edit came after ann's: the undo previewed is refused
+    notice = page.wait_for_selector('#notice:has-text("is no longer the latest")').inner_text()
+    assert "(add by bo at" in notice and "nothing was undone" in notice
+    screenshot(page, "undo_refused")
+    assert {"anns", "bos"} <= {c["name"] for c in served.call("GET", "/api/taxonomy")["classes"]}
+
+
 def test_learn_a_new_type_and_see_the_new_version(page, served):
     x1, y1, x2, y2 = served.template.scratch
     served.call(
@@ -433,6 +471,9 @@ def test_predict_on_a_dropped_image_and_accept_a_detection(page, served):
 def test_upload_by_drop_and_filter_the_gallery(page, served):
     drop_file(page, "#upload-zone", "new-part.png", png(np.full((48, 40), 128, dtype=np.uint8)))
     page.wait_for_selector('#upload-log:has-text("new-part.png: added as image 7")')
+    stored = served.call("GET", "/api/images/7")
+    data = png(np.full((48, 40), 128, dtype=np.uint8))
+    assert stored["name"] == hashlib.sha256(data).hexdigest() + ".png" and not stored["checked"]
     drop_file(page, "#upload-zone", "not-an-image.png", b"hello")
     page.wait_for_selector('#upload-log .error:has-text("not an image")')
     page.wait_for_selector('#page-info:has-text("of 7")')
