@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from PIL import Image
@@ -62,6 +63,11 @@ def test_every_preset_exports_and_predicts(arch: str, tmp_path: Path):
     export = export_onnx(model, tmp_path / "export")  # checks its proposals against torch's
     predictor = OnnxPredictor(export)
     assert is_export(export) and not is_export(model)
+    dense = onnx.load(str(export / "dense.onnx"))
+    ops = [node.op_type for node in dense.graph.node]
+    # batch norm folded into the convs (exported in eval mode); the localizer's sibling convs merged
+    assert "BatchNormalization" not in ops and ops.count("Split") == 3
+    assert merge_sibling_convs(dense) == 0
     assert predictor.classes == ["pit", "scratch"]
     image = np.random.default_rng(0).integers(0, 256, (50, 90), dtype=np.uint8)
     assert len(predictor.raw([image])[0]["boxes"]) == len(Predictor.from_dir(model).raw([image])[0]["boxes"])
@@ -110,7 +116,6 @@ def test_numpy_nms_keeps_what_torchvision_keeps(count: int, spread: float, size:
 
 
 def test_sibling_convolutions_become_one_with_the_same_outputs(tmp_path: Path):
-    import onnx
     import onnxruntime as ort
 
     class Heads(torch.nn.Module):
@@ -180,8 +185,6 @@ def test_an_onnx_file_that_is_not_ours_is_named(exported: tuple[Path, Path], tmp
 
 
 def test_an_opset_onnxruntime_lacks_is_named(exported: tuple[Path, Path], tmp_path: Path):
-    import onnx
-
     export = copy_export(exported, tmp_path)
     graph = onnx.load(str(export / "dense.onnx"))
     graph.opset_import[0].version = 99
