@@ -83,9 +83,9 @@ def input_size_for(samples: Sequence[Any]) -> int:
     return int(min(640, max(96, 8 * round(median / 8))))
 
 
-# Tile when the median box, with its whole frame letterboxed to the input size, would be smaller than
-# this (px): the detector's finest level has a stride of 8, so such boxes shrink to about two cells.
-TILE_BELOW = 16.0
+# Tile when the median box, letterboxed with its frame, would be under this (px): from 6 to 21 px tiling
+# never beat letterboxing beyond seed noise, at 2.5-26x its inference time (benchmarks/tile_threshold.py).
+TILE_BELOW = 6.0
 
 
 def needs_tiling(samples: Sequence[Any], image_size: int) -> bool:
