@@ -106,3 +106,16 @@ def test_quickstudy_train_hands_its_workers_to_the_training(
         == 0
     )
     assert given["workers"] == 2
+
+
+def test_tiles_with_a_box_alternate_with_background_tiles_in_each_epoch() -> None:
+    holds_box = torch.tensor([True, False, False, False, True, False, False, False, False, False])
+    indices = StepIndices(10, 5, 2, seed=0, holds_box=holds_box)
+    epoch = torch.cat([indices(step) for step in range(5)])
+    assert sorted(epoch.tolist()) == list(range(10))  # every view once
+    assert holds_box[epoch[:4]].tolist() == [True, False, True, False]
+    assert not holds_box[epoch[4:]].any()
+    assert not torch.equal(epoch, torch.cat([indices(step) for step in range(5, 10)]))  # reshuffled
+    # without the mask, the plain shuffle of before
+    plain = StepIndices(10, 5, 2, seed=0)
+    assert torch.equal(plain(0), torch.randperm(10, generator=step_generator(0, 0))[:2])

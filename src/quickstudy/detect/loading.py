@@ -31,23 +31,49 @@ class StepIndices:
     """The indices into the training set of step ``step``'s batch: epoch ``step // per_epoch`` shuffles
     the ``n`` views with :func:`~quickstudy.train.step_generator` ``(seed, epoch)``, and each of the
     ``world`` ranks takes its own ``batch_size`` slice. A pure function of the step (resumed runs and
-    worker processes see the same batches); picklable, for the workers."""
+    worker processes see the same batches); picklable, for the workers.
+
+    With ``holds_box`` (bool ``[n]``, given for tiles), the epoch's order alternates views that hold a
+    box with views that do not, each group shuffled, the longer one's rest at the end: an epoch
+    counts frames, not tiles, and most tiles of a large frame are background, so a plain shuffle
+    would show the localizer a few boxes per epoch among many empty crops."""
 
     def __init__(
-        self, n: int, per_epoch: int, batch_size: int, seed: int, world: int = 1, rank: int = 0
+        self,
+        n: int,
+        per_epoch: int,
+        batch_size: int,
+        seed: int,
+        world: int = 1,
+        rank: int = 0,
+        holds_box: torch.Tensor | None = None,
     ) -> None:
         self.n, self.per_epoch, self.batch_size, self.seed = n, per_epoch, batch_size, seed
         self.world, self.rank = world, rank
+        self.holds_box = holds_box
         self._epoch: tuple[int, torch.Tensor] | None = None  # the last epoch's shuffle
 
     @classmethod
-    def for_this_rank(cls, n: int, per_epoch: int, batch_size: int, seed: int) -> StepIndices:
-        return cls(n, per_epoch, batch_size, seed, distributed.world_size(), distributed.rank())
+    def for_this_rank(
+        cls, n: int, per_epoch: int, batch_size: int, seed: int, holds_box: torch.Tensor | None = None
+    ) -> StepIndices:
+        return cls(n, per_epoch, batch_size, seed, distributed.world_size(), distributed.rank(), holds_box)
+
+    def _order(self, epoch: int) -> torch.Tensor:
+        generator = step_generator(self.seed, epoch)
+        if self.holds_box is None:
+            return torch.randperm(self.n, generator=generator)
+        boxed, empty = torch.nonzero(self.holds_box).flatten(), torch.nonzero(~self.holds_box).flatten()
+        boxed = boxed[torch.randperm(len(boxed), generator=generator)]
+        empty = empty[torch.randperm(len(empty), generator=generator)]
+        pairs = min(len(boxed), len(empty))
+        alternating = torch.stack([boxed[:pairs], empty[:pairs]], dim=1).flatten()
+        return torch.cat([alternating, boxed[pairs:], empty[pairs:]])
 
     def __call__(self, step: int) -> torch.Tensor:
         epoch, i = divmod(step, self.per_epoch)
         if self._epoch is None or self._epoch[0] != epoch:
-            self._epoch = (epoch, torch.randperm(self.n, generator=step_generator(self.seed, epoch)))
+            self._epoch = (epoch, self._order(epoch))
         start = (i * self.world + self.rank) * self.batch_size
         return self._epoch[1][start : start + self.batch_size]
 

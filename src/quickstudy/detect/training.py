@@ -453,7 +453,9 @@ def train_detector(
     train_set = fitted.to(device)
     loader = StepLoader(
         fitted.images,
-        StepIndices.for_this_rank(len(train_set), per_epoch, batch_size, seed),
+        StepIndices.for_this_rank(
+            len(train_set), per_epoch, batch_size, seed, fitted.valid.any(1) if config.tiling else None
+        ),
         trainer.start_step,
         steps,
         workers=workers,
