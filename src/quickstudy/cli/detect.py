@@ -441,7 +441,7 @@ def add_training_options(parser: Any) -> None:
         default="auto",
         help="train on overlapping full-resolution tiles and predict tile by tile, for small defects in "
         "large frames (default auto: on when the median box, letterboxed with its frame to the input "
-        "size, would be under 16 px; stored in the model)",
+        "size, would be under 10 px, as measured on a synthetic line; stored in the model)",
     )
     parser.add_argument("--seed", type=int, default=0)
 

@@ -83,9 +83,9 @@ def input_size_for(samples: Sequence[Any]) -> int:
     return int(min(640, max(96, 8 * round(median / 8))))
 
 
-# Tile when the median box, letterboxed with its frame, would be under this (px): from 6 to 21 px tiling
-# never beat letterboxing beyond seed noise, at 2.5-26x its inference time (benchmarks/tile_threshold.py).
-TILE_BELOW = 6.0
+# Tile when the median box, letterboxed with its frame, would be under this (px): tiles won at 9 px in
+# both seeds, lost at 15 in both, split at 12, where they cost 7x the inference (benchmarks/tile_threshold.py).
+TILE_BELOW = 10.0
 
 
 def needs_tiling(samples: Sequence[Any], image_size: int) -> bool:
