@@ -66,12 +66,17 @@ class DemoSettings:
     # the built-in line
     train_images: int = 300
     test_images: int = 100
-    # the detector
+    # the detector: small batches, as the number of steps (not of images seen) limits it on this line
+    # (benchmarks/results/unknowns.md: batch 32 → 4 at the same 80 epochs, known mAP50 0.34 → 0.56)
     epochs: int = 80
-    batch_size: int = 32
-    lr: float = 5e-3
+    batch_size: int = 4
+    lr: float = 2.5e-3
     arch: str = "tiny"  # a detector size preset (quickstudy.detect.model.ARCHITECTURES)
     device: str = "cpu"
+    # torch's CPU threads (None: torch's default). One: the tiny detector's batches of 4 gain little
+    # from more, and on a shared CPU two threads wait on each other (the default run's training was
+    # about 20x slower with two at load 3-4; benchmarks/results/unknowns.md)
+    threads: int | None = 1
 
 
 @dataclass
@@ -104,7 +109,20 @@ class DemoResult:
 
 
 def run_demo(settings: DemoSettings, console: Console | None = None) -> DemoResult:
-    """Run the five steps, printing each; the last line printed is the report's path."""
+    """Run the five steps, printing each; the last line printed is the report's path. Torch runs on
+    ``settings.threads`` threads meanwhile, and on as many as before afterwards."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
+    try:
+        return _run_demo(settings, console)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run_demo(settings: DemoSettings, console: Console | None) -> DemoResult:
     console = console or Console()
     out = settings.out
     store_path = out / "labels.qs"

@@ -19,11 +19,13 @@ from quickstudy.errors import QuickstudyError
 from quickstudy.evaluate.report import SECTIONS
 from quickstudy.labels.store import Store
 
-# A little below the lowest of three default runs (benchmarks/results/unknowns.md: 0.30-0.39 mAP50,
-# 4-15% unknown, 4-15% named, 0-1% split named, 0.01-0.86 false alarms): far under the issue's goals;
-# the false alarms' ceiling is the issue's own goal, as the runs spread too widely for a tighter one.
-FLOORS = {"known_map50": 0.25, "new_unknown_before": 0.03, "new_named_after": 0.03}
-CEILING_FALSE_ALARMS = 1.0
+# Below what the default run reached (benchmarks/results/unknowns.md, "The demo's summary.json": mAP50
+# 0.56, 17% of the new type named right after learning, 14% of the sub-types, 0.02 false alarms per
+# image), by about the spread of runs whose settings differ a little (mAP50 0.47-0.56). Before learning
+# it reported none of the new type's boxes `unknown`, so that number has no floor. All under the
+# issue's goals except false alarms.
+FLOORS = {"known_map50": 0.45, "new_named_after": 0.1, "split_named_after": 0.07}
+CEILING_FALSE_ALARMS = 0.5
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,15 @@ def register(subparsers: Any) -> None:
         "--epochs", type=int, default=defaults.epochs, help=f"training epochs (default: {defaults.epochs})"
     )
     parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=defaults.batch_size,
+        help=f"training batch size (default: {defaults.batch_size})",
+    )
+    parser.add_argument(
+        "--lr", type=float, default=defaults.lr, help=f"training learning rate (default: {defaults.lr})"
+    )
+    parser.add_argument(
         "--train-images",
         type=int,
         default=defaults.train_images,
@@ -53,6 +62,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--limit", type=int, help="--data: use about this many images (every k-th), for a quick look"
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=defaults.threads,
+        help=f"CPU threads for torch (default: {defaults.threads}; 0: torch's default)",
+    )
     add_device(parser)
     parser.set_defaults(func=_demo)
 
@@ -64,11 +79,14 @@ def _demo(args: argparse.Namespace) -> int:
             data=args.data,
             seed=args.seed,
             epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
             train_images=args.train_images,
             test_images=args.test_images,
             image_size=args.image_size,
             limit=args.limit,
             device=args.device,
+            threads=args.threads or None,
         )
     )
     return 0
