@@ -417,39 +417,35 @@ def _truly_labelled(sample: Sample, scenario: Scenario) -> Sample:
     return replace(sample, boxes=boxes)
 
 
+# the demo's words for :data:`~quickstudy.evaluate.matching.NAMING_OUTCOMES`
+_SHOWN = {"named_right": "right", "unknown": "unknown", "named_other": "named other", "missed": "missed"}
+
+
 def _naming(
     predictor: Any, samples: Sequence[Any], scenario: Scenario, types: Sequence[str]
 ) -> dict[str, Any]:
-    """How the true boxes of ``types`` are named: right, ``unknown``, another type, or missed.
-
-    A true box is found by the best-scoring detection that overlaps it at IoU ≥ 0.5 (detections at the
-    model's operating thresholds)."""
-    import torch
-    from torchvision.ops import box_iou
+    """How the true boxes of ``types`` are named: right, ``unknown``, another type, or missed, each
+    matched to the detections at the model's operating thresholds as the report matches them
+    (:func:`~quickstudy.evaluate.matching.names_called`)."""
+    from quickstudy.evaluate.matching import names_called, naming_outcome
 
     outcome: Counter[str] = Counter()
     detections = predictor.predict([s.path for s in samples])
     for sample, found in zip(samples, detections, strict=True):
-        overlaps = box_iou(
-            torch.tensor([d.box for d in found], dtype=torch.float64).reshape(-1, 4),
-            torch.tensor([b.xyxy for b in sample.boxes], dtype=torch.float64).reshape(-1, 4),
+        called = names_called(
+            np.array([d.box for d in found], dtype=np.float64).reshape(-1, 4),
+            np.array([d.score for d in found], dtype=np.float64),
+            [d.class_name for d in found],
+            np.array([b.xyxy for b in sample.boxes], dtype=np.float64).reshape(-1, 4),
         )
-        for column, true_name in enumerate(scenario.truth[str(sample.path)]):
-            if true_name not in types:
-                continue
-            overlapping = [d for d, overlap in zip(found, overlaps[:, column], strict=True) if overlap >= 0.5]
-            if not overlapping:
-                outcome["missed"] += 1
-                continue
-            named = max(overlapping, key=lambda d: d.score).class_name
-            outcome[
-                "right" if named == true_name else "unknown" if named == "unknown" else "named other"
-            ] += 1
+        truth = scenario.truth[str(sample.path)]
+        outcome.update(
+            _SHOWN[naming_outcome(true_name, as_called)]
+            for true_name, as_called in zip(truth, called, strict=True)
+            if true_name in types
+        )
     total = sum(outcome.values())
-    shares = {
-        key: outcome[key] / total if total else 0.0 for key in ("right", "unknown", "named other", "missed")
-    }
-    return {"boxes": total, **shares}
+    return {"boxes": total, **{key: outcome[key] / total if total else 0.0 for key in _SHOWN.values()}}
 
 
 def _false_alarms_per_image(predictor: Any, samples: Sequence[Any]) -> float:

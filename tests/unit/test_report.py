@@ -14,7 +14,14 @@ import pytest
 from quickstudy.cli._common import print_json
 from quickstudy.errors import QuickstudyError
 from quickstudy.evaluate.detection import DetectionEvaluation, evaluate_predictions
-from quickstudy.evaluate.matching import BACKGROUND, UNKNOWN, ImageResult, confusion_counts
+from quickstudy.evaluate.matching import (
+    BACKGROUND,
+    UNKNOWN,
+    ImageResult,
+    confusion_counts,
+    names_called,
+    naming_outcome,
+)
 from quickstudy.evaluate.report import (
     PER_CLASS_COLUMNS,
     SECTIONS,
@@ -172,6 +179,15 @@ def test_a_true_box_is_matched_once_by_the_best_scoring_detection() -> None:
     rows, columns, counts = confusion_counts([image], CLASSES)
     assert counts[rows.index("pit"), columns.index("dent")] == 1
     assert counts[rows.index(BACKGROUND), columns.index("pit")] == 1
+
+
+def test_each_true_box_is_called_what_its_matched_detection_says_and_sorted_into_its_outcome() -> None:
+    true_boxes = np.array([[2, 2, 12, 12], [20, 20, 30, 30], [40, 40, 50, 50], [60, 60, 70, 70]], dtype=float)
+    boxes = np.array([[2, 2, 12, 12], [2, 2, 12, 11], [20, 20, 30, 30], [40, 40, 50, 50]], dtype=float)
+    called = names_called(boxes, np.array([0.6, 0.9, 0.8, 0.7]), ["pit", "dent", UNKNOWN, "pit"], true_boxes)
+    assert called == ["dent", UNKNOWN, "pit", None]  # the best-scoring detection takes the first box
+    outcomes = [naming_outcome("pit", name) for name in called]
+    assert outcomes == ["named_other", "unknown", "named_right", "missed"]
 
 
 def test_matching_needs_iou_of_one_half() -> None:

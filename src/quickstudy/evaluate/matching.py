@@ -95,6 +95,28 @@ def match_detections(boxes: np.ndarray, scores: np.ndarray, true_boxes: np.ndarr
     return matched
 
 
+def names_called(
+    boxes: np.ndarray, scores: np.ndarray, labels: Sequence[str], true_boxes: np.ndarray
+) -> list[str | None]:
+    """Per true box, the name of the detection :func:`match_detections` gives it, None when missed."""
+    called: list[str | None] = [None] * len(true_boxes)
+    for detection, truth in enumerate(match_detections(boxes, scores, true_boxes).tolist()):
+        if truth >= 0:
+            called[truth] = labels[detection]
+    return called
+
+
+# How a true box of a type came out: named as its type, ``unknown``, as another type, or not found.
+NAMING_OUTCOMES = ("named_right", "unknown", "named_other", "missed")
+
+
+def naming_outcome(true_name: str, called: str | None) -> str:
+    """One of :data:`NAMING_OUTCOMES` for a box of ``true_name`` that a detection ``called`` (None: missed)."""
+    if called is None:
+        return "missed"
+    return "named_right" if called == true_name else UNKNOWN if called == UNKNOWN else "named_other"
+
+
 def confusion_counts(
     images: Sequence[ImageResult], classes: Sequence[str]
 ) -> tuple[list[str], list[str], np.ndarray]:

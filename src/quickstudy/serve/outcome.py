@@ -24,16 +24,14 @@ import numpy as np
 import torch
 
 from quickstudy.detect.fewshot import add_classes, embed_support, support_boxes
-from quickstudy.detect.memory import UNKNOWN
 from quickstudy.detect.model import detector_from_payload
 from quickstudy.detect.predictor import Detection, Predictor
 from quickstudy.detect.versions import ModelFolder
-from quickstudy.evaluate.matching import match_detections
+from quickstudy.evaluate.matching import NAMING_OUTCOMES, names_called, naming_outcome
 from quickstudy.evaluate.operating import precision_recall_at
 from quickstudy.labels.records import Sample
 from quickstudy.labels.store import Store
 
-OUTCOMES = ("named_right", "unknown", "named_other", "missed")
 # images predicted per side at most (evenly spread): a report, not a benchmark
 MAX_POSITIVES = 300
 MAX_NEGATIVES = 200
@@ -67,20 +65,17 @@ def naming(
     outcome: Counter[str] = Counter()
     image_scores, holds = [], []
     for sample, found in zip(samples, detections, strict=True):
-        boxes = np.array([d.box for d in found], dtype=np.float64).reshape(-1, 4)
-        scores = np.array([d.score for d in found], dtype=np.float64)
-        truth = np.array([b.xyxy for b in sample.boxes], dtype=np.float64).reshape(-1, 4)
-        matched = match_detections(boxes, scores, truth).tolist()
-        for t, box in enumerate(sample.boxes):
-            if box.allowed != {name}:
-                continue
-            if t not in matched:
-                outcome["missed"] += 1
-                continue
-            called = found[matched.index(t)].class_name
-            outcome[
-                "named_right" if called == name else "unknown" if called == UNKNOWN else "named_other"
-            ] += 1
+        called = names_called(
+            np.array([d.box for d in found], dtype=np.float64).reshape(-1, 4),
+            np.array([d.score for d in found], dtype=np.float64),
+            [d.class_name for d in found],
+            np.array([b.xyxy for b in sample.boxes], dtype=np.float64).reshape(-1, 4),
+        )
+        outcome.update(
+            naming_outcome(name, as_called)
+            for box, as_called in zip(sample.boxes, called, strict=True)
+            if box.allowed == {name}
+        )
         holds.append(any(box.allowed == {name} for box in sample.boxes))
         image_scores.append(max((d.score for d in found if d.class_name == name), default=0.0))
     total = sum(outcome.values())
@@ -88,7 +83,8 @@ def naming(
     return {
         "boxes": total,
         **{
-            key: {"count": outcome[key], "share": outcome[key] / total if total else None} for key in OUTCOMES
+            key: {"count": outcome[key], "share": outcome[key] / total if total else None}
+            for key in NAMING_OUTCOMES
         },
         "image_precision": None if np.isnan(precision) else precision,
         "image_recall": None if np.isnan(recall) else recall,
