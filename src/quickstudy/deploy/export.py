@@ -41,7 +41,7 @@ from quickstudy.deploy.runtime import (
     is_export,
 )
 from quickstudy.detect.model import NORMALITY_SCALE, DefectDetector, detector_from_payload
-from quickstudy.detect.recognition import _bin_weights
+from quickstudy.detect.recognition import bin_weights
 from quickstudy.detect.versions import ModelFolder
 from quickstudy.errors import QuickstudyError
 
@@ -113,7 +113,7 @@ class EmbedGraph(nn.Module):
         size = recognize.pool_size
         heights, widths = [h for h, _ in self.sizes], [w for _, w in self.sizes]
         rois = torch.cat([torch.zeros_like(boxes[:, :1]), boxes], 1)
-        weights = _bin_weights(rois, heights, widths, recognize.strides, size, sampling_ratio=2)
+        weights = bin_weights(rois, heights, widths, recognize.strides, size, sampling_ratio=2)
         count, channels = boxes.shape[0], features[0].shape[1]
         levels = []
         top = left = 0

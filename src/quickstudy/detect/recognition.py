@@ -72,7 +72,7 @@ def pseudo_labels(
     return allowed | (F.one_hot(best.indices, allowed.shape[-1]).bool() & take[:, None])
 
 
-def _bin_weights(
+def bin_weights(
     rois: torch.Tensor,
     heights: Sequence[int],
     widths: Sequence[int],
@@ -144,7 +144,7 @@ def pyramid_roi_align(
     count = rois.shape[0]
     # float32 whatever the autocast (as torchvision runs roi_align under autocast)
     with torch.autocast(rois.device.type, enabled=False):
-        weights = _bin_weights(rois, heights, widths, strides, output_size, sampling_ratio)
+        weights = bin_weights(rois, heights, widths, strides, output_size, sampling_ratio)
         rows, columns = weights[0, ..., : sum(heights)], weights[1, ..., : sum(widths)]
         # the levels on one block-diagonal grid [B, Σ H, C, Σ W]
         grid = features[0].new_zeros(batch, sum(heights), channels, sum(widths), dtype=torch.float32)
