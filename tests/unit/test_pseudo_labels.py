@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from quickstudy.detect.data import DetectionSet
 from quickstudy.detect.model import TINY, DefectDetector, DetectorConfig
-from quickstudy.detect.recognition import partial_label_loss, pseudo_labels
+from quickstudy.detect.recognition import open_set_cut, partial_label_loss, pseudo_labels
 
 from .labels_fixtures import small_store
 
@@ -89,3 +89,43 @@ def test_the_model_never_teaches_an_unnamed_box_a_class() -> None:
         model.recognize.embed(model.features(images), targets["rois"][1:]), model.class_vectors
     )
     assert torch.allclose(one, F.cross_entropy(logits, logits.argmax(-1)))
+
+
+def test_an_unnamed_box_is_taught_to_be_far_from_every_class() -> None:
+    # Three boxes of classes a and b and one of a type no class names, on fixed images: a few steps
+    # of the recognition loss with the flag end with the unnamed box below the open-set cut of the
+    # labelled boxes; the same steps without the flag leave it nearer to some class.
+    def train(flag: bool) -> tuple[float, float]:
+        torch.manual_seed(0)
+        model = DefectDetector(["a", "b"], DetectorConfig(**TINY, image_size=64))
+        generator = torch.Generator().manual_seed(1)
+        images = torch.rand(2, 1, 64, 64, generator=generator)
+        images[1, :, 30:50, 30:50] = 1.0
+        rois = torch.tensor(
+            [[0, 4.0, 4, 30, 30], [0, 34, 34, 60, 60], [1, 2, 2, 26, 26], [1, 28, 28, 52, 52]]
+        )
+        allowed = torch.tensor([[True, False], [False, True], [True, False], NONE])
+        unnamed = torch.tensor([False, False, False, flag])
+        optimizer = torch.optim.SGD(model.recognize.parameters(), lr=0.05)
+        for _ in range(60):
+            parts = model.recognize.compute_loss(
+                model.recognize.embed(model.features(images), rois),
+                allowed,
+                model.class_vectors,
+                torch.zeros(4, dtype=torch.bool),
+                unnamed=unnamed,
+            )
+            assert (parts["loss_unnamed"].item() > 0) == flag
+            optimizer.zero_grad()
+            (parts["loss_classes"] + parts["loss_unnamed"]).backward()
+            optimizer.step()
+        with torch.no_grad():
+            logits = model.recognize.logits(
+                model.recognize.embed(model.features(images), rois), model.class_vectors
+            )
+        return float(logits[3].amax()), open_set_cut(logits[:3], allowed[:3])
+
+    nearest, cut = train(flag=True)
+    assert nearest < cut
+    nearest_unflagged, _ = train(flag=False)
+    assert nearest < nearest_unflagged - 1.0

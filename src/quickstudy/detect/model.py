@@ -209,7 +209,7 @@ class DefectDetector(nn.Module):
     ) -> dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]:
         """Training (``targets`` given): ``boxes [B, M, 4]``, ``valid [B, M]``, ``rois [K, 5]``,
         ``roi_allowed [K, C]``, ``roi_support [K]`` (and optionally ``roi_unnamed [K]``: boxes never
-        pseudo-labelled) → ``loss_localize``, ``loss_recognize`` and parts."""
+        pseudo-labelled, and kept far from every class) → ``loss_localize``, ``loss_recognize`` and parts."""
         features = self.features(images)
         dense = self.localize(features)
         if targets is None:
@@ -227,7 +227,8 @@ class DefectDetector(nn.Module):
         )
         return {
             "loss_localize": torch.stack(list(localize.values())).sum(),
-            "loss_recognize": (recognize["loss_classes"] + recognize["loss_episode"]) / 2,
+            "loss_recognize": (recognize["loss_classes"] + recognize["loss_episode"]) / 2
+            + recognize["loss_unnamed"],
             **localize,
             **recognize,
         }

@@ -42,6 +42,40 @@ def partial_label_loss(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Ten
     return -torch.logsumexp(log_p.masked_fill(~allowed[rows], -math.inf), -1).mean()
 
 
+def open_set_cut(logits: torch.Tensor, allowed: torch.Tensor) -> float:
+    """The in-batch form of the open-set test (the class memory's calibrated one exists only after
+    training): the :data:`UNKNOWN_QUANTILE` quantile of the single-label boxes' logits for their own
+    class; -inf when the batch has none.
+
+    >>> open_set_cut(torch.tensor([[3.0, 0.0], [0.0, 1.0]]), torch.tensor([[True, False], [False, True]]))
+    1.0
+    """
+    single = allowed.sum(-1) == 1
+    own = logits.detach().float()[single][allowed[single]]
+    return float(torch.quantile(own, UNKNOWN_QUANTILE, interpolation="lower")) if own.numel() else -math.inf
+
+
+def unnamed_loss(logits: torch.Tensor, allowed: torch.Tensor, unnamed: torch.Tensor | None) -> torch.Tensor:
+    """Mean over the boxes flagged ``unnamed [N]`` of ``softplus(max_c logit - cut)``, ``cut`` the
+    batch's :func:`open_set_cut`: a box of a type no class names is pushed below how near known
+    boxes are to their own class, which is where the open-set test calls a box ``unknown`` (in the
+    spirit of outlier exposure, Hendrycks et al. 2019, with real outliers rather than other datasets).
+    Zero, still connected to ``logits``, when no box is flagged or the batch has no single-label box.
+
+    >>> logits = torch.tensor([[5.0, 0.0], [0.0, 5.0], [4.0, 0.0]], requires_grad=True)
+    >>> allowed = torch.tensor([[True, False], [False, True], [False, False]])
+    >>> loss = unnamed_loss(logits, allowed, torch.tensor([False, False, True]))
+    >>> round(float(loss.detach()), 3), logits.grad is None
+    (0.313, True)
+    >>> loss.backward(); logits.grad[2].tolist()
+    [0.2689414322376251, 0.0]
+    """
+    cut = open_set_cut(logits, allowed)
+    if unnamed is None or not unnamed.any() or cut == -math.inf:
+        return logits.sum() * 0
+    return F.softplus(logits[unnamed].float().amax(-1) - cut).mean()
+
+
 def pseudo_labels(
     logits: torch.Tensor, allowed: torch.Tensor, confidence: float, unnamed: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -61,11 +95,7 @@ def pseudo_labels(
     """
     scores = logits.detach().float()
     best = scores.softmax(-1).max(-1)
-    single = allowed.sum(-1) == 1
-    own = scores[single][allowed[single]]
-    # The in-batch form of the open-set test (the class memory's calibrated one exists only after training).
-    cut = float(torch.quantile(own, UNKNOWN_QUANTILE, interpolation="lower")) if own.numel() else -math.inf
-    far = scores.amax(-1) < cut
+    far = scores.amax(-1) < open_set_cut(scores, allowed)
     take = ~allowed.any(-1) & (best.values >= confidence) & ~far
     if unnamed is not None:
         take &= ~unnamed
@@ -207,7 +237,8 @@ class RecognitionHead(nn.Module):
         pseudo_label_confidence: float | None = None,
         unnamed: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """``loss_classes`` (vs learned class vectors) and ``loss_episode`` (vs batch prototypes).
+        """``loss_classes`` (vs learned class vectors), ``loss_episode`` (vs batch prototypes) and
+        ``loss_unnamed`` (:func:`unnamed_loss`: boxes flagged ``unnamed`` kept far from every class).
 
         ``embeddings [K, D]``, ``allowed [K, C]`` bool, ``class_vectors [C, D]``, ``support [K]``
         bool (which boxes form the episode's support; only single-label ones are used). With
@@ -223,13 +254,18 @@ class RecognitionHead(nn.Module):
             else pseudo_labels(logits, allowed, pseudo_label_confidence, unnamed)
         )
         loss_classes = partial_label_loss(logits, taught)
+        loss_unnamed = unnamed_loss(logits, allowed, unnamed)
         support = support & (taught.sum(-1) == 1)
         one_hot = (taught & support[:, None]).float()  # [K, C]
         present = one_hot.sum(0) > 0
         query = ~support & (taught & present).any(-1)
         if not query.any():
-            return {"loss_classes": loss_classes, "loss_episode": embeddings.sum() * 0}
+            return {
+                "loss_classes": loss_classes,
+                "loss_episode": embeddings.sum() * 0,
+                "loss_unnamed": loss_unnamed,
+            }
         prototypes = one_hot.T @ embeddings.float()  # sums; normalised in logits()
         logits = self.logits(embeddings[query], prototypes).masked_fill(~present, -math.inf)
         loss_episode = partial_label_loss(logits, taught[query] & present)
-        return {"loss_classes": loss_classes, "loss_episode": loss_episode}
+        return {"loss_classes": loss_classes, "loss_episode": loss_episode, "loss_unnamed": loss_unnamed}
