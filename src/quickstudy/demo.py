@@ -425,27 +425,18 @@ def _naming(
     predictor: Any, samples: Sequence[Any], scenario: Scenario, types: Sequence[str]
 ) -> dict[str, Any]:
     """How the true boxes of ``types`` are named: right, ``unknown``, another type, or missed, each
-    matched to the detections at the model's operating thresholds as the report matches them
-    (:func:`~quickstudy.evaluate.matching.names_called`)."""
-    from quickstudy.evaluate.matching import names_called, naming_outcome
+    matched to the detections at the model's operating thresholds as ``quickstudy eval`` matches them
+    (:func:`~quickstudy.detect.evaluation.box_naming`)."""
+    from quickstudy.detect.evaluation import box_naming
 
-    outcome: Counter[str] = Counter()
-    detections = predictor.predict([s.path for s in samples])
-    for sample, found in zip(samples, detections, strict=True):
-        called = names_called(
-            np.array([d.box for d in found], dtype=np.float64).reshape(-1, 4),
-            np.array([d.score for d in found], dtype=np.float64),
-            [d.class_name for d in found],
-            np.array([b.xyxy for b in sample.boxes], dtype=np.float64).reshape(-1, 4),
-        )
-        truth = scenario.truth[str(sample.path)]
-        outcome.update(
-            _SHOWN[naming_outcome(true_name, as_called)]
-            for true_name, as_called in zip(truth, called, strict=True)
-            if true_name in types
-        )
+    truly = [_truly_labelled(s, scenario) for s in samples]
+    counts = box_naming(truly, predictor.predict([s.path for s in samples]))
+    outcome = sum((counts.get(name, Counter()) for name in types), Counter())
     total = sum(outcome.values())
-    return {"boxes": total, **{key: outcome[key] / total if total else 0.0 for key in _SHOWN.values()}}
+    return {
+        "boxes": total,
+        **{shown: outcome[key] / total if total else 0.0 for key, shown in _SHOWN.items()},
+    }
 
 
 def _false_alarms_per_image(predictor: Any, samples: Sequence[Any]) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 import re
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,34 @@ def test_eval_report_renders_the_json_numbers(model_and_store, tmp_path, capsys)
         assert rows[name] == [shown(printed[key][name]) for key in PER_CLASS_COLUMNS], name
     assert rows["mean"][2:4] == [shown(printed["mAP50"]), shown(printed["mAP"])]
     assert "Image-score thresholds for precision ≥ 0.900" in text
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_eval_counts_how_a_type_the_model_lacks_is_named(model_and_store, tmp_path, capsys) -> None:
+    model, original = model_and_store
+    store = tmp_path / "renamed.qs"
+    with sqlite3.connect(original) as source, sqlite3.connect(store) as copy:
+        source.backup(copy)
+    with Store.open(store) as opened:
+        opened.taxonomy.add("smudge")  # a type the model was never taught: some TEST dents become it
+        dents = [b for s in opened.samples("test") for b in s.boxes if b.allowed == {"dent"}]
+        for relabelled in dents[::2]:
+            opened.set_label(relabelled.box_id, "smudge")
+    stains = len(dents[::2])
+    assert stains > 0
+    assert main(["eval", "--model", str(model), "--store", str(store), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    naming = printed["naming"]
+    assert set(naming) == {"dent", "smudge"}  # this fixture's TEST images hold dents only
+    assert naming["smudge"]["known"] is False and naming["smudge"]["boxes"] == stains
+    assert naming["smudge"]["named_right"] == 0.0
+    for name, row in naming.items():
+        shares = [row[k] for k in ("named_right", "unknown", "named_other", "missed")]
+        assert sum(shares) == pytest.approx(1.0), name
+    assert naming["dent"]["known"] is True and naming["dent"]["boxes"] == len(dents) - stains
+    assert printed["called_unknown"] == {
+        "known_types": naming["dent"]["unknown"],
+        "new_types": naming["smudge"]["unknown"],
+    }
+    assert main(["eval", "--model", str(model), "--store", str(store)]) == 0
+    assert "smudge (new)" in capsys.readouterr().out

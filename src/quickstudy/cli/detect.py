@@ -172,6 +172,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
         ["class", "AP50", "image precision", "image recall"],
         rows,
     )
+    share = lambda v: f"{100 * v:.1f}%"  # noqa: E731
+    print_table(
+        f"how each type's {args.split} boxes are named at the operating thresholds "
+        "(a type the model lacks can only be unknown, another type or missed)",
+        ["type", "boxes", "named right", "unknown", "another type", "missed"],
+        [
+            [
+                name if n["known"] else f"{name} (new)",
+                n["boxes"],
+                *(share(n[key]) for key in ("named_right", "unknown", "named_other", "missed")),
+            ]
+            for name, n in report["naming"].items()
+        ],
+    )
     if args.target_precision is not None:
         points = {k: v for k, v in report["at_target_precision"].items() if k != "target"}
         print_table(
@@ -501,7 +515,10 @@ def register(subparsers: Any) -> None:
         "eval",
         help="score a detector on a split of a label store",
         description="COCO mAP@[.5:.95], mAP50 and per-class AP50 (pycocotools), class-agnostic AR@100, "
-        "image-level precision/recall per class at the calibrated thresholds, ms per image.",
+        "image-level precision/recall per class at the calibrated thresholds, how each type's boxes are "
+        "named (right, unknown, another type, missed; a type in the store the model lacks included, so "
+        "the share of a new type reported unknown before `learn`, and of known boxes called unknown, "
+        "are in the JSON's called_unknown), ms per image.",
     )
     evaluate.add_argument("--model", required=True)
     evaluate.add_argument("--store", required=True)

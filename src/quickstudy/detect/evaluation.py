@@ -10,6 +10,7 @@ without class or with a partial label counts only for the class-agnostic recall 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from quickstudy.detect.predictor import Detection, Predictor
 from quickstudy.evaluate.detection import DetectionEvaluation, evaluate_predictions, image_scores, image_truth
+from quickstudy.evaluate.matching import NAMING_OUTCOMES, UNKNOWN, names_called, naming_outcome
 from quickstudy.evaluate.operating import DEFECT_PRESENT, threshold_for_precision
 
 
@@ -41,6 +43,50 @@ def ground_truth(samples: Sequence[Any], classes: Sequence[str]) -> tuple[list, 
     return named, agnostic
 
 
+def box_naming(samples: Sequence[Any], detections: Sequence[Sequence[Detection]]) -> dict[str, Counter[str]]:
+    """Per type (every box whose allowed set is that one name, a type the model lacks included), how
+    many of its boxes the named ``detections`` (as ``predict`` gives them) call right, ``unknown``,
+    another type, or miss (:data:`~quickstudy.evaluate.matching.NAMING_OUTCOMES`, matched as the
+    report matches: :func:`~quickstudy.evaluate.matching.names_called`)."""
+    counts: dict[str, Counter[str]] = {}
+    for sample, found in zip(samples, detections, strict=True):
+        called = names_called(
+            np.array([d.box for d in found], dtype=np.float64).reshape(-1, 4),
+            np.array([d.score for d in found], dtype=np.float64),
+            [d.class_name for d in found],
+            np.array([b.xyxy for b in sample.boxes], dtype=np.float64).reshape(-1, 4),
+        )
+        for box, as_called in zip(sample.boxes, called, strict=True):
+            if len(box.allowed) == 1:
+                (name,) = box.allowed
+                counts.setdefault(name, Counter())[naming_outcome(name, as_called)] += 1
+    return counts
+
+
+def naming_metrics(counts: dict[str, Counter[str]], classes: Sequence[str]) -> dict[str, Any]:
+    """``naming``: per type its boxes and the share of each outcome, and whether the model knows the
+    type; ``called_unknown``: the share of the known types' boxes and of the other types' boxes
+    reported ``unknown`` (None where there are none) — the open-set test's two sides."""
+    naming = {
+        name: {
+            "known": name in classes,
+            "boxes": sum(count.values()),
+            **{key: count[key] / sum(count.values()) for key in NAMING_OUTCOMES},
+        }
+        for name, count in sorted(counts.items())
+    }
+
+    def unknown_share(known: bool) -> float | None:
+        chosen = [count for name, count in counts.items() if (name in classes) == known]
+        total = sum(sum(count.values()) for count in chosen)
+        return sum(count[UNKNOWN] for count in chosen) / total if total else None
+
+    return {
+        "naming": naming,
+        "called_unknown": {"known_types": unknown_share(True), "new_types": unknown_share(False)},
+    }
+
+
 def at_target_precision(
     outputs: Sequence[dict[str, Any]], named: Sequence[tuple], classes: Sequence[str], target: float
 ) -> dict[str, dict[str, Any]]:
@@ -61,7 +107,8 @@ def evaluate_detector(
     predictor: Predictor, samples: Sequence[Any], target_precision: float | None = None
 ) -> dict[str, Any]:
     """COCO mAP, mAP50, per-class AP50 and AP, class-agnostic AR@100, image-level precision/recall per
-    class at the model's operating thresholds, ms per image; with ``target_precision``, also
+    class at the model's operating thresholds, how each type's boxes are named (:func:`naming_metrics`,
+    types the model lacks included), ms per image; with ``target_precision``, also
     ``at_target_precision`` (:func:`at_target_precision`, thresholds picked on these images)."""
     return detector_evaluation(predictor, samples, target_precision)[0].metrics
 
@@ -83,6 +130,8 @@ def detector_evaluation(
             "target": target_precision,
             **at_target_precision(outputs, named, classes, target_precision),
         }
+    detections = [predictor.name_detections(out, None) for out in outputs]
+    evaluation.metrics.update(naming_metrics(box_naming(samples, detections), classes))
     evaluation.metrics["ms_per_image"] = ms_per_image
     evaluation.metrics["n_images"] = len(samples)
-    return evaluation, [predictor.name_detections(out, None) for out in outputs]
+    return evaluation, detections

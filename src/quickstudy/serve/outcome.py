@@ -23,11 +23,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from quickstudy.detect.evaluation import box_naming
 from quickstudy.detect.fewshot import add_classes, embed_support, support_boxes
 from quickstudy.detect.model import detector_from_payload
 from quickstudy.detect.predictor import Detection, Predictor
 from quickstudy.detect.versions import ModelFolder
-from quickstudy.evaluate.matching import NAMING_OUTCOMES, names_called, naming_outcome
+from quickstudy.evaluate.matching import NAMING_OUTCOMES
 from quickstudy.evaluate.operating import precision_recall_at
 from quickstudy.labels.records import Sample
 from quickstudy.labels.store import Store
@@ -62,20 +63,9 @@ def naming(
 ) -> dict[str, Any]:
     """How the boxes marked ``name`` in ``samples`` are named by ``detections``, and the image
     precision and recall of ``name`` (an image flagged when a detection of it reaches ``threshold``)."""
-    outcome: Counter[str] = Counter()
+    outcome = box_naming(samples, detections).get(name, Counter())
     image_scores, holds = [], []
     for sample, found in zip(samples, detections, strict=True):
-        called = names_called(
-            np.array([d.box for d in found], dtype=np.float64).reshape(-1, 4),
-            np.array([d.score for d in found], dtype=np.float64),
-            [d.class_name for d in found],
-            np.array([b.xyxy for b in sample.boxes], dtype=np.float64).reshape(-1, 4),
-        )
-        outcome.update(
-            naming_outcome(name, as_called)
-            for box, as_called in zip(sample.boxes, called, strict=True)
-            if box.allowed == {name}
-        )
         holds.append(any(box.allowed == {name} for box in sample.boxes))
         image_scores.append(max((d.score for d in found if d.class_name == name), default=0.0))
     total = sum(outcome.values())
