@@ -281,7 +281,11 @@ def _memory_record(
         "model_version": payload.get("version"),
         "taxonomy_version": payload.get("taxonomy_version"),
         "classes": memory.classes,
-        "thresholds": {"unknown": memory.unknown, "operating": dict(memory.operating)},
+        "thresholds": {
+            "unknown": memory.unknown,
+            "unknown_needs_abnormal": memory.unknown_needs_abnormal,
+            "operating": dict(memory.operating),
+        },
         "input": {"image_size": cfg.image_size, "channels": cfg.channels, "tiling": cfg.tiling},
         "proposals": {
             key: getattr(cfg, key)

@@ -248,6 +248,10 @@ class OnnxPredictor:
             thresholds = memory["thresholds"]
             self.operating = {str(k): float(v) for k, v in thresholds["operating"].items()}
             self.unknown_threshold = float(thresholds["unknown"])
+            # an export made before the rule could drop it always needed an abnormal region
+            self.unknown_needs_abnormal = thresholds.get("unknown_needs_abnormal", True)
+            if not isinstance(self.unknown_needs_abnormal, bool):
+                raise ValueError("thresholds.unknown_needs_abnormal")
             self.image_size = int(memory["input"]["image_size"])
             self.channels = int(memory["input"]["channels"])
             self.tiling = bool(memory["input"]["tiling"])
@@ -416,10 +420,10 @@ class OnnxPredictor:
 
     def name_detections(self, out: dict[str, np.ndarray], score_threshold: float | None) -> list[Detection]:
         """As :meth:`ClassMemory.name_detections`: a box farther than the unknown similarity from every
-        prototype, and abnormal where the output carries ``abnormality``, is ``unknown`` with its defect score; each kept where it reaches its class's operating
+        prototype, and abnormal where the output carries ``abnormality`` and the rule asks for it, is ``unknown`` with its defect score; each kept where it reaches its class's operating
         threshold (or ``score_threshold``), then NMS per name."""
         unknown = out["max_similarity"] < self.unknown_threshold
-        if "abnormality" in out:
+        if "abnormality" in out and self.unknown_needs_abnormal:
             unknown &= out["abnormality"] >= 1
         names = [self._classes[int(c)] for c in out["labels"]]
         thresholds = np.array(

@@ -281,7 +281,9 @@ def finetune_classifier(
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    model.memory = ClassMemory([*memory.classes, *new], rows.detach(), memory.operating, memory.unknown)
+    model.memory = ClassMemory(
+        [*memory.classes, *new], rows.detach(), memory.operating, memory.unknown, memory.unknown_needs_abnormal
+    )
 
 
 def _localizer_sets(

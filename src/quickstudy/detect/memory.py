@@ -54,7 +54,9 @@ UNKNOWN = "unknown"
 
 class ClassMemory:
     """Class names, their prototypes ``[C, D]`` (float32, CPU, unit rows), per-class operating
-    thresholds (a class without one uses :data:`DEFAULT_OPERATING`) and the unknown similarity.
+    thresholds (a class without one uses :data:`DEFAULT_OPERATING`), the unknown similarity, and
+    whether ``unknown`` also needs an abnormal region (``unknown_needs_abnormal``; calibration chooses,
+    :func:`unknown_rule`).
 
     A value: :meth:`add`, :meth:`replace`, :meth:`drop` and :meth:`with_thresholds` return a new
     memory. Rows already of unit norm are kept bit for bit (normalising again may move their last
@@ -67,6 +69,7 @@ class ClassMemory:
         prototypes: torch.Tensor,
         operating: Mapping[str, float] | None = None,
         unknown: float = -1.0,
+        unknown_needs_abnormal: bool = True,
     ) -> None:
         names = tuple(classes)
         rows = prototypes.detach().float().cpu()
@@ -85,6 +88,7 @@ class ClassMemory:
         self.prototypes = torch.where((norms - 1).abs() <= 1e-6, rows, rows / norms.clamp(min=1e-12))
         self.operating = thresholds
         self.unknown = float(unknown)
+        self.unknown_needs_abnormal = bool(unknown_needs_abnormal)
 
     @property
     def classes(self) -> list[str]:
@@ -123,13 +127,13 @@ class ClassMemory:
             raise ValueError(f"class {name!r} is already in the memory; replace it")
         operating = {**self.operating, **({name: threshold} if threshold is not None else {})}
         rows = torch.cat([self.prototypes, prototype.detach().float().cpu()[None]])
-        return ClassMemory([*self._classes, name], rows, operating, self.unknown)
+        return ClassMemory([*self._classes, name], rows, operating, self.unknown, self.unknown_needs_abnormal)
 
     def replace(self, name: str, prototype: torch.Tensor) -> ClassMemory:
         """A memory with the prototype of class ``name`` replaced (its threshold kept)."""
         rows = self.prototypes.clone()
         rows[self.index(name)] = prototype.detach().float().cpu()
-        return ClassMemory(self._classes, rows, self.operating, self.unknown)
+        return ClassMemory(self._classes, rows, self.operating, self.unknown, self.unknown_needs_abnormal)
 
     def drop(self, names: Iterable[str]) -> ClassMemory:
         """A memory without the classes ``names`` (their prototypes and thresholds)."""
@@ -139,27 +143,42 @@ class ClassMemory:
             raise ValueError(f"classes not in the memory: {', '.join(sorted(missing))}")
         kept = [i for i, name in enumerate(self._classes) if name not in gone]
         operating = {name: value for name, value in self.operating.items() if name not in gone}
-        return ClassMemory([self._classes[i] for i in kept], self.prototypes[kept], operating, self.unknown)
+        return ClassMemory(
+            [self._classes[i] for i in kept],
+            self.prototypes[kept],
+            operating,
+            self.unknown,
+            self.unknown_needs_abnormal,
+        )
 
     def with_thresholds(
-        self, operating: Mapping[str, float] | None = None, unknown: float | None = None
+        self,
+        operating: Mapping[str, float] | None = None,
+        unknown: float | None = None,
+        unknown_needs_abnormal: bool | None = None,
     ) -> ClassMemory:
-        """A memory with these operating thresholds (all of them) and/or this unknown similarity."""
+        """A memory with these operating thresholds (all of them) and/or this unknown similarity and rule."""
         return ClassMemory(
             self._classes,
             self.prototypes,
             self.operating if operating is None else operating,
             self.unknown if unknown is None else unknown,
+            self.unknown_needs_abnormal if unknown_needs_abnormal is None else unknown_needs_abnormal,
         )
 
     # -- plain data -------------------------------------------------------------------------------------
     def to_payload(self) -> dict[str, Any]:
         """``{"classes": [str], "prototypes": Tensor [C, D], "thresholds": {"unknown": float,
-        "operating": {str: float}}}``: tensors and plain containers only."""
+        "unknown_needs_abnormal": bool, "operating": {str: float}}}``: tensors and plain containers only
+        (a payload without ``unknown_needs_abnormal`` was made when the rule always needed it)."""
         return {
             "classes": list(self._classes),
             "prototypes": self.prototypes.clone(),
-            "thresholds": {"unknown": self.unknown, "operating": dict(self.operating)},
+            "thresholds": {
+                "unknown": self.unknown,
+                "unknown_needs_abnormal": self.unknown_needs_abnormal,
+                "operating": dict(self.operating),
+            },
         }
 
     @classmethod
@@ -182,19 +201,22 @@ class ClassMemory:
             )
         if not _is_number(unknown):
             raise QuickstudyError(f"{where}: the unknown similarity {unknown!r} is not a number")
+        needs_abnormal = thresholds.get("unknown_needs_abnormal", True)
+        if not isinstance(needs_abnormal, bool):
+            raise QuickstudyError(f"{where}: unknown_needs_abnormal {needs_abnormal!r} is not true or false")
         try:
-            return cls(classes, prototypes, operating, unknown)
+            return cls(classes, prototypes, operating, unknown, needs_abnormal)
         except ValueError as error:
             raise QuickstudyError(f"{where}: {error}") from None
 
     def name_detections(self, out: dict[str, torch.Tensor], score_threshold: float | None) -> list[Detection]:
         """Name one image's raw output (every (box, class) pair): a box farther than :attr:`unknown` from
         every prototype, and abnormal where the output carries ``abnormality`` (a model with a normality
-        memory), is ``unknown`` with its class-agnostic score; each kept where it reaches its class's
+        memory) and the rule asks for it, is ``unknown`` with its class-agnostic score; each kept where it reaches its class's
         operating threshold (or ``score_threshold``), then NMS per name."""
         memory = self
         unknown = out["max_similarity"] < memory.unknown
-        if "abnormality" in out:
+        if "abnormality" in out and memory.unknown_needs_abnormal:
             unknown &= out["abnormality"] >= 1
         classes = memory.classes
         names = [classes[int(c)] for c in out["labels"]]
@@ -269,6 +291,38 @@ def open_set_similarity(nearest: torch.Tensor, abnormal: torch.Tensor) -> float:
     ordered = nearest[abnormal].sort().values
     cut = float(ordered[allowed]) if ordered.numel() > allowed else float("inf")
     return min(cut, float(nearest.median()))
+
+
+def unknown_rule(
+    nearest: torch.Tensor,
+    abnormal: torch.Tensor,
+    unnamed_nearest: torch.Tensor,
+    unnamed_abnormal: torch.Tensor,
+) -> tuple[float, bool]:
+    """The unknown similarity and whether ``unknown`` needs an abnormal region, from held-out boxes:
+    known-class ones (``nearest``, ``abnormal`` as for :func:`open_set_similarity`) and known unknowns
+    (boxes of a type retired as unnamed: ``unnamed_nearest``, ``unnamed_abnormal``). Each rule — "far
+    and abnormal", "far" — gets its similarity from :func:`open_set_similarity` (at most
+    :data:`UNKNOWN_QUANTILE` of the known boxes called unknown); the known unknowns choose the one that
+    calls more of them unknown. Without known unknowns, "far and abnormal" (a normality memory that
+    flags little makes it cautious, never loud).
+
+    >>> known = torch.tensor([0.90, 0.95, 0.96, 0.97, 0.98, 0.99, 0.99, 0.99, 0.99, 0.99])
+    >>> flags = torch.tensor([False] * 9 + [True])  # the normality memory flags few boxes, known or not
+    >>> cut, needs_abnormal = unknown_rule(known, flags, torch.tensor([0.8, 0.85]), torch.tensor([False, False]))
+    >>> round(cut, 2), needs_abnormal  # the known unknowns are far but not abnormal: "far" calls both
+    (0.9, False)
+    >>> cut, needs_abnormal = unknown_rule(known, flags, torch.empty(0), torch.empty(0, dtype=torch.bool))
+    >>> round(cut, 2), needs_abnormal  # far and abnormal, no higher than the known boxes' median
+    (0.98, True)
+    """
+    both = open_set_similarity(nearest, abnormal)
+    if not unnamed_nearest.numel():
+        return both, True
+    far = open_set_similarity(nearest, torch.ones_like(abnormal))
+    called_both = int(((unnamed_nearest < both) & unnamed_abnormal).sum())
+    called_far = int((unnamed_nearest < far).sum())
+    return (both, True) if called_both >= called_far else (far, False)
 
 
 def unknown_similarity(own: torch.Tensor) -> float:
