@@ -282,7 +282,11 @@ def finetune_classifier(
         loss.backward()
         optimizer.step()
     model.memory = ClassMemory(
-        [*memory.classes, *new], rows.detach(), memory.operating, memory.unknown, memory.unknown_needs_abnormal
+        [*memory.classes, *new],
+        rows.detach(),
+        memory.operating,
+        memory.unknown,
+        memory.unknown_needs_abnormal,
     )
 
 
