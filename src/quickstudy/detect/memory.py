@@ -17,6 +17,7 @@ tensor([[0.6000, 0.8000]])
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, TypeGuard
@@ -294,31 +295,40 @@ def open_set_similarity(nearest: torch.Tensor, abnormal: torch.Tensor) -> float:
 
 
 def unknown_rule(
-    nearest: torch.Tensor,
+    similarity: torch.Tensor,
+    own: torch.Tensor,
     abnormal: torch.Tensor,
     unnamed_nearest: torch.Tensor,
     unnamed_abnormal: torch.Tensor,
 ) -> tuple[float, bool]:
     """The unknown similarity and whether ``unknown`` needs an abnormal region, from held-out boxes:
-    known-class ones (``nearest``, ``abnormal`` as for :func:`open_set_similarity`) and known unknowns
-    (boxes of a type retired as unnamed: ``unnamed_nearest``, ``unnamed_abnormal``). Each rule — "far
-    and abnormal", "far" — gets its similarity from :func:`open_set_similarity` (at most
-    :data:`UNKNOWN_QUANTILE` of the known boxes called unknown); the known unknowns choose the one that
-    calls more of them unknown. Without known unknowns, "far and abnormal" (a normality memory that
-    flags little makes it cautious, never loud).
+    known-class ones (``similarity [N, C]`` to every prototype, ``own [N, C]`` their class, ``abnormal
+    [N]`` whether their region is) and known unknowns (boxes of a type retired as unnamed: their
+    similarity to the nearest prototype and abnormality). Each rule — "far and abnormal", "far" — gets
+    its similarity from :func:`open_set_similarity` (at most :data:`UNKNOWN_QUANTILE` of the known boxes
+    called unknown), and the rule that calls more of the known unknowns unknown is taken. Without
+    known unknowns, each known class in turn plays the new type (its boxes against the other classes'
+    prototypes only, the leave-one-class-out of open-set meta-learning); with a single class, "far
+    and abnormal".
 
-    >>> known = torch.tensor([0.90, 0.95, 0.96, 0.97, 0.98, 0.99, 0.99, 0.99, 0.99, 0.99])
-    >>> flags = torch.tensor([False] * 9 + [True])  # the normality memory flags few boxes, known or not
-    >>> cut, needs_abnormal = unknown_rule(known, flags, torch.tensor([0.8, 0.85]), torch.tensor([False, False]))
-    >>> round(cut, 2), needs_abnormal  # the known unknowns are far but not abnormal: "far" calls both
-    (0.9, False)
-    >>> cut, needs_abnormal = unknown_rule(known, flags, torch.empty(0), torch.empty(0, dtype=torch.bool))
-    >>> round(cut, 2), needs_abnormal  # far and abnormal, no higher than the known boxes' median
-    (0.98, True)
+    >>> similarity = torch.tensor([[0.99, 0.2], [0.98, 0.1], [0.95, 0.3], [0.3, 0.97], [0.2, 0.99]])
+    >>> own = torch.tensor([[True, False]] * 3 + [[False, True]] * 2)
+    >>> flagged = torch.tensor([False, False, False, False, True])  # a memory that flags few boxes
+    >>> cut, needs_abnormal = unknown_rule(similarity, own, flagged, torch.tensor([0.8]), torch.tensor([False]))
+    >>> round(cut, 2), needs_abnormal  # the known unknown is far, not abnormal: "far" calls it
+    (0.95, False)
+    >>> cut, needs_abnormal = unknown_rule(similarity, own, flagged, torch.empty(0), torch.empty(0, dtype=torch.bool))
+    >>> round(cut, 2), needs_abnormal  # each class is far from the other's prototype, rarely abnormal
+    (0.95, False)
+    >>> every = torch.ones(5, dtype=torch.bool)
+    >>> cut, needs_abnormal = unknown_rule(similarity, own, every, torch.empty(0), torch.empty(0, dtype=torch.bool))
+    >>> round(cut, 2), needs_abnormal  # every box abnormal: the two rules call the same, keep both tests
+    (0.95, True)
     """
+    nearest = similarity.amax(-1)
+    if not unnamed_nearest.numel() and similarity.shape[-1] > 1:
+        unnamed_nearest, unnamed_abnormal = similarity.masked_fill(own, -math.inf).amax(-1), abnormal
     both = open_set_similarity(nearest, abnormal)
-    if not unnamed_nearest.numel():
-        return both, True
     far = open_set_similarity(nearest, torch.ones_like(abnormal))
     called_both = int(((unnamed_nearest < both) & unnamed_abnormal).sum())
     called_far = int((unnamed_nearest < far).sum())

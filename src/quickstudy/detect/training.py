@@ -229,7 +229,8 @@ def calibrate(model: DefectDetector, fitted: DetectionSet, validation: Detection
 
     ``unknown``: with a normality memory, :func:`~quickstudy.detect.memory.unknown_rule` of held-out
     boxes' similarity to their nearest prototype and their abnormality (at most 5% of them called
-    unknown; the held-out boxes of a type retired as unnamed choose whether abnormal is needed); without, :func:`~quickstudy.detect.memory.unknown_similarity` of their similarity
+    unknown; the held-out boxes of a type retired as unnamed, or else each class left out in turn,
+    choose whether abnormal is needed); without, :func:`~quickstudy.detect.memory.unknown_similarity` of their similarity
     to their own class's prototype. ``operating[c]``: the image-level score threshold with the best
     F1 for "the image holds a box of class c" on the held-out images.
     """
@@ -245,7 +246,8 @@ def calibrate(model: DefectDetector, fitted: DetectionSet, validation: Detection
         abnormal = box_abnormality(model, validation) >= 1
         unnamed = validation.unnamed[validation.valid].to(abnormal.device)
         unknown, needs_abnormal = unknown_rule(
-            similarity.amax(-1),
+            similarity,
+            allowed[single],
             abnormal[single],
             model.memory.similarity(embeddings[unnamed]).amax(-1),
             abnormal[unnamed],
