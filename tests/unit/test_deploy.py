@@ -211,24 +211,20 @@ def test_broken_class_memory_files_are_named(exported: tuple[Path, Path], tmp_pa
     assert refused(export).startswith(f"{export / 'memory.json'}: not readable JSON")
 
 
-def test_the_unknown_rule_travels_to_the_export_and_an_old_export_keeps_its_rule(
+def test_the_unknown_similarities_travel_to_the_export_and_an_old_export_keeps_its_rule(
     exported: tuple[Path, Path], tmp_path: Path
 ):
     export = copy_export(exported, tmp_path)
     record = json.loads((export / "memory.json").read_text())
-    assert record["thresholds"]["unknown_needs_abnormal"] is True
-    assert OnnxPredictor(export).unknown_needs_abnormal is True
-    record["thresholds"]["unknown_needs_abnormal"] = False
+    model = Predictor.from_dir(exported[0]).model.memory
+    assert record["thresholds"]["unknown_far"] == model.unknown_far
+    assert OnnxPredictor(export).unknown_far == model.unknown_far
+    del record["thresholds"]["unknown_far"]  # written before distance alone could say unknown
     (export / "memory.json").write_text(json.dumps(record))
-    assert OnnxPredictor(export).unknown_needs_abnormal is False
-    del record["thresholds"]["unknown_needs_abnormal"]  # written before the rule could drop it
+    assert OnnxPredictor(export).unknown_far == -1.0
+    record["thresholds"]["unknown_far"] = "far"
     (export / "memory.json").write_text(json.dumps(record))
-    assert OnnxPredictor(export).unknown_needs_abnormal is True
-    record["thresholds"]["unknown_needs_abnormal"] = "sometimes"
-    (export / "memory.json").write_text(json.dumps(record))
-    assert refused(export) == (
-        f"{export / 'memory.json'}: not a complete class memory (missing or bad thresholds.unknown_needs_abnormal)"
-    )
+    assert refused(export).startswith(f"{export / 'memory.json'}: not a complete class memory")
 
 
 def test_export_refuses_to_overwrite_a_folder_that_is_not_an_export(

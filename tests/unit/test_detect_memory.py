@@ -93,37 +93,31 @@ def test_the_payload_is_plain_data_that_loads_without_unpickling_code() -> None:
     assert memory.prototypes[0, 0] != 5.0
 
 
-def test_the_unknown_rule_survives_every_edit_and_the_payload() -> None:
-    far_only = memory_of().with_thresholds(unknown=0.5, unknown_needs_abnormal=False)
-    edited = (
-        far_only.add("new", torch.ones(far_only.prototypes.shape[1]))
-        .replace("new", torch.ones(8))
-        .drop(["new"])
-    )
-    assert (
-        not edited.unknown_needs_abnormal
-        and edited.with_thresholds(unknown=0.4).unknown_needs_abnormal is False
-    )
-    assert not ClassMemory.from_payload(far_only.to_payload()).unknown_needs_abnormal
-    old = far_only.to_payload()
-    del old["thresholds"]["unknown_needs_abnormal"]  # a memory saved before the rule could drop it
-    assert ClassMemory.from_payload(old).unknown_needs_abnormal
+def test_the_unknown_similarities_survive_every_edit_and_the_payload() -> None:
+    both = memory_of().with_thresholds(unknown=0.5, unknown_far=0.3)
+    edited = both.add("new", torch.ones(8)).replace("new", torch.ones(8)).drop(["new"])
+    assert (edited.unknown, edited.unknown_far) == (0.5, 0.3)
+    assert edited.with_thresholds(unknown=0.4).unknown_far == 0.3
+    assert ClassMemory.from_payload(both.to_payload()).unknown_far == 0.3
+    old = both.to_payload()
+    del old["thresholds"]["unknown_far"]  # a memory saved before distance alone could say unknown
+    assert ClassMemory.from_payload(old).unknown_far == -1.0
 
 
-def test_far_alone_calls_unknown_when_the_rule_drops_abnormal() -> None:
+def test_far_alone_or_abnormal_and_far_make_unknown() -> None:
     out = {
-        "boxes": torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30]]),
-        "scores": torch.tensor([0.9, 0.9]),
-        "labels": torch.tensor([0, 0]),
-        "similarity": torch.tensor([0.2, 0.9]),
-        "max_similarity": torch.tensor([0.2, 0.9]),
-        "defect_scores": torch.tensor([0.9, 0.9]),
-        "abnormality": torch.tensor([0.5, 0.5]),  # neither region is abnormal
+        "boxes": torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]]),
+        "scores": torch.tensor([0.9, 0.9, 0.9]),
+        "labels": torch.tensor([0, 0, 0]),
+        "similarity": torch.tensor([0.2, 0.45, 0.9]),
+        "max_similarity": torch.tensor([0.2, 0.45, 0.9]),
+        "defect_scores": torch.tensor([0.9, 0.9, 0.9]),
+        "abnormality": torch.tensor([0.5, 1.5, 1.5]),  # the first region is not abnormal
     }
     memory = memory_of().with_thresholds(unknown=0.5)
-    names = lambda m: [d.class_name for d in m.name_detections(out, 0.1)]  # noqa: E731
-    assert UNKNOWN not in names(memory)
-    assert names(memory.with_thresholds(unknown_needs_abnormal=False)).count(UNKNOWN) == 1
+    names = lambda m: [d.class_name for d in sorted(m.name_detections(out, 0.1), key=lambda d: d.box)]  # noqa: E731
+    assert names(memory) == ["c0", UNKNOWN, "c0"]
+    assert names(memory.with_thresholds(unknown_far=0.3)) == [UNKNOWN, UNKNOWN, "c0"]
 
 
 @pytest.mark.parametrize(
@@ -144,8 +138,8 @@ def test_far_alone_calls_unknown_when_the_rule_drops_abnormal() -> None:
             "operating thresholds for classes not in the memory: x",
         ),
         (
-            {"thresholds": {"unknown": 0.1, "unknown_needs_abnormal": "no", "operating": {}}},
-            "unknown_needs_abnormal 'no' is not true or false",
+            {"thresholds": {"unknown": 0.1, "unknown_far": "far", "operating": {}}},
+            "the unknown_far similarity 'far' is not a number",
         ),
     ],
 )

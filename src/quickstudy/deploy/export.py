@@ -283,7 +283,7 @@ def _memory_record(
         "classes": memory.classes,
         "thresholds": {
             "unknown": memory.unknown,
-            "unknown_needs_abnormal": memory.unknown_needs_abnormal,
+            "unknown_far": memory.unknown_far,
             "operating": dict(memory.operating),
         },
         "input": {"image_size": cfg.image_size, "channels": cfg.channels, "tiling": cfg.tiling},

@@ -248,10 +248,8 @@ class OnnxPredictor:
             thresholds = memory["thresholds"]
             self.operating = {str(k): float(v) for k, v in thresholds["operating"].items()}
             self.unknown_threshold = float(thresholds["unknown"])
-            # an export made before the rule could drop it always needed an abnormal region
-            self.unknown_needs_abnormal = thresholds.get("unknown_needs_abnormal", True)
-            if not isinstance(self.unknown_needs_abnormal, bool):
-                raise ValueError("thresholds.unknown_needs_abnormal")
+            # an export made before unknown_far existed called no box unknown for distance alone
+            self.unknown_far = float(thresholds.get("unknown_far", -1.0))
             self.image_size = int(memory["input"]["image_size"])
             self.channels = int(memory["input"]["channels"])
             self.tiling = bool(memory["input"]["tiling"])
@@ -420,11 +418,13 @@ class OnnxPredictor:
 
     def name_detections(self, out: dict[str, np.ndarray], score_threshold: float | None) -> list[Detection]:
         """As :meth:`ClassMemory.name_detections`: a box farther than the unknown similarity from every
-        prototype, and abnormal where the output carries ``abnormality`` and the rule asks for it, is ``unknown`` with its defect score; each kept where it reaches its class's operating
+        prototype, and abnormal where the output carries ``abnormality``, or farther than the unknown_far
+        similarity, is ``unknown`` with its defect score; each kept where it reaches its class's operating
         threshold (or ``score_threshold``), then NMS per name."""
         unknown = out["max_similarity"] < self.unknown_threshold
-        if "abnormality" in out and self.unknown_needs_abnormal:
+        if "abnormality" in out:
             unknown &= out["abnormality"] >= 1
+        unknown |= out["max_similarity"] < self.unknown_far
         names = [self._classes[int(c)] for c in out["labels"]]
         thresholds = np.array(
             [score_threshold if score_threshold is not None else self.threshold(n) for n in names],

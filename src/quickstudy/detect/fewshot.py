@@ -286,7 +286,7 @@ def finetune_classifier(
         rows.detach(),
         memory.operating,
         memory.unknown,
-        memory.unknown_needs_abnormal,
+        memory.unknown_far,
     )
 
 

@@ -17,7 +17,6 @@ tensor([[0.6000, 0.8000]])
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, TypeGuard
@@ -55,9 +54,9 @@ UNKNOWN = "unknown"
 
 class ClassMemory:
     """Class names, their prototypes ``[C, D]`` (float32, CPU, unit rows), per-class operating
-    thresholds (a class without one uses :data:`DEFAULT_OPERATING`), the unknown similarity, and
-    whether ``unknown`` also needs an abnormal region (``unknown_needs_abnormal``; calibration chooses,
-    :func:`unknown_rule`).
+    thresholds (a class without one uses :data:`DEFAULT_OPERATING`) and the two unknown similarities: a
+    box is ``unknown`` below ``unknown_far`` from every prototype, or below ``unknown`` where its region
+    is abnormal (a model without a normality memory: below ``unknown``; :func:`unknown_cuts`).
 
     A value: :meth:`add`, :meth:`replace`, :meth:`drop` and :meth:`with_thresholds` return a new
     memory. Rows already of unit norm are kept bit for bit (normalising again may move their last
@@ -70,7 +69,7 @@ class ClassMemory:
         prototypes: torch.Tensor,
         operating: Mapping[str, float] | None = None,
         unknown: float = -1.0,
-        unknown_needs_abnormal: bool = True,
+        unknown_far: float = -1.0,
     ) -> None:
         names = tuple(classes)
         rows = prototypes.detach().float().cpu()
@@ -89,7 +88,7 @@ class ClassMemory:
         self.prototypes = torch.where((norms - 1).abs() <= 1e-6, rows, rows / norms.clamp(min=1e-12))
         self.operating = thresholds
         self.unknown = float(unknown)
-        self.unknown_needs_abnormal = bool(unknown_needs_abnormal)
+        self.unknown_far = float(unknown_far)
 
     @property
     def classes(self) -> list[str]:
@@ -128,13 +127,13 @@ class ClassMemory:
             raise ValueError(f"class {name!r} is already in the memory; replace it")
         operating = {**self.operating, **({name: threshold} if threshold is not None else {})}
         rows = torch.cat([self.prototypes, prototype.detach().float().cpu()[None]])
-        return ClassMemory([*self._classes, name], rows, operating, self.unknown, self.unknown_needs_abnormal)
+        return ClassMemory([*self._classes, name], rows, operating, self.unknown, self.unknown_far)
 
     def replace(self, name: str, prototype: torch.Tensor) -> ClassMemory:
         """A memory with the prototype of class ``name`` replaced (its threshold kept)."""
         rows = self.prototypes.clone()
         rows[self.index(name)] = prototype.detach().float().cpu()
-        return ClassMemory(self._classes, rows, self.operating, self.unknown, self.unknown_needs_abnormal)
+        return ClassMemory(self._classes, rows, self.operating, self.unknown, self.unknown_far)
 
     def drop(self, names: Iterable[str]) -> ClassMemory:
         """A memory without the classes ``names`` (their prototypes and thresholds)."""
@@ -149,35 +148,35 @@ class ClassMemory:
             self.prototypes[kept],
             operating,
             self.unknown,
-            self.unknown_needs_abnormal,
+            self.unknown_far,
         )
 
     def with_thresholds(
         self,
         operating: Mapping[str, float] | None = None,
         unknown: float | None = None,
-        unknown_needs_abnormal: bool | None = None,
+        unknown_far: float | None = None,
     ) -> ClassMemory:
-        """A memory with these operating thresholds (all of them) and/or this unknown similarity and rule."""
+        """A memory with these operating thresholds (all of them) and/or these unknown similarities."""
         return ClassMemory(
             self._classes,
             self.prototypes,
             self.operating if operating is None else operating,
             self.unknown if unknown is None else unknown,
-            self.unknown_needs_abnormal if unknown_needs_abnormal is None else unknown_needs_abnormal,
+            self.unknown_far if unknown_far is None else unknown_far,
         )
 
     # -- plain data -------------------------------------------------------------------------------------
     def to_payload(self) -> dict[str, Any]:
         """``{"classes": [str], "prototypes": Tensor [C, D], "thresholds": {"unknown": float,
-        "unknown_needs_abnormal": bool, "operating": {str: float}}}``: tensors and plain containers only
-        (a payload without ``unknown_needs_abnormal`` was made when the rule always needed it)."""
+        "unknown_far": float, "operating": {str: float}}}``: tensors and plain containers only (a payload
+        without ``unknown_far`` was made when unknown always needed an abnormal region: -1, never)."""
         return {
             "classes": list(self._classes),
             "prototypes": self.prototypes.clone(),
             "thresholds": {
                 "unknown": self.unknown,
-                "unknown_needs_abnormal": self.unknown_needs_abnormal,
+                "unknown_far": self.unknown_far,
                 "operating": dict(self.operating),
             },
         }
@@ -202,23 +201,24 @@ class ClassMemory:
             )
         if not _is_number(unknown):
             raise QuickstudyError(f"{where}: the unknown similarity {unknown!r} is not a number")
-        needs_abnormal = thresholds.get("unknown_needs_abnormal", True)
-        if not isinstance(needs_abnormal, bool):
-            raise QuickstudyError(f"{where}: unknown_needs_abnormal {needs_abnormal!r} is not true or false")
+        unknown_far = thresholds.get("unknown_far", -1.0)
+        if not _is_number(unknown_far):
+            raise QuickstudyError(f"{where}: the unknown_far similarity {unknown_far!r} is not a number")
         try:
-            return cls(classes, prototypes, operating, unknown, needs_abnormal)
+            return cls(classes, prototypes, operating, unknown, unknown_far)
         except ValueError as error:
             raise QuickstudyError(f"{where}: {error}") from None
 
     def name_detections(self, out: dict[str, torch.Tensor], score_threshold: float | None) -> list[Detection]:
         """Name one image's raw output (every (box, class) pair): a box farther than :attr:`unknown` from
         every prototype, and abnormal where the output carries ``abnormality`` (a model with a normality
-        memory) and the rule asks for it, is ``unknown`` with its class-agnostic score; each kept where it reaches its class's
+        memory), or farther than :attr:`unknown_far` whatever its region, is ``unknown`` with its class-agnostic score; each kept where it reaches its class's
         operating threshold (or ``score_threshold``), then NMS per name."""
         memory = self
         unknown = out["max_similarity"] < memory.unknown
-        if "abnormality" in out and memory.unknown_needs_abnormal:
+        if "abnormality" in out:
             unknown &= out["abnormality"] >= 1
+        unknown |= out["max_similarity"] < memory.unknown_far
         classes = memory.classes
         names = [classes[int(c)] for c in out["labels"]]
         thresholds = torch.tensor(
@@ -276,63 +276,64 @@ def robust_mean(embeddings: torch.Tensor, keep: float = 0.8) -> torch.Tensor:
     return mean
 
 
-def open_set_similarity(nearest: torch.Tensor, abnormal: torch.Tensor) -> float:
+def open_set_similarity(nearest: torch.Tensor, abnormal: torch.Tensor, allowed: int | None = None) -> float:
     """The "unknown" similarity of the open-set test "abnormal and farther than it from every
     prototype", from held-out known-class boxes: ``nearest``, each box's similarity to its nearest
     prototype, and ``abnormal``, whether its region is abnormal. The highest similarity at which at
-    most :data:`UNKNOWN_QUANTILE` of the boxes pass the test, and no higher than their median
-    similarity (far must stay far, however few known boxes look abnormal); -1 when there are none.
+    most ``allowed`` boxes (default: :data:`UNKNOWN_QUANTILE` of them) pass the test, and no higher than
+    their median similarity (far must stay far, however few known boxes look abnormal); -1 when there
+    are none.
 
     >>> open_set_similarity(torch.tensor([0.1, 0.5, 0.6, 0.7, 0.8]), torch.tensor([False, True, True, True, True]))
     0.5
     """
     if not nearest.numel():
         return -1.0
-    allowed = int(UNKNOWN_QUANTILE * nearest.numel())
+    allowed = int(UNKNOWN_QUANTILE * nearest.numel()) if allowed is None else allowed
     ordered = nearest[abnormal].sort().values
     cut = float(ordered[allowed]) if ordered.numel() > allowed else float("inf")
     return min(cut, float(nearest.median()))
 
 
-def unknown_rule(
-    similarity: torch.Tensor,
-    own: torch.Tensor,
+def unknown_cuts(
+    nearest: torch.Tensor,
     abnormal: torch.Tensor,
     unnamed_nearest: torch.Tensor,
     unnamed_abnormal: torch.Tensor,
-) -> tuple[float, bool]:
-    """The unknown similarity and whether ``unknown`` needs an abnormal region, from held-out boxes:
-    known-class ones (``similarity [N, C]`` to every prototype, ``own [N, C]`` their class, ``abnormal
-    [N]`` whether their region is) and known unknowns (boxes of a type retired as unnamed: their
-    similarity to the nearest prototype and abnormality). Each rule — "far and abnormal", "far" — gets
-    its similarity from :func:`open_set_similarity` (at most :data:`UNKNOWN_QUANTILE` of the known boxes
-    called unknown), and the rule that calls more of the known unknowns unknown is taken. Without
-    known unknowns, each known class in turn plays the new type (its boxes against the other classes'
-    prototypes only, the leave-one-class-out of open-set meta-learning); with a single class, "far
-    and abnormal".
+) -> tuple[float, float]:
+    """``(unknown, unknown_far)`` of :class:`ClassMemory` from held-out boxes: known-class ones
+    (``nearest``, ``abnormal`` as for :func:`open_set_similarity`) and known unknowns (boxes of a type
+    retired as unnamed, likewise). At most :data:`UNKNOWN_QUANTILE` of the known boxes may be called
+    unknown by either test; that budget is split between "far" and "abnormal and far": half each, or,
+    where known unknowns exist, whichever of half, all or none for "far" calls the most of them unknown.
+    Half each serves both kinds of line: one whose normality memory flags new defects (a bright bar on
+    the synthetic line, tests/unit/test_normality.py) and one where it flags few and distance alone
+    tells (NEU-DET and the demo's line, benchmarks/results/unknowns.md).
 
-    >>> similarity = torch.tensor([[0.99, 0.2], [0.98, 0.1], [0.95, 0.3], [0.3, 0.97], [0.2, 0.99]])
-    >>> own = torch.tensor([[True, False]] * 3 + [[False, True]] * 2)
-    >>> flagged = torch.tensor([False, False, False, False, True])  # a memory that flags few boxes
-    >>> cut, needs_abnormal = unknown_rule(similarity, own, flagged, torch.tensor([0.8]), torch.tensor([False]))
-    >>> round(cut, 2), needs_abnormal  # the known unknown is far, not abnormal: "far" calls it
-    (0.95, False)
-    >>> cut, needs_abnormal = unknown_rule(similarity, own, flagged, torch.empty(0), torch.empty(0, dtype=torch.bool))
-    >>> round(cut, 2), needs_abnormal  # each class is far from the other's prototype, rarely abnormal
-    (0.95, False)
-    >>> every = torch.ones(5, dtype=torch.bool)
-    >>> cut, needs_abnormal = unknown_rule(similarity, own, every, torch.empty(0), torch.empty(0, dtype=torch.bool))
-    >>> round(cut, 2), needs_abnormal  # every box abnormal: the two rules call the same, keep both tests
-    (0.95, True)
+    >>> nearest = torch.linspace(0.5, 0.99, 40)
+    >>> flagged = torch.zeros(40, dtype=torch.bool)
+    >>> unknown, far = unknown_cuts(nearest, flagged, torch.empty(0), torch.empty(0, dtype=torch.bool))
+    >>> int((nearest < far).sum())  # half of 5% of 40 known boxes: the farthest one
+    1
+    >>> unknown, far = unknown_cuts(nearest, flagged, torch.tensor([0.45, 0.52]), torch.tensor([False, False]))
+    >>> int((nearest < far).sum())  # the known unknowns are far, not abnormal: "far" takes the budget
+    2
     """
-    nearest = similarity.amax(-1)
-    if not unnamed_nearest.numel() and similarity.shape[-1] > 1:
-        unnamed_nearest, unnamed_abnormal = similarity.masked_fill(own, -math.inf).amax(-1), abnormal
-    both = open_set_similarity(nearest, abnormal)
-    far = open_set_similarity(nearest, torch.ones_like(abnormal))
-    called_both = int(((unnamed_nearest < both) & unnamed_abnormal).sum())
-    called_far = int((unnamed_nearest < far).sum())
-    return (both, True) if called_both >= called_far else (far, False)
+    total = int(UNKNOWN_QUANTILE * nearest.numel())
+
+    def split(far_budget: int) -> tuple[float, float]:
+        far = open_set_similarity(nearest, torch.ones_like(abnormal), far_budget) if far_budget else -1.0
+        rest = abnormal & (nearest >= far)
+        return open_set_similarity(nearest, rest, total - int((nearest < far).sum())), far
+
+    half = split(total // 2)
+    if not unnamed_nearest.numel():
+        return half
+    candidates = [half, split(0), split(total)]
+    called = [
+        int((((unnamed_nearest < a) & unnamed_abnormal) | (unnamed_nearest < f)).sum()) for a, f in candidates
+    ]
+    return candidates[called.index(max(called))]
 
 
 def unknown_similarity(own: torch.Tensor) -> float:

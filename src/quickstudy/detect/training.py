@@ -33,7 +33,7 @@ from quickstudy.detect.data import (
     DetectionSet,
 )
 from quickstudy.detect.loading import StepIndices, StepLoader
-from quickstudy.detect.memory import ClassMemory, class_means, unknown_rule, unknown_similarity
+from quickstudy.detect.memory import ClassMemory, class_means, unknown_cuts, unknown_similarity
 from quickstudy.detect.model import DefectDetector, DetectorConfig, detector_payload
 from quickstudy.detect.normality import (
     MEMORY_SIZE,
@@ -227,11 +227,11 @@ def calibrate(model: DefectDetector, fitted: DetectionSet, validation: Detection
     in ``fitted`` (:func:`~quickstudy.detect.memory.class_means`), thresholds fitted on ``validation``.
     Also sets ``model.memory``.
 
-    ``unknown``: with a normality memory, :func:`~quickstudy.detect.memory.unknown_rule` of held-out
-    boxes' similarity to their nearest prototype and their abnormality (at most 5% of them called
-    unknown; the held-out boxes of a type retired as unnamed, or else each class left out in turn,
-    choose whether abnormal is needed); without, :func:`~quickstudy.detect.memory.unknown_similarity` of their similarity
-    to their own class's prototype. ``operating[c]``: the image-level score threshold with the best
+    ``unknown`` and ``unknown_far``: with a normality memory,
+    :func:`~quickstudy.detect.memory.unknown_cuts` of held-out boxes' similarity to their nearest
+    prototype and their abnormality (at most 5% of them called unknown; held-out boxes of a type
+    retired as unnamed choose how); without, :func:`~quickstudy.detect.memory.unknown_similarity` of
+    their similarity to their own class's prototype. ``operating[c]``: the image-level score threshold with the best
     F1 for "the image holds a box of class c" on the held-out images.
     """
     fitted_allowed = fitted.allowed[fitted.valid].cpu()
@@ -241,13 +241,12 @@ def calibrate(model: DefectDetector, fitted: DetectionSet, validation: Detection
     allowed = validation.allowed[validation.valid]
     single = allowed.sum(-1) == 1
     similarity = model.memory.similarity(embeddings[single])
-    needs_abnormal = True
+    unknown_far = -1.0
     if model.normality is not None:
         abnormal = box_abnormality(model, validation) >= 1
         unnamed = validation.unnamed[validation.valid].to(abnormal.device)
-        unknown, needs_abnormal = unknown_rule(
-            similarity,
-            allowed[single],
+        unknown, unknown_far = unknown_cuts(
+            similarity.amax(-1),
             abnormal[single],
             model.memory.similarity(embeddings[unnamed]).amax(-1),
             abnormal[unnamed],
@@ -257,7 +256,7 @@ def calibrate(model: DefectDetector, fitted: DetectionSet, validation: Detection
     outputs = detect(model, validation.images)
     present = (validation.allowed & validation.valid[..., None]).any(1)  # [N, C]
     model.memory = model.memory.with_thresholds(
-        operating_thresholds(outputs, present, model.classes), unknown, needs_abnormal
+        operating_thresholds(outputs, present, model.classes), unknown, unknown_far
     )
     return model.memory
 
