@@ -246,10 +246,6 @@ NETWORK_OPTIONS: dict[str, dict[str, Any]] = {
         "choices": ["reach", "area"],
         "help": "a box's size for its level: a location's farthest edge (FCOS) or the box's sqrt(w*h)/2",
     },
-    "open_set_training": {
-        "action": argparse.BooleanOptionalAction,
-        "help": "each labelled box also learns to be far from the other classes (recognition.open_set_loss)",
-    },
 }
 
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from quickstudy.detect.data import DetectionSet
 from quickstudy.detect.model import TINY, DefectDetector, DetectorConfig
-from quickstudy.detect.recognition import open_set_cut, open_set_loss, partial_label_loss, pseudo_labels
+from quickstudy.detect.recognition import open_set_cut, partial_label_loss, pseudo_labels
 
 from .labels_fixtures import small_store
 
@@ -129,28 +129,3 @@ def test_an_unnamed_box_is_taught_to_be_far_from_every_class() -> None:
     assert nearest < cut
     nearest_unflagged, _ = train(flag=False)
     assert nearest < nearest_unflagged - 1.0
-
-
-def test_open_set_training_keeps_each_box_far_from_the_other_classes() -> None:
-    torch.manual_seed(0)
-    boxes = torch.tensor([[[4.0, 4, 30, 30], [20, 20, 60, 50]]])
-    valid = torch.ones(1, 2, dtype=torch.bool)
-    targets = {
-        "boxes": boxes,
-        "valid": valid,
-        "rois": torch.cat([torch.zeros(2, 1), boxes[valid]], 1),
-        "roi_allowed": torch.tensor([[True, False], [False, True]]),
-        "roi_support": torch.zeros(2, dtype=torch.bool),
-    }
-    images = torch.rand(1, 1, 64, 64)
-    plain = DefectDetector(["a", "b"], DetectorConfig(**TINY, image_size=64))
-    assert plain(images, targets)["loss_open"].item() == 0.0
-    model = DefectDetector(["a", "b"], DetectorConfig(**TINY, image_size=64, open_set_training=True))
-    model.load_state_dict(plain.state_dict())
-    out = model(images, targets)
-    logits = model.recognize.logits(
-        model.recognize.embed(model.features(images), targets["rois"]), model.class_vectors
-    )
-    assert torch.allclose(out["loss_open"], open_set_loss(logits, targets["roi_allowed"]))
-    assert out["loss_open"].item() > 0
-    assert torch.allclose(out["loss_recognize"], plain(images, targets)["loss_recognize"] + out["loss_open"])

@@ -63,9 +63,6 @@ class DetectorConfig:
     # the normality memory's abnormal regions also join the proposals (True), or it only scores the
     # localizer's (False: on small training sets its regions outranked true boxes; unknowns.md)
     normality_proposals: bool = False
-    # every labelled box also learns to be far from the classes other than its own, as a type never
-    # taught must be from all of them to be called unknown (recognition.open_set_loss)
-    open_set_training: bool = False
     score_thresh: float = 0.01
     candidates: int = 1000
     proposal_nms: float = 0.6
@@ -227,13 +224,11 @@ class DefectDetector(nn.Module):
             targets["roi_support"],
             self.config.pseudo_label_confidence,
             targets.get("roi_unnamed"),
-            self.config.open_set_training,
         )
         return {
             "loss_localize": torch.stack(list(localize.values())).sum(),
             "loss_recognize": (recognize["loss_classes"] + recognize["loss_episode"]) / 2
-            + recognize["loss_unnamed"]
-            + recognize["loss_open"],
+            + recognize["loss_unnamed"],
             **localize,
             **recognize,
         }

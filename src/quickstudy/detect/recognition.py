@@ -55,51 +55,25 @@ def open_set_cut(logits: torch.Tensor, allowed: torch.Tensor) -> float:
     return float(torch.quantile(own, UNKNOWN_QUANTILE, interpolation="lower")) if own.numel() else -math.inf
 
 
-def far_loss(logits: torch.Tensor, rows: torch.Tensor | None, cut: float) -> torch.Tensor:
-    """Mean over ``rows [N]`` of ``softplus(max_c logit - cut)``: those boxes pushed below ``cut``
-    (in the spirit of outlier exposure, Hendrycks et al. 2019, with real outliers rather than another
-    dataset). Zero, still connected to ``logits``, when no row is chosen or ``cut`` is -inf.
+def unnamed_loss(logits: torch.Tensor, allowed: torch.Tensor, unnamed: torch.Tensor | None) -> torch.Tensor:
+    """Mean over the boxes flagged ``unnamed [N]`` of ``softplus(max_c logit - cut)``, ``cut`` the
+    batch's :func:`open_set_cut`: a box of a type no class names is pushed below how near known boxes
+    are to their own class, which is where the open-set test calls a box ``unknown`` (in the spirit of
+    outlier exposure, Hendrycks et al. 2019, with real outliers rather than another dataset). Zero,
+    still connected to ``logits``, when no box is flagged or the batch has no single-label box.
 
-    >>> logits = torch.tensor([[5.0, 0.0], [4.0, 0.0]], requires_grad=True)
-    >>> loss = far_loss(logits, torch.tensor([False, True]), 5.0)
+    >>> logits = torch.tensor([[5.0, 0.0], [0.0, 5.0], [4.0, 0.0]], requires_grad=True)
+    >>> allowed = torch.tensor([[True, False], [False, True], [False, False]])
+    >>> loss = unnamed_loss(logits, allowed, torch.tensor([False, False, True]))
     >>> round(float(loss.detach()), 3)
     0.313
-    >>> loss.backward(); logits.grad[1].tolist()
+    >>> loss.backward(); logits.grad[2].tolist()
     [0.2689414322376251, 0.0]
     """
-    if rows is None or not rows.any() or cut == -math.inf:
+    cut = open_set_cut(logits, allowed)
+    if unnamed is None or not unnamed.any() or cut == -math.inf:
         return logits.sum() * 0
-    return F.softplus(logits[rows].float().amax(-1) - cut).mean()
-
-
-def unnamed_loss(logits: torch.Tensor, allowed: torch.Tensor, unnamed: torch.Tensor | None) -> torch.Tensor:
-    """:func:`far_loss` of the boxes flagged ``unnamed [N]`` below the batch's :func:`open_set_cut`: a
-    box of a type no class names is pushed below how near known boxes are to their own class, which
-    is where the open-set test calls a box ``unknown``.
-
-    >>> logits = torch.tensor([[5.0, 0.0], [0.0, 5.0], [4.0, 0.0]])
-    >>> allowed = torch.tensor([[True, False], [False, True], [False, False]])
-    >>> round(float(unnamed_loss(logits, allowed, torch.tensor([False, False, True]))), 3)
-    0.313
-    """
-    return far_loss(logits, unnamed, open_set_cut(logits, allowed))
-
-
-def open_set_loss(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-    """:func:`far_loss` of every single-label box against the classes other than its own, below the
-    batch's :func:`open_set_cut`: each known type practises being a type the others never saw (the
-    leave-one-class-out idea of open-set meta-learning, PEELER, Liu et al. 2020), so that a box of a
-    type no class was taught is far from all of them, where ``unknown`` is said.
-
-    >>> logits = torch.tensor([[5.0, 4.5], [0.0, 5.0]])
-    >>> allowed = torch.tensor([[True, False], [False, True]])
-    >>> round(float(open_set_loss(logits, allowed)), 3)  # box 0 is as near b as b's own boxes
-    0.24
-    """
-    single = allowed.sum(-1) == 1
-    if allowed.shape[-1] < 2:
-        return logits.sum() * 0
-    return far_loss(logits.masked_fill(allowed, -math.inf), single, open_set_cut(logits, allowed))
+    return F.softplus(logits[unnamed].float().amax(-1) - cut).mean()
 
 
 def pseudo_labels(
@@ -262,11 +236,9 @@ class RecognitionHead(nn.Module):
         support: torch.Tensor,
         pseudo_label_confidence: float | None = None,
         unnamed: torch.Tensor | None = None,
-        open_set: bool = False,
     ) -> dict[str, torch.Tensor]:
-        """``loss_classes`` (vs learned class vectors), ``loss_episode`` (vs batch prototypes),
-        ``loss_unnamed`` (:func:`unnamed_loss`: boxes flagged ``unnamed`` kept far from every class) and
-        ``loss_open`` (:func:`open_set_loss`; zero unless ``open_set``).
+        """``loss_classes`` (vs learned class vectors), ``loss_episode`` (vs batch prototypes) and
+        ``loss_unnamed`` (:func:`unnamed_loss`: boxes flagged ``unnamed`` kept far from every class).
 
         ``embeddings [K, D]``, ``allowed [K, C]`` bool, ``class_vectors [C, D]``, ``support [K]``
         bool (which boxes form the episode's support; only single-label ones are used). With
@@ -283,12 +255,11 @@ class RecognitionHead(nn.Module):
         )
         loss_classes = partial_label_loss(logits, taught)
         loss_unnamed = unnamed_loss(logits, allowed, unnamed)
-        loss_open = open_set_loss(logits, taught) if open_set else logits.sum() * 0
         support = support & (taught.sum(-1) == 1)
         one_hot = (taught & support[:, None]).float()  # [K, C]
         present = one_hot.sum(0) > 0
         query = ~support & (taught & present).any(-1)
-        parts = {"loss_classes": loss_classes, "loss_unnamed": loss_unnamed, "loss_open": loss_open}
+        parts = {"loss_classes": loss_classes, "loss_unnamed": loss_unnamed}
         if not query.any():
             return {**parts, "loss_episode": embeddings.sum() * 0}
         prototypes = one_hot.T @ embeddings.float()  # sums; normalised in logits()
