@@ -219,9 +219,13 @@ def test_the_unknown_similarities_travel_to_the_export_and_an_old_export_keeps_i
     model = Predictor.from_dir(exported[0]).model.memory
     assert record["thresholds"]["unknown_far"] == model.unknown_far
     assert OnnxPredictor(export).unknown_far == model.unknown_far
-    del record["thresholds"]["unknown_far"]  # written before distance alone could say unknown
+    record["thresholds"]["unknown_operating"] = 0.75
     (export / "memory.json").write_text(json.dumps(record))
-    assert OnnxPredictor(export).unknown_far == -1.0
+    assert OnnxPredictor(export).unknown_operating == 0.75
+    del record["thresholds"]["unknown_far"]  # written before distance alone could say unknown
+    del record["thresholds"]["unknown_operating"]
+    (export / "memory.json").write_text(json.dumps(record))
+    assert OnnxPredictor(export).unknown_far == -1.0 and OnnxPredictor(export).unknown_operating is None
     record["thresholds"]["unknown_far"] = "far"
     (export / "memory.json").write_text(json.dumps(record))
     assert refused(export).startswith(f"{export / 'memory.json'}: not a complete class memory")

@@ -17,6 +17,7 @@ from quickstudy.detect.memory import (
     robust_mean,
     unknown_similarity,
 )
+from quickstudy.detect.training import unknown_operating
 from quickstudy.errors import QuickstudyError
 
 
@@ -94,14 +95,38 @@ def test_the_payload_is_plain_data_that_loads_without_unpickling_code() -> None:
 
 
 def test_the_unknown_similarities_survive_every_edit_and_the_payload() -> None:
-    both = memory_of().with_thresholds(unknown=0.5, unknown_far=0.3)
+    both = memory_of().with_thresholds(unknown=0.5, unknown_far=0.3, unknown_operating=0.7)
     edited = both.add("new", torch.ones(8)).replace("new", torch.ones(8)).drop(["new"])
-    assert (edited.unknown, edited.unknown_far) == (0.5, 0.3)
+    assert (edited.unknown, edited.unknown_far, edited.unknown_score) == (0.5, 0.3, 0.7)
     assert edited.with_thresholds(unknown=0.4).unknown_far == 0.3
-    assert ClassMemory.from_payload(both.to_payload()).unknown_far == 0.3
+    loaded = ClassMemory.from_payload(both.to_payload())
+    assert (loaded.unknown_far, loaded.unknown_operating) == (0.3, 0.7)
     old = both.to_payload()
     del old["thresholds"]["unknown_far"]  # a memory saved before distance alone could say unknown
-    assert ClassMemory.from_payload(old).unknown_far == -1.0
+    del old["thresholds"]["unknown_operating"]
+    loaded = ClassMemory.from_payload(old)
+    assert loaded.unknown_far == -1.0 and loaded.unknown_score == min(both.operating.values())
+
+
+def test_known_unknowns_set_the_score_an_unknown_detection_needs() -> None:
+    # two images hold a retired-as-unnamed box (unknown detections 0.6 and 0.7), two do not (0.3, none)
+    memory = ClassMemory(["a"], torch.tensor([[1.0, 0.0]]), {"a": 0.2}, unknown=0.5)
+
+    def output(score: float | None) -> dict[str, torch.Tensor]:
+        n = 0 if score is None else 1
+        return {
+            "boxes": torch.tensor([[0.0, 0, 10, 10]])[:n],
+            "scores": torch.full((n,), score or 0.0),
+            "labels": torch.zeros(n, dtype=torch.long),
+            "similarity": torch.full((n,), 0.1),
+            "max_similarity": torch.full((n,), 0.1),
+            "defect_scores": torch.full((n,), score or 0.0),
+        }
+
+    outputs = [output(0.6), output(0.7), output(0.3), output(None)]
+    holds = torch.tensor([True, True, False, False])
+    assert unknown_operating(memory, outputs, holds) == pytest.approx(0.6)
+    assert unknown_operating(memory, outputs, torch.zeros(4, dtype=torch.bool)) is None
 
 
 def test_far_alone_or_abnormal_and_far_make_unknown() -> None:
@@ -140,6 +165,10 @@ def test_far_alone_or_abnormal_and_far_make_unknown() -> None:
         (
             {"thresholds": {"unknown": 0.1, "unknown_far": "far", "operating": {}}},
             "the unknown_far similarity 'far' is not a number",
+        ),
+        (
+            {"thresholds": {"unknown": 0.1, "unknown_operating": "high", "operating": {}}},
+            "the unknown operating threshold 'high' is not a number",
         ),
     ],
 )

@@ -284,6 +284,7 @@ def _memory_record(
         "thresholds": {
             "unknown": memory.unknown,
             "unknown_far": memory.unknown_far,
+            "unknown_operating": memory.unknown_operating,
             "operating": dict(memory.operating),
         },
         "input": {"image_size": cfg.image_size, "channels": cfg.channels, "tiling": cfg.tiling},

@@ -250,6 +250,8 @@ class OnnxPredictor:
             self.unknown_threshold = float(thresholds["unknown"])
             # an export made before unknown_far existed called no box unknown for distance alone
             self.unknown_far = float(thresholds.get("unknown_far", -1.0))
+            unknown_operating = thresholds.get("unknown_operating")
+            self.unknown_operating = None if unknown_operating is None else float(unknown_operating)
             self.image_size = int(memory["input"]["image_size"])
             self.channels = int(memory["input"]["channels"])
             self.tiling = bool(memory["input"]["tiling"])
@@ -430,11 +432,10 @@ class OnnxPredictor:
             [score_threshold if score_threshold is not None else self.threshold(n) for n in names],
             dtype=np.float32,
         )
-        unknown_cut = (
-            score_threshold
-            if score_threshold is not None
-            else min(self.operating.values(), default=DEFAULT_OPERATING)
-        )
+        unknown_cut = score_threshold
+        if unknown_cut is None:
+            least = min(self.operating.values(), default=DEFAULT_OPERATING)
+            unknown_cut = least if self.unknown_operating is None else self.unknown_operating
         scores = np.where(unknown, out["defect_scores"], out["scores"])
         keep = np.where(unknown, scores >= unknown_cut, scores >= thresholds)
         group = np.where(unknown, -1, out["labels"])

@@ -287,6 +287,7 @@ def finetune_classifier(
         memory.operating,
         memory.unknown,
         memory.unknown_far,
+        memory.unknown_operating,
     )
 
 

@@ -70,6 +70,7 @@ class ClassMemory:
         operating: Mapping[str, float] | None = None,
         unknown: float = -1.0,
         unknown_far: float = -1.0,
+        unknown_operating: float | None = None,
     ) -> None:
         names = tuple(classes)
         rows = prototypes.detach().float().cpu()
@@ -89,6 +90,7 @@ class ClassMemory:
         self.operating = thresholds
         self.unknown = float(unknown)
         self.unknown_far = float(unknown_far)
+        self.unknown_operating = None if unknown_operating is None else float(unknown_operating)
 
     @property
     def classes(self) -> list[str]:
@@ -117,7 +119,10 @@ class ClassMemory:
 
     @property
     def unknown_score(self) -> float:
-        """The score an unnamed defect needs: as sure as the least demanding named class."""
+        """The score an unnamed defect needs: :attr:`unknown_operating` where calibration set one (on
+        images holding known unknowns), else as sure as the least demanding named class."""
+        if self.unknown_operating is not None:
+            return self.unknown_operating
         return min(self.operating.values(), default=DEFAULT_OPERATING)
 
     # -- edits (each returns a new memory) --------------------------------------------------------------
@@ -127,13 +132,13 @@ class ClassMemory:
             raise ValueError(f"class {name!r} is already in the memory; replace it")
         operating = {**self.operating, **({name: threshold} if threshold is not None else {})}
         rows = torch.cat([self.prototypes, prototype.detach().float().cpu()[None]])
-        return ClassMemory([*self._classes, name], rows, operating, self.unknown, self.unknown_far)
+        return ClassMemory([*self._classes, name], rows, operating, *self._unknown_thresholds)
 
     def replace(self, name: str, prototype: torch.Tensor) -> ClassMemory:
         """A memory with the prototype of class ``name`` replaced (its threshold kept)."""
         rows = self.prototypes.clone()
         rows[self.index(name)] = prototype.detach().float().cpu()
-        return ClassMemory(self._classes, rows, self.operating, self.unknown, self.unknown_far)
+        return ClassMemory(self._classes, rows, self.operating, *self._unknown_thresholds)
 
     def drop(self, names: Iterable[str]) -> ClassMemory:
         """A memory without the classes ``names`` (their prototypes and thresholds)."""
@@ -144,11 +149,7 @@ class ClassMemory:
         kept = [i for i, name in enumerate(self._classes) if name not in gone]
         operating = {name: value for name, value in self.operating.items() if name not in gone}
         return ClassMemory(
-            [self._classes[i] for i in kept],
-            self.prototypes[kept],
-            operating,
-            self.unknown,
-            self.unknown_far,
+            [self._classes[i] for i in kept], self.prototypes[kept], operating, *self._unknown_thresholds
         )
 
     def with_thresholds(
@@ -156,27 +157,36 @@ class ClassMemory:
         operating: Mapping[str, float] | None = None,
         unknown: float | None = None,
         unknown_far: float | None = None,
+        unknown_operating: float | None = None,
     ) -> ClassMemory:
-        """A memory with these operating thresholds (all of them) and/or these unknown similarities."""
+        """A memory with these operating thresholds (all of them) and/or these unknown similarities and
+        score threshold."""
         return ClassMemory(
             self._classes,
             self.prototypes,
             self.operating if operating is None else operating,
             self.unknown if unknown is None else unknown,
             self.unknown_far if unknown_far is None else unknown_far,
+            self.unknown_operating if unknown_operating is None else unknown_operating,
         )
+
+    @property
+    def _unknown_thresholds(self) -> tuple[float, float, float | None]:
+        return self.unknown, self.unknown_far, self.unknown_operating
 
     # -- plain data -------------------------------------------------------------------------------------
     def to_payload(self) -> dict[str, Any]:
         """``{"classes": [str], "prototypes": Tensor [C, D], "thresholds": {"unknown": float,
-        "unknown_far": float, "operating": {str: float}}}``: tensors and plain containers only (a payload
-        without ``unknown_far`` was made when unknown always needed an abnormal region: -1, never)."""
+        "unknown_far": float, "unknown_operating": float | None, "operating": {str: float}}}``: tensors and
+        plain containers only (a payload without ``unknown_far`` was made when unknown always needed an
+        abnormal region: -1, never; without ``unknown_operating``, when no calibration set it)."""
         return {
             "classes": list(self._classes),
             "prototypes": self.prototypes.clone(),
             "thresholds": {
                 "unknown": self.unknown,
                 "unknown_far": self.unknown_far,
+                "unknown_operating": self.unknown_operating,
                 "operating": dict(self.operating),
             },
         }
@@ -204,8 +214,13 @@ class ClassMemory:
         unknown_far = thresholds.get("unknown_far", -1.0)
         if not _is_number(unknown_far):
             raise QuickstudyError(f"{where}: the unknown_far similarity {unknown_far!r} is not a number")
+        unknown_operating = thresholds.get("unknown_operating")
+        if unknown_operating is not None and not _is_number(unknown_operating):
+            raise QuickstudyError(
+                f"{where}: the unknown operating threshold {unknown_operating!r} is not a number"
+            )
         try:
-            return cls(classes, prototypes, operating, unknown, unknown_far)
+            return cls(classes, prototypes, operating, unknown, unknown_far, unknown_operating)
         except ValueError as error:
             raise QuickstudyError(f"{where}: {error}") from None
 

@@ -33,7 +33,7 @@ from quickstudy.detect.data import (
     DetectionSet,
 )
 from quickstudy.detect.loading import StepIndices, StepLoader
-from quickstudy.detect.memory import ClassMemory, class_means, unknown_cuts, unknown_similarity
+from quickstudy.detect.memory import UNKNOWN, ClassMemory, class_means, unknown_cuts, unknown_similarity
 from quickstudy.detect.model import DefectDetector, DetectorConfig, detector_payload
 from quickstudy.detect.normality import (
     MEMORY_SIZE,
@@ -231,8 +231,9 @@ def calibrate(model: DefectDetector, fitted: DetectionSet, validation: Detection
     :func:`~quickstudy.detect.memory.unknown_cuts` of held-out boxes' similarity to their nearest
     prototype and their abnormality (at most 5% of them called unknown; held-out boxes of a type
     retired as unnamed choose how); without, :func:`~quickstudy.detect.memory.unknown_similarity` of
-    their similarity to their own class's prototype. ``operating[c]``: the image-level score threshold with the best
-    F1 for "the image holds a box of class c" on the held-out images.
+    their similarity to their own class's prototype. ``operating[c]``: the image-level score threshold
+    with the best F1 for "the image holds a box of class c" on the held-out images; likewise for
+    ``unknown`` detections where held-out images hold known unknowns (:func:`unknown_operating`).
     """
     fitted_allowed = fitted.allowed[fitted.valid].cpu()
     means = class_means(box_embeddings(model, fitted), fitted_allowed, model.class_vectors.detach().cpu())
@@ -258,6 +259,10 @@ def calibrate(model: DefectDetector, fitted: DetectionSet, validation: Detection
     model.memory = model.memory.with_thresholds(
         operating_thresholds(outputs, present, model.classes), unknown, unknown_far
     )
+    holds_unnamed = (validation.unnamed & validation.valid).any(1)
+    model.memory = model.memory.with_thresholds(
+        unknown_operating=unknown_operating(model.memory, outputs, holds_unnamed)
+    )
     return model.memory
 
 
@@ -266,18 +271,40 @@ def operating_thresholds(
 ) -> dict[str, float]:
     """Per class, the score threshold that maximises image-level F1 (0.5 for a class never seen)."""
     scores = image_scores(outputs, len(classes))
-    thresholds = {}
-    for c, name in enumerate(classes):
-        positives = present[:, c]
-        if not positives.any():
-            thresholds[name] = 0.5
-            continue
-        candidates = scores[:, c].unique()
-        predicted = scores[:, c][None, :] >= candidates[:, None]  # [T, N]
-        tp = (predicted & positives).sum(1).float()
-        f1 = 2 * tp / (predicted.sum(1) + positives.sum()).float()
-        thresholds[name] = float(candidates[f1.argmax()].clamp(min=1e-3))
-    return thresholds
+    return {
+        name: best_f1_threshold(scores[:, c], present[:, c]) if present[:, c].any() else 0.5
+        for c, name in enumerate(classes)
+    }
+
+
+def best_f1_threshold(scores: torch.Tensor, positives: torch.Tensor) -> float:
+    """The image score threshold ``scores [N]`` with the best F1 for ``positives [N]`` (at least 1e-3).
+
+    >>> best_f1_threshold(torch.tensor([0.9, 0.8, 0.3, 0.1]), torch.tensor([True, True, False, False]))
+    0.800000011920929
+    """
+    candidates = scores.unique()
+    predicted = scores[None, :] >= candidates[:, None]  # [T, N]
+    tp = (predicted & positives).sum(1).float()
+    f1 = 2 * tp / (predicted.sum(1) + positives.sum()).float()
+    return float(candidates[f1.argmax()].clamp(min=1e-3))
+
+
+def unknown_operating(
+    memory: ClassMemory, outputs: Sequence[dict[str, torch.Tensor]], holds_unnamed: torch.Tensor
+) -> float | None:
+    """The score an ``unknown`` detection needs, where held-out images hold boxes of a type retired as
+    unnamed (``holds_unnamed [N]``): the image-level threshold with the best F1 for "the image holds
+    one", as each class's operating threshold is set; None (the least demanding class's) without them."""
+    if not holds_unnamed.any():
+        return None
+    scores = torch.tensor(
+        [
+            max((d.score for d in memory.name_detections(out, 0.0) if d.class_name == UNKNOWN), default=0.0)
+            for out in outputs
+        ]
+    )
+    return best_f1_threshold(scores, holds_unnamed.cpu())
 
 
 def load_pretrained_backbone(model: DefectDetector, init: str | os.PathLike[str]) -> dict[str, Any]:
