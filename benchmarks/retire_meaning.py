@@ -8,7 +8,7 @@ them unknown), ``unnamed`` never does. Then on all of TEST, with the labels of t
 truth, each retired-class box is matched (IoU >= 0.5) to the detection overlapping it most at the
 operating thresholds: named as a known type (which), ``unknown``, or missed, as P3 counts novel boxes;
 and the known classes' AP50, the known boxes called ``unknown``, and the ``unknown``
-detections that overlap no TEST box (IoU < 0.5) per image.
+detections that overlap no TEST box (IoU < 0.5) per image, and of those the ones on clean background.
 
 CPU (tiny): .venv/bin/python benchmarks/retire_meaning.py --meaning unnamed --arch tiny --epochs 12 --fit-all \\
                 --threads 1 --work /tmp/retire-unnamed --json-out unnamed.json
@@ -77,19 +77,32 @@ def shares(given: dict[str, Counter[str]], known: tuple[str, ...]) -> dict[str, 
     return {key: counts[key] / total for key in ("own", "other_known", UNKNOWN, "missed")}
 
 
-def unknown_on_background(predictor: Predictor, outputs: list, test: list) -> float:
-    """``unknown`` detections at the operating thresholds that overlap no TEST box (IoU < 0.5), per image."""
-    count = 0
+def unknown_on_background(predictor: Predictor, outputs: list, test: list) -> tuple[float, float]:
+    """``unknown`` detections at the operating thresholds, per image: those that overlap no TEST box
+    (IoU < 0.5), and among them those on clean background (at least half of the detection's area
+    outside every TEST box; the others are fragments of a true defect)."""
+    alone = clean = 0
     for sample, out in zip(test, outputs, strict=True):
         unknown = [d.box for d in predictor.name_detections(out, None) if d.class_name == UNKNOWN]
         if not unknown:
             continue
-        if not sample.boxes:
-            count += len(unknown)
+        found = torch.tensor(unknown)
+        truth = torch.tensor([b.xyxy for b in sample.boxes]).reshape(-1, 4)
+        if not len(truth):
+            alone += len(unknown)
+            clean += len(unknown)
             continue
-        iou = box_iou(torch.tensor(unknown), torch.tensor([b.xyxy for b in sample.boxes]))
-        count += int((iou.amax(1) < 0.5).sum())
-    return count / max(1, len(test))
+        unmatched = box_iou(found, truth).amax(1) < 0.5
+        lo, hi = (
+            torch.maximum(found[:, None, :2], truth[None, :, :2]),
+            torch.minimum(found[:, None, 2:], truth[None, :, 2:]),
+        )
+        inside = (hi - lo).clamp(min=0).prod(-1).amax(1) / (found[:, 2:] - found[:, :2]).prod(-1).clamp(
+            min=1e-9
+        )
+        alone += int(unmatched.sum())
+        clean += int((unmatched & (inside < 0.5)).sum())
+    return alone / max(1, len(test)), clean / max(1, len(test))
 
 
 def main() -> None:
@@ -141,7 +154,9 @@ def main() -> None:
         given = names_given(predictor, outputs, test, types)
         result[f"{name}_boxes"] = shares(given, known)
         result[f"{name}_boxes_named"] = {c: dict(n) for c, n in given.items()}
-    result["unknown_on_background_per_image"] = unknown_on_background(predictor, outputs, test)
+    alone, clean = unknown_on_background(predictor, outputs, test)
+    result["unknown_on_background_per_image"] = alone
+    result["unknown_on_clean_background_per_image"] = clean
     result["cpu_threads"] = torch.get_num_threads()
     print(json.dumps({k: v for k, v in result.items() if k != "args"}, indent=2, default=str))
     if args.json_out:
