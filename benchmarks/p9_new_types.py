@@ -3,11 +3,11 @@
 
 Base training sees only the TRAIN images of Blowhole, Break, Uneven and Free (``train_detector(classes=
 ...)`` keeps the images whose boxes are all of those types; Free images hold none). Before learning, each
-new-type TEST box is counted as reported ``unknown``, named as a known type, or missed (a detection at the
-operating thresholds overlapping it at IoU >= 0.5). Then K TRAIN images of each new type (drawn with the
-seed) are given to ``learn_class`` — the same call as ``quickstudy learn --class NAME --images ...`` — and
+new-type TEST box is counted as reported ``unknown``, named as a known type, or missed at the operating
+thresholds. Then K TRAIN images of each new type (drawn with the seed) are given to ``learn_class`` — the same call as ``quickstudy learn --class NAME --images ...`` — and
 the model is evaluated again: AP50 of each new type, the base types' AP50 before and after, and the
-image-level precision and recall of each new type (``quickstudy eval``'s numbers).
+image-level precision and recall of each new type. Every number is ``quickstudy eval``'s, the naming of
+the new types' boxes included (its ``naming``: each true box matched one to one, highest score first).
 
     .venv/bin/python benchmarks/p9_new_types.py --arch tiny --epochs 10 --shots 5 --seed 0 --out /tmp/p9new
 """
@@ -19,15 +19,12 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from torchvision.ops import box_iou
 
 from quickstudy.detect.evaluation import detector_evaluation
 from quickstudy.detect.fewshot import learn_class
-from quickstudy.detect.memory import UNKNOWN
 from quickstudy.detect.model import ARCHITECTURES, DetectorConfig
 from quickstudy.detect.predictor import Predictor
 from quickstudy.detect.training import train_detector
@@ -37,38 +34,6 @@ from quickstudy.labels.store import Store
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 BASE = ("Blowhole", "Break", "Uneven")
 NEW = ("Crack", "Fray")
-
-
-def naming_of_new_boxes(predictor: Predictor, test: list[Any]) -> dict[str, dict[str, float]]:
-    """Per new type: the shares of its TEST boxes reported unknown, named right, named as another type
-    and missed, by the detections at the operating thresholds (IoU >= 0.5)."""
-    detections = predictor.predict([s.path for s in test])
-    counts = {name: {"unknown": 0, "named_right": 0, "named_other": 0, "missed": 0} for name in NEW}
-    for sample, found in zip(test, detections, strict=True):
-        for box in sample.boxes:
-            (name,) = box.allowed if len(box.allowed) == 1 else (None,)
-            if name not in NEW:
-                continue
-            overlapping = [
-                d.class_name
-                for d in found
-                if box_iou(torch.tensor([d.box]), torch.tensor([box.xyxy])).item() >= 0.5
-            ]
-            kind = (
-                "named_right"
-                if name in overlapping
-                else "unknown"
-                if UNKNOWN in overlapping
-                else "named_other"
-                if overlapping
-                else "missed"
-            )
-            counts[name][kind] += 1
-    return {
-        name: {kind: n / max(1, sum(kinds.values())) for kind, n in kinds.items()}
-        | {"boxes": sum(kinds.values())}
-        for name, kinds in counts.items()
-    }
 
 
 def main() -> int:
@@ -98,7 +63,7 @@ def main() -> int:
     test = store.samples("test")
     before = Predictor.from_dir(model_dir)
     before_metrics = detector_evaluation(before, test)[0].metrics
-    naming_before = naming_of_new_boxes(before, test)
+    naming_before = {name: before_metrics["naming"].get(name) for name in NEW}
 
     rng = np.random.default_rng(args.seed)
     support: dict[str, list[str]] = {}
@@ -131,7 +96,7 @@ def main() -> int:
             "AP50": after_metrics["AP50"],
             "image_precision": {c: after_metrics["image_precision"][c] for c in NEW},
             "image_recall": {c: after_metrics["image_recall"][c] for c in NEW},
-            "new_type_boxes": naming_of_new_boxes(after, test),
+            "new_type_boxes": {name: after_metrics["naming"].get(name) for name in NEW},
         },
     }
     (args.out / f"p9new-seed{args.seed}.json").write_text(json.dumps(report, indent=2, default=float) + "\n")

@@ -261,6 +261,39 @@ def test_learn_adapts_the_localizer_by_itself_when_under_half_the_support_is_pro
     assert len(calls) == 1
 
 
+@pytest.mark.parametrize(("after", "kept"), [(0.49, True), (0.45, False)])
+def test_a_localizer_adapted_by_itself_is_undone_when_it_forgets_the_known_boxes(
+    trained, tmp_path, monkeypatch, after, kept
+):
+    import quickstudy.detect.fewshot as fewshot
+
+    source, samples = trained
+    model_dir = tmp_path / "model"
+    shutil.copytree(source, model_dir)
+    scratches = synthetic_samples(tmp_path, 2, types=("scratch",), start=10)
+    store = MemoryStore(samples + scratches, [*CLASSES, "scratch"])
+    monkeypatch.setattr(fewshot, "proposed_share", lambda model, support: 0.0)
+
+    def scramble(model, *sets, **options):  # an adaptation that moves every weight of the localizer
+        for value in model.localize.parameters():
+            value.data.add_(1.0)
+
+    checked = iter([0.5, after])
+    monkeypatch.setattr(fewshot, "adapt_localizer", scramble)
+    monkeypatch.setattr(fewshot, "known_boxes_ap50", lambda model, check: next(checked))
+    learn_class(model_dir, store, "scratch", images=[s.path for s in scratches])
+    folder = ModelFolder(model_dir)
+    note = folder.versions()[-1].note
+    old, new = folder.load(1)["model"], folder.load()["model"]
+    same = all(torch.equal(old[k], new[k]) for k in old if k.startswith("localize"))
+    assert same is not kept
+    assert (
+        "localizer adapted by itself: 0% of the support boxes were proposed; known boxes'" in note
+    ) is kept
+    assert ("localizer left as it was" in note) is not kept
+    assert f"0.500 → {after:.3f}" in note
+
+
 def _pretrained_tiny(out: Path, steps: int = 2, **network: object) -> Path:
     """A short `pretrain --backbone detector --arch tiny` run on noise (what it learns does not matter here)."""
     from quickstudy.pretrain import pretrain

@@ -21,6 +21,7 @@ so every box's embedding, and with it every prototype, stays exactly what it was
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -33,17 +34,25 @@ import torch.nn.functional as F
 from torchvision.ops import box_iou
 
 from quickstudy.detect.data import DetectionSet, letterbox, read_for_model
+from quickstudy.detect.evaluation import ground_truth
 from quickstudy.detect.memory import DEFAULT_OPERATING, ClassMemory, robust_mean
 from quickstudy.detect.model import DefectDetector, detector_from_payload, detector_payload
 from quickstudy.detect.predictor import Predictor
 from quickstudy.detect.versions import ModelFolder, store_fingerprint
 from quickstudy.errors import QuickstudyError
+from quickstudy.evaluate.detection import coco_metrics
 from quickstudy.meta.transductive import refine_prototypes
 
 SupportSet = list[tuple[Path, list[tuple[float, float, float, float]]]]
 
 # Below this share of support boxes proposed at IoU >= 0.5, learn_class teaches the localizer too.
 PROPOSED_FOR_PROTOTYPE_ONLY = 0.5
+# An adaptation of the localizer that learn chose by itself is undone when it costs the known boxes more
+# class-agnostic AP50 than this on check images (P9-new: 0.147 -> 0.091, Blowhole 0.31 -> 0.11;
+# P3's adaptations cost 2-5 points of bAP50 for 9 points of nAP50: benchmarks/results/unknowns.md).
+FORGETTING_TOLERANCE = 0.03
+# TRAIN images of known types, other than the replayed ones, on which that cost is measured
+CHECK_IMAGES = 64
 # Image-level precision (at even odds) a new class's threshold must reach on its support and known negatives.
 PRECISION_TARGET = 0.9
 # What learn_class reports progress through, in order: embedding the support boxes (and choosing
@@ -293,9 +302,11 @@ def finetune_classifier(
 
 def _localizer_sets(
     store: Any, name: str, support: SupportSet, replay_images: int, image_size: int, channels: int
-) -> tuple[DetectionSet, DetectionSet | None]:
-    """The support images with all their boxes, and a seeded sample of TRAIN images that hold boxes
-    but none of ``name`` (what the model already finds, replayed so it keeps finding it)."""
+) -> tuple[DetectionSet, DetectionSet | None, list[Any]]:
+    """The support images with all their boxes, a seeded sample of TRAIN images that hold boxes but
+    none of ``name`` (what the model already finds, replayed so it keeps finding it), and up to
+    :data:`CHECK_IMAGES` more such images (samples; the replayed ones when there are no more) to check
+    that it does."""
     paths = {Path(path).resolve() for path, _ in support}
     samples = store.samples()  # one read of the store for both sets
     resolved = [Path(s.path).resolve() for s in samples]
@@ -308,12 +319,22 @@ def _localizer_sets(
         and path not in paths
         and all(name not in b.allowed for b in s.boxes)
     ]
-    picked = torch.randperm(len(others), generator=torch.Generator().manual_seed(0))[:replay_images]
-    replay = [others[int(i)] for i in picked]
+    order = torch.randperm(len(others), generator=torch.Generator().manual_seed(0)).tolist()
+    replay = [others[i] for i in order[:replay_images]]
+    # a small store replays all it has: then those images are the check (in-sample, still a check)
+    check = [others[i] for i in order[replay_images : replay_images + CHECK_IMAGES]] or replay[:CHECK_IMAGES]
     return (
         DetectionSet.from_samples(marked, [], image_size, channels),
         DetectionSet.from_samples(replay, [], image_size, channels) if replay else None,
+        check,
     )
+
+
+def known_boxes_ap50(model: DefectDetector, samples: Sequence[Any]) -> float:
+    """Class-agnostic AP50 of ``model`` on every box of ``samples``: how well it still finds what it knew."""
+    named, agnostic = ground_truth(samples, model.classes)
+    outputs = Predictor(model).raw([s.path for s in samples])
+    return float(coco_metrics(named, outputs, model.classes, agnostic)["AP50_agnostic"])
 
 
 def support_threshold(
@@ -445,7 +466,9 @@ def learn_class(
     localization head on every box of the support images with up to ``replay_images`` TRAIN images
     without the class replayed (:func:`adapt_localizer`); None (the default) does so when fewer than
     :data:`PROPOSED_FOR_PROTOTYPE_ONLY` of the support boxes are proposed at IoU ≥ 0.5 (a prototype
-    cannot name a box never proposed), and the version's note says so. ``transductive`` > 0 refines
+    cannot name a box never proposed), and the version's note says so — unless adapting costs the
+    known boxes more than :data:`FORGETTING_TOLERANCE` of class-agnostic AP50 on check images, when the
+    localizer is left as it was and the note says that instead. ``transductive`` > 0 refines
     the new prototype that many steps on other TRAIN images' proposals (:func:`refine_on_images`),
     after the localizer is adapted (so it sees what the adapted localizer proposes). A class without a threshold
     gets one for image-level recall and precision (:func:`threshold_for_precision`), its note too.
@@ -465,20 +488,32 @@ def learn_class(
     model.memory = model.memory.drop(c for c in model.classes if c not in current)
     add_classes(model, {name: embeddings}, adapt=adapt)
     notes = [" (prototype adapted)"] if adapt else []
+    chosen = localizer is None
     if localizer is None:
         share = proposed_share(model, support)
         localizer = share < PROPOSED_FOR_PROTOTYPE_ONLY
-        if localizer:
-            notes.append(f" (localizer adapted by itself: {share:.0%} of the support boxes were proposed)")
+        why = f"{share:.0%} of the support boxes were proposed"
     elif localizer:
         notes.append(" (localizer adapted)")
     report("support", 1.0)
     if localizer:
         report("localizer", 0.0)
-        sets = _localizer_sets(
+        marked, replay, check = _localizer_sets(
             store, name, support, replay_images, model.config.image_size, model.config.channels
         )
-        adapt_localizer(model, *sets, progress=lambda done: report("localizer", done))
+        kept = copy.deepcopy(model.localize.state_dict())
+        before = known_boxes_ap50(model, check) if chosen and check else None
+        adapt_localizer(model, marked, replay, progress=lambda done: report("localizer", done))
+        if before is not None:
+            after = known_boxes_ap50(model, check)
+            cost = f"known boxes' class-agnostic AP50 on {len(check)} TRAIN images {before:.3f} → {after:.3f}"
+            if after < before - FORGETTING_TOLERANCE:  # learning a type must not forget the others
+                model.localize.load_state_dict(kept)
+                notes.append(f" (localizer left as it was: {why}, but adapting it would forget: {cost})")
+            else:
+                notes.append(f" (localizer adapted by itself: {why}; {cost})")
+        elif chosen:
+            notes.append(f" (localizer adapted by itself: {why})")
     if transductive > 0:
         report("transductive", 0.0)
         used = refine_on_images(
