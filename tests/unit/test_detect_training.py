@@ -238,17 +238,22 @@ def test_proposed_share_counts_support_boxes_a_proposal_overlaps_at_iou_half(mon
     assert fewshot.proposed_share(None, support) == pytest.approx(1 / 3)
 
 
+def learning_scratch(trained, tmp_path: Path) -> tuple[Path, MemoryStore, list]:
+    """A copy of the trained model, and a store of its samples plus two images of a new type, scratch."""
+    source, samples = trained
+    model_dir = tmp_path / "model"
+    shutil.copytree(source, model_dir)
+    scratches = synthetic_samples(tmp_path, 2, types=("scratch",), start=10)
+    return model_dir, MemoryStore(samples + scratches, [*CLASSES, "scratch"]), scratches
+
+
 @pytest.mark.parametrize(("share", "adapted"), [(0.4, True), (0.5, False)])
 def test_learn_adapts_the_localizer_by_itself_when_under_half_the_support_is_proposed(
     trained, tmp_path, monkeypatch, share, adapted
 ):
     import quickstudy.detect.fewshot as fewshot
 
-    source, samples = trained
-    model_dir = tmp_path / "model"
-    shutil.copytree(source, model_dir)
-    scratches = synthetic_samples(tmp_path, 2, types=("scratch",), start=10)
-    store = MemoryStore(samples + scratches, [*CLASSES, "scratch"])
+    model_dir, store, scratches = learning_scratch(trained, tmp_path)
     calls = []
     monkeypatch.setattr(fewshot, "proposed_share", lambda model, support: share)
     monkeypatch.setattr(fewshot, "adapt_localizer", lambda model, *sets, **options: calls.append(sets))
@@ -267,11 +272,7 @@ def test_a_localizer_adapted_by_itself_is_undone_when_it_forgets_the_known_boxes
 ):
     import quickstudy.detect.fewshot as fewshot
 
-    source, samples = trained
-    model_dir = tmp_path / "model"
-    shutil.copytree(source, model_dir)
-    scratches = synthetic_samples(tmp_path, 2, types=("scratch",), start=10)
-    store = MemoryStore(samples + scratches, [*CLASSES, "scratch"])
+    model_dir, store, scratches = learning_scratch(trained, tmp_path)
     monkeypatch.setattr(fewshot, "proposed_share", lambda model, support: 0.0)
 
     def scramble(model, *sets, **options):  # an adaptation that moves every weight of the localizer
