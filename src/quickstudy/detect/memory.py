@@ -227,8 +227,9 @@ class ClassMemory:
     def name_detections(self, out: dict[str, torch.Tensor], score_threshold: float | None) -> list[Detection]:
         """Name one image's raw output (every (box, class) pair): a box farther than :attr:`unknown` from
         every prototype, and abnormal where the output carries ``abnormality`` (a model with a normality
-        memory), or farther than :attr:`unknown_far` whatever its region, is ``unknown`` with its class-agnostic score; each kept where it reaches its class's
-        operating threshold (or ``score_threshold``), then NMS per name."""
+        memory), or farther than :attr:`unknown_far` whatever its region, is ``unknown`` with its
+        class-agnostic score, kept where that reaches :attr:`unknown_score`; any other where it reaches its
+        class's operating threshold (or ``score_threshold`` for all), then NMS per name."""
         memory = self
         unknown = out["max_similarity"] < memory.unknown
         if "abnormality" in out:
