@@ -5,7 +5,6 @@ screenshot in ``tests/browser/screenshots/`` to look at."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
 import os
@@ -31,6 +30,8 @@ from quickstudy.detect.training import train_detector
 from quickstudy.labels.records import ImportedImage
 from quickstudy.labels.store import Store
 from quickstudy.serve import ServeSettings, create_app
+
+from .walkthrough import drop_file
 
 sync_api = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
@@ -199,21 +200,6 @@ def png(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def drop_file(page: Any, zone: str, name: str, data: bytes) -> None:
-    """Drop a file on ``zone`` as a person dragging it from their desktop does."""
-    page.evaluate(
-        """([zone, name, data]) => {
-            const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
-            const transfer = new DataTransfer();
-            transfer.items.add(new File([bytes], name, { type: "image/png" }));
-            const target = document.querySelector(zone);
-            target.dispatchEvent(new DragEvent("dragover", { dataTransfer: transfer, bubbles: true, cancelable: true }));
-            target.dispatchEvent(new DragEvent("drop", { dataTransfer: transfer, bubbles: true, cancelable: true }));
-        }""",
-        [zone, name, base64.b64encode(data).decode()],
-    )
 
 
 def test_the_page_asks_for_the_token_and_refuses_a_wrong_one(browser, served):

@@ -34,6 +34,22 @@ TOKEN = "walkthrough-token-0123456789"
 CHROMIUM = os.environ.get("QUICKSTUDY_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 
 
+def drop_file(page: Any, zone: str, name: str, data: bytes) -> None:
+    """Drop a file on ``zone`` as a person dragging it from their desktop does (tests/browser/test_page.py
+    drops the same way)."""
+    page.evaluate(
+        """([zone, name, data]) => {
+            const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], name, { type: "image/png" }));
+            const target = document.querySelector(zone);
+            target.dispatchEvent(new DragEvent("dragover", { dataTransfer: transfer, bubbles: true, cancelable: true }));
+            target.dispatchEvent(new DragEvent("drop", { dataTransfer: transfer, bubbles: true, cancelable: true }));
+        }""",
+        [zone, name, base64.b64encode(data).decode()],
+    )
+
+
 class Walk:
     def __init__(self, page: Any, api: httpx.Client, out: Path) -> None:
         self.page, self.api, self.out = page, api, out
@@ -83,17 +99,7 @@ class Walk:
         self.page.mouse.up()
 
     def drop(self, zone: str, name: str, data: bytes) -> None:
-        self.page.evaluate(
-            """([zone, name, data]) => {
-                const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
-                const transfer = new DataTransfer();
-                transfer.items.add(new File([bytes], name, { type: "image/png" }));
-                const target = document.querySelector(zone);
-                target.dispatchEvent(new DragEvent("dragover", { dataTransfer: transfer, bubbles: true, cancelable: true }));
-                target.dispatchEvent(new DragEvent("drop", { dataTransfer: transfer, bubbles: true, cancelable: true }));
-            }""",
-            [zone, name, base64.b64encode(data).decode()],
-        )
+        drop_file(self.page, zone, name, data)
 
     def preview(self, op: str, fill: dict[str, str], choose: dict[str, str] | None = None) -> str:
         self.tab("taxonomy")

@@ -106,10 +106,12 @@ def test_an_unnamed_box_is_taught_to_be_far_from_every_class() -> None:
         )
         allowed = torch.tensor([[True, False], [False, True], [True, False], NONE])
         unnamed = torch.tensor([False, False, False, flag])
+        with torch.no_grad():  # only the recognition head learns here
+            features = model.features(images)
         optimizer = torch.optim.SGD(model.recognize.parameters(), lr=0.05)
         for _ in range(60):
             parts = model.recognize.compute_loss(
-                model.recognize.embed(model.features(images), rois),
+                model.recognize.embed(features, rois),
                 allowed,
                 model.class_vectors,
                 torch.zeros(4, dtype=torch.bool),
@@ -120,9 +122,7 @@ def test_an_unnamed_box_is_taught_to_be_far_from_every_class() -> None:
             (parts["loss_classes"] + parts["loss_unnamed"]).backward()
             optimizer.step()
         with torch.no_grad():
-            logits = model.recognize.logits(
-                model.recognize.embed(model.features(images), rois), model.class_vectors
-            )
+            logits = model.recognize.logits(model.recognize.embed(features, rois), model.class_vectors)
         return float(logits[3].amax()), open_set_cut(logits[:3], allowed[:3])
 
     nearest, cut = train(flag=True)

@@ -501,10 +501,10 @@ def learn_class(
         marked, replay, check = _localizer_sets(
             store, name, support, replay_images, model.config.image_size, model.config.channels
         )
-        kept = copy.deepcopy(model.localize.state_dict())
         before = known_boxes_ap50(model, check) if chosen and check else None
+        kept = copy.deepcopy(model.localize.state_dict()) if before is not None else None
         adapt_localizer(model, marked, replay, progress=lambda done: report("localizer", done))
-        if before is not None:
+        if before is not None and kept is not None:
             after = known_boxes_ap50(model, check)
             cost = f"known boxes' class-agnostic AP50 on {len(check)} TRAIN images {before:.3f} → {after:.3f}"
             if after < before - FORGETTING_TOLERANCE:  # learning a type must not forget the others
