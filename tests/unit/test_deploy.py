@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +114,21 @@ def test_numpy_nms_keeps_what_torchvision_keeps(count: int, spread: float, size:
         assert nms(boxes, scores, 0.5, count=kept).tolist() == expected[:kept].tolist()
     grouped = tv_batched_nms(torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(groups), 0.4)
     assert batched_nms(boxes, scores, groups, 0.4).tolist() == grouped.tolist()
+
+
+def test_numpy_nms_keeps_zero_area_boxes_as_torchvision_does_and_says_nothing():
+    """Boxes clamped to an image's edge can have no area: their IoU is 0 / 0, which must neither warn
+    (the CLI prints warnings between its lines) nor suppress anything."""
+    from torchvision.ops import nms as tv_nms
+
+    boxes = np.array([[5, 5, 5, 9], [5, 5, 5, 9], [0, 0, 4, 4], [0, 0, 4, 4]], dtype=np.float32)
+    scores = np.array([0.9, 0.8, 0.7, 0.6], dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        kept = nms(boxes, scores, 0.5)
+    assert (
+        kept.tolist() == tv_nms(torch.from_numpy(boxes), torch.from_numpy(scores), 0.5).tolist() == [0, 1, 2]
+    )
 
 
 def test_sibling_convolutions_become_one_with_the_same_outputs(tmp_path: Path):

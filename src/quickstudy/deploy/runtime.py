@@ -93,7 +93,9 @@ def _greedy(
             w = np.minimum(x2[rows, None], x2[None, rest]) - np.maximum(x1[rows, None], x1[None, rest])
             h = np.minimum(y2[rows, None], y2[None, rest]) - np.maximum(y1[rows, None], y1[None, rest])
             inter = np.maximum(w, np.float32(0)) * np.maximum(h, np.float32(0))
-            suppress = inter / (areas[rows, None] + areas[None, rest] - inter) > threshold
+            # two boxes of zero area: 0 / 0 is NaN, never above the threshold (torchvision's answer too)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                suppress = inter / (areas[rows, None] + areas[None, rest] - inter) > threshold
             if grouped is not None:
                 suppress &= grouped[rows, None] == grouped[None, rest]
             for i, row in enumerate(suppress, first):
