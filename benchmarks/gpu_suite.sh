@@ -2,7 +2,7 @@
 # Every GPU benchmark side by side on one GPU, each under its own time limit, so that one lease of a
 # GPU machine gives all the numbers at once (and one crash costs one benchmark, not all).
 #
-#   bash benchmarks/gpu_suite.sh smoke|full|rerun|p2sweep|p2sweep-smoke|p2next DATA_ROOT OUT [SECONDS]
+#   bash benchmarks/gpu_suite.sh smoke|full|rerun|p2sweep|p2sweep-smoke|p2next|unknowns|unknowns-smoke DATA_ROOT OUT [SECONDS]
 #
 # DATA_ROOT holds neu-det/ and omniglot/ (laid out like ../shared/data); anchors are taken from
 # DATA_ROOT/../anchors. Logs and JSON go to OUT/logs and OUT/json, packed into OUT/results.tar.gz.
@@ -18,6 +18,10 @@
 # follow-up: today's defaults on all 1440 images (as RetinaNet fits), three seeds, with RetinaNet
 # given room to finish in the same run, session 4's brightness/contrast augmentation and session 6's
 # defaults (plain focal loss, batch 16) as variants, and the BYOL row of P7-u on the `small` network.
+# "unknowns" is issue 23's table at its full recipe (`small`, 24 epochs, all TRAIN images): P3 at K = 1/5/10
+# over 5 seeds with the TFA-style baseline, P3-u (the base from SimCLR on the TRAIN images, labels
+# unused), the retire-as-unnamed run on NEU-DET (3 seeds) and P9-new (5 support draws on one base);
+# "unknowns-smoke" runs the same command lines on the CPU at toy sizes (does each start and finish?).
 set -u
 MODE=$1; DATA=$(cd "$2" && pwd); OUT=$3; SECONDS_BUDGET=${4:-500}
 mkdir -p "$OUT/logs" "$OUT/json"
@@ -79,6 +83,29 @@ p7u_small() {  # p7u_small METHOD: self-supervised pretraining of the `small` de
       --pretrain-steps 1500 --pretrain-batch 256 --episodes 1000 --tta --json-out "$OUT/json/p7u-small-$1.json"
 }
 
+unknowns_jobs() {  # unknowns_jobs DEVICE "P3/RETIRE SIZE OPTIONS" "PRETRAIN OPTIONS" "P9 OPTIONS" SEEDS
+  local device=$1 size=$2 pretrain=$3 p9=$4 seeds=$5 s
+  # shellcheck disable=SC2086  # the options are words
+  job p3 $B $PY benchmarks/p3_neu_fewshot_detect.py --device $device $size --work $W/p3 --json-out "$OUT/json/p3.json"
+  # shellcheck disable=SC2086
+  job p3u $B bash -c "$PY -c 'import sys; sys.path.insert(0, \"benchmarks\"); from pathlib import Path; \
+from p2_neu_detect import DATA, neu_store; neu_store(Path(\"$W/p3u/neu.db\"), DATA)' && \
+    $PY -m quickstudy pretrain --store $W/p3u/neu.db --split train --backbone detector --method simclr \
+      --device $device $pretrain --out $W/p3u/simclr && \
+    $PY benchmarks/p3_neu_fewshot_detect.py --device $device $size --init $W/p3u/simclr --work $W/p3u \
+      --json-out $OUT/json/p3u.json"
+  for s in 0 1 2; do
+    # shellcheck disable=SC2086
+    job retire-s$s $B bash -c "cd benchmarks && $PY retire_meaning.py --meaning unnamed --device $device \
+      $(echo "$size" | sed 's/--shots [^ ]*//; s/--seeds [^ ]*//') --seed $s --work $W/retire-s$s \
+      --json-out $OUT/json/retire-unnamed-s$s.json"
+  done
+  # one base model, then each support draw (learn's numbers per seed)
+  # shellcheck disable=SC2086
+  job p9new $B bash -c "for s in $seeds; do $PY benchmarks/p9_new_types.py --device $device $p9 --seed \$s \
+      --out $W/p9new && cp $W/p9new/p9new-seed\$s.json $OUT/json/; done"
+}
+
 B=$SECONDS_BUDGET
 # decode Omniglot once, before several processes would each decode it and race to write the cache
 case $MODE in p2*) ;; *)
@@ -103,6 +130,13 @@ VARIANTS
   job p2-retinanet $B $PY benchmarks/p2_neu_detect.py --device cuda --epochs 24 --no-ours --workers 6 \
       --work $W/p2-retinanet --json-out "$OUT/json/p2-retinanet.json"
   p7u_small byol
+elif [ "$MODE" = unknowns ]; then
+  unknowns_jobs cuda "--epochs 24 --fit-all" "--arch small --size 200 --steps 1500 --batch-size 256 --amp" \
+    "--arch small --epochs 24" "0 1 2 3 4"
+elif [ "$MODE" = unknowns-smoke ]; then  # CPU, toy sizes: every command line starts and writes its JSON
+  export OMP_NUM_THREADS=1
+  unknowns_jobs cpu "--arch tiny --epochs 1 --limit 48 --test-limit 24 --shots 1 --seeds 0 --threads 1" \
+    "--arch tiny --size 200 --steps 2 --batch-size 8" "--arch tiny --epochs 1 --image-size 160" "0 1"
 elif [ "$MODE" = p2sweep-smoke ]; then  # CPU: two at a time would oversubscribe a small machine
   p2sweep_variants cpu "--epochs 1 --arch tiny --limit 24 --test-limit 8 --batch-size 8 --threads 1"
   wait

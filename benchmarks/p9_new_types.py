@@ -10,6 +10,7 @@ image-level precision and recall of each new type. Every number is ``quickstudy 
 the new types' boxes included (its ``naming``: each true box matched one to one, highest score first).
 
     .venv/bin/python benchmarks/p9_new_types.py --arch tiny --epochs 10 --shots 5 --seed 0 --out /tmp/p9new
+    GPU: ... --device cuda --arch small --epochs 24 (benchmarks/gpu_suite.sh unknowns)
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def main() -> int:
     parser.add_argument("--shots", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0, help="draws the K support images of each new type")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, ...")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -58,10 +60,12 @@ def main() -> int:
     started = time.perf_counter()
     if not model_dir.exists():
         config = DetectorConfig(**{**ARCHITECTURES[args.arch], "image_size": args.image_size})
-        train_detector(store, model_dir, epochs=args.epochs, config=config, classes=list(BASE))
+        train_detector(
+            store, model_dir, epochs=args.epochs, config=config, classes=list(BASE), device=args.device
+        )
     train_seconds = time.perf_counter() - started
     test = store.samples("test")
-    before = Predictor.from_dir(model_dir)
+    before = Predictor.from_dir(model_dir, device=args.device)
     before_metrics = detector_evaluation(before, test)[0].metrics
     naming_before = {name: before_metrics["naming"].get(name) for name in NEW}
 
@@ -73,14 +77,15 @@ def main() -> int:
         picked = sorted(rng.choice(len(holding), size=min(args.shots, len(holding)), replace=False))
         support[name] = [str(holding[i].path) for i in picked]
         started = time.perf_counter()
-        learn_class(model_dir, store, name, images=support[name])
+        learn_class(model_dir, store, name, images=support[name], device=args.device)
         learn_seconds += time.perf_counter() - started
-    after = Predictor.from_dir(model_dir)
+    after = Predictor.from_dir(model_dir, device=args.device)
     after_metrics = detector_evaluation(after, test)[0].metrics
     report = {
         "protocol": "P9-new",
         "command": " ".join(sys.argv),
         "arch": args.arch,
+        "device": args.device,
         "epochs": args.epochs,
         "image_size": args.image_size,
         "shots": args.shots,

@@ -37,6 +37,7 @@ from quickstudy.detect.evaluation import ground_truth
 from quickstudy.detect.predictor import UNKNOWN, Predictor
 from quickstudy.detect.training import train_detector
 from quickstudy.evaluate.detection import coco_metrics
+from quickstudy.evaluate.matching import on_clean_background
 from quickstudy.labels.known import NEU_NOVEL
 from quickstudy.labels.store import Store
 from quickstudy.labels.taxonomy import RETIRE_MEANINGS
@@ -80,7 +81,8 @@ def shares(given: dict[str, Counter[str]], known: tuple[str, ...]) -> dict[str, 
 def unknown_on_background(predictor: Predictor, outputs: list, test: list) -> tuple[float, float]:
     """``unknown`` detections at the operating thresholds, per image: those that overlap no TEST box
     (IoU < 0.5), and among them those on clean background (at least half of the detection's area
-    outside every TEST box; the others are fragments of a true defect)."""
+    outside every TEST box, :func:`~quickstudy.evaluate.matching.on_clean_background`; the others are
+    fragments of a true defect)."""
     alone = clean = 0
     for sample, out in zip(test, outputs, strict=True):
         unknown = [d.box for d in predictor.name_detections(out, None) if d.class_name == UNKNOWN]
@@ -88,20 +90,11 @@ def unknown_on_background(predictor: Predictor, outputs: list, test: list) -> tu
             continue
         found = torch.tensor(unknown)
         truth = torch.tensor([b.xyxy for b in sample.boxes]).reshape(-1, 4)
-        if not len(truth):
-            alone += len(unknown)
-            clean += len(unknown)
-            continue
-        unmatched = box_iou(found, truth).amax(1) < 0.5
-        lo, hi = (
-            torch.maximum(found[:, None, :2], truth[None, :, :2]),
-            torch.minimum(found[:, None, 2:], truth[None, :, 2:]),
-        )
-        inside = (hi - lo).clamp(min=0).prod(-1).amax(1) / (found[:, 2:] - found[:, :2]).prod(-1).clamp(
-            min=1e-9
+        unmatched = (
+            box_iou(found, truth).amax(1) < 0.5 if len(truth) else torch.ones(len(found), dtype=torch.bool)
         )
         alone += int(unmatched.sum())
-        clean += int((unmatched & (inside < 0.5)).sum())
+        clean += int((unmatched & on_clean_background(found, truth)).sum())
     return alone / max(1, len(test)), clean / max(1, len(test))
 
 

@@ -125,8 +125,38 @@ def test_known_unknowns_set_the_score_an_unknown_detection_needs() -> None:
 
     outputs = [output(0.6), output(0.7), output(0.3), output(None)]
     holds = torch.tensor([True, True, False, False])
-    assert unknown_operating(memory, outputs, holds) == pytest.approx(0.6)
-    assert unknown_operating(memory, outputs, torch.zeros(4, dtype=torch.bool)) is None
+    on_their_box = [torch.tensor([[0.0, 0, 10, 10]])] * 2 + [torch.zeros(0, 4)] * 2
+    assert unknown_operating(memory, outputs, holds, on_their_box) == pytest.approx(0.6)
+    # without known unknowns the least demanding class's 0.2 would let the 0.3 on clean surface through,
+    # and 4 images allow none: it is raised just above 0.3
+    alone = unknown_operating(memory, outputs, torch.zeros(4, dtype=torch.bool), on_their_box)
+    assert alone == pytest.approx(0.3) and alone > 0.3
+    on_every_box = [torch.tensor([[0.0, 0, 10, 10]])] * 3 + [torch.zeros(0, 4)]
+    assert unknown_operating(memory, outputs, torch.zeros(4, dtype=torch.bool), on_every_box) is None
+
+
+def test_unknown_detections_on_clean_surface_raise_the_score_they_need() -> None:
+    # five images hold an unnamed box found as unknown at 0.6; five clean ones hold unknown detections at
+    # 0.5 ... 0.8: best F1 is 0.6, which leaves three on clean surface where 10 images allow one
+    memory = ClassMemory(["a"], torch.tensor([[1.0, 0.0]]), {"a": 0.2}, unknown=0.5)
+    scores = [0.6] * 5 + [0.5, 0.55, 0.7, 0.75, 0.8]
+    outputs = [
+        {
+            "boxes": torch.tensor([[0.0, 0, 10, 10]]),
+            "scores": torch.tensor([score]),
+            "labels": torch.zeros(1, dtype=torch.long),
+            "similarity": torch.tensor([0.1]),
+            "max_similarity": torch.tensor([0.1]),
+            "defect_scores": torch.tensor([score]),
+        }
+        for score in scores
+    ]
+    holds = torch.tensor([True] * 5 + [False] * 5)
+    truth = [torch.tensor([[1.0, 1, 10, 10]])] * 5 + [torch.tensor([[40.0, 40, 60, 60]])] * 5
+    needed = unknown_operating(memory, outputs, holds, truth)
+    assert 0.75 < needed <= 0.75 + 1e-6
+    kept = [s for s, clean in zip(scores, [False] * 5 + [True] * 5, strict=True) if clean and s >= needed]
+    assert kept == [0.8]
 
 
 def test_far_alone_or_abnormal_and_far_make_unknown() -> None:

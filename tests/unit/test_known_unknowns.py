@@ -1,5 +1,6 @@
 """Boxes of a type retired as unnamed reach calibration: they set the score an ``unknown`` detection
-needs and choose how the known boxes' 5% budget of ``unknown`` is split; without them neither happens."""
+needs and choose how the known boxes' 5% budget of ``unknown`` is split; without them the score is
+the least demanding class's (or the clean-surface budget's)."""
 
 from __future__ import annotations
 
@@ -32,12 +33,14 @@ def trained(folder: Path, retire: str | None) -> tuple[DefectDetector, int]:
 
 
 @pytest.mark.usefixtures("one_torch_thread")
-def test_known_unknowns_calibrate_unknown_and_without_them_nothing_changes(tmp_path: Path) -> None:
+def test_known_unknowns_calibrate_unknown_and_without_them_the_classes_thresholds_do(tmp_path: Path) -> None:
     model, flagged = trained(tmp_path / "retired", "stain")
     assert flagged > 0 and model.classes == ["dent", "pit"] and model.normality is not None
     memory = model.memory
     assert memory.unknown_operating is not None  # calibrated on the images holding retired boxes
     assert memory.unknown_score == memory.unknown_operating
     plain, _ = trained(tmp_path / "plain", None)
-    assert plain.memory.unknown_operating is None
-    assert plain.memory.unknown_score == min(plain.memory.operating.values())
+    least = min(plain.memory.operating.values())
+    # without them: the least demanding class's score, or higher where that let too many unknown
+    # detections onto clean surface (this 2-epoch model makes many)
+    assert plain.memory.unknown_operating is None or plain.memory.unknown_operating > least

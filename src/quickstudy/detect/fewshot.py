@@ -22,7 +22,6 @@ so every box's embedding, and with it every prototype, stays exactly what it was
 from __future__ import annotations
 
 import copy
-import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,7 +34,7 @@ from torchvision.ops import box_iou
 
 from quickstudy.detect.data import DetectionSet, letterbox, read_for_model
 from quickstudy.detect.evaluation import ground_truth
-from quickstudy.detect.memory import DEFAULT_OPERATING, ClassMemory, robust_mean
+from quickstudy.detect.memory import DEFAULT_OPERATING, ClassMemory, just_above, robust_mean
 from quickstudy.detect.model import DefectDetector, detector_from_payload, detector_payload
 from quickstudy.detect.predictor import Predictor
 from quickstudy.detect.versions import ModelFolder, store_fingerprint
@@ -437,7 +436,7 @@ def threshold_for_precision(
     if precision(threshold) < PRECISION_TARGET:
         higher = sorted(v for v in positive + negative if v > threshold)
         reaching = [t for t in higher if precision(t) >= PRECISION_TARGET and any(v >= t for v in positive)]
-        threshold = reaching[0] if reaching else math.nextafter(max(negative), math.inf)
+        threshold = reaching[0] if reaching else just_above(max(negative))
     kept = sum(v >= threshold for v in positive)
     alarms = sum(v >= threshold for v in negative)
     return threshold, (

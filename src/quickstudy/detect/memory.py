@@ -17,6 +17,7 @@ tensor([[0.6000, 0.8000]])
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, TypeGuard
@@ -256,6 +257,18 @@ class ClassMemory:
             )
             for i in index.tolist()
         ]
+
+
+def just_above(score: float) -> float:
+    """The lowest threshold a detection scoring ``score`` fails: the next float32 above it. Scores are
+    float32, and a threshold is compared with them as one, so the next float64 would round back to
+    ``score`` and let it pass.
+
+    >>> score = float(torch.tensor(0.3))
+    >>> bool(torch.tensor(0.3) >= just_above(score)), bool(torch.tensor(0.3) >= math.nextafter(score, math.inf))
+    (False, True)
+    """
+    return float(torch.nextafter(torch.tensor(score, dtype=torch.float32), torch.tensor(math.inf)))
 
 
 def _is_number(value: Any) -> TypeGuard[int | float]:

@@ -33,7 +33,14 @@ from quickstudy.detect.data import (
     DetectionSet,
 )
 from quickstudy.detect.loading import StepIndices, StepLoader
-from quickstudy.detect.memory import UNKNOWN, ClassMemory, class_means, unknown_cuts, unknown_similarity
+from quickstudy.detect.memory import (
+    UNKNOWN,
+    ClassMemory,
+    class_means,
+    just_above,
+    unknown_cuts,
+    unknown_similarity,
+)
 from quickstudy.detect.model import DefectDetector, DetectorConfig, detector_payload
 from quickstudy.detect.normality import (
     MEMORY_SIZE,
@@ -46,6 +53,7 @@ from quickstudy.detect.normality import (
 from quickstudy.detect.versions import ModelFolder, store_fingerprint
 from quickstudy.errors import QuickstudyError
 from quickstudy.evaluate.detection import image_scores
+from quickstudy.evaluate.matching import on_clean_background
 from quickstudy.multitask.weighting import get_weighting
 from quickstudy.train import Trainer, distributed, step_generator
 
@@ -55,6 +63,9 @@ from quickstudy.train import Trainer, distributed, step_generator
 DEFAULT_WEIGHTING = "equal"
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_LR = 1e-3
+# calibration raises the score an ``unknown`` detection needs until no more than this many per held-out
+# image lie on clean background (the issue's goal for a new type's false alarms)
+UNKNOWN_BACKGROUND_PER_IMAGE = 0.1
 
 
 def select_samples(samples: Sequence[Any], classes: Sequence[str] | None, limit: int | None) -> list[Any]:
@@ -260,8 +271,9 @@ def calibrate(model: DefectDetector, fitted: DetectionSet, validation: Detection
         operating_thresholds(outputs, present, model.classes), unknown, unknown_far
     )
     holds_unnamed = (validation.unnamed & validation.valid).any(1)
+    true_boxes = [boxes[valid] for boxes, valid in zip(validation.boxes, validation.valid, strict=True)]
     model.memory = model.memory.with_thresholds(
-        unknown_operating=unknown_operating(model.memory, outputs, holds_unnamed)
+        unknown_operating=unknown_operating(model.memory, outputs, holds_unnamed, true_boxes)
     )
     return model.memory
 
@@ -291,20 +303,39 @@ def best_f1_threshold(scores: torch.Tensor, positives: torch.Tensor) -> float:
 
 
 def unknown_operating(
-    memory: ClassMemory, outputs: Sequence[dict[str, torch.Tensor]], holds_unnamed: torch.Tensor
+    memory: ClassMemory,
+    outputs: Sequence[dict[str, torch.Tensor]],
+    holds_unnamed: torch.Tensor,
+    true_boxes: Sequence[torch.Tensor],
 ) -> float | None:
-    """The score an ``unknown`` detection needs, where held-out images hold boxes of a type retired as
-    unnamed (``holds_unnamed [N]``): the image-level threshold with the best F1 for "the image holds
-    one", as each class's operating threshold is set; None (the least demanding class's) without them."""
-    if not holds_unnamed.any():
-        return None
-    scores = torch.tensor(
+    """The score an ``unknown`` detection needs, from held-out images (``outputs``, their valid
+    ``true_boxes``). Where some hold boxes of a type retired as unnamed (``holds_unnamed [N]``): the
+    image-level threshold with the best F1 for "the image holds one", as each class's operating
+    threshold is set; else the least demanding class's (None). Raised, either way, until at most
+    :data:`UNKNOWN_BACKGROUND_PER_IMAGE` ``unknown`` detections per image lie on clean background
+    (:func:`~quickstudy.evaluate.matching.on_clean_background`): a person asked to look at every
+    ``unknown`` stops looking when most are nothing."""
+    found = [[d for d in memory.name_detections(out, 0.0) if d.class_name == UNKNOWN] for out in outputs]
+    chosen = None
+    if holds_unnamed.any():
+        scores = torch.tensor([max((d.score for d in image), default=0.0) for image in found])
+        chosen = best_f1_threshold(scores, holds_unnamed.cpu())
+    alarms = torch.cat(
         [
-            max((d.score for d in memory.name_detections(out, 0.0) if d.class_name == UNKNOWN), default=0.0)
-            for out in outputs
+            torch.tensor([d.score for d in image])[
+                on_clean_background(torch.tensor([d.box for d in image]).reshape(-1, 4), truth.cpu())
+            ]
+            for image, truth in zip(found, true_boxes, strict=True)
         ]
+        + [torch.zeros(0)]
     )
-    return best_f1_threshold(scores, holds_unnamed.cpu())
+    allowed = int(UNKNOWN_BACKGROUND_PER_IMAGE * len(found))
+    if len(alarms) <= allowed:
+        return chosen
+    # the lowest score that leaves at most `allowed` of them
+    budget = just_above(float(alarms.sort(descending=True).values[allowed]))
+    current = memory.unknown_score if chosen is None else chosen
+    return chosen if budget <= current else budget
 
 
 def load_pretrained_backbone(model: DefectDetector, init: str | os.PathLike[str]) -> dict[str, Any]:

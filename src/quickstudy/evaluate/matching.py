@@ -95,6 +95,21 @@ def match_detections(boxes: np.ndarray, scores: np.ndarray, true_boxes: np.ndarr
     return matched
 
 
+def on_clean_background(boxes: torch.Tensor, true_boxes: torch.Tensor) -> torch.Tensor:
+    """Per detection (``boxes [N, 4]``), whether less than half of its area lies inside any one true
+    box (``true_boxes [M, 4]``): a false alarm on clean surface, not a fragment of a true defect.
+
+    >>> on_clean_background(torch.tensor([[0.0, 0, 10, 10], [50, 50, 60, 60]]), torch.tensor([[0.0, 0, 6, 10]]))
+    tensor([False,  True])
+    """
+    if not len(true_boxes):
+        return torch.ones(len(boxes), dtype=torch.bool)
+    low = torch.maximum(boxes[:, None, :2], true_boxes[None, :, :2])
+    high = torch.minimum(boxes[:, None, 2:], true_boxes[None, :, 2:])
+    inside = (high - low).clamp(min=0).prod(-1).amax(1)
+    return inside < 0.5 * (boxes[:, 2:] - boxes[:, :2]).prod(-1).clamp(min=1e-9)
+
+
 def names_called(
     boxes: np.ndarray, scores: np.ndarray, labels: Sequence[str], true_boxes: np.ndarray
 ) -> list[str | None]:

@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""Set again the score an ``unknown`` detection needs on a model ``retire_meaning.py`` trained, with
+today's rule (``detect.training.unknown_operating``), and save it as a new version beside the old one.
+
+The network, the prototypes and every other threshold stay as they are, so rerunning ``retire_meaning.py``
+on the copy (it reuses the model folder it finds) scores this one change. The held-out images are what
+training calibrated on: with ``--fit-all``, the fitted TRAIN images themselves.
+
+    .venv/bin/python benchmarks/recalibrate_unknown.py /tmp/qs_retire_run0 /tmp/recal0
+    cd benchmarks && ../.venv/bin/python retire_meaning.py --meaning unnamed --arch tiny --epochs 12 --fit-all \\
+        --threads 1 --seed 0 --work /tmp/recal0 --json-out recal0.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+from quickstudy.detect.data import DetectionSet
+from quickstudy.detect.memory import UNKNOWN
+from quickstudy.detect.model import detector_from_payload, detector_payload
+from quickstudy.detect.training import detect, select_samples, unknown_operating
+from quickstudy.detect.versions import ModelFolder
+from quickstudy.evaluate.matching import on_clean_background
+from quickstudy.labels.store import Store
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("work", type=Path, help="a retire_meaning.py --work folder with --meaning unnamed")
+    parser.add_argument("copy", type=Path, help="where to copy it before changing the model (replaced)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    shutil.rmtree(args.copy, ignore_errors=True)
+    shutil.copytree(args.work, args.copy)
+    store = Store.open(args.copy / "retired-unnamed.db", create=False)
+    folder = ModelFolder(args.copy / "model-unnamed")
+    payload = folder.load()
+    model = detector_from_payload(payload, "cpu").eval()
+    samples = select_samples(store.samples("train"), None, None)
+    held = DetectionSet.from_samples(samples, model.classes, model.config.image_size, model.config.channels)
+    outputs = detect(model, held.images)
+    truth = [boxes[valid] for boxes, valid in zip(held.boxes, held.valid, strict=True)]
+    before = model.memory.unknown_score
+    chosen = unknown_operating(model.memory, outputs, (held.unnamed & held.valid).any(1), truth)
+    model.memory = model.memory.with_thresholds(unknown_operating=chosen)
+    alarms = 0
+    for out, boxes in zip(outputs, truth, strict=True):
+        found = [d.box for d in model.memory.name_detections(out, None) if d.class_name == UNKNOWN]
+        alarms += int(on_clean_background(torch.tensor(found).reshape(-1, 4), boxes).sum())
+    print(
+        f"unknown score {before:.4f} -> {model.memory.unknown_score:.4f}; on {len(outputs)} held-out images"
+    )
+    print(f"clean-background unknown detections per held-out image at it: {alarms / len(outputs):.3f}")
+    folder.save(
+        detector_payload(
+            model,
+            note="the unknown score set again (benchmarks/recalibrate_unknown.py)",
+            parent=payload.get("version"),
+            train=payload.get("train"),
+            taxonomy_version=payload.get("taxonomy_version"),
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
