@@ -108,7 +108,7 @@ from p2_neu_detect import DATA, neu_store; neu_store(Path(\"$W/p3u/neu.db\"), DA
 
 B=$SECONDS_BUDGET
 # decode Omniglot once, before several processes would each decode it and race to write the cache
-case $MODE in p2*) ;; *)
+case $MODE in p2*|unknowns*) ;; *)
   $PY -c "from pathlib import Path; from quickstudy.data.omniglot import load_omniglot; load_omniglot(Path('$DATA/omniglot'))" \
     > "$OUT/logs/omniglot-cache.log" 2>&1 ;;
 esac

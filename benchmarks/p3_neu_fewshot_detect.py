@@ -39,6 +39,7 @@ import json
 import statistics
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ from p2_neu_detect import add_training_arguments, neu_store, training_options
 from torchvision.ops import box_iou
 
 from quickstudy.detect.data import DetectionSet
-from quickstudy.detect.evaluation import ground_truth
+from quickstudy.detect.evaluation import box_naming, ground_truth
 from quickstudy.detect.fewshot import (
     adapt_localizer,
     add_classes,
@@ -114,32 +115,18 @@ def score(model: DefectDetector, proposals: list, test: list, operating: dict[st
 
 
 def named_before(predictor: Predictor, outputs: list, test: list, types: tuple[str, ...]) -> dict[str, Any]:
-    """How the base model names the TEST boxes of ``types`` at its operating thresholds, each matched to
-    the detection overlapping it most: its own class (``right``), ``unknown``, another class
-    (``base_class``: for novel boxes every name the model has), or not found (IoU < 0.5)."""
-    counts = {"right": 0, "unknown": 0, "base_class": 0, "missed": 0}
-    for sample, out in zip(test, outputs, strict=True):
-        truth = [b for b in sample.boxes if len(b.allowed) == 1 and b.allowed <= set(types)]
-        if not truth:
-            continue
-        found = predictor.name_detections(out, None)
-        if not found:
-            counts["missed"] += len(truth)
-            continue
-        iou = box_iou(torch.tensor([b.xyxy for b in truth]), torch.tensor([d.box for d in found]))
-        best, index = iou.max(1)
-        for box, overlap, i in zip(truth, best.tolist(), index.tolist(), strict=True):
-            name = found[i].class_name
-            key = (
-                "missed"
-                if overlap < 0.5
-                else "unknown"
-                if name == UNKNOWN
-                else "right"
-                if {name} == box.allowed
-                else "base_class"
-            )
-            counts[key] += 1
+    """How the base model names the TEST boxes of ``types`` at its operating thresholds, matched as
+    ``quickstudy eval`` matches (:func:`~quickstudy.detect.evaluation.box_naming`; before session 13:
+    the detection overlapping each most): its own class (``right``), ``unknown``, another class
+    (``base_class``: for novel boxes every name the model has), or not found."""
+    naming = box_naming(test, [predictor.name_detections(out, None) for out in outputs])
+    outcomes = sum((naming.get(name, Counter()) for name in types), Counter())
+    counts = {
+        "right": outcomes["named_right"],
+        "unknown": outcomes[UNKNOWN],
+        "base_class": outcomes["named_other"],
+        "missed": outcomes["missed"],
+    }
     total = sum(counts.values())
     found_total = total - counts["missed"]
     return {

@@ -5,8 +5,9 @@ NEU-DET with the P1 split; two classes (default: P3's NOVEL, pitted_surface and 
 retired before training, so their TRAIN boxes stay as boxes without class: ``other-types`` lets
 training pseudo-label them as the other classes (p >= 0.95, unless the in-batch open-set test calls
 them unknown), ``unnamed`` never does. Then on all of TEST, with the labels of the full store as the
-truth, each retired-class box is matched (IoU >= 0.5) to the detection overlapping it most at the
-operating thresholds: named as a known type (which), ``unknown``, or missed, as P3 counts novel boxes;
+truth, each retired-class box is matched to the detections at the operating thresholds as ``quickstudy
+eval`` matches (IoU >= 0.5, best score first, each box once; before session 13: the detection overlapping
+it most): named as a known type (which), ``unknown``, or missed;
 and the known classes' AP50, the known boxes called ``unknown``, and the ``unknown``
 detections that overlap no TEST box (IoU < 0.5) per image, and of those the ones on clean background.
 
@@ -33,7 +34,7 @@ import torch
 from p2_neu_detect import add_training_arguments, neu_store, training_options
 from torchvision.ops import box_iou
 
-from quickstudy.detect.evaluation import ground_truth
+from quickstudy.detect.evaluation import box_names, ground_truth
 from quickstudy.detect.predictor import UNKNOWN, Predictor
 from quickstudy.detect.training import train_detector
 from quickstudy.evaluate.detection import coco_metrics
@@ -47,23 +48,16 @@ from quickstudy.train import describe_device
 def names_given(
     predictor: Predictor, outputs: list, test: list, types: tuple[str, ...]
 ) -> dict[str, Counter[str]]:
-    """For each class of ``types``, how its TEST boxes come out at the operating thresholds: the name of
-    the detection overlapping each most (a class or ``unknown``), or ``missed`` (IoU < 0.5)."""
-    given: dict[str, Counter[str]] = {name: Counter() for name in types}
-    for sample, out in zip(test, outputs, strict=True):
-        truth = [b for b in sample.boxes if len(b.allowed) == 1 and b.allowed <= set(types)]
-        if not truth:
-            continue
-        found = predictor.name_detections(out, None)
-        best = torch.zeros(len(truth))
-        index = torch.zeros(len(truth), dtype=torch.long)
-        if found:
-            best, index = box_iou(
-                torch.tensor([b.xyxy for b in truth]), torch.tensor([d.box for d in found])
-            ).max(1)
-        for box, overlap, i in zip(truth, best.tolist(), index.tolist(), strict=True):
-            given[next(iter(box.allowed))][found[i].class_name if overlap >= 0.5 else "missed"] += 1
-    return given
+    """For each class of ``types``, how its TEST boxes come out at the operating thresholds: the name
+    ``quickstudy eval`` matches to each (a class or ``unknown``; :func:`~quickstudy.detect.evaluation.box_names`),
+    or ``missed``."""
+    called = box_names(test, [predictor.name_detections(out, None) for out in outputs])
+    return {
+        name: Counter(
+            {"missed" if as_called is None else as_called: n for as_called, n in called.get(name, {}).items()}
+        )
+        for name in types
+    }
 
 
 def shares(given: dict[str, Counter[str]], known: tuple[str, ...]) -> dict[str, float]:

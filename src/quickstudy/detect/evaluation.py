@@ -43,12 +43,13 @@ def ground_truth(samples: Sequence[Any], classes: Sequence[str]) -> tuple[list, 
     return named, agnostic
 
 
-def box_naming(samples: Sequence[Any], detections: Sequence[Sequence[Detection]]) -> dict[str, Counter[str]]:
-    """Per type (every box whose allowed set is that one name, a type the model lacks included), how
-    many of its boxes the named ``detections`` (as ``predict`` gives them) call right, ``unknown``,
-    another type, or miss (:data:`~quickstudy.evaluate.matching.NAMING_OUTCOMES`, matched as the
-    report matches: :func:`~quickstudy.evaluate.matching.names_called`)."""
-    counts: dict[str, Counter[str]] = {}
+def box_names(
+    samples: Sequence[Any], detections: Sequence[Sequence[Detection]]
+) -> dict[str, Counter[str | None]]:
+    """Per type (every box whose allowed set is that one name, a type the model lacks included), what the
+    named ``detections`` (as ``predict`` gives them) call its boxes: a class name, ``unknown``, or None
+    (missed), matched as the report matches (:func:`~quickstudy.evaluate.matching.names_called`)."""
+    names: dict[str, Counter[str | None]] = {}
     for sample, found in zip(samples, detections, strict=True):
         called = names_called(
             np.array([d.box for d in found], dtype=np.float64).reshape(-1, 4),
@@ -59,7 +60,18 @@ def box_naming(samples: Sequence[Any], detections: Sequence[Sequence[Detection]]
         for box, as_called in zip(sample.boxes, called, strict=True):
             if len(box.allowed) == 1:
                 (name,) = box.allowed
-                counts.setdefault(name, Counter())[naming_outcome(name, as_called)] += 1
+                names.setdefault(name, Counter())[as_called] += 1
+    return names
+
+
+def box_naming(samples: Sequence[Any], detections: Sequence[Sequence[Detection]]) -> dict[str, Counter[str]]:
+    """Per type, how many of its boxes :func:`box_names` finds called right, ``unknown``, another type,
+    or missed (:data:`~quickstudy.evaluate.matching.NAMING_OUTCOMES`)."""
+    counts: dict[str, Counter[str]] = {}
+    for name, called in box_names(samples, detections).items():
+        outcomes = counts.setdefault(name, Counter())
+        for as_called, n in called.items():
+            outcomes[naming_outcome(name, as_called)] += n
     return counts
 
 
