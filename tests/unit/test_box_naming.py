@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from quickstudy.detect.evaluation import box_naming, naming_metrics
+from quickstudy.detect.evaluation import box_names, box_naming, naming_metrics
 from quickstudy.detect.memory import UNKNOWN, Detection
 from quickstudy.labels.records import LabelledBox, Sample
 
@@ -33,6 +33,9 @@ def test_each_box_is_counted_once_by_how_its_best_detection_names_it() -> None:
         [found(0, "dent"), found(40, UNKNOWN), found(41, "dent", 0.2)],  # box 2 missed
         [found(0, "dent"), found(20, "dent"), found(40, "pit")],  # boxes 5, 6 carry no single type
     ]
+    # what took each box: the best-scored detection overlapping it, each detection one box (the 0.2
+    # "dent" on box 3 loses to the unknown at 0.9)
+    assert box_names(samples, detections) == {"dent": {"dent": 1, None: 1}, "crack": {UNKNOWN: 1, "dent": 1}}
     counts = box_naming(samples, detections)
     assert counts == {"dent": {"named_right": 1, "missed": 1}, "crack": {"unknown": 1, "named_other": 1}}
     metrics = naming_metrics(counts, ["dent", "pit"])
