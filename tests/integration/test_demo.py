@@ -19,12 +19,12 @@ from quickstudy.errors import QuickstudyError
 from quickstudy.evaluate.report import SECTIONS
 from quickstudy.labels.store import Store
 
-# Below what the default run reached (benchmarks/results/unknowns.md, "The demo's summary.json": mAP50
-# 0.56, 17% of the new type named right after learning, 14% of the sub-types, 0.02 false alarms per
-# image), by about the spread of runs whose settings differ a little (mAP50 0.47-0.56). Before learning
-# it reported none of the new type's boxes `unknown`, so that number has no floor. All under the
-# issue's goals except false alarms.
-FLOORS = {"known_map50": 0.45, "new_named_after": 0.1, "split_named_after": 0.07}
+# Below what the default run reached (benchmarks/results/unknowns.md, "The demo's summary.json" and
+# "A new type's threshold when precision is out of reach": mAP50 0.56, 17% of the new type named right
+# after learning, 20% of the sub-types, 0.12 false alarms per image), by about the spread of runs whose
+# settings differ a little (mAP50 0.47-0.56). Before learning it reported none of the new type's boxes
+# `unknown`, so that number has no floor. All under the goals except false alarms.
+FLOORS = {"known_map50": 0.45, "new_named_after": 0.1, "split_named_after": 0.1}
 CEILING_FALSE_ALARMS = 0.5
 
 

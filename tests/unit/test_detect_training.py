@@ -217,12 +217,20 @@ def test_a_new_class_threshold_keeps_the_support_positive_and_rises_for_precisio
     scores["n"] = [0.55] * 4 + [0.1] * 26
     threshold, note = fewshot.threshold_for_precision(FakeModel(), "new", support, negatives)
     assert threshold == 0.6 and note.startswith("threshold 0.600: 3 of 4 support images positive, 0 of 30")
-    # a negative above every support image: just above it (as the model's float32 scores compare), nothing
-    # of these images flagged
+    # four negatives above every support image: no threshold that keeps one positive reaches 0.9, so the
+    # most precise of them (0.5: 1 / (1 + 4/30) = 0.88; higher ones lose support images faster than
+    # negatives) rather than one above every support image, which would never fire; the note says so
     scores["n"] = [0.9] * 4 + [0.1] * 26
     threshold, note = fewshot.threshold_for_precision(FakeModel(), "new", support, negatives)
-    assert 0.9 < threshold < 0.9 + 1e-6 and not bool(torch.tensor(0.9) >= threshold)
-    assert "0 of 4 support images positive, 0 of 30" in note
+    assert threshold == 0.5
+    assert note.endswith(
+        "4 of 4 support images positive, 4 of 30 TRAIN images without it flagged "
+        "(precision at even odds 0.88, under 0.9)"
+    )
+    # negatives at 0.55 and 0.65 (eight each): 0.7 is the lowest threshold that reaches 0.9 (2 of 4 kept)
+    scores["n"] = [0.55] * 8 + [0.65] * 8 + [0.1] * 14
+    threshold, note = fewshot.threshold_for_precision(FakeModel(), "new", support, negatives)
+    assert threshold == 0.7 and "2 of 4 support images positive, 0 of 30" in note and "under" not in note
     # no negatives known: recall alone
     assert fewshot.new_class_threshold(FakeModel(), "new", support) == 0.5
 

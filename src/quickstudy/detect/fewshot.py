@@ -34,7 +34,7 @@ from torchvision.ops import box_iou
 
 from quickstudy.detect.data import DetectionSet, letterbox, read_for_model
 from quickstudy.detect.evaluation import ground_truth
-from quickstudy.detect.memory import DEFAULT_OPERATING, ClassMemory, just_above, robust_mean
+from quickstudy.detect.memory import DEFAULT_OPERATING, ClassMemory, robust_mean
 from quickstudy.detect.model import DefectDetector, detector_from_payload, detector_payload
 from quickstudy.detect.predictor import Predictor
 from quickstudy.detect.versions import ModelFolder, store_fingerprint
@@ -416,9 +416,11 @@ def threshold_for_precision(
     :func:`known_negatives`), the image-level precision at that threshold, at even odds (recall on the
     support over recall plus the share of negatives flagged: the few support images would otherwise
     be outweighed by the many negatives), must reach :data:`PRECISION_TARGET`; where it does not,
-    the threshold rises to the lowest one that does, or
-    just above every negative image's score when none does (some support images then fall below it:
-    the note says how many). In-sample on the support images, so optimistic about recall.
+    the threshold rises to the lowest one that does while a support image stays positive; where none
+    does, to the most precise such threshold (a class set above all its support images would never
+    fire; on the demo's line that silenced ``inclusion``). The note says how many support images stay
+    positive and, below the target, the precision reached. In-sample on the support images, so
+    optimistic about recall.
     """
     operating = model.memory.operating
     own = support_threshold(model, name, support)
@@ -435,13 +437,23 @@ def threshold_for_precision(
 
     if precision(threshold) < PRECISION_TARGET:
         higher = sorted(v for v in positive + negative if v > threshold)
-        reaching = [t for t in higher if precision(t) >= PRECISION_TARGET and any(v >= t for v in positive)]
-        threshold = reaching[0] if reaching else just_above(max(negative))
+        candidates = [t for t in higher if any(v >= t for v in positive)]  # a support image stays positive
+        reaching = [t for t in candidates if precision(t) >= PRECISION_TARGET]
+        # out of reach: the most precise threshold that still fires, not one above every support image
+        threshold = (
+            reaching[0] if reaching else max([threshold, *candidates], key=lambda t: (precision(t), -t))
+        )
+    reached = precision(threshold)
+    short = (
+        ""
+        if reached >= PRECISION_TARGET
+        else f" (precision at even odds {reached:.2f}, under {PRECISION_TARGET})"
+    )
     kept = sum(v >= threshold for v in positive)
     alarms = sum(v >= threshold for v in negative)
     return threshold, (
         f"threshold {threshold:.3f}: {kept} of {len(positive)} support images positive, "
-        f"{alarms} of {len(negative)} TRAIN images without it flagged"
+        f"{alarms} of {len(negative)} TRAIN images without it flagged{short}"
     )
 
 
