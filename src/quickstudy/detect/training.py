@@ -244,7 +244,8 @@ def calibrate(model: DefectDetector, fitted: DetectionSet, validation: Detection
     retired as unnamed choose how); without, :func:`~quickstudy.detect.memory.unknown_similarity` of
     their similarity to their own class's prototype. ``operating[c]``: the image-level score threshold
     with the best F1 for "the image holds a box of class c" on the held-out images; likewise for
-    ``unknown`` detections where held-out images hold known unknowns (:func:`unknown_operating`).
+    ``unknown`` detections where held-out images hold known unknowns, and raised until few ``unknown``
+    detections land on clean surface (:func:`unknown_operating`).
     """
     fitted_allowed = fitted.allowed[fitted.valid].cpu()
     means = class_means(box_embeddings(model, fitted), fitted_allowed, model.class_vectors.detach().cpu())
