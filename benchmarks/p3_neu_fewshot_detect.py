@@ -116,8 +116,8 @@ def score(model: DefectDetector, proposals: list, test: list, operating: dict[st
 
 def named_before(predictor: Predictor, outputs: list, test: list, types: tuple[str, ...]) -> dict[str, Any]:
     """How the base model names the TEST boxes of ``types`` at its operating thresholds, matched as
-    ``quickstudy eval`` matches (:func:`~quickstudy.detect.evaluation.box_naming`; before session 13:
-    the detection overlapping each most): its own class (``right``), ``unknown``, another class
+    ``quickstudy eval`` matches (:func:`~quickstudy.detect.evaluation.box_naming`): its own class
+    (``right``), ``unknown``, another class
     (``base_class``: for novel boxes every name the model has), or not found."""
     naming = box_naming(test, [predictor.name_detections(out, None) for out in outputs])
     outcomes = sum((naming.get(name, Counter()) for name in types), Counter())

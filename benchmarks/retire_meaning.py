@@ -6,8 +6,8 @@ retired before training, so their TRAIN boxes stay as boxes without class: ``oth
 training pseudo-label them as the other classes (p >= 0.95, unless the in-batch open-set test calls
 them unknown), ``unnamed`` never does. Then on all of TEST, with the labels of the full store as the
 truth, each retired-class box is matched to the detections at the operating thresholds as ``quickstudy
-eval`` matches (IoU >= 0.5, best score first, each box once; before session 13: the detection overlapping
-it most): named as a known type (which), ``unknown``, or missed;
+eval`` matches (IoU >= 0.5, best score first, each box once): named as a known type (which),
+``unknown``, or missed;
 and the known classes' AP50, the known boxes called ``unknown``, and the ``unknown``
 detections that overlap no TEST box (IoU < 0.5) per image, and of those the ones on clean background.
 
