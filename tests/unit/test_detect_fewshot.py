@@ -38,7 +38,8 @@ def test_adapting_the_localizer_learns_the_support_boxes_and_leaves_embeddings_a
     frozen = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("localize.")}
     head = {k: v.clone() for k, v in model.localize.state_dict().items()}
 
-    losses = adapt_localizer(model, support, replay, steps=40, batch_size=8, lr=3e-3)
+    # an untrained head's old scores are noise, so it is not held to them here (that is tested below)
+    losses = adapt_localizer(model, support, replay, steps=40, batch_size=8, lr=3e-3, distill=0.0)
 
     assert losses["loss_last"] < 0.7 * losses["loss_first"]
     assert any(not torch.equal(v, model.localize.state_dict()[k]) for k, v in head.items())
@@ -53,3 +54,26 @@ def test_adapting_without_support_is_a_clear_error():
     model = DefectDetector(["scratch"], DetectorConfig(**TINY, image_size=64))
     with pytest.raises(QuickstudyError, match="support images"):
         adapt_localizer(model, bright_squares(0, seed=0))
+
+
+def test_distillation_keeps_the_replayed_images_scores_closer_to_what_they_were():
+    """Replayed images with nothing on them: learning the support squares moves the head's scores there
+    too, less when it is held to its old ones."""
+    support = bright_squares(4, seed=1)
+    empty = bright_squares(4, seed=2)
+    empty.images[:] = (torch.rand(empty.images.shape, generator=torch.Generator().manual_seed(3)) * 40).to(
+        torch.uint8
+    )
+    empty.valid[:] = False
+
+    def moved(distill: float) -> float:
+        torch.manual_seed(0)
+        model = DefectDetector(["scratch"], DetectorConfig(**TINY, image_size=64)).eval()
+        with torch.no_grad():
+            features = model.features(empty.images.float() / 255)
+            before = model.localize(features)["logits"].sigmoid()
+        adapt_localizer(model, support, empty, steps=30, batch_size=8, lr=3e-3, distill=distill)
+        with torch.no_grad():
+            return float((model.localize(features)["logits"].sigmoid() - before).abs().mean())
+
+    assert moved(50.0) < 0.5 * moved(0.0)
