@@ -57,11 +57,15 @@ def representations(
 
     head = model.recognize
     rows: dict[str, list[torch.Tensor]] = {"embedding": [], "hidden": [], "pooled": [], "pixels": []}
+    features: tuple[Path, torch.Tensor, list[torch.Tensor], float] | None = None  # the last image's
     for path, xyxy, _ in boxes:
-        image, scale = letterbox(read_for_model(path, model.config.channels)[0], model.config.image_size)
-        x = image[None].float() / 255
+        if features is None or features[0] != path:  # one forward pass per image, not per box
+            image, scale = letterbox(read_for_model(path, model.config.channels)[0], model.config.image_size)
+            x = image[None].float() / 255
+            features = (path, x, model.features(x), scale)
+        _, x, pyramid, scale = features
         roi = torch.tensor([[0.0, *(v * scale for v in xyxy)]])
-        pooled = pyramid_roi_align(model.features(x), roi, head.strides, head.pool_size, 2)
+        pooled = pyramid_roi_align(pyramid, roi, head.strides, head.pool_size, 2)
         hidden = head.mlp[:3](pooled)
         rows["embedding"].append(head.mlp[3](hidden))
         rows["hidden"].append(hidden)

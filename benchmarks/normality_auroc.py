@@ -36,6 +36,10 @@ def auroc(positive: list[float], negative: list[float]) -> float | None:
     return float(((p > n).float() + 0.5 * (p == n).float()).mean())
 
 
+def type_of(allowed: frozenset[str]) -> str:
+    return next(iter(allowed)) if len(allowed) == 1 else "(no single type)"
+
+
 @torch.no_grad()
 def main() -> int:
     parser = argparse.ArgumentParser(
@@ -63,14 +67,11 @@ def main() -> int:
             read_for_model(sample.path, model.config.channels)[0], model.config.image_size
         )
         scores = memory.score_map(model.features(image[None].float() / 255))[0]
-        kind = "defect-free"
+        kind = type_of(sample.boxes[0].allowed) if sample.boxes else "defect-free"
         if sample.boxes:
-            first = sample.boxes[0].allowed
-            kind = next(iter(first)) if len(first) == 1 else "(no single type)"
             boxes = torch.tensor([b.xyxy for b in sample.boxes], dtype=torch.float32) * scale
             for box, value in zip(sample.boxes, memory.box_abnormality(scores, boxes).tolist(), strict=True):
-                name = next(iter(box.allowed)) if len(box.allowed) == 1 else "(no single type)"
-                box_flagged[name].append(value >= 1)
+                box_flagged[type_of(box.allowed)].append(value >= 1)
         image_score[kind].append(float(scores.max()))
     free = image_score.pop("defect-free", [])
     defective = [v for values in image_score.values() for v in values]

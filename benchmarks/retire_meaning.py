@@ -75,8 +75,8 @@ def shares(given: dict[str, Counter[str]], known: tuple[str, ...]) -> dict[str, 
 def unknown_on_background(predictor: Predictor, outputs: list, test: list) -> tuple[float, float]:
     """``unknown`` detections at the operating thresholds, per image: those that overlap no TEST box
     (IoU < 0.5), and among them those on clean background (at least half of the detection's area
-    outside every TEST box, :func:`~quickstudy.evaluate.matching.on_clean_background`; the others are
-    fragments of a true defect)."""
+    outside every TEST box, :func:`~quickstudy.evaluate.matching.on_clean_background`, which no box
+    overlapping a TEST box at IoU >= 0.5 can be; the others are fragments of a true defect)."""
     alone = clean = 0
     for sample, out in zip(test, outputs, strict=True):
         unknown = [d.box for d in predictor.name_detections(out, None) if d.class_name == UNKNOWN]
@@ -88,7 +88,7 @@ def unknown_on_background(predictor: Predictor, outputs: list, test: list) -> tu
             box_iou(found, truth).amax(1) < 0.5 if len(truth) else torch.ones(len(found), dtype=torch.bool)
         )
         alone += int(unmatched.sum())
-        clean += int((unmatched & on_clean_background(found, truth)).sum())
+        clean += int(on_clean_background(found, truth).sum())
     return alone / max(1, len(test)), clean / max(1, len(test))
 
 

@@ -303,6 +303,20 @@ def best_f1_threshold(scores: torch.Tensor, positives: torch.Tensor) -> float:
     return float(candidates[f1.argmax()].clamp(min=1e-3))
 
 
+def clean_surface_unknowns(
+    memory: ClassMemory, outputs: Sequence[dict[str, torch.Tensor]], true_boxes: Sequence[torch.Tensor]
+) -> torch.Tensor:
+    """The scores of every ``unknown`` detection (at any score) of ``outputs`` that lies on clean surface
+    (:func:`~quickstudy.evaluate.matching.on_clean_background` of its image's ``true_boxes``): at a
+    threshold t, those at or above t are the false ``unknown`` alarms a person would be shown."""
+    scores = [torch.zeros(0)]
+    for out, truth in zip(outputs, true_boxes, strict=True):
+        found = [d for d in memory.name_detections(out, 0.0) if d.class_name == UNKNOWN]
+        clean = on_clean_background(torch.tensor([d.box for d in found]).reshape(-1, 4), truth.cpu())
+        scores.append(torch.tensor([d.score for d in found])[clean])
+    return torch.cat(scores)
+
+
 def unknown_operating(
     memory: ClassMemory,
     outputs: Sequence[dict[str, torch.Tensor]],
@@ -313,24 +327,18 @@ def unknown_operating(
     ``true_boxes``). Where some hold boxes of a type retired as unnamed (``holds_unnamed [N]``): the
     image-level threshold with the best F1 for "the image holds one", as each class's operating
     threshold is set; else the least demanding class's (None). Raised, either way, until at most
-    :data:`UNKNOWN_BACKGROUND_PER_IMAGE` ``unknown`` detections per image lie on clean background
-    (:func:`~quickstudy.evaluate.matching.on_clean_background`): a person asked to look at every
-    ``unknown`` stops looking when most are nothing."""
-    found = [[d for d in memory.name_detections(out, 0.0) if d.class_name == UNKNOWN] for out in outputs]
+    :data:`UNKNOWN_BACKGROUND_PER_IMAGE` ``unknown`` detections per image lie on clean surface
+    (:func:`clean_surface_unknowns`): a person asked to look at every ``unknown`` stops looking when
+    most are nothing."""
     chosen = None
     if holds_unnamed.any():
-        scores = torch.tensor([max((d.score for d in image), default=0.0) for image in found])
-        chosen = best_f1_threshold(scores, holds_unnamed.cpu())
-    alarms = torch.cat(
-        [
-            torch.tensor([d.score for d in image])[
-                on_clean_background(torch.tensor([d.box for d in image]).reshape(-1, 4), truth.cpu())
-            ]
-            for image, truth in zip(found, true_boxes, strict=True)
+        best = [
+            max((d.score for d in memory.name_detections(out, 0.0) if d.class_name == UNKNOWN), default=0.0)
+            for out in outputs
         ]
-        + [torch.zeros(0)]
-    )
-    allowed = int(UNKNOWN_BACKGROUND_PER_IMAGE * len(found))
+        chosen = best_f1_threshold(torch.tensor(best), holds_unnamed.cpu())
+    alarms = clean_surface_unknowns(memory, outputs, true_boxes)
+    allowed = int(UNKNOWN_BACKGROUND_PER_IMAGE * len(outputs))
     if len(alarms) <= allowed:
         return chosen
     # the lowest score that leaves at most `allowed` of them
