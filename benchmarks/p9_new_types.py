@@ -48,6 +48,9 @@ def main() -> int:
     parser.add_argument("--image-size", type=int, default=320)
     parser.add_argument("--shots", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0, help="draws the K support images of each new type")
+    parser.add_argument(
+        "--synthetic-defects", type=float, default=0.0, help="as `quickstudy train --synthetic-defects`"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, ...")
     args = parser.parse_args()
@@ -56,12 +59,19 @@ def main() -> int:
     store = Store.open(args.out / "mt.qs")
     if not store.images():
         import_magnetic_tile(store, args.data_root / "magnetic-tile")
-    model_dir = args.out / f"base-{args.arch}-{args.image_size}-e{args.epochs}"
+    synthetic = f"-synthetic{args.synthetic_defects:g}" if args.synthetic_defects else ""
+    model_dir = args.out / f"base-{args.arch}-{args.image_size}-e{args.epochs}{synthetic}"
     started = time.perf_counter()
     if not model_dir.exists():
         config = DetectorConfig(**{**ARCHITECTURES[args.arch], "image_size": args.image_size})
         train_detector(
-            store, model_dir, epochs=args.epochs, config=config, classes=list(BASE), device=args.device
+            store,
+            model_dir,
+            epochs=args.epochs,
+            config=config,
+            classes=list(BASE),
+            device=args.device,
+            synthetic_defects=args.synthetic_defects,
         )
     train_seconds = time.perf_counter() - started
     test = store.samples("test")

@@ -71,6 +71,7 @@ class DemoSettings:
     epochs: int = 80
     batch_size: int = 4
     lr: float = 2.5e-3
+    synthetic_defects: float = 0.0  # quickstudy.detect.data.paste_synthetic_defects
     arch: str = "tiny"  # a detector size preset (quickstudy.detect.model.ARCHITECTURES)
     device: str = "cpu"
     # torch's CPU threads (None: torch's default). One: the tiny detector's batches of 4 gain little
@@ -172,6 +173,7 @@ def _run_demo(settings: DemoSettings, console: Console | None) -> DemoResult:
         epochs=settings.epochs,
         batch_size=settings.batch_size,
         lr=settings.lr,
+        synthetic_defects=settings.synthetic_defects,
         classes=trained_types,
         device=settings.device,
         config=config,

@@ -16,7 +16,7 @@ from torchvision.ops import nms, roi_align
 
 from quickstudy.detect import model as model_module
 from quickstudy.detect import recognition
-from quickstudy.detect.data import DetectionSet, _augment
+from quickstudy.detect.data import DetectionSet, _augment, paste_synthetic_defects
 from quickstudy.detect.localization import LocalizationHead
 from quickstudy.detect.model import (
     TINY,
@@ -295,6 +295,51 @@ def test_photometric_changes_only_grey_levels_and_only_when_asked():
     assert torch.equal(plain.flatten(1).sort(1).values, images.flatten(1).sort(1).values)
     assert not torch.allclose(lit, plain)
     assert lit.min() >= 0 and lit.max() <= 1
+
+
+def test_a_synthetic_defect_changes_only_its_own_box_clear_of_the_true_ones():
+    images = torch.rand(64, 1, 64, 64) * 0.2 + 0.4
+    images[:, :, :, 48:] = 0.5  # letterbox padding at the right: a constant
+    boxes = torch.tensor([[4.0, 4, 40, 20]]).expand(64, 1, 4)
+    valid = torch.ones(64, 1, dtype=torch.bool)
+    out, pasted = paste_synthetic_defects(images, boxes, valid, 0.5, torch.Generator().manual_seed(0))
+    given = pasted.any(1)
+    assert 16 <= int(given.sum()) <= 48  # about one image in two
+    for image, before, box in zip(out[given], images[given], pasted[given].long(), strict=True):
+        x1, y1, x2, y2 = box.tolist()
+        assert x2 <= 48 and x2 - x1 >= 1 and y2 - y1 >= 1  # inside the picture, not the padding
+        assert x2 <= 4 or x1 >= 40 or y2 <= 4 or y1 >= 20  # clear of the true box
+        changed = (image != before).any(0)
+        assert changed.any() and not changed[:y1].any() and not changed[y2:].any()
+        assert not changed[:, :x1].any() and not changed[:, x2:].any()
+        inside = image[0, y1:y2, x1:x2][changed[y1:y2, x1:x2]]
+        # brighter or darker than the surface it covers by at least the smallest step, up to clipping
+        assert (inside.mean() - before[0, y1:y2, x1:x2].mean()).abs() > 0.05
+    assert torch.equal(out[~given], images[~given]) and not pasted[~given].any()
+    none, nothing = paste_synthetic_defects(images, boxes, valid, 0.0, torch.Generator().manual_seed(0))
+    assert torch.equal(none, images) and not nothing.any()
+
+
+def test_a_batch_with_synthetic_defects_adds_them_as_boxes_of_no_named_type(tmp_path: Path):
+    from quickstudy.labels.records import LabelledBox, Sample
+
+    samples = []
+    for i in range(4):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(np.random.default_rng(i).integers(90, 160, (64, 64), np.uint8)).save(path)
+        samples.append(
+            Sample(i, path, 64, 64, "train", [LabelledBox(i, (4.0, 4, 20, 20), frozenset({"pit"}))])
+        )
+    data = DetectionSet.from_samples(samples, ["pit"], 64)
+    _, plain = data.batch(torch.arange(4), torch.Generator().manual_seed(0))
+    _, targets = data.batch(torch.arange(4), torch.Generator().manual_seed(0), synthetic=1.0)
+    assert plain["boxes"].shape[1] == 1 and targets["boxes"].shape[1] == 2
+    added = targets["valid"][:, 1]
+    assert added.any()
+    exact = targets["rois"].shape[0] // 2  # jitter 1: the exact boxes, then their copies
+    unnamed = targets["roi_unnamed"]
+    assert int(unnamed[:exact].sum()) == int(added.sum())  # of no named type,
+    assert not targets["roi_allowed"][unnamed].any() and targets["roi_allowed"][~unnamed].all()  # no class
 
 
 def test_coco_metrics_known_answers():

@@ -43,6 +43,13 @@ def register(subparsers: Any) -> None:
         "--lr", type=float, default=defaults.lr, help=f"training learning rate (default: {defaults.lr})"
     )
     parser.add_argument(
+        "--synthetic-defects",
+        type=float,
+        default=defaults.synthetic_defects,
+        help="share of training images given a synthetic defect of no named type (as `quickstudy "
+        f"train --synthetic-defects`; default: {defaults.synthetic_defects})",
+    )
+    parser.add_argument(
         "--train-images",
         type=int,
         default=defaults.train_images,
@@ -81,6 +88,7 @@ def _demo(args: argparse.Namespace) -> int:
             epochs=args.epochs,
             batch_size=args.batch_size,
             lr=args.lr,
+            synthetic_defects=args.synthetic_defects,
             train_images=args.train_images,
             test_images=args.test_images,
             image_size=args.image_size,

@@ -74,6 +74,7 @@ def training_keywords(args: argparse.Namespace) -> dict[str, Any]:
         "lr": args.lr,
         "augment": args.augment,
         "photometric": args.photometric,
+        "synthetic_defects": args.synthetic_defects,
     }
     return {
         "epochs": args.epochs,
@@ -403,6 +404,14 @@ def add_training_options(parser: Any) -> None:
         action=argparse.BooleanOptionalAction,
         help="also vary brightness (±0.1) and contrast (x0.75-1.25) per image, for lines whose "
         "lighting drifts (default: off; on NEU-DET it cost 3-4 points mAP50)",
+    )
+    parser.add_argument(
+        "--synthetic-defects",
+        type=float,
+        metavar="SHARE",
+        help="paste a synthetic defect (an irregular patch of another image's texture, brighter or "
+        "darker than the surface) on this share of the training images, as a box of no named type: "
+        "the localizer learns departures from the surface, not only the known types (default: 0)",
     )
     parser.add_argument(
         "--pseudo-labels",

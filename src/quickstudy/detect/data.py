@@ -11,6 +11,7 @@ support) from one ``torch.Generator``, all batch-wise on the device.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from quickstudy.data import geometry
 from quickstudy.data.images import as_channels, read_image
@@ -31,6 +33,8 @@ DEFAULT_AUGMENT = "flips"
 # Brightness ±0.1 and contrast ×[0.75, 1.25] per image on top of the geometry. Off by default:
 # NEU-DET's grey levels are part of what tells the defect types apart, and P2 scored lower with it.
 DEFAULT_PHOTOMETRIC = False
+# The share of training images given a synthetic defect of no named type (paste_synthetic_defects).
+DEFAULT_SYNTHETIC_DEFECTS = 0.0
 
 
 def letterbox(pixels: np.ndarray, size: int) -> tuple[torch.Tensor, float]:
@@ -208,17 +212,26 @@ class DetectionSet:
         jitter: int = 1,
         photometric: bool = DEFAULT_PHOTOMETRIC,
         decoded: torch.Tensor | None = None,
+        synthetic: float = 0.0,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Images ``float [B, C, S, S]`` in [0, 1] and the model's training targets; ``augment`` is
         one of :data:`AUGMENTATIONS` or None (no augmentation at all); ``photometric`` adds
-        brightness and contrast changes to it. ``decoded``: the views of ``indices`` when already
-        decoded (by a :class:`~quickstudy.detect.loading.StepLoader` worker)."""
+        brightness and contrast changes to it; ``synthetic``: the share of images given a
+        synthetic defect (:func:`paste_synthetic_defects`). ``decoded``: the views of ``indices``
+        when already decoded (by a :class:`~quickstudy.detect.loading.StepLoader` worker)."""
         views = self.images[indices.cpu()] if decoded is None else decoded
         images = views.to(self.boxes.device).float() / 255
         indices = indices.to(self.boxes.device)
         boxes, valid, allowed = self.boxes[indices], self.valid[indices], self.allowed[indices]
+        unnamed = self.unnamed[indices]
         if augment is not None:
             images, boxes = _augment(images, boxes, generator, augment == "dihedral", photometric)
+        if synthetic > 0:
+            images, pasted = paste_synthetic_defects(images, boxes, valid, synthetic, generator)
+            found = pasted[:, None].any(-1)
+            boxes, valid = torch.cat([boxes, pasted[:, None]], 1), torch.cat([valid, found], 1)
+            allowed = torch.cat([allowed, allowed.new_zeros(allowed.shape[0], 1, allowed.shape[2])], 1)
+            unnamed = torch.cat([unnamed, found], 1)
         rois, roi_allowed, roi_support = _rois(boxes, valid, allowed, images.shape[-1], jitter, generator)
         targets = {
             "boxes": boxes,
@@ -226,7 +239,7 @@ class DetectionSet:
             "rois": rois,
             "roi_allowed": roi_allowed,
             "roi_support": roi_support,
-            "roi_unnamed": self.unnamed[indices][valid].repeat(jitter + 1),  # in _rois' order
+            "roi_unnamed": unnamed[valid].repeat(jitter + 1),  # in _rois' order
         }
         return images, targets
 
@@ -282,6 +295,79 @@ def _augment(
         mean = images.mean((1, 2, 3), keepdim=True)
         images = ((images - mean) * contrast + mean + brightness).clamp(0, 1)
     return images, boxes
+
+
+# A synthetic defect's box side, as shares of the image side (the small and large defects of NEU-DET
+# and the synthetic line lie in this range), and the brightness step that makes it a departure from
+# its surroundings.
+SYNTHETIC_SIDE = (0.06, 0.25)
+SYNTHETIC_SHIFT = (0.12, 0.35)
+
+
+def _randint(high: int, generator: torch.Generator | None) -> int:
+    return int(torch.randint(max(1, high), (1,), generator=generator))
+
+
+def paste_synthetic_defects(
+    images: torch.Tensor,
+    boxes: torch.Tensor,
+    valid: torch.Tensor,
+    rate: float,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Give each image of ``images [B, C, S, S]``, with probability ``rate``, one synthetic defect clear
+    of its ``boxes [B, M, 4]`` (``valid [B, M]``): an irregular region (coarse noise upsampled and
+    thresholded, as DRAEM's Perlin masks, Zavrtanik et al. 2021) filled with the texture of a patch of
+    another image of the batch (as CutPaste, Li et al. 2021), its brightness stepped by
+    :data:`SYNTHETIC_SHIFT` from the surface it covers. Returns the images and each one's defect box
+    ``[B, 4]`` (all zeros where none was pasted): a class-less box of a type no class names, so the
+    localizer learns that a departure from the surface is a defect and the recognition head that it is
+    none of the known types."""
+    b, _, size, _ = images.shape
+    out, pasted = images.clone(), torch.zeros(b, 4, device=images.device)
+    draws = torch.rand(b, 8, generator=generator)
+    for i in range(b):
+        if draws[i, 0] >= rate:
+            continue
+        # the letterbox pads at the right and bottom with a constant: paste inside the picture
+        rows = torch.nonzero(images[i].std(dim=(0, 2)) > 0).flatten()
+        cols = torch.nonzero(images[i].std(dim=(0, 1)) > 0).flatten()
+        height, width = (int(rows[-1]) + 1, int(cols[-1]) + 1) if len(rows) and len(cols) else (size, size)
+        side = size * (SYNTHETIC_SIDE[0] + float(draws[i, 1]) * (SYNTHETIC_SIDE[1] - SYNTHETIC_SIDE[0]))
+        aspect = math.exp(2 * float(draws[i, 2]) - 1)
+        w = int(min(max(4, round(side * math.sqrt(aspect))), width // 2))
+        h = int(min(max(4, round(side / math.sqrt(aspect))), height // 2))
+        if w < 4 or h < 4:
+            continue
+        others = boxes[i][valid[i]]
+        for _ in range(10):
+            x0, y0 = _randint(width - w + 1, generator), _randint(height - h + 1, generator)
+            overlap_w = (others[:, 2].clamp(max=x0 + w) - others[:, 0].clamp(min=x0)).clamp(min=0)
+            overlap_h = (others[:, 3].clamp(max=y0 + h) - others[:, 1].clamp(min=y0)).clamp(min=0)
+            if not (overlap_w * overlap_h).any():
+                break
+        else:
+            continue
+        noise = torch.rand(1, 1, 4, 4, generator=generator).to(images.device)
+        noise_field = F.interpolate(noise, size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+        mask = noise_field > torch.quantile(noise_field, 0.3 + 0.3 * float(draws[i, 3]))
+        source = _randint(b, generator)
+        sx, sy = _randint(size - w + 1, generator), _randint(size - h + 1, generator)
+        texture = images[source, :, sy : sy + h, sx : sx + w]
+        if draws[i, 4] < 0.5:
+            texture = texture.flip(-1)
+        region = out[i, :, y0 : y0 + h, x0 : x0 + w]
+        shift = (1 if draws[i, 5] < 0.5 else -1) * (
+            SYNTHETIC_SHIFT[0] + float(draws[i, 6]) * (SYNTHETIC_SHIFT[1] - SYNTHETIC_SHIFT[0])
+        )
+        filled = (texture - texture.mean()) * (0.5 + float(draws[i, 7])) + region.mean() + shift
+        region[:, mask] = filled.clamp(0, 1)[:, mask]
+        ys, xs = torch.nonzero(mask, as_tuple=True)
+        pasted[i] = torch.tensor(
+            [x0 + int(xs.min()), y0 + int(ys.min()), x0 + int(xs.max()) + 1, y0 + int(ys.max()) + 1],
+            dtype=pasted.dtype,
+        )
+    return out, pasted
 
 
 def _rois(

@@ -29,6 +29,7 @@ from quickstudy.detect.data import (
     AUGMENTATIONS,
     DEFAULT_AUGMENT,
     DEFAULT_PHOTOMETRIC,
+    DEFAULT_SYNTHETIC_DEFECTS,
     DecodedImages,
     DetectionSet,
 )
@@ -405,6 +406,7 @@ def train_detector(
     amp: bool = True,
     tiling: str = "auto",
     workers: int = 0,
+    synthetic_defects: float = DEFAULT_SYNTHETIC_DEFECTS,
 ) -> int:
     """Train on the store's train split and write version 1 of the model folder ``out_dir``.
 
@@ -424,6 +426,8 @@ def train_detector(
     ``photometric`` adds brightness and contrast changes. ``workers``: DataLoader processes decoding
     the batches ahead (:class:`~quickstudy.detect.loading.StepLoader`; the batches are the same with
     any number); how the run is computed, not a property of the model, so not recorded in it.
+    ``synthetic_defects``: the share of training images given a synthetic defect of no named type
+    (:func:`~quickstudy.detect.data.paste_synthetic_defects`).
     Returns the version number written.
     """
     if augment not in AUGMENTATIONS:
@@ -493,6 +497,7 @@ def train_detector(
         "hold_out": hold_out,
         "augment": augment,
         "photometric": photometric,
+        "synthetic_defects": synthetic_defects,
         "n_train": len(train_samples),
         "n_validation": len(validation_samples),
         "detector": config.to_dict(),
@@ -545,6 +550,7 @@ def train_detector(
             augment,
             photometric=photometric,
             decoded=views,
+            synthetic=synthetic_defects,
         )
         out = model(images, targets)
         assert isinstance(out, dict)
