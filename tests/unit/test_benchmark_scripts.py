@@ -245,3 +245,34 @@ def test_p8_measures_delta_m_against_the_single_task_row(tmp_path: Path) -> None
     assert single["delta_m"] == 0.0
     expected = delta_m(list(shared["accuracy"].values()), list(single["accuracy"].values()))
     assert shared["delta_m"] == pytest.approx(expected)
+
+
+def test_demo_seeds_compares_settings_seed_by_seed_and_names_a_broken_summary(tmp_path: Path) -> None:
+    def summary(name: str, seed: int, named: float, alarms: float) -> None:
+        folder = tmp_path / f"{name}-s{seed}"
+        folder.mkdir()
+        values = {"known_map50": 0.5, "new_unknown_before": 0.1, "split_named_after": 0.2, "seconds": 90}
+        (folder / "summary.json").write_text(
+            json.dumps({**values, "new_named_after": named, "false_alarms_per_image": alarms})
+        )
+
+    for seed, (named, alarms) in enumerate([(0.1, 0.5), (0.2, 0.5)]):
+        summary("default", seed, named, alarms)
+        summary("other", seed, named + 0.1 * seed, alarms - 0.1)
+    script = [sys.executable, str(BENCHMARKS / "demo_seeds.py"), "--out", str(tmp_path), "--seeds", "0,1"]
+    settings = ["--setting", "default=", "--setting", "other=--synthetic-defects 0.2"]
+    result = run(*script[1:], *settings, "--json-out", tmp_path / "report.json")
+    assert "| mean | 0.500 | 0.100 | 0.150 |" in result.stdout  # the completed runs were read, not rerun
+    report = json_file(tmp_path / "report.json")["other"]
+    assert report["change"]["new_named_after"] == pytest.approx(0.05)
+    assert report["better_on"] == {
+        "known_map50": 0,
+        "new_unknown_before": 0,
+        "new_named_after": 1,
+        "split_named_after": 0,
+        "false_alarms_per_image": 2,
+    }
+    (tmp_path / "other-s1" / "summary.json").write_text('{"known_map50": ')
+    broken = subprocess.run([*script, *settings], capture_output=True, text=True, timeout=60)
+    assert broken.returncode != 0 and broken.stderr.strip().count("\n") == 0
+    assert str(tmp_path / "other-s1" / "summary.json") in broken.stderr

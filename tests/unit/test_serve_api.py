@@ -145,6 +145,7 @@ API_ROUTES = {
     ("GET", "/api/cache"),
     ("GET", "/api/unknowns"),
     ("POST", "/api/unknowns/{key}/name"),
+    ("POST", "/api/suggest"),
 }
 
 
@@ -567,6 +568,41 @@ def test_learn_runs_as_a_job_and_writes_a_new_current_version(served, tmp_path):
     assert served.call("POST", "/api/models/use", json={"version": 2})["current"] == 2
     unknown = served.client.post("/api/models/use", json={"version": 7})
     assert unknown.status_code == 409 and "no version 7" in unknown.json()["detail"]
+
+
+def test_suggest_ranks_the_unlabelled_images_as_quickstudy_suggest_does(served, tmp_path):
+    from quickstudy.detect.suggest import suggest_images
+
+    for seed in (1, 2, 3):  # uploads are unlabelled; the fixture's images are all checked
+        data = png(noise(64, 64, seed))
+        assert served.client.post("/api/images", files={"file": (f"u{seed}.png", data)}).status_code == 201
+    predictor = Predictor.from_dir(served.settings.model)
+    for class_name in (None, CLASSES[0]):
+        with Store.open(served.settings.store, create=False) as store:
+            expected, unlabelled = suggest_images(predictor, store, class_name, n=2)
+        job = served.call("POST", "/api/suggest", json={"class": class_name, "n": 2})  # of 3
+        assert job["kind"] == "suggest"
+        job = wait_for(served, job)
+        assert (job["state"], job["phase"], job["progress"]) == ("done", "rank", 1.0), job
+        result = job["result"]
+        assert (result["class"], result["model_version"], result["unlabelled"]) == (class_name, 1, 3)
+        assert unlabelled == 3
+        assert [(r["image"], r["why"]) for r in result["suggestions"]] == [
+            (s.image_id, s.why) for s in expected
+        ]
+        assert [r["score"] for r in result["suggestions"]] == pytest.approx([s.score for s in expected])
+        assert result["suggestions"][0]["name"] == expected[0].path.name
+    unknown = served.client.post("/api/suggest", json={"class": "crack"})
+    assert unknown.status_code == 409 and unknown.json()["detail"].startswith(
+        "class 'crack' is not in model v1"
+    )
+    assert served.client.post("/api/suggest", json={"n": 0}).status_code == 422
+    with Store.open(served.settings.store, create=False) as store:
+        store.set_checked([image.image_id for image in store.images()], author="test")
+    failed = wait_for(served, served.call("POST", "/api/suggest", json={}))
+    assert failed["state"] == "failed" and failed["error"].endswith(
+        "every image is checked; nothing is waiting for a look"
+    )
 
 
 def test_a_failed_learn_leaves_the_current_version_as_it_was(served, tmp_path, monkeypatch):

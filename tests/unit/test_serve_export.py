@@ -151,6 +151,7 @@ def test_a_server_on_an_export_imports_no_torch(template, export, tmp_path):
         "assert found, 'no detections'\n"
         "assert client.post('/api/learn', json={'class': 'dent'}).status_code == 409\n"
         "assert client.post('/api/models/undo').status_code == 409\n"
+        "assert client.post('/api/suggest', json={}).status_code == 409\n"
         "assert client.get('/api/health').json()['kind'] == 'export'\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
@@ -163,3 +164,7 @@ def test_an_export_answers_unknown_groups_with_a_one_line_409(served):
         response = served.client.request(method, url, json={"class": "x"} if method == "POST" else None)
         assert response.status_code == 409, response.text
         assert "unknown groups need the model folder" in response.json()["detail"]
+    suggest = served.client.post("/api/suggest", json={})
+    assert suggest.status_code == 409 and suggest.json()["detail"].startswith(
+        "suggestions need the model folder"
+    )

@@ -286,20 +286,17 @@ def _refresh_exports(model: str) -> None:
 
 def cmd_suggest(args: argparse.Namespace) -> int:
     from quickstudy.detect.predictor import Predictor
-    from quickstudy.detect.suggest import rank_images
+    from quickstudy.detect.suggest import suggest_images
 
     store = _open_store(args.store)
-    unlabelled = [s for s in store.samples() if not s.checked]
-    if not unlabelled:
-        raise QuickstudyError(f"{args.store}: every image is checked; nothing is waiting for a look")
     predictor = Predictor.from_dir(args.model, device=args.device)
-    ranked = rank_images(predictor, unlabelled, args.class_name)[: args.n]
+    ranked, unlabelled = suggest_images(predictor, store, args.class_name, args.n)
     if args.json:
         print_json([s.to_dict() for s in ranked])
         return 0
     asked = f"holding {args.class_name}" if args.class_name else "holding a defect no known type explains"
     print_table(
-        f"the {len(ranked)} of {len(unlabelled)} unlabelled images most likely {asked}",
+        f"the {len(ranked)} of {unlabelled} unlabelled images most likely {asked}",
         ["image", "score", "why"],
         [[str(s.path), f"{s.score:.3f}", s.why] for s in ranked],
     )

@@ -17,7 +17,7 @@ Two questions, one ranking each:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,11 +55,15 @@ class Suggestion:
 
 
 def rank_images(
-    predictor: Predictor, samples: Sequence[Any], class_name: str | None = None
+    predictor: Predictor,
+    samples: Sequence[Any],
+    class_name: str | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> list[Suggestion]:
     """``samples`` (store samples: ``image_id``, ``path``) ranked highest score first: most likely to
     hold a defect no known type explains, or, with ``class_name``, one of that class (see the module's
-    docstring for the scores). Ties keep the samples' order."""
+    docstring for the scores). Ties keep the samples' order. ``progress`` is told the share of the
+    samples ranked after each chunk."""
     if class_name is not None and class_name not in predictor.classes:
         raise QuickstudyError(
             f"class {class_name!r} is not in the model ({', '.join(predictor.classes)}); "
@@ -77,7 +81,25 @@ def rank_images(
             Suggestion(s.image_id, Path(s.path), score, box, why)
             for s, (score, box, why) in zip(chunk, found, strict=True)
         ]
+        if progress is not None:
+            progress(len(suggestions) / len(samples))
     return sorted(suggestions, key=lambda s: -s.score)
+
+
+def suggest_images(
+    predictor: Predictor,
+    store: Any,
+    class_name: str | None = None,
+    n: int = 20,
+    progress: Callable[[float], None] | None = None,
+) -> tuple[list[Suggestion], int]:
+    """The ``n`` unlabelled (not checked) images of the label ``store`` that :func:`rank_images` ranks
+    first, and how many unlabelled images it ranked; :class:`QuickstudyError` when every image is
+    checked. What ``quickstudy suggest`` lists and the server's suggest job returns."""
+    unlabelled = [s for s in store.samples() if not s.checked]
+    if not unlabelled:
+        raise QuickstudyError(f"{store.path}: every image is checked; nothing is waiting for a look")
+    return rank_images(predictor, unlabelled, class_name, progress)[:n], len(unlabelled)
 
 
 def _chunks(samples: Sequence[Any]) -> Iterator[Sequence[Any]]:

@@ -241,7 +241,7 @@ class JobOut(BaseModel):
     state: str = Field(description="queued, running, done or failed")
     phase: str | None = Field(
         description="the step the job is in (or ended in); a learn job's: support, localizer, "
-        "transductive, threshold, exports, before, after"
+        "transductive, threshold, exports, before, after; a suggest job's: rank"
     )
     progress: float = Field(
         description="share of the job's work done, 0 to 1, by the rough weight of its steps"
@@ -308,6 +308,17 @@ class UnknownGroups(BaseModel):
     grouped: int = Field(description="of them grouped (the highest-scoring, when there are very many)")
     cache: CacheProgress
     groups: list[UnknownGroup]
+
+
+class SuggestRequest(RequestBody):
+    class_name: str | None = Field(
+        None,
+        alias="class",
+        min_length=1,
+        description="rank by this class's detections (a class the model knows); none: by the most "
+        "likely defect no known type explains",
+    )
+    n: int = Field(20, ge=1, le=500, description="how many of the ranked images the result lists")
 
 
 class NameGroup(RequestBody):

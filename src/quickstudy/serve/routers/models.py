@@ -26,7 +26,7 @@ def _listing(model: CurrentModel) -> dict[str, Any]:
 
 def _refuse_while_learning(jobs: BackgroundJobs) -> None:
     running = jobs.running()
-    if running is not None:
+    if running is not None and running["kind"] == "learn":
         raise HTTPException(
             status.HTTP_409_CONFLICT,
             f"learn job {running['id']} is {running['state']} and will make its own version current; "

@@ -1,18 +1,30 @@
-"""The prediction cache's progress, and the groups of ``unknown`` detections: list them, name one
-(its boxes become stored boxes of the class: the new type's support for learn)."""
+"""The prediction cache's progress; the groups of ``unknown`` detections: list them, name one (its
+boxes become stored boxes of the class: the new type's support for learn); and the unlabelled images
+to look at next (``POST /api/suggest``, a background job ranking them as ``quickstudy suggest`` does)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, HTTPException, Query, status
 
 from quickstudy.errors import QuickstudyError
-from quickstudy.serve.dependencies import Author, Filler, Model, Settings
+from quickstudy.serve.dependencies import Author, Filler, Jobs, Model, Settings
+from quickstudy.serve.jobs import JobRunning, Report
 from quickstudy.serve.predictors import EXPORT, CurrentModel
-from quickstudy.serve.schemas import CacheProgress, GroupNamed, NameGroup, UnknownGroups
+from quickstudy.serve.schemas import (
+    CacheProgress,
+    GroupNamed,
+    JobOut,
+    NameGroup,
+    SuggestRequest,
+    UnknownGroups,
+)
 
 router = APIRouter(tags=["predictions"])
+
+# a suggest job has one step: the model's pass over every unlabelled image
+SUGGEST_JOB_PHASES = {"rank": 1.0}
 
 Similarity = Annotated[
     float, Query(gt=0, le=1, description="members of a group are at least this similar on average (cosine)")
@@ -25,10 +37,12 @@ def cache(filler: Filler) -> dict[str, Any]:
     return filler.status()
 
 
-def _refuse_export(model: CurrentModel) -> None:
+def _refuse_export(
+    model: CurrentModel, what: str = "unknown groups", why: str = "no embeddings to group by"
+) -> None:
     if model.kind == EXPORT:  # the app answers 409 with this line
         raise QuickstudyError(
-            "unknown groups need the model folder: an export's runtime gives no embeddings to group by; "
+            f"{what} need the model folder: an export's runtime gives {why}; "
             "serve the model folder with --model for them"
         )
 
@@ -76,3 +90,41 @@ def name(
         with store.transaction():
             done = name_group(store, group, body.class_name, author)
             return {**done, "edit": store.last_edit()}
+
+
+@router.post("/suggest", response_model=JobOut, status_code=status.HTTP_202_ACCEPTED)
+def suggest(
+    body: SuggestRequest, settings: Settings, model: Model, jobs: Jobs, author: Author
+) -> dict[str, Any]:
+    """Rank the store's unlabelled (not checked) images by how likely each holds a defect no known
+    type explains, or, with ``class``, one of that class, as ``quickstudy suggest`` does; poll the
+    returned job, whose result lists the ``n`` first with why. Refused (409) when the server serves an
+    export or the model does not know ``class``."""
+    _refuse_export(model, "suggestions", "no open-set scores below the operating thresholds")
+    version, predictor = model.get()
+    if body.class_name is not None and body.class_name not in predictor.classes:
+        raise QuickstudyError(
+            f"class {body.class_name!r} is not in model v{version} ({', '.join(predictor.classes)}); "
+            "learn it from the boxes you have marked first"
+        )
+    from quickstudy.detect.suggest import suggest_images  # torch: past the refusal of an export
+
+    def work(report: Report) -> dict[str, Any]:
+        with settings.open_store() as store:
+            ranked, unlabelled = suggest_images(
+                predictor, store, body.class_name, body.n, lambda done: report("rank", done)
+            )
+        return {
+            "class": body.class_name,
+            "model_version": version,
+            "unlabelled": unlabelled,
+            "suggestions": [
+                {"image": s.image_id, "name": s.path.name, "score": s.score, "box": s.box, "why": s.why}
+                for s in ranked
+            ],
+        }
+
+    try:
+        return jobs.start("suggest", author, body.model_dump(by_alias=True), work, SUGGEST_JOB_PHASES)
+    except JobRunning as running:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(running)) from None
