@@ -101,13 +101,17 @@ def suggest(
     returned job, whose result lists the ``n`` first with why. Refused (409) when the server serves an
     export or the model does not know ``class``."""
     _refuse_export(model, "suggestions", "no open-set scores below the operating thresholds")
+    # torch: past the refusal of an export, so the predictor is a model folder's
+    from quickstudy.detect.predictor import Predictor
+    from quickstudy.detect.suggest import suggest_images
+
     version, predictor = model.get()
+    assert isinstance(predictor, Predictor)
     if body.class_name is not None and body.class_name not in predictor.classes:
         raise QuickstudyError(
             f"class {body.class_name!r} is not in model v{version} ({', '.join(predictor.classes)}); "
             "learn it from the boxes you have marked first"
         )
-    from quickstudy.detect.suggest import suggest_images  # torch: past the refusal of an export
 
     def work(report: Report) -> dict[str, Any]:
         with settings.open_store() as store:
