@@ -514,6 +514,47 @@ def test_name_a_group_of_unknowns_and_filter_the_gallery_by_them(page, served):
     assert np.allclose(boxes[0]["box"], served.template.scratch)
 
 
+def test_look_at_next_ranks_the_unlabelled_images_as_the_api_does_and_opens_one(page, served):
+    grey = np.full((SIZE, SIZE), 128, np.uint8)
+    blank = served.call("POST", "/api/images", files={"file": ("blank.png", png(grey))})
+    page.click('.tab[data-tab="unknowns"]')
+    assert page.locator("#suggest-class option").first.inner_text() == "a defect no known type explains"
+    page.click("#suggest-start")
+    page.wait_for_selector(
+        '#suggest-state:has-text("the 2 of 2 unlabelled images model v1 finds most likely holding a defect '
+        'no known type explains")'
+    )
+    items = page.locator("#suggestions li.suggestion").all()
+    shown = [int(item.get_attribute("data-image")) for item in items]
+    job = served.call("POST", "/api/suggest", json={})
+    deadline = time.monotonic() + 60
+    while job["state"] in ("queued", "running"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.1)
+        job = served.call("GET", f"/api/jobs/{job['id']}")
+    ranked = job["result"]["suggestions"]
+    assert shown == [r["image"] for r in ranked] and sorted(shown) == sorted([SCRATCH_IMAGE, blank["id"]])
+    for item, found in zip(items, ranked, strict=True):  # its name, score and why, as the API gives them
+        assert item.inner_text().startswith(f"Image {found['image']} · {found['score']:.2f}")
+        assert found["why"] in item.inner_text() and found["name"] in item.inner_text()
+        name = item.locator("button.link")
+        assert name.evaluate("b => getComputedStyle(b).color") == "rgb(58, 95, 205)"  # not white on white
+        column = page.locator("#suggestions").bounding_box()
+        for part in (name, item.locator(".file-name")):  # inside the column, however long the name
+            box = part.bounding_box()
+            assert column["x"] < box["x"] and box["x"] + box["width"] <= column["x"] + column["width"]
+    screenshot(page, "look_at_next")
+    items[0].locator("button.link").click()
+    page.wait_for_selector(f'#image-title:has-text("Image {shown[0]}:")')
+    assert page.locator("#images").is_visible() and not page.locator("#unknowns").is_visible()
+
+    page.click('.tab[data-tab="unknowns"]')
+    page.select_option("#suggest-class", "scratch")  # a class of the store the model has not learned
+    page.click("#suggest-start")
+    page.wait_for_selector("#suggest-state:has-text(\"class 'scratch' is not in model v1\")")
+    assert page.locator("#suggestions li").count() == 0
+
+
 def test_learn_shows_before_and_after_on_held_out_images(page, served):
     x1, y1, x2, y2 = served.template.scratch
     served.call(

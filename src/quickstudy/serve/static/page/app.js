@@ -185,6 +185,7 @@ async function refreshClasses() {
   fillSelect($("#filter-class"), [["", "any"], ...state.classes.map((n) => [n, n])]);
   fillSelect($("#new-box-class"), [["", "no class"], ...state.classes.map((n) => [n, n])]);
   fillSelect($("#learn-class"), state.classes.map((n) => [n, n]));
+  fillSelect($("#suggest-class"), [["", "a defect no known type explains"], ...state.classes.map((n) => [n, n])]);
   $("#class-names").replaceChildren(...state.classes.map((n) => element("option", { value: n })));
   for (const select of document.querySelectorAll(".class-choice")) {
     fillSelect(select, state.classes.map((n) => [n, n]));
@@ -693,12 +694,6 @@ const LEARN_PHASES = {
   after: "predicting with the new version",
 };
 
-function showJob(job) {
-  $("#learn-progress").value = job.progress;
-  const step = job.phase ? `: ${LEARN_PHASES[job.phase] || job.phase}` : "";
-  $("#learn-state").textContent = `job ${job.id} ${job.state}${step} (${Math.round(job.progress * 100)}%)`;
-}
-
 $("#learn-start").addEventListener("click", async () => {
   const how = document.querySelector("input[name=learn-how]:checked").value;
   const body = { class: $("#learn-class").value, adapt: how !== "prototype", adapt_localizer: how === "adapt-localizer" };
@@ -706,13 +701,8 @@ $("#learn-start").addEventListener("click", async () => {
   $("#learn-job").hidden = false;
   $("#learn-outcome").hidden = true;
   try {
-    let job = await api("POST", "/learn", { json: body });
-    while (job.state === "queued" || job.state === "running") {
-      showJob(job);
-      await new Promise((resolve) => setTimeout(resolve, 500));
-      job = await api("GET", `/jobs/${job.id}`);
-    }
-    $("#learn-progress").value = job.progress;
+    const job = await followJob(await api("POST", "/learn", { json: body }), $("#learn-progress"),
+      $("#learn-state"), LEARN_PHASES);
     if (job.state === "done") {
       const r = job.result;
       $("#learn-state").textContent =
@@ -876,6 +866,58 @@ async function nameGroup(group, name, similarity) {
 $("#unknowns-form").addEventListener("submit", (event) => {
   event.preventDefault();
   refreshUnknowns().catch(failed);
+});
+
+// Poll a background job until it ends, showing its progress in `progress` and `label`.
+async function followJob(job, progress, label, phases = {}) {
+  while (job.state === "queued" || job.state === "running") {
+    progress.value = job.progress;
+    const step = job.phase ? `: ${phases[job.phase] || job.phase}` : "";
+    label.textContent = `job ${job.id} ${job.state}${step} (${Math.round(job.progress * 100)}%)`;
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    job = await api("GET", `/jobs/${job.id}`);
+  }
+  progress.value = job.progress;
+  return job;
+}
+
+function showSuggestion(found) {
+  const open = element("button", { class: "link", title: found.name }, `Image ${found.image}`);
+  open.addEventListener("click", () => {
+    showTab("images");
+    openImage(found.image).catch(failed);
+  });
+  const picture = element("div", { class: "suggestion-crop" });
+  if (found.box) crop(found).then((canvas) => picture.append(canvas), () => {});
+  return element("li", { class: "suggestion", "data-image": found.image }, picture,
+    element("div", {}, open, ` · ${found.score.toFixed(2)}`, element("div", { class: "hint" }, found.why),
+      element("div", { class: "hint file-name" }, found.name)));
+}
+
+$("#suggest-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const chosen = $("#suggest-class").value;
+  const body = { class: chosen || null, n: Number($("#suggest-n").value) || 20 };
+  $("#suggest-start").disabled = true;
+  $("#suggest-job").hidden = false;
+  $("#suggestions").replaceChildren();
+  try {
+    const job = await followJob(await api("POST", "/suggest", { json: body }), $("#suggest-progress"),
+      $("#suggest-state"), { rank: "the model looks at each unlabelled image" });
+    if (job.state === "done") {
+      const r = job.result;
+      const asked = r.class ? `holding ${r.class}` : "holding a defect no known type explains";
+      $("#suggest-state").textContent =
+        `the ${r.suggestions.length} of ${r.unlabelled} unlabelled images model v${r.model_version} finds most likely ${asked}`;
+      $("#suggestions").replaceChildren(...r.suggestions.map(showSuggestion));
+    } else {
+      $("#suggest-state").textContent = `job ${job.id} failed: ${job.error}`;
+    }
+  } catch (error) {
+    $("#suggest-state").textContent = error.message;
+  } finally {
+    $("#suggest-start").disabled = false;
+  }
 });
 
 // -- predict ---------------------------------------------------------------------------------------
