@@ -4,7 +4,8 @@ today's rule (``detect.training.unknown_operating``), and save it as a new versi
 
 The network, the prototypes and every other threshold stay as they are, so rerunning ``retire_meaning.py``
 on the copy (it reuses the model folder it finds) scores this one change. The held-out images are what
-training calibrated on: with ``--fit-all``, the fitted TRAIN images themselves.
+training calibrated on: the TRAIN images it held out (``split_validation``) or, with ``--fit-all``, the
+fitted TRAIN images themselves.
 
     .venv/bin/python benchmarks/recalibrate_unknown.py /tmp/qs_retire_run0 /tmp/recal0
     cd benchmarks && ../.venv/bin/python retire_meaning.py --meaning unnamed --arch tiny --epochs 12 --fit-all \\
@@ -22,7 +23,13 @@ import torch
 
 from quickstudy.detect.data import DetectionSet
 from quickstudy.detect.model import detector_from_payload, detector_payload
-from quickstudy.detect.training import clean_surface_unknowns, detect, select_samples, unknown_operating
+from quickstudy.detect.training import (
+    clean_surface_unknowns,
+    detect,
+    select_samples,
+    split_validation,
+    unknown_operating,
+)
 from quickstudy.detect.versions import ModelFolder
 from quickstudy.labels.store import Store
 
@@ -41,7 +48,9 @@ def main() -> int:
     folder = ModelFolder(args.copy / "model-unnamed")
     payload = folder.load()
     model = detector_from_payload(payload, "cpu").eval()
-    samples = select_samples(store.samples("train"), None, None)
+    train = payload.get("train") or {}
+    samples = select_samples([s for s in store.samples("train") if s.checked], None, train.get("limit"))
+    samples = split_validation(samples)[1] if train.get("hold_out", True) else samples
     held = DetectionSet.from_samples(samples, model.classes, model.config.image_size, model.config.channels)
     outputs = detect(model, held.images)
     truth = [boxes[valid] for boxes, valid in zip(held.boxes, held.valid, strict=True)]

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from scipy.stats import chi2
 from torch import nn
 
 from quickstudy.data.images import carries_colour, read_image
@@ -64,9 +65,12 @@ from quickstudy.train import Trainer, distributed, step_generator
 DEFAULT_WEIGHTING = "equal"
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_LR = 1e-3
-# calibration raises the score an ``unknown`` detection needs until no more than this many per held-out
-# image lie on clean background (the issue's goal for a new type's false alarms)
+# calibration raises the score an ``unknown`` detection needs until no more than this many per image lie
+# on clean background (the issue's goal for a new type's false alarms), with this confidence: the rate's
+# upper bound from the held-out images must meet it, as a rate that only just meets it there exceeds it
+# on new images about half the time
 UNKNOWN_BACKGROUND_PER_IMAGE = 0.1
+UNKNOWN_BACKGROUND_CONFIDENCE = 0.9
 
 
 def select_samples(samples: Sequence[Any], classes: Sequence[str] | None, limit: int | None) -> list[Any]:
@@ -318,6 +322,25 @@ def clean_surface_unknowns(
     return torch.cat(scores)
 
 
+def alarms_allowed(
+    images: int,
+    rate: float = UNKNOWN_BACKGROUND_PER_IMAGE,
+    confidence: float = UNKNOWN_BACKGROUND_CONFIDENCE,
+) -> int:
+    """The most clean-surface ``unknown`` alarms ``images`` held-out images may show while the one-sided
+    ``confidence`` upper bound of their rate per image (exact Poisson: half the chi-square quantile on
+    2k + 2 degrees of freedom) stays within ``rate``; 0 when even none would not bound it (too few images).
+
+    >>> alarms_allowed(300), alarms_allowed(60), alarms_allowed(10)
+    (22, 2, 0)
+    """
+    expected = rate * images
+    k = int(expected)
+    while k > 0 and chi2.ppf(confidence, 2 * k + 2) / 2 > expected:
+        k -= 1
+    return k
+
+
 def unknown_operating(
     memory: ClassMemory,
     outputs: Sequence[dict[str, torch.Tensor]],
@@ -329,8 +352,8 @@ def unknown_operating(
     image-level threshold with the best F1 for "the image holds one", as each class's operating
     threshold is set; else the least demanding class's (None). Raised, either way, until at most
     :data:`UNKNOWN_BACKGROUND_PER_IMAGE` ``unknown`` detections per image lie on clean surface
-    (:func:`clean_surface_unknowns`): a person asked to look at every ``unknown`` stops looking when
-    most are nothing."""
+    (:func:`clean_surface_unknowns`), bounded as :func:`alarms_allowed` says: a person asked to look at
+    every ``unknown`` stops looking when most are nothing."""
     chosen = None
     if holds_unnamed.any():
         best = [
@@ -339,7 +362,7 @@ def unknown_operating(
         ]
         chosen = best_f1_threshold(torch.tensor(best), holds_unnamed.cpu())
     alarms = clean_surface_unknowns(memory, outputs, true_boxes)
-    allowed = int(UNKNOWN_BACKGROUND_PER_IMAGE * len(outputs))
+    allowed = alarms_allowed(len(outputs))
     if len(alarms) <= allowed:
         return chosen
     # the lowest score that leaves at most `allowed` of them
