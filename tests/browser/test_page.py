@@ -551,7 +551,7 @@ def test_look_at_next_ranks_the_unlabelled_images_as_the_api_does_and_opens_one(
     page.click('.tab[data-tab="unknowns"]')
     page.select_option("#suggest-class", "scratch")  # a class of the store the model has not learned
     page.click("#suggest-start")
-    page.wait_for_selector("#suggest-state:has-text(\"class 'scratch' is not in model v1\")")
+    page.wait_for_selector("#suggest-state:has-text(\"class 'scratch' is not in the model (dent, pit)\")")
     assert page.locator("#suggestions li").count() == 0
 
 

@@ -594,7 +594,7 @@ def test_suggest_ranks_the_unlabelled_images_as_quickstudy_suggest_does(served, 
         assert result["suggestions"][0]["name"] == expected[0].path.name
     unknown = served.client.post("/api/suggest", json={"class": "crack"})
     assert unknown.status_code == 409 and unknown.json()["detail"].startswith(
-        "class 'crack' is not in model v1"
+        "class 'crack' is not in the model (dent, pit)"
     )
     assert served.client.post("/api/suggest", json={"n": 0}).status_code == 422
     with Store.open(served.settings.store, create=False) as store:

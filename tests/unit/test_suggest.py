@@ -85,7 +85,10 @@ def test_suggest_for_a_class_the_model_does_not_know_names_learn(
 ) -> None:
     argv = ["--model", str(trained), "--store", str(store_path), "--class", "crack"]
     assert suggest(monkeypatch, argv) == 2
-    assert "class 'crack' is not in the model (dent, pit); `quickstudy learn`" in capsys.readouterr().err
+    assert (
+        "class 'crack' is not in the model (dent, pit); learn it from the boxes you have marked first"
+        in capsys.readouterr().err
+    )
     with pytest.raises(QuickstudyError, match="crack"):
         rank_images(Predictor.from_dir(trained), [], "crack")
 

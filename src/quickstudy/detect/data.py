@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torchvision.ops import box_iou
 
 from quickstudy.data import geometry
 from quickstudy.data.images import as_channels, read_image
@@ -342,9 +343,8 @@ def paste_synthetic_defects(
         others = boxes[i][valid[i]]
         for _ in range(10):
             x0, y0 = _randint(width - w + 1, generator), _randint(height - h + 1, generator)
-            overlap_w = (others[:, 2].clamp(max=x0 + w) - others[:, 0].clamp(min=x0)).clamp(min=0)
-            overlap_h = (others[:, 3].clamp(max=y0 + h) - others[:, 1].clamp(min=y0)).clamp(min=0)
-            if not (overlap_w * overlap_h).any():
+            placed = torch.tensor([[x0, y0, x0 + w, y0 + h]], dtype=others.dtype, device=others.device)
+            if not (box_iou(placed, others) > 0).any():
                 break
         else:
             continue

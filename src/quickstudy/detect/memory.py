@@ -258,6 +258,11 @@ class ClassMemory:
             for i in index.tolist()
         ]
 
+    def unknown_detections(self, out: dict[str, torch.Tensor]) -> list[Detection]:
+        """Every ``unknown`` detection of one image's raw output at any score (after NMS): what the
+        ``unknown`` score's calibration and ``suggest`` rank."""
+        return [d for d in self.name_detections(out, 0.0) if d.class_name == UNKNOWN]
+
 
 def just_above(score: float) -> float:
     """The lowest threshold a detection scoring ``score`` fails: the next float32 above it. Scores are

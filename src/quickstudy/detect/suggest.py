@@ -24,7 +24,6 @@ from typing import Any
 
 import torch
 
-from quickstudy.detect.memory import UNKNOWN
 from quickstudy.detect.predictor import Predictor
 from quickstudy.errors import QuickstudyError
 
@@ -54,6 +53,15 @@ class Suggestion:
         }
 
 
+def check_class(predictor: Predictor, class_name: str | None) -> None:
+    """:class:`QuickstudyError` when ``class_name`` is given and the model does not know it."""
+    if class_name is not None and class_name not in predictor.classes:
+        raise QuickstudyError(
+            f"class {class_name!r} is not in the model ({', '.join(predictor.classes)}); "
+            "learn it from the boxes you have marked first (`quickstudy learn`, or Teach on the page)"
+        )
+
+
 def rank_images(
     predictor: Predictor,
     samples: Sequence[Any],
@@ -64,11 +72,7 @@ def rank_images(
     hold a defect no known type explains, or, with ``class_name``, one of that class (see the module's
     docstring for the scores). Ties keep the samples' order. ``progress`` is told the share of the
     samples ranked after each chunk."""
-    if class_name is not None and class_name not in predictor.classes:
-        raise QuickstudyError(
-            f"class {class_name!r} is not in the model ({', '.join(predictor.classes)}); "
-            f"`quickstudy learn` it from the images you have marked first"
-        )
+    check_class(predictor, class_name)
     suggestions: list[Suggestion] = []
     for chunk in _chunks(samples):
         paths = [s.path for s in chunk]
@@ -112,7 +116,7 @@ Found = tuple[float, tuple[float, float, float, float] | None, str]
 
 def _unexplained(predictor: Predictor, out: dict[str, torch.Tensor]) -> Found:
     """The image's highest-scoring ``unknown`` detection at any score."""
-    unknown = [d for d in predictor.name_detections(out, 0.0) if d.class_name == UNKNOWN]
+    unknown = predictor.model.memory.unknown_detections(out)
     if not unknown:
         return 0.0, None, "every region is normal or close to a known type"
     best = max(unknown, key=lambda d: d.score)

@@ -36,8 +36,8 @@ from quickstudy.detect.data import (
 )
 from quickstudy.detect.loading import StepIndices, StepLoader
 from quickstudy.detect.memory import (
-    UNKNOWN,
     ClassMemory,
+    Detection,
     class_means,
     just_above,
     unknown_cuts,
@@ -309,14 +309,14 @@ def best_f1_threshold(scores: torch.Tensor, positives: torch.Tensor) -> float:
 
 
 def clean_surface_unknowns(
-    memory: ClassMemory, outputs: Sequence[dict[str, torch.Tensor]], true_boxes: Sequence[torch.Tensor]
+    unknowns: Sequence[Sequence[Detection]], true_boxes: Sequence[torch.Tensor]
 ) -> torch.Tensor:
-    """The scores of every ``unknown`` detection (at any score) of ``outputs`` that lies on clean surface
+    """The scores of the ``unknown`` detections of each image (``unknowns``, at any score:
+    :meth:`~quickstudy.detect.memory.ClassMemory.unknown_detections`) that lie on clean surface
     (:func:`~quickstudy.evaluate.matching.on_clean_background` of its image's ``true_boxes``): at a
     threshold t, those at or above t are the false ``unknown`` alarms a person would be shown."""
     scores = [torch.zeros(0)]
-    for out, truth in zip(outputs, true_boxes, strict=True):
-        found = [d for d in memory.name_detections(out, 0.0) if d.class_name == UNKNOWN]
+    for found, truth in zip(unknowns, true_boxes, strict=True):
         clean = on_clean_background(torch.tensor([d.box for d in found]).reshape(-1, 4), truth.cpu())
         scores.append(torch.tensor([d.score for d in found])[clean])
     return torch.cat(scores)
@@ -354,14 +354,12 @@ def unknown_operating(
     :data:`UNKNOWN_BACKGROUND_PER_IMAGE` ``unknown`` detections per image lie on clean surface
     (:func:`clean_surface_unknowns`), bounded as :func:`alarms_allowed` says: a person asked to look at
     every ``unknown`` stops looking when most are nothing."""
+    unknowns = [memory.unknown_detections(out) for out in outputs]
     chosen = None
     if holds_unnamed.any():
-        best = [
-            max((d.score for d in memory.name_detections(out, 0.0) if d.class_name == UNKNOWN), default=0.0)
-            for out in outputs
-        ]
+        best = [max((d.score for d in found), default=0.0) for found in unknowns]
         chosen = best_f1_threshold(torch.tensor(best), holds_unnamed.cpu())
-    alarms = clean_surface_unknowns(memory, outputs, true_boxes)
+    alarms = clean_surface_unknowns(unknowns, true_boxes)
     allowed = alarms_allowed(len(outputs))
     if len(alarms) <= allowed:
         return chosen

@@ -103,15 +103,11 @@ def suggest(
     _refuse_export(model, "suggestions", "no open-set scores below the operating thresholds")
     # torch: past the refusal of an export, so the predictor is a model folder's
     from quickstudy.detect.predictor import Predictor
-    from quickstudy.detect.suggest import suggest_images
+    from quickstudy.detect.suggest import check_class, suggest_images
 
     version, predictor = model.get()
     assert isinstance(predictor, Predictor)
-    if body.class_name is not None and body.class_name not in predictor.classes:
-        raise QuickstudyError(
-            f"class {body.class_name!r} is not in model v{version} ({', '.join(predictor.classes)}); "
-            "learn it from the boxes you have marked first"
-        )
+    check_class(predictor, body.class_name)  # refused now (409), not as a failed job
 
     def work(report: Report) -> dict[str, Any]:
         with settings.open_store() as store:
