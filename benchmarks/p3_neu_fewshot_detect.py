@@ -46,11 +46,11 @@ from typing import Any
 import numpy as np
 import torch
 from p2_neu_detect import add_training_arguments, neu_store, training_options
-from torchvision.ops import box_iou
 
 from quickstudy.detect.data import DetectionSet
-from quickstudy.detect.evaluation import box_naming, ground_truth
+from quickstudy.detect.evaluation import box_naming, ground_truth, proposal_recall
 from quickstudy.detect.fewshot import (
+    LOCALIZER_DISTILLATION,
     adapt_localizer,
     add_classes,
     embed_support,
@@ -87,13 +87,7 @@ def marked_boxes(samples: list, name: str) -> list:
 
 def novel_proposed(proposals: list, test: list) -> float:
     """Share of novel TEST boxes that some class-agnostic proposal overlaps with IoU >= 0.5."""
-    found = total = 0
-    for sample, proposal in zip(test, proposals, strict=True):
-        truth = [b.xyxy for b in sample.boxes if b.allowed & set(NEU_NOVEL)]
-        total += len(truth)
-        if truth and proposal["boxes"].numel():
-            found += int((box_iou(torch.tensor(truth), proposal["boxes"]).amax(1) >= 0.5).sum())
-    return found / max(1, total)
+    return proposal_recall([[b.xyxy for b in s.boxes if b.allowed & set(NEU_NOVEL)] for s in test], proposals)
 
 
 def score(model: DefectDetector, proposals: list, test: list, operating: dict[str, float]) -> dict[str, Any]:
@@ -153,8 +147,10 @@ def add_novel(
     base_support: dict[str, list],
     seed: int,
     replay: DetectionSet | None = None,
+    localizer: dict[str, Any] | None = None,
 ) -> tuple[DefectDetector, float]:
-    """A copy of ``base`` with both novel classes added by ``method``; seconds it took."""
+    """A copy of ``base`` with both novel classes added by ``method`` (``localizer``: keyword arguments
+    of :func:`~quickstudy.detect.fewshot.adapt_localizer`); seconds it took."""
     model = copy.deepcopy(base)
     started = time.perf_counter()
     if method == "tfa":
@@ -169,7 +165,7 @@ def add_novel(
         if method == "localizer":
             marked = [s for samples in support.values() for s in samples]
             images = DetectionSet.from_samples(marked, [], model.config.image_size)
-            adapt_localizer(model, images, replay, seed=seed)
+            adapt_localizer(model, images, replay, seed=seed, **(localizer or {}))
     return model, time.perf_counter() - started
 
 
@@ -203,6 +199,20 @@ def main() -> None:
     parser.add_argument("--shots", default="1,5,10")
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--base-model", type=Path, help="reuse a base model folder instead of training one")
+    parser.add_argument(
+        "--proposals",
+        type=int,
+        help="proposals kept per image, overriding the base model's (an inference setting)",
+    )
+    parser.add_argument(
+        "--localizer-steps", type=int, default=60, help="adapt_localizer's steps (default 60)"
+    )
+    parser.add_argument(
+        "--localizer-distill",
+        type=float,
+        default=LOCALIZER_DISTILLATION,
+        help=f"adapt_localizer's distillation weight (default {LOCALIZER_DISTILLATION})",
+    )
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
     if args.device == "cpu":
@@ -217,6 +227,8 @@ def main() -> None:
         result["base_train_seconds"] = time.perf_counter() - started
     predictor = Predictor.from_dir(base_dir, device=args.device)
     base = predictor.model
+    if args.proposals:
+        base.config.proposals = args.proposals
     train, test = store.samples("train"), store.samples("test")
     if args.test_limit:
         test = test[:: max(1, len(test) // args.test_limit)][: args.test_limit]
@@ -243,13 +255,14 @@ def main() -> None:
         flush=True,
     )
 
+    localizer = {"steps": args.localizer_steps, "distill": args.localizer_distill}
     runs: dict[str, dict[int, list[dict[str, Any]]]] = {m: {} for m in METHODS}
     for k in (int(v) for v in args.shots.split(",")):
         for seed in (int(v) for v in args.seeds.split(",")):
             support = draw_support(train, NEU_NOVEL, k, seed)
             base_support = draw_support(train, NEU_BASE, k, seed)
             for method in METHODS:
-                model, seconds = add_novel(base, method, support, base_support, seed, replay)
+                model, seconds = add_novel(base, method, support, base_support, seed, replay, localizer)
                 scored = Predictor(model).proposals(test_paths) if method == "localizer" else proposals
                 learned = {**predictor.operating, **novel_thresholds(model, support)}
                 report = score(model, scored, test, learned)
@@ -267,7 +280,7 @@ def main() -> None:
     cpu_model = copy.deepcopy(base).cpu()
     support = draw_support(train, NEU_NOVEL, min(10, max(int(v) for v in args.shots.split(","))), 0)
     result["cpu_seconds_to_add_both_classes"] = {
-        method: add_novel(cpu_model, method, support, {}, 0, replay)[1]
+        method: add_novel(cpu_model, method, support, {}, 0, replay, localizer)[1]
         for method in ("prototype", "localizer")
     }
     result["cpu_threads"] = torch.get_num_threads()

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
+from torchvision.ops import box_iou
 
 from quickstudy.detect.predictor import Detection, Predictor
 from quickstudy.evaluate.detection import DetectionEvaluation, evaluate_predictions, image_scores, image_truth
@@ -41,6 +43,24 @@ def ground_truth(samples: Sequence[Any], classes: Sequence[str]) -> tuple[list, 
             )
         )
     return named, agnostic
+
+
+def proposal_recall(
+    truth: Sequence[Sequence[Sequence[float]]], proposals: Sequence[dict[str, torch.Tensor]], iou: float = 0.5
+) -> float:
+    """The share of the true boxes (per image, ``(x1, y1, x2, y2)``) that one of the same image's
+    proposals (:meth:`Predictor.proposals`) overlaps at IoU ≥ ``iou``; 0 when there are none.
+
+    >>> proposal_recall([[(0, 0, 10, 10), (20, 20, 30, 30)]], [{"boxes": torch.tensor([[0.0, 0, 10, 11]])}])
+    0.5
+    """
+    found = total = 0
+    for boxes, proposal in zip(truth, proposals, strict=True):
+        total += len(boxes)
+        if len(boxes) and proposal["boxes"].numel():
+            overlaps = box_iou(torch.tensor(boxes, dtype=torch.float32), proposal["boxes"].float())
+            found += int((overlaps.amax(1) >= iou).sum())
+    return found / max(1, total)
 
 
 def box_names(

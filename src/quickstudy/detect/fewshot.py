@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torchvision.ops import box_iou
 
 from quickstudy.detect.data import DetectionSet, letterbox, read_for_model
-from quickstudy.detect.evaluation import ground_truth
+from quickstudy.detect.evaluation import ground_truth, proposal_recall
 from quickstudy.detect.memory import DEFAULT_OPERATING, ClassMemory, robust_mean
 from quickstudy.detect.model import DefectDetector, detector_from_payload, detector_payload
 from quickstudy.detect.predictor import Predictor
@@ -380,12 +380,7 @@ def proposed_share(model: DefectDetector, support: SupportSet, iou: float = 0.5)
     """The share of support boxes that one of the detector's usual proposals (the localizer's top
     ones and, with a normality memory, its abnormal regions) overlaps at IoU ≥ ``iou``."""
     found = Predictor(model).proposals([path for path, _ in support])
-    hits = [
-        bool((box_iou(torch.tensor([box], dtype=torch.float32), out["boxes"]) >= iou).any())
-        for out, (_, boxes) in zip(found, support, strict=True)
-        for box in boxes
-    ]
-    return sum(hits) / len(hits)
+    return proposal_recall([boxes for _, boxes in support], found, iou)
 
 
 def image_scores(model: DefectDetector, name: str, images: Sequence[str | os.PathLike[str]]) -> list[float]:
