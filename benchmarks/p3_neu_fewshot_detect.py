@@ -51,6 +51,7 @@ from quickstudy.detect.data import DetectionSet
 from quickstudy.detect.evaluation import box_naming, ground_truth, proposal_recall
 from quickstudy.detect.fewshot import (
     LOCALIZER_DISTILLATION,
+    LOCALIZER_STEPS,
     adapt_localizer,
     add_classes,
     embed_support,
@@ -205,7 +206,10 @@ def main() -> None:
         help="proposals kept per image, overriding the base model's (an inference setting)",
     )
     parser.add_argument(
-        "--localizer-steps", type=int, default=60, help="adapt_localizer's steps (default 60)"
+        "--localizer-steps",
+        type=int,
+        default=LOCALIZER_STEPS,
+        help=f"adapt_localizer's steps (default {LOCALIZER_STEPS})",
     )
     parser.add_argument(
         "--localizer-distill",

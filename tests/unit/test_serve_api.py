@@ -23,7 +23,7 @@ from PIL import Image
 
 from quickstudy.data.synthetic import SyntheticLine
 from quickstudy.detect import ModelFolder, learn_class
-from quickstudy.detect.fewshot import LEARN_PHASES
+from quickstudy.detect.fewshot import LEARN_PHASES, LOCALIZER_STEPS
 from quickstudy.detect.model import TINY, DetectorConfig
 from quickstudy.detect.predictor import Predictor
 from quickstudy.detect.training import train_detector
@@ -651,7 +651,7 @@ def test_learn_reports_each_phase_in_order_and_each_localizer_step(served, tmp_p
         assert list(dict.fromkeys(phases)) == ["support", "localizer", "threshold"]
         assert [p for p in LEARN_PHASES if p in phases] == list(dict.fromkeys(phases))  # in order
         steps = [done for phase, done in calls if phase == "localizer"]
-        assert steps == [0.0] + [(k + 1) / 60 for k in range(60)]  # adapt_localizer's 60 steps
+        assert steps == [0.0] + [(k + 1) / LOCALIZER_STEPS for k in range(LOCALIZER_STEPS)]
         assert calls[-1] == ("threshold", 1.0)
         calls.clear()
         learn_outcome(
