@@ -6,7 +6,6 @@ import json
 import shutil
 import statistics
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -236,27 +235,25 @@ def test_a_new_class_threshold_keeps_the_support_positive_and_rises_for_precisio
     assert fewshot.new_class_threshold(FakeModel(), "new", support) == 0.5
 
 
-def test_found_share_counts_support_boxes_detected_under_the_name_at_the_score(monkeypatch):
+def test_proposed_share_counts_support_boxes_a_proposal_overlaps_at_iou_half(monkeypatch):
     import quickstudy.detect.fewshot as fewshot
 
-    named = SimpleNamespace(classes=["pit", "scratch"])
     found = [
-        {  # a scratch at 0.3 on the first box; the second box is only found as a pit
-            "boxes": torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]]),
-            "labels": torch.tensor([1, 0, 1]),
-            "scores": torch.tensor([0.3, 0.9, 0.9]),
+        {
+            "boxes": torch.tensor([[0.0, 0, 10, 10], [40, 40, 50, 50]]),
+            "defect_scores": torch.tensor([0.3, 0.9]),
         },
-        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long), "scores": torch.zeros(0)},
+        {"boxes": torch.zeros(0, 4), "defect_scores": torch.zeros(0)},
     ]
-    monkeypatch.setattr(Predictor, "raw", lambda self, images: found)
+    monkeypatch.setattr(Predictor, "proposals", lambda self, images: found)
     monkeypatch.setattr(Predictor, "__init__", lambda self, model: None)
     support = [
-        (Path("a.png"), [(0.0, 0.0, 10.0, 12.0), (20.0, 20.0, 30.0, 30.0)]),  # IoU 0.83 with the scratch
-        (Path("b.png"), [(0.0, 0.0, 10.0, 10.0)]),  # nothing detected
+        (Path("a.png"), [(0.0, 0.0, 10.0, 12.0), (20.0, 20.0, 30.0, 30.0)]),  # IoU 0.83; no overlap
+        (Path("b.png"), [(0.0, 0.0, 10.0, 10.0)]),  # nothing proposed
     ]
-    assert fewshot.found_share(named, "scratch", support, 0.2) == pytest.approx(1 / 3)
-    assert fewshot.found_share(named, "scratch", support, 0.4) == 0.0  # under the score
-    assert fewshot.found_share(named, "pit", support, 0.4) == pytest.approx(1 / 3)
+    assert fewshot.proposed_share(None, support) == pytest.approx(1 / 3)
+    # the overlapping proposal scores 0.3: under a reportable score of 0.4 it does not count
+    assert fewshot.proposed_share(None, support, min_score=0.4) == 0.0
 
 
 def learning_scratch(trained, tmp_path: Path) -> tuple[Path, MemoryStore, list]:
@@ -269,7 +266,7 @@ def learning_scratch(trained, tmp_path: Path) -> tuple[Path, MemoryStore, list]:
 
 
 @pytest.mark.parametrize(("share", "adapted"), [(0.4, True), (0.5, False)])
-def test_learn_adapts_the_localizer_by_itself_when_under_half_the_support_is_found(
+def test_learn_adapts_the_localizer_by_itself_when_under_half_the_support_is_proposed(
     trained, tmp_path, monkeypatch, share, adapted
 ):
     import quickstudy.detect.fewshot as fewshot
@@ -277,17 +274,17 @@ def test_learn_adapts_the_localizer_by_itself_when_under_half_the_support_is_fou
     model_dir, store, scratches = learning_scratch(trained, tmp_path)
     calls, asked = [], []
     monkeypatch.setattr(
-        fewshot, "found_share", lambda model, name, support, score: asked.append((name, score)) or share
+        fewshot, "proposed_share", lambda model, support, **options: asked.append(options) or share
     )
     monkeypatch.setattr(fewshot, "adapt_localizer", lambda model, *sets, **options: calls.append(sets))
     memory = Predictor.from_dir(model_dir).model.memory
     learn_class(model_dir, store, "scratch", images=[s.path for s in scratches])
     note = ModelFolder(model_dir).versions()[-1].note
-    # a support box counts as found where it is detected as scratch at a score some threshold reports
-    assert asked == [("scratch", min(memory.unknown_score, *memory.operating.values()))]
+    # a support box counts as found only where its proposal's score can be reported under some name
+    assert asked == [{"min_score": min(memory.unknown_score, *memory.operating.values())}]
     assert len(calls) == adapted
     assert (
-        "localizer adapted by itself: 40% of the support boxes were found as 'scratch' at a score some threshold reports"
+        "localizer adapted by itself: 40% of the support boxes were proposed with a score that can be reported"
         in note
     ) is adapted
     # said outright, it is obeyed either way
@@ -302,7 +299,7 @@ def test_a_localizer_adapted_by_itself_is_undone_when_it_forgets_the_known_boxes
     import quickstudy.detect.fewshot as fewshot
 
     model_dir, store, scratches = learning_scratch(trained, tmp_path)
-    monkeypatch.setattr(fewshot, "found_share", lambda model, name, support, score: 0.0)
+    monkeypatch.setattr(fewshot, "proposed_share", lambda model, support, **options: 0.0)
 
     def scramble(model, *sets, **options):  # an adaptation that moves every weight of the localizer
         for value in model.localize.parameters():
@@ -318,7 +315,7 @@ def test_a_localizer_adapted_by_itself_is_undone_when_it_forgets_the_known_boxes
     same = all(torch.equal(old[k], new[k]) for k in old if k.startswith("localize"))
     assert same is not kept
     assert (
-        "localizer adapted by itself: 0% of the support boxes were found as 'scratch' at a score some threshold reports; known boxes'"
+        "localizer adapted by itself: 0% of the support boxes were proposed with a score that can be reported; known boxes'"
         in note
     ) is kept
     assert ("localizer left as it was" in note) is not kept

@@ -50,9 +50,9 @@ LOCALIZER_DISTILLATION = 50.0
 # adapt_localizer's steps. P3 at the full recipe, 5 seeds: nAP50 at K = 5 21.8 / 25.2 and at K = 10
 # 24.4 / 28.1 at 60 / 150 steps, bAP50 within 0.3 points of 60 steps' (unknowns.md).
 LOCALIZER_STEPS = 150
-# Below this share of support boxes found under the new name (fewshot.found_share), learn_class teaches the
-# localizer too.
-FOUND_FOR_PROTOTYPE_ONLY = 0.5
+# Below this share of support boxes proposed at IoU >= 0.5 with a score that can be reported, learn_class
+# teaches the localizer too.
+PROPOSED_FOR_PROTOTYPE_ONLY = 0.5
 # An adaptation of the localizer that learn chose by itself is undone when it costs the known boxes more
 # class-agnostic AP50 than this on check images (P9-new: 0.147 -> 0.091, Blowhole 0.31 -> 0.11;
 # P3's adaptations cost 2-5 points of bAP50 for 9 points of nAP50: benchmarks/results/unknowns.md).
@@ -380,14 +380,14 @@ def support_threshold(
     return min(per_image) if per_image else None
 
 
-def found_share(
-    model: DefectDetector, name: str, support: SupportSet, min_score: float, iou: float = 0.5
+def proposed_share(
+    model: DefectDetector, support: SupportSet, iou: float = 0.5, min_score: float = 0.0
 ) -> float:
-    """The share of support boxes that a detection of class ``name`` scored at least ``min_score``
-    overlaps at IoU ≥ ``iou``: what the model would show of its own support under the new name."""
-    index = model.classes.index(name)
-    found = Predictor(model).raw([path for path, _ in support])
-    kept = [{"boxes": out["boxes"][(out["labels"] == index) & (out["scores"] >= min_score)]} for out in found]
+    """The share of support boxes that one of the detector's usual proposals (the localizer's top
+    ones and, with a normality memory, its abnormal regions) with a defect score of at least
+    ``min_score`` overlaps at IoU ≥ ``iou``."""
+    found = Predictor(model).proposals([path for path, _ in support])
+    kept = [{"boxes": out["boxes"][out["defect_scores"] >= min_score]} for out in found]
     return proposal_recall([boxes for _, boxes in support], kept, iou)
 
 
@@ -497,9 +497,9 @@ def learn_class(
     ``adapt`` tunes the new prototype (:func:`adapt_prototypes`); ``localizer`` tunes the
     localization head on every box of the support images with up to ``replay_images`` TRAIN images
     without the class replayed (:func:`adapt_localizer`); None (the default) does so when fewer than
-    :data:`FOUND_FOR_PROTOTYPE_ONLY` of the support boxes are found under the new name at a score the
-    lowest threshold (a class's or ``unknown``'s) reports (:func:`found_share`; a prototype cannot name a
-    box never proposed, nor raise the defect score the localizer gave it), and the version's note says so — unless adapting costs the
+    :data:`PROPOSED_FOR_PROTOTYPE_ONLY` of the support boxes are proposed at IoU ≥ 0.5 with a defect
+    score that the lowest threshold (a class's or ``unknown``'s) can report (a prototype cannot name a box
+    never proposed, nor raise a score the localizer gave), and the version's note says so — unless adapting costs the
     known boxes more than :data:`FORGETTING_TOLERANCE` of class-agnostic AP50 on check images, when the
     localizer is left as it was and the note says that instead. ``transductive`` > 0 refines
     the new prototype that many steps on other TRAIN images' proposals (:func:`refine_on_images`),
@@ -523,11 +523,11 @@ def learn_class(
     notes = [" (prototype adapted)"] if adapt else []
     chosen = localizer is None
     if localizer is None:
-        # a box never proposed, or scored below every threshold under the new name, is never shown
+        # a proposal scored below every threshold is never reported: to the person it was not found
         reportable = min(model.memory.unknown_score, *model.memory.operating.values())
-        share = found_share(model, name, support, reportable)
-        localizer = share < FOUND_FOR_PROTOTYPE_ONLY
-        why = f"{share:.0%} of the support boxes were found as {name!r} at a score some threshold reports"
+        share = proposed_share(model, support, min_score=reportable)
+        localizer = share < PROPOSED_FOR_PROTOTYPE_ONLY
+        why = f"{share:.0%} of the support boxes were proposed with a score that can be reported"
     elif localizer:
         notes.append(" (localizer adapted)")
     report("support", 1.0)
