@@ -238,13 +238,7 @@ def test_a_new_class_threshold_keeps_the_support_positive_and_rises_for_precisio
 def test_proposed_share_counts_support_boxes_a_proposal_overlaps_at_iou_half(monkeypatch):
     import quickstudy.detect.fewshot as fewshot
 
-    found = [
-        {
-            "boxes": torch.tensor([[0.0, 0, 10, 10], [40, 40, 50, 50]]),
-            "defect_scores": torch.tensor([0.3, 0.9]),
-        },
-        {"boxes": torch.zeros(0, 4), "defect_scores": torch.zeros(0)},
-    ]
+    found = [{"boxes": torch.tensor([[0.0, 0, 10, 10], [40, 40, 50, 50]])}, {"boxes": torch.zeros(0, 4)}]
     monkeypatch.setattr(Predictor, "proposals", lambda self, images: found)
     monkeypatch.setattr(Predictor, "__init__", lambda self, model: None)
     support = [
@@ -252,8 +246,6 @@ def test_proposed_share_counts_support_boxes_a_proposal_overlaps_at_iou_half(mon
         (Path("b.png"), [(0.0, 0.0, 10.0, 10.0)]),  # nothing proposed
     ]
     assert fewshot.proposed_share(None, support) == pytest.approx(1 / 3)
-    # the overlapping proposal scores 0.3: under a reportable score of 0.4 it does not count
-    assert fewshot.proposed_share(None, support, min_score=0.4) == 0.0
 
 
 def learning_scratch(trained, tmp_path: Path) -> tuple[Path, MemoryStore, list]:
@@ -272,21 +264,13 @@ def test_learn_adapts_the_localizer_by_itself_when_under_half_the_support_is_pro
     import quickstudy.detect.fewshot as fewshot
 
     model_dir, store, scratches = learning_scratch(trained, tmp_path)
-    calls, asked = [], []
-    monkeypatch.setattr(
-        fewshot, "proposed_share", lambda model, support, **options: asked.append(options) or share
-    )
+    calls = []
+    monkeypatch.setattr(fewshot, "proposed_share", lambda model, support: share)
     monkeypatch.setattr(fewshot, "adapt_localizer", lambda model, *sets, **options: calls.append(sets))
-    memory = Predictor.from_dir(model_dir).model.memory
     learn_class(model_dir, store, "scratch", images=[s.path for s in scratches])
     note = ModelFolder(model_dir).versions()[-1].note
-    # a support box counts as found only where its proposal's score can be reported under some name
-    assert asked == [{"min_score": min(memory.unknown_score, *memory.operating.values())}]
     assert len(calls) == adapted
-    assert (
-        "localizer adapted by itself: 40% of the support boxes were proposed with a score that can be reported"
-        in note
-    ) is adapted
+    assert ("localizer adapted by itself: 40% of the support boxes were proposed" in note) is adapted
     # said outright, it is obeyed either way
     learn_class(model_dir, store, "scratch", images=[s.path for s in scratches], localizer=not adapted)
     assert len(calls) == 1
@@ -299,7 +283,7 @@ def test_a_localizer_adapted_by_itself_is_undone_when_it_forgets_the_known_boxes
     import quickstudy.detect.fewshot as fewshot
 
     model_dir, store, scratches = learning_scratch(trained, tmp_path)
-    monkeypatch.setattr(fewshot, "proposed_share", lambda model, support, **options: 0.0)
+    monkeypatch.setattr(fewshot, "proposed_share", lambda model, support: 0.0)
 
     def scramble(model, *sets, **options):  # an adaptation that moves every weight of the localizer
         for value in model.localize.parameters():
@@ -315,8 +299,7 @@ def test_a_localizer_adapted_by_itself_is_undone_when_it_forgets_the_known_boxes
     same = all(torch.equal(old[k], new[k]) for k in old if k.startswith("localize"))
     assert same is not kept
     assert (
-        "localizer adapted by itself: 0% of the support boxes were proposed with a score that can be reported; known boxes'"
-        in note
+        "localizer adapted by itself: 0% of the support boxes were proposed; known boxes'" in note
     ) is kept
     assert ("localizer left as it was" in note) is not kept
     assert f"0.500 → {after:.3f}" in note

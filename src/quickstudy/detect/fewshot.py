@@ -50,8 +50,7 @@ LOCALIZER_DISTILLATION = 50.0
 # adapt_localizer's steps. P3 at the full recipe, 5 seeds: nAP50 at K = 5 21.8 / 25.2 and at K = 10
 # 24.4 / 28.1 at 60 / 150 steps, bAP50 within 0.3 points of 60 steps' (unknowns.md).
 LOCALIZER_STEPS = 150
-# Below this share of support boxes proposed at IoU >= 0.5 with a score that can be reported, learn_class
-# teaches the localizer too.
+# Below this share of support boxes proposed at IoU >= 0.5, learn_class teaches the localizer too.
 PROPOSED_FOR_PROTOTYPE_ONLY = 0.5
 # An adaptation of the localizer that learn chose by itself is undone when it costs the known boxes more
 # class-agnostic AP50 than this on check images (P9-new: 0.147 -> 0.091, Blowhole 0.31 -> 0.11;
@@ -380,15 +379,11 @@ def support_threshold(
     return min(per_image) if per_image else None
 
 
-def proposed_share(
-    model: DefectDetector, support: SupportSet, iou: float = 0.5, min_score: float = 0.0
-) -> float:
+def proposed_share(model: DefectDetector, support: SupportSet, iou: float = 0.5) -> float:
     """The share of support boxes that one of the detector's usual proposals (the localizer's top
-    ones and, with a normality memory, its abnormal regions) with a defect score of at least
-    ``min_score`` overlaps at IoU ≥ ``iou``."""
+    ones and, with a normality memory, its abnormal regions) overlaps at IoU ≥ ``iou``."""
     found = Predictor(model).proposals([path for path, _ in support])
-    kept = [{"boxes": out["boxes"][out["defect_scores"] >= min_score]} for out in found]
-    return proposal_recall([boxes for _, boxes in support], kept, iou)
+    return proposal_recall([boxes for _, boxes in support], found, iou)
 
 
 def image_scores(model: DefectDetector, name: str, images: Sequence[str | os.PathLike[str]]) -> list[float]:
@@ -497,9 +492,8 @@ def learn_class(
     ``adapt`` tunes the new prototype (:func:`adapt_prototypes`); ``localizer`` tunes the
     localization head on every box of the support images with up to ``replay_images`` TRAIN images
     without the class replayed (:func:`adapt_localizer`); None (the default) does so when fewer than
-    :data:`PROPOSED_FOR_PROTOTYPE_ONLY` of the support boxes are proposed at IoU ≥ 0.5 with a defect
-    score that the lowest threshold (a class's or ``unknown``'s) can report (a prototype cannot name a box
-    never proposed, nor raise a score the localizer gave), and the version's note says so — unless adapting costs the
+    :data:`PROPOSED_FOR_PROTOTYPE_ONLY` of the support boxes are proposed at IoU ≥ 0.5 (a prototype
+    cannot name a box never proposed), and the version's note says so — unless adapting costs the
     known boxes more than :data:`FORGETTING_TOLERANCE` of class-agnostic AP50 on check images, when the
     localizer is left as it was and the note says that instead. ``transductive`` > 0 refines
     the new prototype that many steps on other TRAIN images' proposals (:func:`refine_on_images`),
@@ -523,11 +517,9 @@ def learn_class(
     notes = [" (prototype adapted)"] if adapt else []
     chosen = localizer is None
     if localizer is None:
-        # a proposal scored below every threshold is never reported: to the person it was not found
-        reportable = min(model.memory.unknown_score, *model.memory.operating.values())
-        share = proposed_share(model, support, min_score=reportable)
+        share = proposed_share(model, support)
         localizer = share < PROPOSED_FOR_PROTOTYPE_ONLY
-        why = f"{share:.0%} of the support boxes were proposed with a score that can be reported"
+        why = f"{share:.0%} of the support boxes were proposed"
     elif localizer:
         notes.append(" (localizer adapted)")
     report("support", 1.0)
