@@ -72,6 +72,8 @@ class DemoSettings:
     batch_size: int = 4
     lr: float = 2.5e-3
     synthetic_defects: float = 0.0  # quickstudy.detect.data.paste_synthetic_defects
+    # step 3's `learn --adapt-localizer` for the new type (None: learn decides by itself)
+    adapt_localizer: bool | None = None
     arch: str = "tiny"  # a detector size preset (quickstudy.detect.model.ARCHITECTURES)
     device: str = "cpu"
     # torch's CPU threads (None: torch's default). One: the tiny detector's batches of 4 gain little
@@ -207,7 +209,14 @@ def _run_demo(settings: DemoSettings, console: Console | None) -> DemoResult:
     tic = time.perf_counter()
     for name in scenario.new_types:
         support = _support_images(store, scenario, name, settings)
-        learn_class(model_dir, store, name, images=[s.path for s in support], device=settings.device)
+        learn_class(
+            model_dir,
+            store,
+            name,
+            images=[s.path for s in support],
+            localizer=settings.adapt_localizer,
+            device=settings.device,
+        )
     learn_seconds = time.perf_counter() - tic
     predictor = Predictor.from_dir(model_dir, device=settings.device)
     after = _naming(predictor, new_test, scenario, scenario.new_types)

@@ -50,6 +50,12 @@ def register(subparsers: Any) -> None:
         f"train --synthetic-defects`; default: {defaults.synthetic_defects})",
     )
     parser.add_argument(
+        "--adapt-localizer",
+        action=argparse.BooleanOptionalAction,
+        help="step 3: also teach the localizer the new type's support boxes, as `quickstudy learn "
+        "--adapt-localizer` (default: learn decides by itself)",
+    )
+    parser.add_argument(
         "--train-images",
         type=int,
         default=defaults.train_images,
@@ -89,6 +95,7 @@ def _demo(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             lr=args.lr,
             synthetic_defects=args.synthetic_defects,
+            adapt_localizer=args.adapt_localizer,
             train_images=args.train_images,
             test_images=args.test_images,
             image_size=args.image_size,
