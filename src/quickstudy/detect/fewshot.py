@@ -48,7 +48,7 @@ SupportSet = list[tuple[Path, list[tuple[float, float, float, float]]]]
 # 1.7 / 0.8 / 0.1 points at 0 / 20 / 50 / 100 for nAP50 19.9 / 19.4 / 17.0 / 14.6 (unknowns.md).
 LOCALIZER_DISTILLATION = 50.0
 # adapt_localizer's steps. P3 at the full recipe, 5 seeds: nAP50 at K = 5 21.8 / 25.2 and at K = 10
-# 24.4 / 28.1 at 60 / 150 steps, bAP50 within 0.3 points of 60 steps' (unknowns.md).
+# 24.4 / 28.1 at 60 / 150 steps, bAP50 within 1 point of the base model's at K = 1, 5 and 10 (unknowns.md).
 LOCALIZER_STEPS = 150
 # Below this share of support boxes proposed at IoU >= 0.5, learn_class teaches the localizer too.
 PROPOSED_FOR_PROTOTYPE_ONLY = 0.5
