@@ -19,7 +19,9 @@ classes' calibrated thresholds, lowered to where the class's own support images 
   set of base + novel boxes (network frozen, as TFA freezes all but the last layer).
 
 Before learning, the novel TEST boxes are matched (IoU >= 0.5) to the base model's named detections
-to measure how often a new type shows up as ``unknown``. Class-agnostic proposals on TEST are
+to measure how often a new type shows up as ``unknown``; after learning with the localizer, what each
+novel type's TEST boxes are called (``novel_boxes_called``: its own name, a base type, ``unknown`` or
+missed, at the operating thresholds). Class-agnostic proposals on TEST are
 computed once for the methods that leave the network as it is; ``localizer`` recomputes them.
 
 GPU (H100):  .venv/bin/python benchmarks/p3_neu_fewshot_detect.py --device cuda --epochs 24 --json-out p3.json
@@ -48,7 +50,7 @@ import torch
 from p2_neu_detect import add_training_arguments, neu_store, training_options
 
 from quickstudy.detect.data import DetectionSet
-from quickstudy.detect.evaluation import box_naming, ground_truth, proposal_recall
+from quickstudy.detect.evaluation import box_names, box_naming, ground_truth, proposal_recall
 from quickstudy.detect.fewshot import (
     LOCALIZER_DISTILLATION,
     LOCALIZER_STEPS,
@@ -170,6 +172,16 @@ def add_novel(
     return model, time.perf_counter() - started
 
 
+def novel_boxes_called(
+    model: DefectDetector, proposals: list, test: list, operating: dict[str, float]
+) -> dict[str, dict[str, int]]:
+    """Per novel type, what its TEST boxes are called at the operating thresholds after learning: its
+    own name, a base type's, ``unknown``, or ``missed`` (matched as ``quickstudy eval`` matches)."""
+    memory = model.memory.with_thresholds(operating)
+    called = box_names(test, [memory.name_detections(out, None) for out in model.classify(proposals)])
+    return {c: {name or "missed": n for name, n in called.get(c, Counter()).most_common()} for c in NEU_NOVEL}
+
+
 def novel_thresholds(model: DefectDetector, support: dict[str, list]) -> dict[str, float]:
     """Each novel class's operating threshold as ``quickstudy learn`` sets it."""
     return {name: new_class_threshold(model, name, marked_boxes(s, name)) for name, s in support.items()}
@@ -186,6 +198,11 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "seconds": stats([r["seconds"] for r in runs]),
     }
     for c in NEU_NOVEL:
+        called = sum(
+            (Counter(r["novel_boxes_called"][c]) for r in runs if "novel_boxes_called" in r), Counter()
+        )
+        if called:  # pooled over the seeds
+            out[f"called_{c}"] = {name: n / called.total() for name, n in called.most_common()}
         for key in ("image_precision", "image_recall", "image_recall_at_99_precision"):
             values = [r[key][c] for r in runs if r[key][c] is not None]
             out[f"{key}_{c}"] = stats(values) if values else None
@@ -272,6 +289,8 @@ def main() -> None:
                 report = score(model, scored, test, learned)
                 report["seconds"] = seconds
                 report["novel_thresholds"] = {c: learned[c] for c in NEU_NOVEL}
+                if method == "localizer":
+                    report["novel_boxes_called"] = novel_boxes_called(model, scored, test, learned)
                 runs[method].setdefault(k, []).append(report)
                 print(
                     f"K={k} seed={seed} {method}: nAP50 {report['nAP50']:.3f} bAP50 {report['bAP50']:.3f} "
