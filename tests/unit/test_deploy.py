@@ -245,6 +245,13 @@ def test_the_unknown_similarities_travel_to_the_export_and_an_old_export_keeps_i
     record["thresholds"]["unknown_far"] = "far"
     (export / "memory.json").write_text(json.dumps(record))
     assert refused(export).startswith(f"{export / 'memory.json'}: not a complete class memory")
+    record["thresholds"]["unknown_far"] = 0.1
+    record["thresholds"]["unknown_by_class"] = {"nope": 0.2}
+    (export / "memory.json").write_text(json.dumps(record))
+    assert refused(export) == f"{export / 'memory.json'}: unknown cuts for classes it does not have: nope"
+    record["thresholds"]["unknown_by_class"] = {model.classes[0]: "low"}
+    (export / "memory.json").write_text(json.dumps(record))
+    assert refused(export).startswith(f"{export / 'memory.json'}: not a complete class memory")
 
 
 def test_export_refuses_to_overwrite_a_folder_that_is_not_an_export(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from quickstudy.detect.data import DetectionSet
-from quickstudy.detect.fewshot import adapt_localizer
+from quickstudy.detect.fewshot import adapt_localizer, add_classes
 from quickstudy.detect.model import TINY, DefectDetector, DetectorConfig
 from quickstudy.errors import QuickstudyError
 
@@ -77,3 +78,20 @@ def test_distillation_keeps_the_replayed_images_scores_closer_to_what_they_were(
             return float((model.localize(features)["logits"].sigmoid() - before).abs().mean())
 
     assert moved(50.0) < 0.5 * moved(0.0)
+
+
+def test_a_new_class_gets_its_own_unknown_cut_only_where_its_support_is_spread_wider():
+    model = DefectDetector(["pit"], DetectorConfig(**TINY))
+    model.memory = model.memory.with_thresholds(unknown=0.9)
+    dim = model.memory.prototypes.shape[1]
+    tight = F.normalize(
+        torch.eye(dim)[:1] + 0.01 * torch.randn(4, dim, generator=torch.Generator().manual_seed(0)), dim=-1
+    )
+    spread = F.normalize(
+        torch.eye(dim)[1:2] + 0.6 * torch.randn(4, dim, generator=torch.Generator().manual_seed(1)), dim=-1
+    )
+    add_classes(model, {"tight": tight, "spread": spread, "single": spread[:1]})
+    cuts = model.memory.unknown_by_class
+    assert set(cuts) == {"spread"} and cuts["spread"] < 0.9
+    add_classes(model, {"spread": tight})  # learned again from a tight support: the old cut goes
+    assert model.memory.unknown_by_class == {}

@@ -15,6 +15,7 @@ from quickstudy.detect.memory import (
     UNKNOWN,
     ClassMemory,
     class_means,
+    leave_one_out_cut,
     robust_mean,
     unknown_similarity,
 )
@@ -190,6 +191,42 @@ def test_far_alone_or_abnormal_and_far_make_unknown() -> None:
     assert names(memory.with_thresholds(unknown_far=0.3)) == [UNKNOWN, UNKNOWN, "c0"]
 
 
+def test_a_class_with_its_own_cut_is_named_where_the_common_cut_would_say_unknown() -> None:
+    memory = memory_of().with_thresholds(unknown=0.5).add("new", torch.eye(8)[0], 0.1, unknown_cut=0.3)
+    new = memory.index("new")
+    # rows labelled "new": between its cut and the common one, below its cut; a known class's row
+    similarity = torch.full((3, 4), -1.0)
+    similarity[0, new], similarity[1, new], similarity[2, 0] = 0.4, 0.2, 0.4
+    out = {
+        "boxes": torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]]),
+        "scores": torch.tensor([0.9, 0.9, 0.9]),
+        "labels": torch.tensor([new, new, 0]),
+        "similarity": similarity.amax(-1),
+        "max_similarity": memory.nearest(similarity),
+        "defect_scores": torch.tensor([0.9, 0.9, 0.9]),
+    }
+    found = sorted(memory.name_detections(out, 0.1), key=lambda d: d.box)
+    assert [d.class_name for d in found] == ["new", UNKNOWN, UNKNOWN]
+    # without a cut of its own the class is held to the common one, as every class was
+    plain = memory.replace("new", torch.eye(8)[0])
+    assert plain.unknown_by_class == {} and torch.equal(plain.nearest(similarity), similarity.amax(-1))
+    # the cut goes where the class goes: edits, the payload, and a payload older than cuts of one's own
+    assert memory.with_thresholds(unknown=0.45).unknown_by_class == {"new": 0.3}
+    assert memory.drop(["new"]).unknown_by_class == {}
+    assert ClassMemory.from_payload(memory.to_payload()).unknown_by_class == {"new": 0.3}
+    old = memory.drop(["new"]).to_payload()
+    del old["thresholds"]["unknown_by_class"]
+    assert ClassMemory.from_payload(old).unknown_by_class == {}
+
+
+def test_the_leave_one_out_cut_is_how_far_each_support_box_lies_from_the_others() -> None:
+    spread = F.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.3], [1.0, -0.3], [0.0, 1.0]]), dim=-1)
+    # the last box, left out, is farthest from the mean of the others
+    expected = float(spread[3] @ robust_mean(spread[:3]))
+    assert leave_one_out_cut(spread) == pytest.approx(expected)
+    assert leave_one_out_cut(spread[:1]) is None  # one box: nothing to leave out
+
+
 @pytest.mark.parametrize(
     ("change", "problem"),
     [
@@ -214,6 +251,14 @@ def test_far_alone_or_abnormal_and_far_make_unknown() -> None:
         (
             {"thresholds": {"unknown": 0.1, "unknown_operating": "high", "operating": {}}},
             "the unknown operating threshold 'high' is not a number",
+        ),
+        (
+            {"thresholds": {"unknown": 0.1, "unknown_by_class": {"c0": None}, "operating": {}}},
+            "the per-class unknown cuts are not a mapping of class names to numbers",
+        ),
+        (
+            {"thresholds": {"unknown": 0.1, "unknown_by_class": {"x": 0.2}, "operating": {}}},
+            "unknown cuts for classes not in the memory: x",
         ),
     ],
 )

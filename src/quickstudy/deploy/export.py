@@ -285,6 +285,7 @@ def _memory_record(
             "unknown": memory.unknown,
             "unknown_far": memory.unknown_far,
             "unknown_operating": memory.unknown_operating,
+            "unknown_by_class": dict(memory.unknown_by_class),
             "operating": dict(memory.operating),
         },
         "input": {"image_size": cfg.image_size, "channels": cfg.channels, "tiling": cfg.tiling},

@@ -254,6 +254,8 @@ class OnnxPredictor:
             self.unknown_far = float(thresholds.get("unknown_far", -1.0))
             unknown_operating = thresholds.get("unknown_operating")
             self.unknown_operating = None if unknown_operating is None else float(unknown_operating)
+            # an export made before classes had cuts of their own: every class is cut at `unknown`
+            own_cuts = {str(k): float(v) for k, v in thresholds.get("unknown_by_class", {}).items()}
             self.image_size = int(memory["input"]["image_size"])
             self.channels = int(memory["input"]["channels"])
             self.tiling = bool(memory["input"]["tiling"])
@@ -276,8 +278,18 @@ class OnnxPredictor:
                 f"{npz}: prototypes of shape {prototypes.shape} for {len(classes)} classes of a "
                 f"{dim}-dimensional embedding; it does not belong to {where}"
             )
+        strangers = sorted(set(own_cuts) - set(classes))
+        if strangers:
+            raise QuickstudyError(
+                f"{where}: unknown cuts for classes it does not have: {', '.join(strangers)}"
+            )
         self._classes = classes
         self.prototypes = prototypes
+        # ClassMemory.nearest: similarity minus each class's cut, plus the common cut
+        self.cut_offsets = np.array(
+            [own_cuts.get(name, self.unknown_threshold) - self.unknown_threshold for name in classes],
+            np.float32,
+        )
 
     @property
     def classes(self) -> list[str]:
@@ -399,7 +411,7 @@ class OnnxPredictor:
                     "labels": label,
                     "embeddings": proposal["embeddings"][box_index],
                     "similarity": similarity[box_index, label],
-                    "max_similarity": similarity[box_index].max(-1, initial=-np.inf),
+                    "max_similarity": (similarity[box_index] - self.cut_offsets).max(-1, initial=-np.inf),
                     "defect_scores": defect[box_index],
                     **(
                         {"abnormality": proposal["abnormality"][box_index]}

@@ -34,7 +34,7 @@ from torchvision.ops import box_iou
 
 from quickstudy.detect.data import DetectionSet, letterbox, read_for_model
 from quickstudy.detect.evaluation import ground_truth, proposal_recall
-from quickstudy.detect.memory import DEFAULT_OPERATING, ClassMemory, robust_mean
+from quickstudy.detect.memory import DEFAULT_OPERATING, ClassMemory, leave_one_out_cut, robust_mean
 from quickstudy.detect.model import DefectDetector, detector_from_payload, detector_payload
 from quickstudy.detect.predictor import Predictor
 from quickstudy.detect.versions import ModelFolder, store_fingerprint
@@ -143,7 +143,7 @@ def adapt_prototypes(
         loss.backward()
         optimizer.step()
     for name, row in zip(new, trainable.detach(), strict=True):
-        memory = memory.replace(name, row)
+        memory = memory.replace(name, row, memory.unknown_by_class.get(name))
     model.memory = memory
 
 
@@ -228,11 +228,18 @@ def add_classes(
     adapt: bool = False,
 ) -> None:
     """Add (or replace) one prototype per class name from its support embeddings ``[K, D]``: their
-    :func:`~quickstudy.detect.memory.robust_mean`; ``adapt`` then tunes them (:func:`adapt_prototypes`)."""
+    :func:`~quickstudy.detect.memory.robust_mean`; ``adapt`` then tunes them (:func:`adapt_prototypes`).
+    A class's unseen boxes lie farther from a mean of a few boxes than known boxes from their class's,
+    so each new class gets its own unknown cut where that is lower than the memory's: the
+    :func:`~quickstudy.detect.memory.leave_one_out_cut` of its support."""
     memory = model.memory
     for name, embeddings in support.items():
         row = robust_mean(embeddings)
-        memory = memory.replace(name, row) if name in memory.classes else memory.add(name, row)
+        spread = leave_one_out_cut(embeddings)
+        cut = spread if spread is not None and spread < memory.unknown else None
+        memory = (
+            memory.replace(name, row, cut) if name in memory.classes else memory.add(name, row, None, cut)
+        )
     model.memory = memory
     if adapt:
         embeddings = torch.cat(list(support.values()))
@@ -278,7 +285,7 @@ def refine_on_images(
         moved = refine_prototypes(prototypes, embeddings, temperature=temperature, support_counts=counts)
         prototypes[rows] = F.normalize(moved[rows], dim=-1)
     for name, row in zip(new, prototypes[rows], strict=True):
-        memory = memory.replace(name, row)
+        memory = memory.replace(name, row, memory.unknown_by_class.get(name))
     model.memory = memory
     return len(embeddings)
 

@@ -57,7 +57,9 @@ class ClassMemory:
     """Class names, their prototypes ``[C, D]`` (float32, CPU, unit rows), per-class operating
     thresholds (a class without one uses :data:`DEFAULT_OPERATING`) and the two unknown similarities: a
     box is ``unknown`` below ``unknown_far`` from every prototype, or below ``unknown`` where its region
-    is abnormal (a model without a normality memory: below ``unknown``; :func:`unknown_cuts`).
+    is abnormal (a model without a normality memory: below ``unknown``; :func:`unknown_cuts`). A class
+    learned from a few boxes may carry its own cut in ``unknown_by_class`` (:func:`leave_one_out_cut`):
+    a box that near it counts as near as ``unknown`` (:meth:`nearest`).
 
     A value: :meth:`add`, :meth:`replace`, :meth:`drop` and :meth:`with_thresholds` return a new
     memory. Rows already of unit norm are kept bit for bit (normalising again may move their last
@@ -72,6 +74,7 @@ class ClassMemory:
         unknown: float = -1.0,
         unknown_far: float = -1.0,
         unknown_operating: float | None = None,
+        unknown_by_class: Mapping[str, float] | None = None,
     ) -> None:
         names = tuple(classes)
         rows = prototypes.detach().float().cpu()
@@ -82,9 +85,11 @@ class ClassMemory:
                 f"class names repeat: {', '.join(sorted({n for n in names if names.count(n) > 1}))}"
             )
         thresholds = {name: float(value) for name, value in (operating or {}).items()}
-        strangers = [name for name in thresholds if name not in names]
-        if strangers:
-            raise ValueError(f"operating thresholds for classes not in the memory: {', '.join(strangers)}")
+        own_cuts = {name: float(value) for name, value in (unknown_by_class or {}).items()}
+        for what, values in (("operating thresholds", thresholds), ("unknown cuts", own_cuts)):
+            strangers = [name for name in values if name not in names]
+            if strangers:
+                raise ValueError(f"{what} for classes not in the memory: {', '.join(strangers)}")
         norms = rows.norm(dim=-1, keepdim=True)
         self._classes = names
         self.prototypes = torch.where((norms - 1).abs() <= 1e-6, rows, rows / norms.clamp(min=1e-12))
@@ -92,6 +97,7 @@ class ClassMemory:
         self.unknown = float(unknown)
         self.unknown_far = float(unknown_far)
         self.unknown_operating = None if unknown_operating is None else float(unknown_operating)
+        self.unknown_by_class = own_cuts
 
     @property
     def classes(self) -> list[str]:
@@ -114,6 +120,22 @@ class ClassMemory:
         """Cosine similarities ``[N, C]`` of unit ``embeddings [N, D]`` to every prototype."""
         return embeddings @ self.prototypes.to(embeddings.device).T
 
+    def nearest(self, similarity: torch.Tensor) -> torch.Tensor:
+        """Per box, from its similarities ``[N, C]`` to every prototype: how near it is to the nearest
+        class on the scale of :attr:`unknown`, ``max_c (similarity_c - (cut_c - unknown))`` where ``cut_c``
+        is the class's own cut in :attr:`unknown_by_class` (else :attr:`unknown`, so without own cuts
+        this is the highest similarity). The open-set test compares it with :attr:`unknown`.
+
+        >>> memory = ClassMemory(["pit", "new"], torch.eye(2), unknown=0.8, unknown_by_class={"new": 0.5})
+        >>> [round(v, 3) for v in memory.nearest(torch.tensor([[0.7, 0.1], [0.2, 0.6]])).tolist()]
+        [0.7, 0.9]
+        """
+        # offsets of 0 for classes without a cut of their own: their similarities are kept bit for bit
+        offsets = torch.tensor(
+            [self.unknown_by_class.get(n, self.unknown) - self.unknown for n in self._classes]
+        )
+        return (similarity - offsets.to(similarity)).amax(-1)
+
     def threshold(self, name: str) -> float:
         """The operating score threshold of class ``name``."""
         return self.operating.get(name, DEFAULT_OPERATING)
@@ -127,19 +149,30 @@ class ClassMemory:
         return min(self.operating.values(), default=DEFAULT_OPERATING)
 
     # -- edits (each returns a new memory) --------------------------------------------------------------
-    def add(self, name: str, prototype: torch.Tensor, threshold: float | None = None) -> ClassMemory:
-        """A memory with class ``name`` appended (its prototype ``[D]`` is normalised)."""
+    def add(
+        self,
+        name: str,
+        prototype: torch.Tensor,
+        threshold: float | None = None,
+        unknown_cut: float | None = None,
+    ) -> ClassMemory:
+        """A memory with class ``name`` appended (its prototype ``[D]`` is normalised), with its own
+        unknown cut where given."""
         if name in self._classes:
             raise ValueError(f"class {name!r} is already in the memory; replace it")
         operating = {**self.operating, **({name: threshold} if threshold is not None else {})}
         rows = torch.cat([self.prototypes, prototype.detach().float().cpu()[None]])
-        return ClassMemory([*self._classes, name], rows, operating, *self._unknown_thresholds)
+        own = {**self.unknown_by_class, **({name: unknown_cut} if unknown_cut is not None else {})}
+        return ClassMemory([*self._classes, name], rows, operating, *self._unknown_thresholds, own)
 
-    def replace(self, name: str, prototype: torch.Tensor) -> ClassMemory:
-        """A memory with the prototype of class ``name`` replaced (its threshold kept)."""
+    def replace(self, name: str, prototype: torch.Tensor, unknown_cut: float | None = None) -> ClassMemory:
+        """A memory with the prototype of class ``name`` replaced (its threshold kept) and its own
+        unknown cut set to ``unknown_cut`` (None: none of its own)."""
         rows = self.prototypes.clone()
         rows[self.index(name)] = prototype.detach().float().cpu()
-        return ClassMemory(self._classes, rows, self.operating, *self._unknown_thresholds)
+        own = {k: v for k, v in self.unknown_by_class.items() if k != name}
+        own.update({name: unknown_cut} if unknown_cut is not None else {})
+        return ClassMemory(self._classes, rows, self.operating, *self._unknown_thresholds, own)
 
     def drop(self, names: Iterable[str]) -> ClassMemory:
         """A memory without the classes ``names`` (their prototypes and thresholds)."""
@@ -149,8 +182,9 @@ class ClassMemory:
             raise ValueError(f"classes not in the memory: {', '.join(sorted(missing))}")
         kept = [i for i, name in enumerate(self._classes) if name not in gone]
         operating = {name: value for name, value in self.operating.items() if name not in gone}
+        own = {name: value for name, value in self.unknown_by_class.items() if name not in gone}
         return ClassMemory(
-            [self._classes[i] for i in kept], self.prototypes[kept], operating, *self._unknown_thresholds
+            [self._classes[i] for i in kept], self.prototypes[kept], operating, *self._unknown_thresholds, own
         )
 
     def with_thresholds(
@@ -169,6 +203,7 @@ class ClassMemory:
             self.unknown if unknown is None else unknown,
             self.unknown_far if unknown_far is None else unknown_far,
             self.unknown_operating if unknown_operating is None else unknown_operating,
+            self.unknown_by_class,
         )
 
     @property
@@ -178,9 +213,10 @@ class ClassMemory:
     # -- plain data -------------------------------------------------------------------------------------
     def to_payload(self) -> dict[str, Any]:
         """``{"classes": [str], "prototypes": Tensor [C, D], "thresholds": {"unknown": float,
-        "unknown_far": float, "unknown_operating": float | None, "operating": {str: float}}}``: tensors and
-        plain containers only (a payload without ``unknown_far`` was made when unknown always needed an
-        abnormal region: -1, never; without ``unknown_operating``, when no calibration set it)."""
+        "unknown_far": float, "unknown_operating": float | None, "unknown_by_class": {str: float},
+        "operating": {str: float}}}``: tensors and plain containers only (a payload without ``unknown_far``
+        was made when unknown always needed an abnormal region: -1, never; without ``unknown_operating``,
+        when no calibration set it; without ``unknown_by_class``, when no class had a cut of its own)."""
         return {
             "classes": list(self._classes),
             "prototypes": self.prototypes.clone(),
@@ -188,6 +224,7 @@ class ClassMemory:
                 "unknown": self.unknown,
                 "unknown_far": self.unknown_far,
                 "unknown_operating": self.unknown_operating,
+                "unknown_by_class": dict(self.unknown_by_class),
                 "operating": dict(self.operating),
             },
         }
@@ -220,8 +257,17 @@ class ClassMemory:
             raise QuickstudyError(
                 f"{where}: the unknown operating threshold {unknown_operating!r} is not a number"
             )
+        unknown_by_class = thresholds.get("unknown_by_class", {})
+        if not isinstance(unknown_by_class, dict) or not all(
+            isinstance(name, str) and _is_number(value) for name, value in unknown_by_class.items()
+        ):
+            raise QuickstudyError(
+                f"{where}: the per-class unknown cuts are not a mapping of class names to numbers"
+            )
         try:
-            return cls(classes, prototypes, operating, unknown, unknown_far, unknown_operating)
+            return cls(
+                classes, prototypes, operating, unknown, unknown_far, unknown_operating, unknown_by_class
+            )
         except ValueError as error:
             raise QuickstudyError(f"{where}: {error}") from None
 
@@ -293,6 +339,21 @@ def class_means(embeddings: torch.Tensor, allowed: torch.Tensor, fallback: torch
     sums = single.float().T @ embeddings
     seen = single.any(0)[:, None]
     return F.normalize(torch.where(seen, sums, fallback.to(sums)), dim=-1)
+
+
+def leave_one_out_cut(embeddings: torch.Tensor) -> float | None:
+    """How far from a class learned from the support ``embeddings [K, D]`` its unseen boxes may lie: the
+    lowest similarity of a support box to the :func:`robust_mean` of the others (each left out, as an
+    unseen box is not among them); None from fewer than two boxes.
+
+    >>> round(leave_one_out_cut(F.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.2], [1.0, -0.4]]), dim=-1)), 3)
+    0.887
+    """
+    if embeddings.shape[0] < 2:
+        return None
+    rows = range(embeddings.shape[0])
+    others = [robust_mean(embeddings[[j for j in rows if j != i]]) for i in rows]
+    return float(min(embeddings[i] @ mean for i, mean in zip(rows, others, strict=True)))
 
 
 def robust_mean(embeddings: torch.Tensor, keep: float = 0.8) -> torch.Tensor:

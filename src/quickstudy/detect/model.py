@@ -152,7 +152,8 @@ class DefectDetector(nn.Module):
     One row per (box, class) pair that survives per-class NMS: ``labels`` index ``model.classes``,
     ``scores`` = defect score × p(class), ``defect_scores`` the class-agnostic score of the box,
     ``similarity`` the cosine similarity of the box embedding to its label's prototype and
-    ``max_similarity`` to the nearest prototype (low = "unknown", see the Predictor).
+    ``max_similarity`` to the nearest prototype, on the scale of the unknown cut where a class has its
+    own (:meth:`ClassMemory.nearest`; low = "unknown", see the Predictor).
 
     ``model.memory`` is the class memory that names boxes at inference: random prototypes until
     training calibrates it, a new row per class ``learn`` adds. It is data beside the network, not
@@ -315,7 +316,7 @@ class DefectDetector(nn.Module):
                 "labels": label,
                 "embeddings": embeddings[box_index],
                 "similarity": similarity[box_index, label],
-                "max_similarity": similarity[box_index].amax(-1),
+                "max_similarity": self.memory.nearest(similarity[box_index]),
                 "defect_scores": defect[box_index],
             }
             if "abnormality" in proposal:
