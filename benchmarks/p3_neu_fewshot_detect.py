@@ -20,8 +20,8 @@ classes' calibrated thresholds, lowered to where the class's own support images 
 
 Before learning, the novel TEST boxes are matched (IoU >= 0.5) to the base model's named detections
 to measure how often a new type shows up as ``unknown``; after learning with the localizer, what each
-novel type's TEST boxes are called (``novel_boxes_called``: its own name, a base type, ``unknown`` or
-missed, at the operating thresholds). Class-agnostic proposals on TEST are
+type's TEST boxes are called (``boxes_called``: its own name, another type, ``unknown`` or missed, at
+the operating thresholds; ``boxes_called_common_cut`` the same with no class given its own unknown cut). Class-agnostic proposals on TEST are
 computed once for the methods that leave the network as it is; ``localizer`` recomputes them.
 
 GPU (H100):  .venv/bin/python benchmarks/p3_neu_fewshot_detect.py --device cuda --epochs 24 --json-out p3.json
@@ -60,6 +60,7 @@ from quickstudy.detect.fewshot import (
     finetune_classifier,
     new_class_threshold,
 )
+from quickstudy.detect.memory import ClassMemory
 from quickstudy.detect.model import DefectDetector
 from quickstudy.detect.predictor import UNKNOWN, Predictor
 from quickstudy.detect.training import select_samples, split_validation, train_detector
@@ -172,14 +173,28 @@ def add_novel(
     return model, time.perf_counter() - started
 
 
-def novel_boxes_called(
-    model: DefectDetector, proposals: list, test: list, operating: dict[str, float]
+def boxes_called(
+    model: DefectDetector, proposals: list, test: list, operating: dict[str, float], common_cut: bool = False
 ) -> dict[str, dict[str, int]]:
-    """Per novel type, what its TEST boxes are called at the operating thresholds after learning: its
-    own name, a base type's, ``unknown``, or ``missed`` (matched as ``quickstudy eval`` matches)."""
+    """Per novel and base type, what its TEST boxes are called at the operating thresholds: its own
+    name, another type's, ``unknown``, or ``missed`` (matched as ``quickstudy eval`` matches).
+    ``common_cut``: with every class held to the memory's common ``unknown`` cut, none to its own."""
     memory = model.memory.with_thresholds(operating)
+    if common_cut:
+        model = copy.copy(model)  # the network shared; only the memory differs
+        model.memory = memory = ClassMemory(
+            memory.classes,
+            memory.prototypes,
+            memory.operating,
+            memory.unknown,
+            memory.unknown_far,
+            memory.unknown_operating,
+        )
     called = box_names(test, [memory.name_detections(out, None) for out in model.classify(proposals)])
-    return {c: {name or "missed": n for name, n in called.get(c, Counter()).most_common()} for c in NEU_NOVEL}
+    return {
+        c: {name or "missed": n for name, n in called.get(c, Counter()).most_common()}
+        for c in NEU_NOVEL + NEU_BASE
+    }
 
 
 def novel_thresholds(model: DefectDetector, support: dict[str, list]) -> dict[str, float]:
@@ -197,12 +212,12 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "novel_proposed": stats([r["novel_proposed"] for r in runs]),
         "seconds": stats([r["seconds"] for r in runs]),
     }
+    for key in ("boxes_called", "boxes_called_common_cut"):
+        for c in NEU_NOVEL + NEU_BASE:
+            called = sum((Counter(r[key][c]) for r in runs if key in r), Counter())
+            if called:  # pooled over the seeds
+                out[f"{key}_{c}"] = {name: n / called.total() for name, n in called.most_common()}
     for c in NEU_NOVEL:
-        called = sum(
-            (Counter(r["novel_boxes_called"][c]) for r in runs if "novel_boxes_called" in r), Counter()
-        )
-        if called:  # pooled over the seeds
-            out[f"called_{c}"] = {name: n / called.total() for name, n in called.most_common()}
         for key in ("image_precision", "image_recall", "image_recall_at_99_precision"):
             values = [r[key][c] for r in runs if r[key][c] is not None]
             out[f"{key}_{c}"] = stats(values) if values else None
@@ -290,7 +305,8 @@ def main() -> None:
                 report["seconds"] = seconds
                 report["novel_thresholds"] = {c: learned[c] for c in NEU_NOVEL}
                 if method == "localizer":
-                    report["novel_boxes_called"] = novel_boxes_called(model, scored, test, learned)
+                    report["boxes_called"] = boxes_called(model, scored, test, learned)
+                    report["boxes_called_common_cut"] = boxes_called(model, scored, test, learned, True)
                 runs[method].setdefault(k, []).append(report)
                 print(
                     f"K={k} seed={seed} {method}: nAP50 {report['nAP50']:.3f} bAP50 {report['bAP50']:.3f} "
