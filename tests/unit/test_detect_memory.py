@@ -212,6 +212,9 @@ def test_a_class_with_its_own_cut_is_named_where_the_common_cut_would_say_unknow
     assert plain.unknown_by_class == {} and torch.equal(plain.nearest(similarity), similarity.amax(-1))
     # the cut goes where the class goes: edits, the payload, and a payload older than cuts of one's own
     assert memory.with_thresholds(unknown=0.45).unknown_by_class == {"new": 0.3}
+    # a common cut calibrated below a class's own leaves that class no stricter than the others
+    lowered = memory.with_thresholds(unknown=0.2)
+    assert torch.equal(lowered.nearest(similarity), similarity.amax(-1))
     assert memory.drop(["new"]).unknown_by_class == {}
     assert ClassMemory.from_payload(memory.to_payload()).unknown_by_class == {"new": 0.3}
     old = memory.drop(["new"]).to_payload()

@@ -287,7 +287,11 @@ class OnnxPredictor:
         self.prototypes = prototypes
         # ClassMemory.nearest: similarity minus each class's cut, plus the common cut
         self.cut_offsets = np.array(
-            [own_cuts.get(name, self.unknown_threshold) - self.unknown_threshold for name in classes],
+            [
+                min(own_cuts.get(name, self.unknown_threshold), self.unknown_threshold)
+                - self.unknown_threshold
+                for name in classes
+            ],
             np.float32,
         )
 

@@ -123,8 +123,9 @@ class ClassMemory:
     def nearest(self, similarity: torch.Tensor) -> torch.Tensor:
         """Per box, from its similarities ``[N, C]`` to every prototype: how near it is to the nearest
         class on the scale of :attr:`unknown`, ``max_c (similarity_c - (cut_c - unknown))`` where ``cut_c``
-        is the class's own cut in :attr:`unknown_by_class` (else :attr:`unknown`, so without own cuts
-        this is the highest similarity). The open-set test compares it with :attr:`unknown`.
+        is the class's own cut in :attr:`unknown_by_class` where that is lower than :attr:`unknown` (a
+        later calibration may lower the common cut below it), else :attr:`unknown`; so without own cuts
+        this is the highest similarity. The open-set test compares it with :attr:`unknown`.
 
         >>> memory = ClassMemory(["pit", "new"], torch.eye(2), unknown=0.8, unknown_by_class={"new": 0.5})
         >>> [round(v, 3) for v in memory.nearest(torch.tensor([[0.7, 0.1], [0.2, 0.6]])).tolist()]
@@ -132,7 +133,10 @@ class ClassMemory:
         """
         # offsets of 0 for classes without a cut of their own: their similarities are kept bit for bit
         offsets = torch.tensor(
-            [self.unknown_by_class.get(n, self.unknown) - self.unknown for n in self._classes]
+            [
+                min(self.unknown_by_class.get(n, self.unknown), self.unknown) - self.unknown
+                for n in self._classes
+            ]
         )
         return (similarity - offsets.to(similarity)).amax(-1)
 
