@@ -98,6 +98,10 @@ class ClassMemory:
         self.unknown_far = float(unknown_far)
         self.unknown_operating = None if unknown_operating is None else float(unknown_operating)
         self.unknown_by_class = own_cuts
+        # per class, how much lower its own cut lies than the common one (0 for most): see nearest()
+        self._cut_offsets = torch.tensor(
+            [min(own_cuts.get(n, self.unknown), self.unknown) - self.unknown for n in names]
+        )
 
     @property
     def classes(self) -> list[str]:
@@ -132,13 +136,7 @@ class ClassMemory:
         [0.7, 0.9]
         """
         # offsets of 0 for classes without a cut of their own: their similarities are kept bit for bit
-        offsets = torch.tensor(
-            [
-                min(self.unknown_by_class.get(n, self.unknown), self.unknown) - self.unknown
-                for n in self._classes
-            ]
-        )
-        return (similarity - offsets.to(similarity)).amax(-1)
+        return (similarity - self._cut_offsets.to(similarity)).amax(-1)
 
     def threshold(self, name: str) -> float:
         """The operating score threshold of class ``name``."""
