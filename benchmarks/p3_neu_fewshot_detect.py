@@ -6,9 +6,9 @@ Then, for K in {1, 5, 10} and seeds 0-4, K TRAIN images per novel class (from th
 with all their boxes of the class) are the support set, and four ways of adding the classes are
 scored on all of TEST: nAP50 (mean AP50 over NOVEL), bAP50 (over BASE; "before" = the base model),
 the share of novel TEST boxes the localizer proposes at all (IoU >= 0.5), image-level
-precision/recall per novel class (threshold as ``quickstudy learn`` sets it: the median of the base
-classes' calibrated thresholds, lowered to where the class's own support images are found,
-``detect.fewshot.support_threshold``), seconds to add both classes:
+precision/recall per novel class (threshold as ``quickstudy learn`` sets it before its check against
+known negatives: the median of the base classes' calibrated thresholds, lowered to where the class's
+own support images are found, ``detect.fewshot.support_threshold``), seconds to add both classes:
 
 - ``prototype``: robust mean of the support embeddings (``quickstudy learn``);
 - ``prototype_adapt``: the same, then the new prototypes tuned on the support (``learn --adapt``);
@@ -198,7 +198,8 @@ def boxes_called(
 
 
 def novel_thresholds(model: DefectDetector, support: dict[str, list]) -> dict[str, float]:
-    """Each novel class's operating threshold as ``quickstudy learn`` sets it."""
+    """Each novel class's operating threshold as ``quickstudy learn`` sets it before its check against
+    known negatives (which would raise it for image precision)."""
     return {name: new_class_threshold(model, name, marked_boxes(s, name)) for name, s in support.items()}
 
 
