@@ -21,8 +21,9 @@ own support images are found, ``detect.fewshot.support_threshold``), seconds to 
 Before learning, the novel TEST boxes are matched (IoU >= 0.5) to the base model's named detections
 to measure how often a new type shows up as ``unknown``; after learning with the localizer, what each
 type's TEST boxes are called (``boxes_called``: its own name, another type, ``unknown`` or missed, at
-the operating thresholds; ``boxes_called_common_cut`` the same with no class given its own unknown cut). Class-agnostic proposals on TEST are
-computed once for the methods that leave the network as it is; ``localizer`` recomputes them.
+the operating thresholds; ``boxes_called_common_cut`` the same with no class given its own unknown
+cut). Class-agnostic proposals on TEST are computed once for the methods that leave the network as it
+is; ``localizer`` recomputes them.
 
 GPU (H100):  .venv/bin/python benchmarks/p3_neu_fewshot_detect.py --device cuda --epochs 24 --json-out p3.json
 CPU (tiny):  .venv/bin/python benchmarks/p3_neu_fewshot_detect.py --arch tiny --epochs 12 --threads 2 \\
@@ -60,7 +61,6 @@ from quickstudy.detect.fewshot import (
     finetune_classifier,
     new_class_threshold,
 )
-from quickstudy.detect.memory import ClassMemory
 from quickstudy.detect.model import DefectDetector
 from quickstudy.detect.predictor import UNKNOWN, Predictor
 from quickstudy.detect.training import select_samples, split_validation, train_detector
@@ -179,17 +179,10 @@ def boxes_called(
     """Per novel and base type, what its TEST boxes are called at the operating thresholds: its own
     name, another type's, ``unknown``, or ``missed`` (matched as ``quickstudy eval`` matches).
     ``common_cut``: with every class held to the memory's common ``unknown`` cut, none to its own."""
-    memory = model.memory.with_thresholds(operating)
+    memory = model.memory.with_thresholds(operating, unknown_by_class={} if common_cut else None)
     if common_cut:
         model = copy.copy(model)  # the network shared; only the memory differs
-        model.memory = memory = ClassMemory(
-            memory.classes,
-            memory.prototypes,
-            memory.operating,
-            memory.unknown,
-            memory.unknown_far,
-            memory.unknown_operating,
-        )
+        model.memory = memory
     called = box_names(test, [memory.name_detections(out, None) for out in model.classify(proposals)])
     return {
         c: {name or "missed": n for name, n in called.get(c, Counter()).most_common()}

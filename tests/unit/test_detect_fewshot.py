@@ -80,7 +80,7 @@ def test_distillation_keeps_the_replayed_images_scores_closer_to_what_they_were(
     assert moved(50.0) < 0.5 * moved(0.0)
 
 
-def test_a_new_class_gets_its_own_unknown_cut_only_where_its_support_is_spread_wider():
+def test_a_new_class_gets_its_own_unknown_cut_and_it_counts_only_where_its_support_is_spread_wider():
     model = DefectDetector(["pit"], DetectorConfig(**TINY))
     model.memory = model.memory.with_thresholds(unknown=0.9)
     dim = model.memory.prototypes.shape[1]
@@ -91,7 +91,14 @@ def test_a_new_class_gets_its_own_unknown_cut_only_where_its_support_is_spread_w
         torch.eye(dim)[1:2] + 0.6 * torch.randn(4, dim, generator=torch.Generator().manual_seed(1)), dim=-1
     )
     add_classes(model, {"tight": tight, "spread": spread, "single": spread[:1]})
-    cuts = model.memory.unknown_by_class
-    assert set(cuts) == {"spread"} and cuts["spread"] < 0.9
-    add_classes(model, {"spread": tight})  # learned again from a tight support: the old cut goes
-    assert model.memory.unknown_by_class == {}
+    memory = model.memory
+    cuts = memory.unknown_by_class
+    assert set(cuts) == {"tight", "spread"} and cuts["spread"] < 0.9 < cuts["tight"]  # one box: no cut
+    similarity = torch.full((1, len(memory)), 0.5)
+    similarity[0, memory.index("spread")] = cuts["spread"] + 0.01  # a cut of its own that counts
+    assert float(memory.nearest(similarity)[0]) > 0.9  # near enough: not unknown
+    similarity[0, memory.index("spread")] = -1.0
+    similarity[0, memory.index("tight")] = 0.89  # a cut above the common one: held to the common one
+    assert float(memory.nearest(similarity)[0]) == pytest.approx(0.89)
+    add_classes(model, {"spread": spread[:1]})  # learned again from one box: the old cut goes
+    assert set(model.memory.unknown_by_class) == {"tight"}

@@ -285,7 +285,7 @@ class OnnxPredictor:
             )
         self._classes = classes
         self.prototypes = prototypes
-        # ClassMemory.nearest: similarity minus each class's cut, plus the common cut
+        # ClassMemory.nearest: a class's own cut, where lower than the common one, raises its similarities
         self.cut_offsets = np.array(
             [
                 min(own_cuts.get(name, self.unknown_threshold), self.unknown_threshold)

@@ -230,13 +230,12 @@ def add_classes(
     """Add (or replace) one prototype per class name from its support embeddings ``[K, D]``: their
     :func:`~quickstudy.detect.memory.robust_mean`; ``adapt`` then tunes them (:func:`adapt_prototypes`).
     A class's unseen boxes lie farther from a mean of a few boxes than known boxes from their class's,
-    so each new class gets its own unknown cut where that is lower than the memory's: the
-    :func:`~quickstudy.detect.memory.leave_one_out_cut` of its support."""
+    so each new class gets its own unknown cut, the :func:`~quickstudy.detect.memory.leave_one_out_cut`
+    of its support (it counts where lower than the memory's: :meth:`ClassMemory.nearest`)."""
     memory = model.memory
     for name, embeddings in support.items():
         row = robust_mean(embeddings)
-        spread = leave_one_out_cut(embeddings)
-        cut = spread if spread is not None and spread < memory.unknown else None
+        cut = leave_one_out_cut(embeddings)
         memory = (
             memory.replace(name, row, cut) if name in memory.classes else memory.add(name, row, None, cut)
         )

@@ -195,9 +195,10 @@ class ClassMemory:
         unknown: float | None = None,
         unknown_far: float | None = None,
         unknown_operating: float | None = None,
+        unknown_by_class: Mapping[str, float] | None = None,
     ) -> ClassMemory:
-        """A memory with these operating thresholds (all of them) and/or these unknown similarities and
-        score threshold."""
+        """A memory with these operating thresholds (all of them) and/or these unknown similarities, score
+        threshold and classes' own cuts (all of them; ``{}``: none)."""
         return ClassMemory(
             self._classes,
             self.prototypes,
@@ -205,7 +206,7 @@ class ClassMemory:
             self.unknown if unknown is None else unknown,
             self.unknown_far if unknown_far is None else unknown_far,
             self.unknown_operating if unknown_operating is None else unknown_operating,
-            self.unknown_by_class,
+            self.unknown_by_class if unknown_by_class is None else unknown_by_class,
         )
 
     @property
