@@ -6,9 +6,10 @@ Then, for K in {1, 5, 10} and seeds 0-4, K TRAIN images per novel class (from th
 with all their boxes of the class) are the support set, and four ways of adding the classes are
 scored on all of TEST: nAP50 (mean AP50 over NOVEL), bAP50 (over BASE; "before" = the base model),
 the share of novel TEST boxes the localizer proposes at all (IoU >= 0.5), image-level
-precision/recall per novel class (threshold as ``quickstudy learn`` sets it before its check against
-known negatives: the median of the base classes' calibrated thresholds, lowered to where the class's
-own support images are found, ``detect.fewshot.support_threshold``), seconds to add both classes:
+precision/recall per novel class (threshold as ``quickstudy learn`` sets it,
+``detect.fewshot.threshold_for_precision``: where the class's own support images are found, raised
+where that flags too many of up to 200 TRAIN images known to hold no such box), seconds to add both
+classes:
 
 - ``prototype``: robust mean of the support embeddings (``quickstudy learn``);
 - ``prototype_adapt``: the same, then the new prototypes tuned on the support (``learn --adapt``);
@@ -59,7 +60,10 @@ from quickstudy.detect.fewshot import (
     add_classes,
     embed_support,
     finetune_classifier,
-    new_class_threshold,
+    known_negatives,
+)
+from quickstudy.detect.fewshot import (
+    threshold_for_precision as learned_threshold,
 )
 from quickstudy.detect.model import DefectDetector
 from quickstudy.detect.predictor import UNKNOWN, Predictor
@@ -190,10 +194,15 @@ def boxes_called(
     }
 
 
-def novel_thresholds(model: DefectDetector, support: dict[str, list]) -> dict[str, float]:
-    """Each novel class's operating threshold as ``quickstudy learn`` sets it before its check against
-    known negatives (which would raise it for image precision)."""
-    return {name: new_class_threshold(model, name, marked_boxes(s, name)) for name, s in support.items()}
+def novel_thresholds(
+    model: DefectDetector, support: dict[str, list], store: Any
+) -> dict[str, tuple[float, str]]:
+    """Each novel class's operating threshold as ``quickstudy learn`` sets it, and its note."""
+    thresholds = {}
+    for name, samples in support.items():
+        marked = marked_boxes(samples, name)
+        thresholds[name] = learned_threshold(model, name, marked, known_negatives(store, name, marked))
+    return thresholds
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -294,10 +303,12 @@ def main() -> None:
             for method in METHODS:
                 model, seconds = add_novel(base, method, support, base_support, seed, replay, localizer)
                 scored = Predictor(model).proposals(test_paths) if method == "localizer" else proposals
-                learned = {**predictor.operating, **novel_thresholds(model, support)}
+                set_by_learn = novel_thresholds(model, support, store)
+                learned = {**predictor.operating, **{c: t for c, (t, _) in set_by_learn.items()}}
                 report = score(model, scored, test, learned)
                 report["seconds"] = seconds
                 report["novel_thresholds"] = {c: learned[c] for c in NEU_NOVEL}
+                report["novel_threshold_notes"] = {c: note for c, (_, note) in set_by_learn.items()}
                 if method == "localizer":
                     report["boxes_called"] = boxes_called(model, scored, test, learned)
                     report["boxes_called_common_cut"] = boxes_called(model, scored, test, learned, True)
