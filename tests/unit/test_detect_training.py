@@ -212,7 +212,7 @@ def test_a_new_class_threshold_keeps_the_support_positive_and_rises_for_precisio
     )
     # one negative of 30 at 0.55: precision at even odds 1 / (1 + 1/30) = 0.97, kept
     scores["n"] = [0.55] + [0.1] * 29
-    assert fewshot.new_class_threshold(FakeModel(), "new", support, negatives) == 0.5
+    assert fewshot.threshold_for_precision(FakeModel(), "new", support, negatives)[0] == 0.5
     # four: 1 / (1 + 4/30) = 0.88 is under 0.9, so the threshold rises to 0.6 (0.75 / 0.75)
     scores["n"] = [0.55] * 4 + [0.1] * 26
     threshold, note = fewshot.threshold_for_precision(FakeModel(), "new", support, negatives)
@@ -232,7 +232,10 @@ def test_a_new_class_threshold_keeps_the_support_positive_and_rises_for_precisio
     threshold, note = fewshot.threshold_for_precision(FakeModel(), "new", support, negatives)
     assert threshold == 0.7 and "2 of 4 support images positive, 0 of 30" in note and "under" not in note
     # no negatives known: recall alone
-    assert fewshot.new_class_threshold(FakeModel(), "new", support) == 0.5
+    assert fewshot.threshold_for_precision(FakeModel(), "new", support) == (
+        0.5,
+        "threshold 0.500 keeps every support image positive",
+    )
 
 
 def test_proposed_share_counts_support_boxes_a_proposal_overlaps_at_iou_half(monkeypatch):

@@ -419,13 +419,6 @@ def known_negatives(store: Any, name: str, support: SupportSet, limit: int = NEG
     return [candidates[int(i)] for i in sorted(picked.tolist())]
 
 
-def new_class_threshold(
-    model: DefectDetector, name: str, support: SupportSet, negatives: Sequence[Path] = ()
-) -> float:
-    """:func:`threshold_for_precision` without its note."""
-    return threshold_for_precision(model, name, support, negatives)[0]
-
-
 def threshold_for_precision(
     model: DefectDetector, name: str, support: SupportSet, negatives: Sequence[Path] = ()
 ) -> tuple[float, str]:
