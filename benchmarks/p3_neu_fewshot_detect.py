@@ -16,6 +16,9 @@ classes:
 - ``localizer``: prototypes as ``prototype``, and the localization head tuned on the support
   images' boxes with the base training images replayed, backbone frozen
   (``detect.fewshot.adapt_localizer``);
+- ``localizer_recognizer``: ``localizer``, then the recognition head's MLP tuned on the support boxes
+  with 64 base training images' boxes replayed and distilled, and the prototypes made again from the
+  tuned embeddings (``detect.fewshot.adapt_recognizer``; ``learn --adapt-localizer --adapt-recognizer``);
 - ``tfa``: TFA-style fine-tuning — new random class rows, all rows fine-tuned on a balanced K-shot
   set of base + novel boxes (network frozen, as TFA freezes all but the last layer).
 
@@ -57,10 +60,13 @@ from quickstudy.detect.fewshot import (
     LOCALIZER_DISTILLATION,
     LOCALIZER_STEPS,
     adapt_localizer,
+    adapt_recognizer,
     add_classes,
     embed_support,
     finetune_classifier,
     known_negatives,
+    pool_known,
+    pool_support,
 )
 from quickstudy.detect.fewshot import (
     threshold_for_precision as learned_threshold,
@@ -73,7 +79,8 @@ from quickstudy.evaluate.operating import threshold_for_precision
 from quickstudy.labels.known import NEU_BASE, NEU_NOVEL, neu_class_of
 from quickstudy.train import describe_device
 
-METHODS = ("prototype", "prototype_adapt", "localizer", "tfa")
+METHODS = ("prototype", "prototype_adapt", "localizer", "localizer_recognizer", "tfa")
+ADAPTS_LOCALIZER = ("localizer", "localizer_recognizer")
 
 
 def draw_support(train: list, classes: tuple[str, ...], k: int, seed: int) -> dict[str, list]:
@@ -156,9 +163,11 @@ def add_novel(
     seed: int,
     replay: DetectionSet | None = None,
     localizer: dict[str, Any] | None = None,
+    known: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[DefectDetector, float]:
     """A copy of ``base`` with both novel classes added by ``method`` (``localizer``: keyword arguments
-    of :func:`~quickstudy.detect.fewshot.adapt_localizer`); seconds it took."""
+    of :func:`~quickstudy.detect.fewshot.adapt_localizer`; ``known``: pooled base boxes and their
+    classes, :func:`~quickstudy.detect.fewshot.pool_known`); seconds it took."""
     model = copy.deepcopy(base)
     started = time.perf_counter()
     if method == "tfa":
@@ -170,10 +179,14 @@ def add_novel(
     else:
         embedded = {name: embed_support(model, marked_boxes(s, name)) for name, s in support.items()}
         add_classes(model, embedded, adapt=method == "prototype_adapt")
-        if method == "localizer":
+        if method in ADAPTS_LOCALIZER:
             marked = [s for samples in support.values() for s in samples]
             images = DetectionSet.from_samples(marked, [], model.config.image_size)
             adapt_localizer(model, images, replay, seed=seed, **(localizer or {}))
+        if method == "localizer_recognizer":
+            pooled = {name: pool_support(model, marked_boxes(s, name)) for name, s in support.items()}
+            assert known is not None, "localizer_recognizer replays known boxes"
+            add_classes(model, adapt_recognizer(model, pooled, *known))
     return model, time.perf_counter() - started
 
 
@@ -252,6 +265,9 @@ def main() -> None:
         default=LOCALIZER_DISTILLATION,
         help=f"adapt_localizer's distillation weight (default {LOCALIZER_DISTILLATION})",
     )
+    parser.add_argument(
+        "--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)}"
+    )
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
     if args.device == "cpu":
@@ -278,6 +294,9 @@ def main() -> None:
     # the images the base model was fitted on, replayed while the localizer adapts
     fitted, _ = split_validation(select_samples(train, list(NEU_BASE), args.limit))
     replay = DetectionSet.from_samples(fitted, [], base.config.image_size)
+    # the known boxes replayed while the recognition head adapts: 64 of those images, as learn replays
+    order = torch.randperm(len(fitted), generator=torch.Generator().manual_seed(0))[:64]
+    known = pool_known(base, [fitted[i] for i in sorted(order.tolist())])
     before = score(base, proposals, test, operating)
     result["before"] = {k: before[k] for k in ("bAP50", "novel_proposed", "AP50")}
     named = base.classify(proposals)
@@ -295,21 +314,24 @@ def main() -> None:
     )
 
     localizer = {"steps": args.localizer_steps, "distill": args.localizer_distill}
-    runs: dict[str, dict[int, list[dict[str, Any]]]] = {m: {} for m in METHODS}
+    methods = args.methods.split(",")
+    runs: dict[str, dict[int, list[dict[str, Any]]]] = {m: {} for m in methods}
     for k in (int(v) for v in args.shots.split(",")):
         for seed in (int(v) for v in args.seeds.split(",")):
             support = draw_support(train, NEU_NOVEL, k, seed)
             base_support = draw_support(train, NEU_BASE, k, seed)
-            for method in METHODS:
-                model, seconds = add_novel(base, method, support, base_support, seed, replay, localizer)
-                scored = Predictor(model).proposals(test_paths) if method == "localizer" else proposals
+            for method in methods:
+                model, seconds = add_novel(
+                    base, method, support, base_support, seed, replay, localizer, known
+                )
+                scored = Predictor(model).proposals(test_paths) if method in ADAPTS_LOCALIZER else proposals
                 set_by_learn = novel_thresholds(model, support, store)
                 learned = {**predictor.operating, **{c: t for c, (t, _) in set_by_learn.items()}}
                 report = score(model, scored, test, learned)
                 report["seconds"] = seconds
                 report["novel_thresholds"] = {c: learned[c] for c in NEU_NOVEL}
                 report["novel_threshold_notes"] = {c: note for c, (_, note) in set_by_learn.items()}
-                if method == "localizer":
+                if method in ADAPTS_LOCALIZER:
                     report["boxes_called"] = boxes_called(model, scored, test, learned)
                     report["boxes_called_common_cut"] = boxes_called(model, scored, test, learned, True)
                 runs[method].setdefault(k, []).append(report)
@@ -324,8 +346,9 @@ def main() -> None:
     cpu_model = copy.deepcopy(base).cpu()
     support = draw_support(train, NEU_NOVEL, min(10, max(int(v) for v in args.shots.split(","))), 0)
     result["cpu_seconds_to_add_both_classes"] = {
-        method: add_novel(cpu_model, method, support, {}, 0, replay, localizer)[1]
-        for method in ("prototype", "localizer")
+        method: add_novel(cpu_model, method, support, {}, 0, replay, localizer, known)[1]
+        for method in ("prototype", "localizer", "localizer_recognizer")
+        if method in methods
     }
     result["cpu_threads"] = torch.get_num_threads()
     print(json.dumps({"before": result["before"], "summary": result["summary"]}, indent=2))

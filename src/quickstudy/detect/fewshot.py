@@ -50,6 +50,9 @@ LOCALIZER_DISTILLATION = 50.0
 # adapt_localizer's steps. P3 at the full recipe, 5 seeds: nAP50 at K = 5 21.8 / 25.2 and at K = 10
 # 24.4 / 28.1 at 60 / 150 steps, bAP50 within 1 point of the base model's at K = 1, 5 and 10 (unknowns.md).
 LOCALIZER_STEPS = 150
+# adapt_recognizer's steps and the weight of its distillation on known boxes (P3: unknowns.md).
+RECOGNIZER_STEPS = 50
+RECOGNIZER_DISTILLATION = 10.0
 # Below this share of support boxes proposed at IoU >= 0.5, learn_class teaches the localizer too.
 PROPOSED_FOR_PROTOTYPE_ONLY = 0.5
 # An adaptation of the localizer that learn chose by itself is undone when it costs the known boxes more
@@ -101,8 +104,10 @@ def support_boxes(
 
 
 @torch.no_grad()
-def embed_support(model: DefectDetector, support: SupportSet, batch_size: int = 16) -> torch.Tensor:
-    """Embeddings ``[K, D]`` of every support box (boxes in the images' own pixels)."""
+@torch.no_grad()
+def pool_support(model: DefectDetector, support: SupportSet, batch_size: int = 16) -> torch.Tensor:
+    """What the recognition MLP reads of every support box (boxes in the images' own pixels),
+    ``[K, C, P, P]`` on the model's device."""
     model.eval()
     size = model.config.image_size
     device = model.device
@@ -114,8 +119,82 @@ def embed_support(model: DefectDetector, support: SupportSet, batch_size: int = 
             images.append(image)
             boxes.append(torch.tensor(image_boxes, dtype=torch.float32) * scale)
         batch = torch.stack(images).to(device).float() / 255
-        chunks.append(model.embed_boxes(batch, [b.to(device) for b in boxes]).cpu())
+        chunks.append(model.pool_boxes(batch, [b.to(device) for b in boxes]))
     return torch.cat(chunks)
+
+
+@torch.no_grad()
+def embed_support(model: DefectDetector, support: SupportSet, batch_size: int = 16) -> torch.Tensor:
+    """Embeddings ``[K, D]`` of every support box (boxes in the images' own pixels), on the CPU."""
+    return model.recognize.project(pool_support(model, support, batch_size)).cpu()
+
+
+def pool_known(model: DefectDetector, samples: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The boxes of ``samples`` whose one allowed class the model knows, as :func:`pool_support`
+    gives them, and that class's index in ``model.classes``."""
+    support: SupportSet = []
+    labels: list[int] = []
+    for sample in samples:
+        one = [(b.xyxy, next(iter(b.allowed))) for b in sample.boxes if len(b.allowed) == 1]
+        named = [(xyxy, c) for xyxy, c in one if c in model.classes]
+        if named:
+            support.append((Path(sample.path), [xyxy for xyxy, _ in named]))
+            labels += [model.classes.index(c) for _, c in named]
+    if not support:
+        return torch.zeros(0), torch.zeros(0, dtype=torch.long)
+    return pool_support(model, support), torch.tensor(labels)
+
+
+def adapt_recognizer(
+    model: DefectDetector,
+    support: dict[str, torch.Tensor],
+    known: torch.Tensor,
+    known_labels: torch.Tensor,
+    *,
+    steps: int = RECOGNIZER_STEPS,
+    lr: float = 1e-3,
+    distill: float = RECOGNIZER_DISTILLATION,
+) -> dict[str, torch.Tensor]:
+    """Tune the recognition head's MLP so that the support boxes of each new class (``support``: its
+    name → pooled boxes from :func:`pool_support`; the class already in the memory) lie nearer the mean
+    of their embeddings than any other class's prototype, and the ``known`` pooled boxes (of classes
+    ``known_labels``, indices into ``model.classes``, from :func:`pool_known`) nearer their own class's.
+    A prototype of a few boxes sits where features learned from other types put it; a type the base
+    training never had to tell from a similar one (P3: scratches from inclusion) lands on it, and only
+    the features can move. Each known box is also held to the embedding it had (distillation, weighted
+    ``distill``), so the known prototypes and the calibrated cuts stay valid. Backbone, localizer and
+    prototypes are not touched; returns each new class's support embeddings after tuning (CPU), from
+    which :func:`add_classes` makes its prototype."""
+    if steps < 1 or not support:
+        raise QuickstudyError(
+            f"adapt_recognizer: {len(support)} new classes, {steps} steps; need at least one of each"
+        )
+    memory = model.memory
+    head = model.recognize
+    device = model.device
+    rows = torch.tensor([memory.index(name) for name in support], device=device)
+    pooled = torch.cat(list(support.values())).to(device)
+    labels = torch.cat([torch.full((len(p),), i) for i, p in enumerate(support.values())]).to(device)
+    known, known_labels = known.to(device), known_labels.to(device)
+    prototypes = F.normalize(memory.prototypes.to(device), dim=-1)
+    scale = head.log_scale.exp().detach()
+    with torch.no_grad():
+        held = head.project(known) if len(known) else None
+    optimizer = torch.optim.AdamW(head.mlp.parameters(), lr=lr, weight_decay=0.0)
+    for _ in range(steps):
+        embedded = head.project(pooled)
+        means = torch.stack([F.normalize(embedded[labels == i].mean(0), dim=0) for i in range(len(rows))])
+        current = prototypes.index_put((rows,), means)
+        loss = F.cross_entropy(scale * embedded @ current.T, rows[labels])
+        if held is not None:
+            replayed = head.project(known)
+            loss = loss + F.cross_entropy(scale * replayed @ current.T, known_labels)
+            loss = loss + distill * (replayed - held).pow(2).sum(-1).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        return {name: head.project(p.to(device)).cpu() for name, p in support.items()}
 
 
 def adapt_prototypes(

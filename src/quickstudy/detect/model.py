@@ -234,12 +234,16 @@ class DefectDetector(nn.Module):
             **recognize,
         }
 
-    def embed_boxes(self, images: torch.Tensor, boxes: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Embeddings ``[Σ N_i, D]`` of given boxes (pixels of ``images``), e.g. support boxes."""
+    def pool_boxes(self, images: torch.Tensor, boxes: Sequence[torch.Tensor]) -> torch.Tensor:
+        """What the recognition MLP reads of given boxes (pixels of ``images``), ``[Σ N_i, C, P, P]``."""
         rois = torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], 1) for i, b in enumerate(boxes)]).to(
             images.device
         )
-        return self.recognize.embed(self.features(images), rois)
+        return self.recognize.pool(self.features(images), rois)
+
+    def embed_boxes(self, images: torch.Tensor, boxes: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Embeddings ``[Σ N_i, D]`` of given boxes (pixels of ``images``), e.g. support boxes."""
+        return self.recognize.project(self.pool_boxes(images, boxes))
 
     @torch.no_grad()
     def postprocess(

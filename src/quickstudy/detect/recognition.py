@@ -219,10 +219,17 @@ class RecognitionHead(nn.Module):
         )
         self.log_scale = nn.Parameter(torch.tensor(math.log(scale)))
 
+    def pool(self, features: Sequence[torch.Tensor], rois: torch.Tensor) -> torch.Tensor:
+        """What the MLP reads: ``rois [K, 5]`` (image index, x1, y1, x2, y2) in pixels, pooled ``[K, C, P, P]``."""
+        return pyramid_roi_align(features, rois, self.strides, self.pool_size, sampling_ratio=2)
+
+    def project(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Unit-norm embeddings ``[K, D]`` of pooled boxes (:meth:`pool`)."""
+        return F.normalize(self.mlp(pooled), dim=-1)
+
     def embed(self, features: Sequence[torch.Tensor], rois: torch.Tensor) -> torch.Tensor:
         """Unit-norm embeddings ``[K, D]`` of ``rois [K, 5]`` (image index, x1, y1, x2, y2) in pixels."""
-        pooled = pyramid_roi_align(features, rois, self.strides, self.pool_size, sampling_ratio=2)
-        return F.normalize(self.mlp(pooled), dim=-1)
+        return self.project(self.pool(features, rois))
 
     def logits(self, embeddings: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
         """``scale · cos(embedding, prototype)``: ``[K, D] × [C, D] → [K, C]``."""
