@@ -74,11 +74,34 @@ def test_learn_counts_an_image_given_twice_once_and_says_so(
     assert main(argv) == 0
     assert called["images"] == ["img/im0.png", str(tmp_path / "img" / "im1.png")]
     assert called["localizer"] is None  # not said: learn_class decides from what the detector proposes
+    assert called["recognizer"] is False
     err = capsys.readouterr().err.splitlines()
     assert err == [
         "note: ./img/im0.png is img/im0.png again; it counts once",
         f"note: img/../img/im1.png is {tmp_path / 'img' / 'im1.png'} again; it counts once",
     ]
+
+
+def test_learn_passes_adapt_recognizer_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import quickstudy.detect.fewshot
+
+    small_store(tmp_path).close()
+    called: dict[str, Any] = {}
+    monkeypatch.setattr(quickstudy.detect.fewshot, "learn_class", lambda *a, **kw: called.update(kw) or 2)
+    monkeypatch.chdir(tmp_path)
+    argv = [
+        "learn",
+        "--model",
+        "m",
+        "--store",
+        "labels.qs",
+        "--class",
+        "a",
+        "--from-store",
+        "--adapt-recognizer",
+    ]
+    assert main(argv) == 0
+    assert called["recognizer"] is True
 
 
 def test_learn_wants_images_or_from_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

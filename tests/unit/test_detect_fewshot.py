@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from quickstudy.detect.data import DetectionSet
-from quickstudy.detect.fewshot import adapt_localizer, add_classes
+from quickstudy.detect.fewshot import adapt_localizer, adapt_recognizer, add_classes
 from quickstudy.detect.model import TINY, DefectDetector, DetectorConfig
 from quickstudy.errors import QuickstudyError
 
@@ -102,3 +102,70 @@ def test_a_new_class_gets_its_own_unknown_cut_and_it_counts_only_where_its_suppo
     assert float(memory.nearest(similarity)[0]) == pytest.approx(0.89)
     add_classes(model, {"spread": spread[:1]})  # learned again from one box: the old cut goes
     assert set(model.memory.unknown_by_class) == {"tight"}
+
+
+def _pooled_clusters(centers: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """``n`` noisy copies of each center: what the recognition MLP reads of ``n`` boxes per type."""
+    noise = torch.randn(len(centers), n, centers.shape[1], generator=torch.Generator().manual_seed(seed))
+    return centers[:, None] + noise
+
+
+def test_adapting_the_recognizer_separates_a_new_type_from_the_known_one_it_resembles():
+    torch.manual_seed(0)
+    model = DefectDetector(["inclusion", "patches"], DetectorConfig(**TINY, image_size=64)).eval()
+    head = model.recognize
+    generator = torch.Generator().manual_seed(1)
+    inclusion, patches = torch.randn(2, head.mlp[1].in_features, generator=generator) * 0.5
+    scratches = inclusion + 0.3 * torch.randn(inclusion.shape, generator=generator)  # near inclusion
+    known = _pooled_clusters(torch.stack([inclusion, patches]), 40, seed=2)
+    with torch.no_grad():
+        model.memory = model.memory.replace("inclusion", head.project(known[0]).mean(0), None)
+        model.memory = model.memory.replace("patches", head.project(known[1]).mean(0), None)
+    support = _pooled_clusters(scratches[None], 5, seed=3)[0]
+    unseen = _pooled_clusters(torch.stack([scratches, inclusion]), 100, seed=4)
+    add_classes(model, {"scratches": head.project(support).detach()})
+    untouched = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("recognize.mlp")}
+
+    def named_right() -> list[float]:
+        with torch.no_grad():
+            nearest = [model.memory.similarity(head.project(boxes)).argmax(1) for boxes in unseen]
+        return [
+            float((n == model.memory.index(c)).float().mean())
+            for n, c in zip(nearest, ["scratches", "inclusion"], strict=True)
+        ]
+
+    before = named_right()
+    labels = torch.cat([torch.zeros(40), torch.ones(40)]).long()
+    tuned = adapt_recognizer(model, {"scratches": support}, known.flatten(0, 1), labels)
+    add_classes(model, tuned)
+    after = named_right()
+
+    assert after[0] > before[0] + 0.3, (before, after)  # the new type's unseen boxes now named as it
+    assert after[1] >= before[1] - 0.05, (before, after)  # and the known type's no less
+    for name, value in model.state_dict().items():
+        if name in untouched:
+            assert torch.equal(value, untouched[name]), f"{name} moved"
+
+
+def test_distillation_holds_known_boxes_to_their_embeddings_while_the_recognizer_adapts():
+    def drift(distill: float) -> float:
+        torch.manual_seed(0)
+        model = DefectDetector(["inclusion"], DetectorConfig(**TINY, image_size=64)).eval()
+        head = model.recognize
+        known = _pooled_clusters(torch.zeros(1, head.mlp[1].in_features), 40, seed=2)[0]
+        with torch.no_grad():
+            before = head.project(known)
+        model.memory = model.memory.replace("inclusion", before.mean(0), None)
+        support = _pooled_clusters(torch.full((1, known.shape[1]), 0.2), 5, seed=3)[0]
+        add_classes(model, {"scratches": head.project(support).detach()})
+        adapt_recognizer(model, {"scratches": support}, known, torch.zeros(40).long(), distill=distill)
+        with torch.no_grad():
+            return float((head.project(known) - before).norm(dim=-1).mean())
+
+    assert drift(10.0) < 0.5 * drift(0.0)
+
+
+def test_adapting_the_recognizer_without_new_classes_is_a_clear_error():
+    model = DefectDetector(["inclusion"], DetectorConfig(**TINY, image_size=64))
+    with pytest.raises(QuickstudyError, match="new classes"):
+        adapt_recognizer(model, {}, torch.zeros(0), torch.zeros(0).long())

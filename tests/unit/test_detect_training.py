@@ -15,7 +15,8 @@ from quickstudy.cli import main
 from quickstudy.data.synthetic import SyntheticLine
 from quickstudy.detect.data import DetectionSet
 from quickstudy.detect.evaluation import evaluate_detector
-from quickstudy.detect.fewshot import learn_class, support_threshold
+from quickstudy.detect.fewshot import embed_support, learn_class, support_threshold
+from quickstudy.detect.memory import robust_mean
 from quickstudy.detect.model import TINY, DetectorConfig
 from quickstudy.detect.predictor import Predictor
 from quickstudy.detect.training import train_detector
@@ -142,6 +143,39 @@ def test_learning_a_class_from_one_image_leaves_the_others_alone_and_undoes_exac
     assert main(["models", "list", "--model", str(model_dir), "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [(v["version"], v["current"]) for v in listed] == [(1, True), (2, False)]
+
+
+@pytest.mark.slow
+def test_learning_with_the_recognizer_adapted_tunes_only_its_mlp_and_says_so(trained, tmp_path):
+    source, samples = trained
+    model_dir = tmp_path / "model"
+    shutil.copytree(source, model_dir)
+    scratches = synthetic_samples(tmp_path, 2, types=("scratch",), start=10)
+    store = MemoryStore(samples + scratches, [*CLASSES, "scratch"])
+    before = Predictor.from_dir(model_dir).model.state_dict()
+    phases: list[str] = []
+
+    version = learn_class(
+        model_dir,
+        store,
+        "scratch",
+        images=[s.path for s in scratches],
+        localizer=False,
+        recognizer=True,
+        progress=lambda phase, done: phases.append(phase),
+    )
+
+    learned = Predictor.from_dir(model_dir).model
+    after = learned.state_dict()
+    moved = {k for k, v in before.items() if k in after and not torch.equal(v, after[k])}
+    assert moved and all(k.startswith("recognize.mlp.") for k in moved), moved
+    assert "recognizer" in phases
+    note = ModelFolder(model_dir).versions()[-1].note
+    assert version == 2 and "(recognition head adapted, " in note and "known boxes replayed)" in note
+    # the prototype is made from the tuned embeddings of the support boxes
+    support = [(s.path, [b.xyxy for b in s.boxes]) for s in scratches]
+    prototype = learned.memory.prototypes[learned.memory.index("scratch")]
+    assert torch.allclose(prototype, robust_mean(embed_support(learned, support)), atol=1e-5)
 
 
 def test_support_without_a_box_of_the_class_is_a_clear_error(trained, tmp_path):

@@ -544,7 +544,7 @@ def test_learn_runs_as_a_job_and_writes_a_new_current_version(served, tmp_path):
     job = served.call(
         "POST",
         "/api/learn",
-        json={"class": "scratch", "images": [image_id]},
+        json={"class": "scratch", "images": [image_id], "adapt_recognizer": True},
         headers={"X-Quickstudy-Author": "fay"},
     )
     assert job["kind"] == "learn" and job["author"] == "fay" and job["state"] in ("queued", "running")
@@ -556,6 +556,7 @@ def test_learn_runs_as_a_job_and_writes_a_new_current_version(served, tmp_path):
     models = served.call("GET", "/api/models")
     assert models["current"] == 2 and [v["version"] for v in models["versions"]] == [1, 2]
     assert models["versions"][1]["classes"] == [*CLASSES, "scratch"] and models["versions"][1]["current"]
+    assert "(recognition head adapted, " in models["versions"][1]["note"]
     image = (tmp_path / "scratch.png").read_bytes()
     assert served.call("POST", "/api/predict", files={"file": ("s.png", image)})["model_version"] == 2
 

@@ -266,6 +266,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
         images=_distinct_images(args.images) if args.images else None,
         adapt=args.adapt,
         localizer=args.adapt_localizer,
+        recognizer=args.adapt_recognizer,
         transductive=args.transductive,
         device=args.device,
     )
@@ -561,6 +562,14 @@ def register(subparsers: Any) -> None:
         "detections may change a little, their classes do not): for a type the model does not find at all "
         "(default: on by itself when fewer than half of the support boxes are proposed at IoU >= 0.5; "
         "the new version's note says so)",
+    )
+    learn.add_argument(
+        "--adapt-recognizer",
+        action="store_true",
+        help="also tune the recognition head on the support boxes, with boxes of up to 64 TRAIN images of "
+        "the known types replayed and held to their embeddings, then make the prototype again: for a "
+        "type that looks like a known one, whose few boxes the features place on top of it (seconds on "
+        "CPU; known boxes' scores may change a little)",
     )
     learn.add_argument(
         "--transductive",

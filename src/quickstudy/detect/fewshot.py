@@ -64,8 +64,9 @@ CHECK_IMAGES = 64
 # Image-level precision (at even odds) a new class's threshold must reach on its support and known negatives.
 PRECISION_TARGET = 0.9
 # What learn_class reports progress through, in order: embedding the support boxes (and choosing
-# whether to adapt the localizer), adapting the localizer, transductive refinement, the threshold.
-LEARN_PHASES = ("support", "localizer", "transductive", "threshold")
+# whether to adapt the localizer), adapting the localizer, then the recognition head, transductive
+# refinement, the threshold.
+LEARN_PHASES = ("support", "localizer", "recognizer", "transductive", "threshold")
 # TRAIN images without the class checked when a new class's threshold is set.
 NEGATIVE_IMAGES = 200
 # TRAIN images (labels unread) whose proposals refine a new prototype with --transductive.
@@ -405,15 +406,11 @@ def finetune_classifier(
     )
 
 
-def _localizer_sets(
-    store: Any, name: str, support: SupportSet, replay_images: int, image_size: int, channels: int
-) -> tuple[DetectionSet, DetectionSet | None, list[Any]]:
-    """The support images with all their boxes, a seeded sample of TRAIN images that hold boxes but
-    none of ``name`` (what the model already finds, replayed so it keeps finding it), and up to
-    :data:`CHECK_IMAGES` more such images (samples; the replayed ones when there are no more) to check
-    that it does."""
+def _support_and_known_samples(store: Any, name: str, support: SupportSet) -> tuple[list[Any], list[Any]]:
+    """The support images' samples, and the TRAIN samples that hold boxes but none of ``name``
+    (what the model already finds) in a seeded order."""
     paths = {Path(path).resolve() for path, _ in support}
-    samples = store.samples()  # one read of the store for both sets
+    samples = store.samples()  # one read of the store for both lists
     resolved = [Path(s.path).resolve() for s in samples]
     marked = [s for s, path in zip(samples, resolved, strict=True) if path in paths]
     others = [
@@ -425,9 +422,20 @@ def _localizer_sets(
         and all(name not in b.allowed for b in s.boxes)
     ]
     order = torch.randperm(len(others), generator=torch.Generator().manual_seed(0)).tolist()
-    replay = [others[i] for i in order[:replay_images]]
+    return marked, [others[i] for i in order]
+
+
+def _localizer_sets(
+    store: Any, name: str, support: SupportSet, replay_images: int, image_size: int, channels: int
+) -> tuple[DetectionSet, DetectionSet | None, list[Any]]:
+    """The support images with all their boxes, a seeded sample of TRAIN images that hold boxes but
+    none of ``name`` (what the model already finds, replayed so it keeps finding it), and up to
+    :data:`CHECK_IMAGES` more such images (samples; the replayed ones when there are no more) to check
+    that it does."""
+    marked, others = _support_and_known_samples(store, name, support)
+    replay = others[:replay_images]
     # a small store replays all it has: then those images are the check (in-sample, still a check)
-    check = [others[i] for i in order[replay_images : replay_images + CHECK_IMAGES]] or replay[:CHECK_IMAGES]
+    check = others[replay_images : replay_images + CHECK_IMAGES] or replay[:CHECK_IMAGES]
     return (
         DetectionSet.from_samples(marked, [], image_size, channels),
         DetectionSet.from_samples(replay, [], image_size, channels) if replay else None,
@@ -559,6 +567,7 @@ def learn_class(
     images: Sequence[str | os.PathLike[str]] | None = None,
     adapt: bool = False,
     localizer: bool | None = None,
+    recognizer: bool = False,
     replay_images: int = 64,
     transductive: int = 0,
     device: str = "cpu",
@@ -573,7 +582,10 @@ def learn_class(
     :data:`PROPOSED_FOR_PROTOTYPE_ONLY` of the support boxes are proposed at IoU ≥ 0.5 (a prototype
     cannot name a box never proposed), and the version's note says so — unless adapting costs the
     known boxes more than :data:`FORGETTING_TOLERANCE` of class-agnostic AP50 on check images, when the
-    localizer is left as it was and the note says that instead. ``transductive`` > 0 refines
+    localizer is left as it was and the note says that instead. ``recognizer`` then tunes the
+    recognition head on the support boxes with the known boxes of ``replay_images`` TRAIN images without
+    the class replayed (:func:`adapt_recognizer`), and the prototype is made again from the tuned
+    embeddings. ``transductive`` > 0 refines
     the new prototype that many steps on other TRAIN images' proposals (:func:`refine_on_images`),
     after the localizer is adapted (so it sees what the adapted localizer proposes). A class without a threshold
     gets one for image-level recall and precision (:func:`threshold_for_precision`), its note too.
@@ -619,6 +631,13 @@ def learn_class(
                 notes.append(f" (localizer adapted by itself: {why}; {cost})")
         elif chosen:
             notes.append(f" (localizer adapted by itself: {why})")
+    if recognizer:
+        report("recognizer", 0.0)
+        known = pool_known(model, _support_and_known_samples(store, name, support)[1][:replay_images])
+        tuned = adapt_recognizer(model, {name: pool_support(model, support)}, *known)
+        add_classes(model, tuned, adapt=adapt)
+        notes.append(f" (recognition head adapted, {len(known[1])} known boxes replayed)")
+        report("recognizer", 1.0)
     if transductive > 0:
         report("transductive", 0.0)
         used = refine_on_images(

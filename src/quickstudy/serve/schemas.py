@@ -231,6 +231,11 @@ class LearnRequest(RequestBody):
         None,
         description="also teach the localizer the support boxes (default: when it proposes under half of them)",
     )
+    adapt_recognizer: bool = Field(
+        False,
+        description="also tune the recognition head on the support boxes, known boxes replayed and held "
+        "to their embeddings (for a type that looks like a known one)",
+    )
 
 
 class JobOut(BaseModel):
@@ -241,7 +246,7 @@ class JobOut(BaseModel):
     state: str = Field(description="queued, running, done or failed")
     phase: str | None = Field(
         description="the step the job is in (or ended in); a learn job's: support, localizer, "
-        "transductive, threshold, exports, before, after; a suggest job's: rank"
+        "recognizer, transductive, threshold, exports, before, after; a suggest job's: rank"
     )
     progress: float = Field(
         description="share of the job's work done, 0 to 1, by the rough weight of its steps"

@@ -18,12 +18,13 @@ from quickstudy.serve.schemas import JobOut, LearnRequest
 
 router = APIRouter(tags=["learn"])
 
-# A learn job's steps, in order, with their rough share of its time on a CPU (the localizer's 60
+# A learn job's steps, in order, with their rough share of its time on a CPU (the localizer's
 # training steps and the before/after predictions weigh most): learn_class's phases, the ONNX
 # exports, then the outcome's predictions by the previous version and the new one.
 LEARN_JOB_PHASES = {
     "support": 1.0,
     "localizer": 4.0,
+    "recognizer": 1.0,
     "transductive": 2.0,
     "threshold": 1.0,
     "exports": 1.0,
@@ -62,6 +63,7 @@ def learn(body: LearnRequest, settings: Settings, model: Model, jobs: Jobs, auth
                 images=images,
                 adapt=body.adapt,
                 localizer=body.adapt_localizer,
+                recognizer=body.adapt_recognizer,
                 device=settings.device,
                 progress=report,
             )

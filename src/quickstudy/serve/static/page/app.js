@@ -687,6 +687,7 @@ $("#learn-class").addEventListener("change", () => refreshSupport().catch(failed
 const LEARN_PHASES = {
   support: "embedding the marked boxes",
   localizer: "adapting the localizer",
+  recognizer: "adapting the recognition head",
   transductive: "refining on unlabelled images",
   threshold: "setting the threshold",
   exports: "writing the model's exports",
