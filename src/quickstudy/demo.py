@@ -74,6 +74,8 @@ class DemoSettings:
     synthetic_defects: float = 0.0  # quickstudy.detect.data.paste_synthetic_defects
     # step 3's `learn --adapt-localizer` for the new type (None: learn decides by itself)
     adapt_localizer: bool | None = None
+    # steps 3 and 4: `learn --adapt-recognizer` (the recognition head tuned on each type's support)
+    adapt_recognizer: bool = False
     arch: str = "tiny"  # a detector size preset (quickstudy.detect.model.ARCHITECTURES)
     device: str = "cpu"
     # torch's CPU threads (None: torch's default). One: the tiny detector's batches of 4 gain little
@@ -215,6 +217,7 @@ def _run_demo(settings: DemoSettings, console: Console | None) -> DemoResult:
             name,
             images=[s.path for s in support],
             localizer=settings.adapt_localizer,
+            recognizer=settings.adapt_recognizer,
             device=settings.device,
         )
     learn_seconds = time.perf_counter() - tic
@@ -239,7 +242,14 @@ def _run_demo(settings: DemoSettings, console: Console | None) -> DemoResult:
     for name in (sub_a, sub_b):
         support = _support_images(store, scenario, name, settings)
         _relabel(store, scenario, support, name)
-        learn_class(model_dir, store, name, images=[s.path for s in support], device=settings.device)
+        learn_class(
+            model_dir,
+            store,
+            name,
+            images=[s.path for s in support],
+            recognizer=settings.adapt_recognizer,
+            device=settings.device,
+        )
     split_seconds = time.perf_counter() - tic
     predictor = Predictor.from_dir(model_dir, device=settings.device)
     split_test = [s for s in test if any(scenario.truth[str(s.path)].count(t) for t in scenario.split_types)]

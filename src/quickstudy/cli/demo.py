@@ -56,6 +56,12 @@ def register(subparsers: Any) -> None:
         "--adapt-localizer` (default: learn decides by itself)",
     )
     parser.add_argument(
+        "--adapt-recognizer",
+        action="store_true",
+        help="steps 3 and 4: also tune the recognition head on each learned type's support boxes, as "
+        "`quickstudy learn --adapt-recognizer` (default: off)",
+    )
+    parser.add_argument(
         "--train-images",
         type=int,
         default=defaults.train_images,
@@ -96,6 +102,7 @@ def _demo(args: argparse.Namespace) -> int:
             lr=args.lr,
             synthetic_defects=args.synthetic_defects,
             adapt_localizer=args.adapt_localizer,
+            adapt_recognizer=args.adapt_recognizer,
             train_images=args.train_images,
             test_images=args.test_images,
             image_size=args.image_size,
