@@ -117,16 +117,25 @@ def test_the_default_demo_s_numbers_hold_their_floors(tmp_path) -> None:
     assert summary["seconds"] == result.steps["total seconds"]
 
 
-def test_adapt_localizer_teaches_the_localizer_the_new_type_and_not_the_sub_types(tmp_path) -> None:
+def test_adapt_localizer_teaches_the_new_type_and_adapt_recognizer_every_learned_type(tmp_path) -> None:
     out = tmp_path / "demo"
     settings = DemoSettings(
-        out=out, train_images=30, test_images=10, image_size=64, epochs=1, batch_size=8, adapt_localizer=True
+        out=out,
+        train_images=30,
+        test_images=10,
+        image_size=64,
+        epochs=1,
+        batch_size=8,
+        adapt_localizer=True,
+        adapt_recognizer=True,
     )
     run_demo(settings, Console(file=io.StringIO()))
     notes = {v.number: v.note for v in ModelFolder(out / "model").versions()}
     assert "learned 'crack'" in notes[2] and "(localizer adapted)" in notes[2]
     # the sub-types are left to learn's own rule (a one-epoch model may adapt by itself, and says so)
     assert not any("(localizer adapted)" in note for number, note in notes.items() if number > 2)
+    learned = [note for number, note in notes.items() if number > 1]
+    assert len(learned) == 3 and all("(recognition head adapted, " in note for note in learned), notes
 
 
 def test_store_keeps_every_box_through_merge_and_split(miniature) -> None:
