@@ -3,8 +3,8 @@
 
 The base detector trains on the TRAIN images all of whose boxes are BASE classes (``--classes``).
 Then, for K in {1, 5, 10} and seeds 0-4, K TRAIN images per novel class (from that class's folder,
-with all their boxes of the class) are the support set, and four ways of adding the classes are
-scored on all of TEST: nAP50 (mean AP50 over NOVEL), bAP50 (over BASE; "before" = the base model),
+with all their boxes of the class) are the support set, and the ways of adding the classes
+(``--methods``, all by default) are scored on all of TEST: nAP50 (mean AP50 over NOVEL), bAP50 (over BASE; "before" = the base model),
 the share of novel TEST boxes the localizer proposes at all (IoU >= 0.5), image-level
 precision/recall per novel class (threshold as ``quickstudy learn`` sets it,
 ``detect.fewshot.threshold_for_precision``: where the class's own support images are found, raised
@@ -23,11 +23,11 @@ classes:
   set of base + novel boxes (network frozen, as TFA freezes all but the last layer).
 
 Before learning, the novel TEST boxes are matched (IoU >= 0.5) to the base model's named detections
-to measure how often a new type shows up as ``unknown``; after learning with the localizer, what each
+to measure how often a new type shows up as ``unknown``; after the methods that adapt the localizer, what each
 type's TEST boxes are called (``boxes_called``: its own name, another type, ``unknown`` or missed, at
 the operating thresholds; ``boxes_called_common_cut`` the same with no class given its own unknown
 cut). Class-agnostic proposals on TEST are computed once for the methods that leave the network as it
-is; ``localizer`` recomputes them.
+is; the two that adapt the localizer recompute them.
 
 GPU (H100):  .venv/bin/python benchmarks/p3_neu_fewshot_detect.py --device cuda --epochs 24 --json-out p3.json
 CPU (tiny):  .venv/bin/python benchmarks/p3_neu_fewshot_detect.py --arch tiny --epochs 12 --threads 2 \\

@@ -105,7 +105,6 @@ def support_boxes(
 
 
 @torch.no_grad()
-@torch.no_grad()
 def pool_support(model: DefectDetector, support: SupportSet, batch_size: int = 16) -> torch.Tensor:
     """What the recognition MLP reads of every support box (boxes in the images' own pixels),
     ``[K, C, P, P]`` on the model's device."""
