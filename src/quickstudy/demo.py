@@ -163,7 +163,6 @@ def _run_demo(settings: DemoSettings, console: Console | None) -> DemoResult:
     # 2 ------------------------------------------------------------------------------------------
     # torch loads here, not at import: registering the command keeps `quickstudy --help` quick
     from quickstudy.detect.evaluation import detector_evaluation, evaluate_detector
-    from quickstudy.detect.fewshot import learn_class
     from quickstudy.detect.model import ARCHITECTURES, DetectorConfig
     from quickstudy.detect.predictor import Predictor
     from quickstudy.detect.training import train_detector
@@ -210,16 +209,7 @@ def _run_demo(settings: DemoSettings, console: Console | None) -> DemoResult:
     console.print(_naming_text(before))
     tic = time.perf_counter()
     for name in scenario.new_types:
-        support = _support_images(store, scenario, name, settings)
-        learn_class(
-            model_dir,
-            store,
-            name,
-            images=[s.path for s in support],
-            localizer=settings.adapt_localizer,
-            recognizer=settings.adapt_recognizer,
-            device=settings.device,
-        )
+        _learn(model_dir, store, name, _support_images(store, scenario, name, settings), settings, True)
     learn_seconds = time.perf_counter() - tic
     predictor = Predictor.from_dir(model_dir, device=settings.device)
     after = _naming(predictor, new_test, scenario, scenario.new_types)
@@ -242,14 +232,7 @@ def _run_demo(settings: DemoSettings, console: Console | None) -> DemoResult:
     for name in (sub_a, sub_b):
         support = _support_images(store, scenario, name, settings)
         _relabel(store, scenario, support, name)
-        learn_class(
-            model_dir,
-            store,
-            name,
-            images=[s.path for s in support],
-            recognizer=settings.adapt_recognizer,
-            device=settings.device,
-        )
+        _learn(model_dir, store, name, support, settings, False)
     split_seconds = time.perf_counter() - tic
     predictor = Predictor.from_dir(model_dir, device=settings.device)
     split_test = [s for s in test if any(scenario.truth[str(s.path)].count(t) for t in scenario.split_types)]
@@ -421,6 +404,24 @@ def _support_images(store: Store, scenario: Scenario, name: str, settings: DemoS
         raise QuickstudyError(f"{store.path}: only {len(candidates)} training images hold '{name}'")
     rng = np.random.default_rng([settings.seed, zlib.crc32(name.encode())])
     return [candidates[i] for i in sorted(rng.choice(len(candidates), size=settings.shots, replace=False))]
+
+
+def _learn(
+    model_dir: Path, store: Store, name: str, support: Sequence[Any], settings: DemoSettings, new_type: bool
+) -> None:
+    """``quickstudy learn`` of ``name`` from ``support`` as the settings say (``adapt_localizer`` is
+    step 3's, for the ``new_type``)."""
+    from quickstudy.detect.fewshot import learn_class
+
+    learn_class(
+        model_dir,
+        store,
+        name,
+        images=[s.path for s in support],
+        localizer=settings.adapt_localizer if new_type else None,
+        recognizer=settings.adapt_recognizer,
+        device=settings.device,
+    )
 
 
 def _relabel(store: Store, scenario: Scenario, samples: Sequence[Any], name: str) -> None:
