@@ -4,12 +4,12 @@
 The base detector trains on the TRAIN images all of whose boxes are BASE classes (``--classes``).
 Then, for K in {1, 5, 10} and seeds 0-4, K TRAIN images per novel class (from that class's folder,
 with all their boxes of the class) are the support set, and the ways of adding the classes
-(``--methods``, all by default) are scored on all of TEST: nAP50 (mean AP50 over NOVEL), bAP50 (over BASE; "before" = the base model),
-the share of novel TEST boxes the localizer proposes at all (IoU >= 0.5), image-level
-precision/recall per novel class (threshold as ``quickstudy learn`` sets it,
-``detect.fewshot.threshold_for_precision``: where the class's own support images are found, raised
-where that flags too many of up to 200 TRAIN images known to hold no such box), seconds to add both
-classes:
+(``--methods``, all by default) are scored on all of TEST: nAP50 (mean AP50 over NOVEL), bAP50 (over
+BASE; "before" = the base model), the share of novel TEST boxes the localizer proposes at all
+(IoU >= 0.5), image-level precision/recall per novel class (threshold as ``quickstudy learn`` sets
+it, ``detect.fewshot.threshold_for_precision``: where the class's own support images are found,
+raised where that flags too many of up to 200 TRAIN images known to hold no such box), seconds to
+add both classes:
 
 - ``prototype``: robust mean of the support embeddings (``quickstudy learn``);
 - ``prototype_adapt``: the same, then the new prototypes tuned on the support (``learn --adapt``);
@@ -23,10 +23,10 @@ classes:
   set of base + novel boxes (network frozen, as TFA freezes all but the last layer).
 
 Before learning, the novel TEST boxes are matched (IoU >= 0.5) to the base model's named detections
-to measure how often a new type shows up as ``unknown``; after the methods that adapt the localizer, what each
-type's TEST boxes are called (``boxes_called``: its own name, another type, ``unknown`` or missed, at
-the operating thresholds; ``boxes_called_common_cut`` the same with no class given its own unknown
-cut). Class-agnostic proposals on TEST are computed once for the methods that leave the network as it
+to measure how often a new type shows up as ``unknown``; after the methods that adapt the localizer,
+what each type's TEST boxes are called (``boxes_called``: its own name, another type, ``unknown`` or
+missed, at the operating thresholds; ``boxes_called_common_cut`` the same with no class given its own
+unknown cut). Class-agnostic proposals on TEST are computed once for the methods that leave the network as it
 is; the two that adapt the localizer recompute them.
 
 GPU (H100):  .venv/bin/python benchmarks/p3_neu_fewshot_detect.py --device cuda --epochs 24 --json-out p3.json
@@ -294,9 +294,12 @@ def main() -> None:
     # the images the base model was fitted on, replayed while the localizer adapts
     fitted, _ = split_validation(select_samples(train, list(NEU_BASE), args.limit))
     replay = DetectionSet.from_samples(fitted, [], base.config.image_size)
-    # the known boxes replayed while the recognition head adapts: 64 of those images, as learn replays
-    order = torch.randperm(len(fitted), generator=torch.Generator().manual_seed(0))[:64]
-    known = pool_known(base, [fitted[i] for i in sorted(order.tolist())])
+    methods = args.methods.split(",")
+    known = None
+    if "localizer_recognizer" in methods:
+        # the known boxes replayed while the recognition head adapts: 64 of those images, as learn replays
+        order = torch.randperm(len(fitted), generator=torch.Generator().manual_seed(0))[:64]
+        known = pool_known(base, [fitted[i] for i in sorted(order.tolist())])
     before = score(base, proposals, test, operating)
     result["before"] = {k: before[k] for k in ("bAP50", "novel_proposed", "AP50")}
     named = base.classify(proposals)
@@ -314,7 +317,6 @@ def main() -> None:
     )
 
     localizer = {"steps": args.localizer_steps, "distill": args.localizer_distill}
-    methods = args.methods.split(",")
     runs: dict[str, dict[int, list[dict[str, Any]]]] = {m: {} for m in methods}
     for k in (int(v) for v in args.shots.split(",")):
         for seed in (int(v) for v in args.seeds.split(",")):

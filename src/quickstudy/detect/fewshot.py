@@ -425,13 +425,12 @@ def _support_and_known_samples(store: Any, name: str, support: SupportSet) -> tu
 
 
 def _localizer_sets(
-    store: Any, name: str, support: SupportSet, replay_images: int, image_size: int, channels: int
+    marked: list[Any], others: list[Any], replay_images: int, image_size: int, channels: int
 ) -> tuple[DetectionSet, DetectionSet | None, list[Any]]:
-    """The support images with all their boxes, a seeded sample of TRAIN images that hold boxes but
-    none of ``name`` (what the model already finds, replayed so it keeps finding it), and up to
-    :data:`CHECK_IMAGES` more such images (samples; the replayed ones when there are no more) to check
-    that it does."""
-    marked, others = _support_and_known_samples(store, name, support)
+    """From :func:`_support_and_known_samples`: the support images with all their boxes, the first
+    ``replay_images`` known ones (what the model already finds, replayed so it keeps finding it), and up
+    to :data:`CHECK_IMAGES` more (samples; the replayed ones when there are no more) to check that it
+    does."""
     replay = others[:replay_images]
     # a small store replays all it has: then those images are the check (in-sample, still a check)
     check = others[replay_images : replay_images + CHECK_IMAGES] or replay[:CHECK_IMAGES]
@@ -612,10 +611,14 @@ def learn_class(
     elif localizer:
         notes.append(" (localizer adapted)")
     report("support", 1.0)
+    # one read of the store for both adaptations
+    support_samples, known_samples = (
+        _support_and_known_samples(store, name, support) if localizer or recognizer else ([], [])
+    )
     if localizer:
         report("localizer", 0.0)
         marked, replay, check = _localizer_sets(
-            store, name, support, replay_images, model.config.image_size, model.config.channels
+            support_samples, known_samples, replay_images, model.config.image_size, model.config.channels
         )
         before = known_boxes_ap50(model, check) if chosen and check else None
         kept = copy.deepcopy(model.localize.state_dict()) if before is not None else None
@@ -632,7 +635,7 @@ def learn_class(
             notes.append(f" (localizer adapted by itself: {why})")
     if recognizer:
         report("recognizer", 0.0)
-        known = pool_known(model, _support_and_known_samples(store, name, support)[1][:replay_images])
+        known = pool_known(model, known_samples[:replay_images])
         tuned = adapt_recognizer(model, {name: pool_support(model, support)}, *known)
         add_classes(model, tuned, adapt=adapt)
         notes.append(f" (recognition head adapted, {len(known[1])} known boxes replayed)")
