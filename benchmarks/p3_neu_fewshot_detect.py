@@ -17,8 +17,13 @@ add both classes:
   images' boxes with the base training images replayed, backbone frozen
   (``detect.fewshot.adapt_localizer``);
 - ``localizer_recognizer``: ``localizer``, then the recognition head's MLP tuned on the support boxes
-  with 64 base training images' boxes replayed and distilled, and the prototypes made again from the
-  tuned embeddings (``detect.fewshot.adapt_recognizer``; ``learn --adapt-localizer --adapt-recognizer``);
+  with 64 base training images' boxes replayed and distilled, the prototypes made again from the
+  tuned embeddings, each novel class's unknown cut from held-out support images and the common cuts
+  moved with 64 other base images' boxes (``detect.fewshot.tune_recognizer``;
+  ``learn --adapt-localizer --adapt-recognizer``);
+- ``localizer_recognizer_chosen``: the same where held-out support images say tuning helps, else
+  ``localizer`` (``learn --adapt-localizer``, the recognizer left to choose; the run's
+  ``recognizer_note`` says which);
 - ``tfa``: TFA-style fine-tuning — new random class rows, all rows fine-tuned on a balanced K-shot
   set of base + novel boxes (network frozen, as TFA freezes all but the last layer).
 
@@ -60,13 +65,13 @@ from quickstudy.detect.fewshot import (
     LOCALIZER_DISTILLATION,
     LOCALIZER_STEPS,
     adapt_localizer,
-    adapt_recognizer,
     add_classes,
     embed_support,
     finetune_classifier,
     known_negatives,
     pool_known,
-    pool_support,
+    pool_support_images,
+    tune_recognizer,
 )
 from quickstudy.detect.fewshot import (
     threshold_for_precision as learned_threshold,
@@ -79,8 +84,16 @@ from quickstudy.evaluate.operating import threshold_for_precision
 from quickstudy.labels.known import NEU_BASE, NEU_NOVEL, neu_class_of
 from quickstudy.train import describe_device
 
-METHODS = ("prototype", "prototype_adapt", "localizer", "localizer_recognizer", "tfa")
-ADAPTS_LOCALIZER = ("localizer", "localizer_recognizer")
+METHODS = (
+    "prototype",
+    "prototype_adapt",
+    "localizer",
+    "localizer_recognizer",
+    "localizer_recognizer_chosen",
+    "tfa",
+)
+ADAPTS_LOCALIZER = ("localizer", "localizer_recognizer", "localizer_recognizer_chosen")
+TUNES_RECOGNIZER = ("localizer_recognizer", "localizer_recognizer_chosen")
 
 
 def draw_support(train: list, classes: tuple[str, ...], k: int, seed: int) -> dict[str, list]:
@@ -163,13 +176,15 @@ def add_novel(
     seed: int,
     replay: DetectionSet | None = None,
     localizer: dict[str, Any] | None = None,
-    known: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> tuple[DefectDetector, float]:
+    known: tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+) -> tuple[DefectDetector, float, str]:
     """A copy of ``base`` with both novel classes added by ``method`` (``localizer``: keyword arguments
     of :func:`~quickstudy.detect.fewshot.adapt_localizer`; ``known``: pooled base boxes and their
-    classes, :func:`~quickstudy.detect.fewshot.pool_known`); seconds it took."""
+    classes, :func:`~quickstudy.detect.fewshot.pool_known`, replayed and checked); seconds it took, and
+    the recognizer's note."""
     model = copy.deepcopy(base)
     started = time.perf_counter()
+    note = ""
     if method == "tfa":
         shots = {**base_support, **support}
         embeddings = {name: embed_support(model, marked_boxes(s, name)) for name, s in shots.items()}
@@ -183,11 +198,11 @@ def add_novel(
             marked = [s for samples in support.values() for s in samples]
             images = DetectionSet.from_samples(marked, [], model.config.image_size)
             adapt_localizer(model, images, replay, seed=seed, **(localizer or {}))
-        if method == "localizer_recognizer":
-            pooled = {name: pool_support(model, marked_boxes(s, name)) for name, s in support.items()}
-            assert known is not None, "localizer_recognizer replays known boxes"
-            add_classes(model, adapt_recognizer(model, pooled, *known))
-    return model, time.perf_counter() - started
+        if method in TUNES_RECOGNIZER:
+            pooled = {name: pool_support_images(model, marked_boxes(s, name)) for name, s in support.items()}
+            assert known is not None, f"{method} replays known boxes"
+            note = tune_recognizer(model, pooled, *known, choose=method == "localizer_recognizer_chosen")
+    return model, time.perf_counter() - started, note
 
 
 def boxes_called(
@@ -296,10 +311,12 @@ def main() -> None:
     replay = DetectionSet.from_samples(fitted, [], base.config.image_size)
     methods = args.methods.split(",")
     known = None
-    if "localizer_recognizer" in methods:
-        # the known boxes replayed while the recognition head adapts: 64 of those images, as learn replays
-        order = torch.randperm(len(fitted), generator=torch.Generator().manual_seed(0))[:64]
-        known = pool_known(base, [fitted[i] for i in sorted(order.tolist())])
+    if set(TUNES_RECOGNIZER) & set(methods):
+        # the known boxes replayed while the recognition head adapts and those it is checked on: 64
+        # of those images each, as learn replays and checks
+        order = torch.randperm(len(fitted), generator=torch.Generator().manual_seed(0)).tolist()
+        replayed, checked = ([fitted[i] for i in sorted(part)] for part in (order[:64], order[64:128]))
+        known = (pool_known(base, replayed), pool_known(base, checked))
     before = score(base, proposals, test, operating)
     result["before"] = {k: before[k] for k in ("bAP50", "novel_proposed", "AP50")}
     named = base.classify(proposals)
@@ -323,7 +340,7 @@ def main() -> None:
             support = draw_support(train, NEU_NOVEL, k, seed)
             base_support = draw_support(train, NEU_BASE, k, seed)
             for method in methods:
-                model, seconds = add_novel(
+                model, seconds, note = add_novel(
                     base, method, support, base_support, seed, replay, localizer, known
                 )
                 scored = Predictor(model).proposals(test_paths) if method in ADAPTS_LOCALIZER else proposals
@@ -331,6 +348,8 @@ def main() -> None:
                 learned = {**predictor.operating, **{c: t for c, (t, _) in set_by_learn.items()}}
                 report = score(model, scored, test, learned)
                 report["seconds"] = seconds
+                if method in TUNES_RECOGNIZER:
+                    report["recognizer_note"] = note
                 report["novel_thresholds"] = {c: learned[c] for c in NEU_NOVEL}
                 report["novel_threshold_notes"] = {c: note for c, (_, note) in set_by_learn.items()}
                 if method in ADAPTS_LOCALIZER:
@@ -349,7 +368,7 @@ def main() -> None:
     support = draw_support(train, NEU_NOVEL, min(10, max(int(v) for v in args.shots.split(","))), 0)
     result["cpu_seconds_to_add_both_classes"] = {
         method: add_novel(cpu_model, method, support, {}, 0, replay, localizer, known)[1]
-        for method in ("prototype", "localizer", "localizer_recognizer")
+        for method in ("prototype", "localizer", "localizer_recognizer", "localizer_recognizer_chosen")
         if method in methods
     }
     result["cpu_threads"] = torch.get_num_threads()

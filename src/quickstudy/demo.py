@@ -74,8 +74,9 @@ class DemoSettings:
     synthetic_defects: float = 0.0  # quickstudy.detect.data.paste_synthetic_defects
     # step 3's `learn --adapt-localizer` for the new type (None: learn decides by itself)
     adapt_localizer: bool | None = None
-    # steps 3 and 4: `learn --adapt-recognizer` (the recognition head tuned on each type's support)
-    adapt_recognizer: bool = False
+    # steps 3 and 4: `learn --adapt-recognizer` (the recognition head tuned on each type's support;
+    # None: learn decides by itself)
+    adapt_recognizer: bool | None = None
     arch: str = "tiny"  # a detector size preset (quickstudy.detect.model.ARCHITECTURES)
     device: str = "cpu"
     # torch's CPU threads (None: torch's default). One: the tiny detector's batches of 4 gain little

@@ -74,7 +74,7 @@ def test_learn_counts_an_image_given_twice_once_and_says_so(
     assert main(argv) == 0
     assert called["images"] == ["img/im0.png", str(tmp_path / "img" / "im1.png")]
     assert called["localizer"] is None  # not said: learn_class decides from what the detector proposes
-    assert called["recognizer"] is False
+    assert called["recognizer"] is None  # likewise, from held-out support images
     err = capsys.readouterr().err.splitlines()
     assert err == [
         "note: ./img/im0.png is img/im0.png again; it counts once",
@@ -82,26 +82,21 @@ def test_learn_counts_an_image_given_twice_once_and_says_so(
     ]
 
 
-def test_learn_passes_adapt_recognizer_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("flag", "recognizer"), [([], None), (["--adapt-recognizer"], True), (["--no-adapt-recognizer"], False)]
+)
+def test_learn_passes_adapt_recognizer_on_off_or_to_choose(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flag: list[str], recognizer: bool | None
+) -> None:
     import quickstudy.detect.fewshot
 
     small_store(tmp_path).close()
     called: dict[str, Any] = {}
     monkeypatch.setattr(quickstudy.detect.fewshot, "learn_class", lambda *a, **kw: called.update(kw) or 2)
     monkeypatch.chdir(tmp_path)
-    argv = [
-        "learn",
-        "--model",
-        "m",
-        "--store",
-        "labels.qs",
-        "--class",
-        "a",
-        "--from-store",
-        "--adapt-recognizer",
-    ]
+    argv = ["learn", "--model", "m", "--store", "labels.qs", "--class", "a", "--from-store", *flag]
     assert main(argv) == 0
-    assert called["recognizer"] is True
+    assert called["recognizer"] is recognizer
 
 
 def test_learn_wants_images_or_from_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,7 +7,13 @@ import torch
 import torch.nn.functional as F
 
 from quickstudy.detect.data import DetectionSet
-from quickstudy.detect.fewshot import adapt_localizer, adapt_recognizer, add_classes
+from quickstudy.detect.fewshot import (
+    adapt_localizer,
+    adapt_recognizer,
+    add_classes,
+    check_recognizer,
+    tune_recognizer,
+)
 from quickstudy.detect.model import TINY, DefectDetector, DetectorConfig
 from quickstudy.errors import QuickstudyError
 
@@ -169,3 +175,81 @@ def test_adapting_the_recognizer_without_new_classes_is_a_clear_error():
     model = DefectDetector(["inclusion"], DetectorConfig(**TINY, image_size=64))
     with pytest.raises(QuickstudyError, match="new classes"):
         adapt_recognizer(model, {}, torch.zeros(0), torch.zeros(0).long())
+
+
+# the types of 40 boxes of each of two known types, as _resembling gives them
+TWO_TYPES = torch.cat([torch.zeros(40), torch.ones(40)]).long()
+
+
+def _resembling(new_near_known: float) -> tuple[DefectDetector, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A model of inclusion and patches (prototypes the means of 40 pooled boxes each), a new type
+    ``scratches`` added from 5 support boxes whose center lies ``new_near_known`` (noise scale) from
+    inclusion's; returns the model, the support boxes ``[5, ...]``, 40 known boxes per type ``[2, 40,
+    ...]`` and 40 more unseen ones (for checks)."""
+    torch.manual_seed(0)
+    model = DefectDetector(["inclusion", "patches"], DetectorConfig(**TINY, image_size=64)).eval()
+    head = model.recognize
+    generator = torch.Generator().manual_seed(1)
+    inclusion, patches = torch.randn(2, head.mlp[1].in_features, generator=generator) * 0.5
+    scratches = inclusion + new_near_known * torch.randn(inclusion.shape, generator=generator)
+    known = _pooled_clusters(torch.stack([inclusion, patches]), 40, seed=2)
+    with torch.no_grad():
+        model.memory = model.memory.replace("inclusion", head.project(known[0]).mean(0), None)
+        model.memory = model.memory.replace("patches", head.project(known[1]).mean(0), None)
+    support = _pooled_clusters(scratches[None], 5, seed=3)[0]
+    add_classes(model, {"scratches": head.project(support).detach()})
+    checked = _pooled_clusters(torch.stack([inclusion, patches]), 40, seed=5)
+    return model, support, known, checked
+
+
+def test_held_out_support_images_tell_whether_tuning_the_recognizer_helps():
+    model, support, known, _ = _resembling(0.3)
+    head_before = {k: v.clone() for k, v in model.recognize.mlp.state_dict().items()}
+
+    check = check_recognizer(model, {"scratches": list(support.split(1))}, known.flatten(0, 1), TWO_TYPES)
+
+    assert check is not None and check.boxes == 5
+    assert check.tuned > check.prototype + 0.3, check  # near inclusion: only tuning tells them apart
+    assert -1.0 <= check.cuts["scratches"] <= 1.0
+    assert all(torch.equal(v, model.recognize.mlp.state_dict()[k]) for k, v in head_before.items())
+    # one support image: nothing to hold out
+    assert check_recognizer(model, {"scratches": [support]}, known.flatten(0, 1), TWO_TYPES) is None
+
+
+def _tune_by_itself(
+    model: DefectDetector, support: torch.Tensor, known: torch.Tensor, checked: torch.Tensor
+) -> str:
+    """:func:`tune_recognizer` choosing, the support boxes one per image, known and checked boxes of
+    two types (40 each)."""
+    pairs = (known.flatten(0, 1), TWO_TYPES), (checked.flatten(0, 1), TWO_TYPES)
+    return tune_recognizer(model, {"scratches": list(support.split(1))}, *pairs, choose=True)
+
+
+def test_tuning_the_recognizer_by_itself_moves_the_unknown_cuts_with_the_known_boxes():
+    model, support, known, checked = _resembling(0.3)
+    model.memory = model.memory.with_thresholds(unknown=0.9, unknown_far=0.5)
+
+    def below() -> tuple[int, int]:
+        with torch.no_grad():
+            nearest = model.memory.nearest(
+                model.memory.similarity(model.recognize.project(checked.flatten(0, 1)))
+            )
+        return int((nearest < model.memory.unknown).sum()), int((nearest < model.memory.unknown_far).sum())
+
+    called = below()
+    note = _tune_by_itself(model, support, known, checked)
+
+    assert note.startswith(" (recognition head adapted by itself: held-out support boxes named right"), note
+    assert below() == called and 0 < called[0] < 80  # the same known boxes' share called unknown
+    assert "scratches" in model.memory.unknown_by_class
+
+
+def test_the_recognizer_is_left_as_it_was_where_the_prototype_already_names_the_new_type():
+    model, support, known, checked = _resembling(3.0)  # far from both known types
+    memory, head = model.memory, {k: v.clone() for k, v in model.recognize.mlp.state_dict().items()}
+
+    note = _tune_by_itself(model, support, known, checked)
+
+    assert note == " (recognition head left as it was: held-out support boxes named right 100% → 100% of 5)"
+    assert model.memory is memory
+    assert all(torch.equal(v, model.recognize.mlp.state_dict()[k]) for k, v in head.items())

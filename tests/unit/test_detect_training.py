@@ -171,7 +171,8 @@ def test_learning_with_the_recognizer_adapted_tunes_only_its_mlp_and_says_so(tra
     assert moved and all(k.startswith("recognize.mlp.") for k in moved), moved
     assert "recognizer" in phases
     note = ModelFolder(model_dir).versions()[-1].note
-    assert version == 2 and "(recognition head adapted, " in note and "known boxes replayed)" in note
+    assert version == 2 and "(recognition head adapted: held-out support boxes named right " in note
+    assert "known boxes replayed" in note
     # the prototype is made from the tuned embeddings of the support boxes
     support = [(s.path, [b.xyxy for b in s.boxes]) for s in scratches]
     prototype = learned.memory.prototypes[learned.memory.index("scratch")]

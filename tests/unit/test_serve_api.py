@@ -556,7 +556,7 @@ def test_learn_runs_as_a_job_and_writes_a_new_current_version(served, tmp_path):
     models = served.call("GET", "/api/models")
     assert models["current"] == 2 and [v["version"] for v in models["versions"]] == [1, 2]
     assert models["versions"][1]["classes"] == [*CLASSES, "scratch"] and models["versions"][1]["current"]
-    assert "(recognition head adapted, " in models["versions"][1]["note"]
+    assert "(recognition head adapted: " in models["versions"][1]["note"]
     image = (tmp_path / "scratch.png").read_bytes()
     assert served.call("POST", "/api/predict", files={"file": ("s.png", image)})["model_version"] == 2
 
@@ -649,7 +649,7 @@ def test_learn_reports_each_phase_in_order_and_each_localizer_step(served, tmp_p
             progress=lambda phase, done: calls.append((phase, done)),
         )
         phases = [phase for phase, _ in calls]
-        assert list(dict.fromkeys(phases)) == ["support", "localizer", "threshold"]
+        assert list(dict.fromkeys(phases)) == ["support", "localizer", "recognizer", "threshold"]
         assert [p for p in LEARN_PHASES if p in phases] == list(dict.fromkeys(phases))  # in order
         steps = [done for phase, done in calls if phase == "localizer"]
         assert steps == [0.0] + [(k + 1) / LOCALIZER_STEPS for k in range(LOCALIZER_STEPS)]

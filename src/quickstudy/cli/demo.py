@@ -57,9 +57,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--adapt-recognizer",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         help="steps 3 and 4: also tune the recognition head on each learned type's support boxes, as "
-        "`quickstudy learn --adapt-recognizer` (default: off)",
+        "`quickstudy learn --adapt-recognizer` (default: learn decides by itself)",
     )
     parser.add_argument(
         "--train-images",

@@ -13,6 +13,11 @@ boxes, so they can teach localization too: :func:`adapt_localizer` tunes only th
 on them, mixed with replayed images the model already knows, with the backbone and FPN frozen —
 so every box's embedding, and with it every prototype, stays exactly what it was.
 
+A type that looks like a known one lands on it, however many boxes mark it, because the features
+were never asked to tell the two apart (P3: scratches and inclusion). :func:`tune_recognizer` then
+tunes the recognition head's MLP on the support boxes with known boxes replayed and held to their
+embeddings, where held-out support images (:func:`check_recognizer`) say it helps.
+
 ``transductive`` refines the new prototypes on the store's other TRAIN images, read as images only
 (their labels are never looked at, the P3-u sense): :func:`refine_on_images`.
 
@@ -24,6 +29,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -34,7 +40,13 @@ from torchvision.ops import box_iou
 
 from quickstudy.detect.data import DetectionSet, letterbox, read_for_model
 from quickstudy.detect.evaluation import ground_truth, proposal_recall
-from quickstudy.detect.memory import DEFAULT_OPERATING, ClassMemory, leave_one_out_cut, robust_mean
+from quickstudy.detect.memory import (
+    DEFAULT_OPERATING,
+    ClassMemory,
+    leave_one_out_cut,
+    matched_cut,
+    robust_mean,
+)
 from quickstudy.detect.model import DefectDetector, detector_from_payload, detector_payload
 from quickstudy.detect.predictor import Predictor
 from quickstudy.detect.versions import ModelFolder, store_fingerprint
@@ -53,6 +65,8 @@ LOCALIZER_STEPS = 150
 # adapt_recognizer's steps and the weight of its distillation on known boxes (P3: unknowns.md).
 RECOGNIZER_STEPS = 50
 RECOGNIZER_DISTILLATION = 10.0
+# Folds (by support image) in which check_recognizer holds support images out.
+RECOGNIZER_FOLDS = 5
 # Below this share of support boxes proposed at IoU >= 0.5, learn_class teaches the localizer too.
 PROPOSED_FOR_PROTOTYPE_ONLY = 0.5
 # An adaptation of the localizer that learn chose by itself is undone when it costs the known boxes more
@@ -195,6 +209,171 @@ def adapt_recognizer(
         optimizer.step()
     with torch.no_grad():
         return {name: head.project(p.to(device)).cpu() for name, p in support.items()}
+
+
+def pool_support_images(model: DefectDetector, support: SupportSet) -> list[torch.Tensor]:
+    """:func:`pool_support`, one tensor per support image."""
+    return list(pool_support(model, support).split([len(boxes) for _, boxes in support]))
+
+
+@dataclass(frozen=True)
+class RecognizerCheck:
+    """What tuning the recognition head does for support boxes it was not tuned on
+    (:func:`check_recognizer`): the share of held-out support boxes whose nearest prototype is their
+    class's, with the head as it is (``prototype``) and tuned on the other support images (``tuned``),
+    and per class the lowest similarity of a held-out box to the tuned mean of the others (``cuts``:
+    the class's own unknown cut, as :func:`~quickstudy.detect.memory.leave_one_out_cut` for an untuned
+    head)."""
+
+    boxes: int
+    prototype: float
+    tuned: float
+    cuts: dict[str, float]
+
+
+def check_recognizer(
+    model: DefectDetector,
+    support: dict[str, list[torch.Tensor]],
+    known: torch.Tensor,
+    known_labels: torch.Tensor,
+    folds: int = RECOGNIZER_FOLDS,
+) -> RecognizerCheck | None:
+    """Cross-validate :func:`adapt_recognizer` over the support images (``support``: each new class's
+    pooled boxes per image, :func:`pool_support_images`): in each of up to ``folds`` folds the head is
+    tuned on the other images (``known`` boxes replayed as :func:`adapt_recognizer` replays them) and
+    the held-out boxes are named against the means of the others. Boxes it was tuned on lie near their
+    mean however little the tuning generalises, so only held-out boxes tell whether it helps, and how
+    far a class's unseen boxes lie. The head is left as it was. None when no class has two images."""
+    held = [name for name, images in support.items() if len(images) >= 2]
+    if not held:
+        return None
+    count = min(folds, max(len(support[name]) for name in held))
+    head = model.recognize
+    as_it_was = copy.deepcopy(head.mlp.state_dict())
+    untuned = _project_images(model, support)
+    right = {"prototype": 0, "tuned": 0}
+    lowest: dict[str, float] = {}
+    for fold in range(count):
+        out = {name: [i % count == fold for i in range(len(support[name]))] for name in support}
+        out = {name: flags if name in held else [False] * len(flags) for name, flags in out.items()}
+
+        def pick(images: list[torch.Tensor], flags: list[bool], held_out: bool) -> list[torch.Tensor]:
+            return [image for image, flag in zip(images, flags, strict=True) if flag == held_out]
+
+        tuned = adapt_recognizer(
+            model,
+            {name: torch.cat(pick(images, out[name], False)) for name, images in support.items()},
+            known,
+            known_labels,
+        )
+        retuned = _project_images(
+            model, {name: pick(images, out[name], True) for name, images in support.items()}
+        )
+        head.mlp.load_state_dict(as_it_was)
+        untuned_means = {
+            name: robust_mean(torch.cat(pick(e, out[name], False))) for name, e in untuned.items()
+        }
+        untuned_out = {name: pick(e, out[name], True) for name, e in untuned.items()}
+        for kind, means, embedded in (
+            ("prototype", untuned_means, untuned_out),
+            ("tuned", {name: robust_mean(e) for name, e in tuned.items()}, retuned),
+        ):
+            similarity, labels = _against_means(model.memory, means, embedded)
+            right[kind] += int((similarity.argmax(-1) == labels).sum())
+            if kind == "tuned":
+                for name in held:
+                    own = similarity[labels == model.memory.index(name), model.memory.index(name)]
+                    if own.numel():
+                        lowest[name] = min(lowest.get(name, 1.0), float(own.min()))
+    boxes = sum(len(p) for name in held for p in support[name])
+    return RecognizerCheck(boxes, right["prototype"] / boxes, right["tuned"] / boxes, lowest)
+
+
+@torch.no_grad()
+def _project_images(
+    model: DefectDetector, pooled: dict[str, list[torch.Tensor]]
+) -> dict[str, list[torch.Tensor]]:
+    """Embeddings (CPU) of pooled boxes, kept in the same lists."""
+    return {
+        name: [model.recognize.project(p.to(model.device)).cpu() for p in images]
+        for name, images in pooled.items()
+    }
+
+
+def _against_means(
+    memory: ClassMemory, means: dict[str, torch.Tensor], held_out: dict[str, list[torch.Tensor]]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Similarities ``[N, C]`` of held-out embeddings to the memory's prototypes with the new classes'
+    rows replaced by ``means``, and each box's class index ``[N]``."""
+    rows = memory.prototypes.clone()
+    for name, mean in means.items():
+        rows[memory.index(name)] = mean
+    embedded = torch.cat([e for images in held_out.values() for e in images])
+    labels = torch.cat(
+        [torch.full((len(e),), memory.index(name)) for name, images in held_out.items() for e in images]
+    )
+    return embedded @ rows.T, labels
+
+
+def tune_recognizer(
+    model: DefectDetector,
+    support: dict[str, list[torch.Tensor]],
+    replayed: tuple[torch.Tensor, torch.Tensor],
+    checked: tuple[torch.Tensor, torch.Tensor],
+    *,
+    choose: bool,
+    adapt: bool = False,
+) -> str:
+    """Tune the recognition head for the new classes of ``support`` (pooled boxes per support image,
+    :func:`pool_support_images`; the classes already in the memory) with the ``replayed`` known boxes
+    (:func:`pool_known`), make their prototypes again from the tuned embeddings (:func:`add_classes`,
+    ``adapt`` as there) and give each its own unknown cut from :func:`check_recognizer`'s held-out
+    boxes. The memory's common unknown cuts then move with the ``checked`` known boxes (not replayed)
+    so that they call the same share of them unknown as before (:func:`~quickstudy.detect.memory.matched_cut`).
+    ``choose``: only where tuning names more held-out support boxes right than the prototypes do, and
+    undone where it names :data:`FORGETTING_TOLERANCE` fewer checked known boxes right. Returns the
+    version's note."""
+    check = check_recognizer(model, support, *replayed)
+    seen = (
+        f"held-out support boxes named right {check.prototype:.0%} → {check.tuned:.0%} of {check.boxes}"
+        if check is not None
+        else "one support image, none to hold out"
+    )
+    if choose and (check is None or check.tuned <= check.prototype):
+        return f" (recognition head left as it was: {seen})"
+    as_it_was = copy.deepcopy(model.recognize.mlp.state_dict()), model.memory
+    before = _known_nearness(model, *checked)
+    add_classes(
+        model, adapt_recognizer(model, {n: torch.cat(p) for n, p in support.items()}, *replayed), adapt
+    )
+    own = {n: cut for n, cut in model.memory.unknown_by_class.items() if n not in support}
+    model.memory = model.memory.with_thresholds(unknown_by_class={**own, **(check.cuts if check else {})})
+    after = _known_nearness(model, *checked)
+    moved = ""
+    if before is not None and after is not None:
+        named = f"checked known boxes named right {before[1]:.0%} → {after[1]:.0%}"
+        if choose and after[1] < before[1] - FORGETTING_TOLERANCE:  # a new type must not cost the others
+            model.recognize.mlp.load_state_dict(as_it_was[0])
+            model.memory = as_it_was[1]
+            return f" (recognition head left as it was: {seen}, but {named})"
+        memory = model.memory
+        cuts = [matched_cut(cut, before[0], after[0]) for cut in (memory.unknown, memory.unknown_far)]
+        model.memory = memory.with_thresholds(unknown=cuts[0], unknown_far=cuts[1])
+        moved = f"; {named}, unknown cuts {memory.unknown:.3f} / {memory.unknown_far:.3f} → {cuts[0]:.3f} / {cuts[1]:.3f}"
+    by_itself = " by itself" if choose else ""
+    return f" (recognition head adapted{by_itself}: {seen}; {len(replayed[1])} known boxes replayed{moved})"
+
+
+@torch.no_grad()
+def _known_nearness(
+    model: DefectDetector, pooled: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, float] | None:
+    """Of known boxes (:func:`pool_known`): each one's nearness (:meth:`ClassMemory.nearest`) and the
+    share whose nearest prototype is their class's; None without boxes."""
+    if not len(labels):
+        return None
+    similarity = model.memory.similarity(model.recognize.project(pooled.to(model.device)).cpu())
+    return model.memory.nearest(similarity), float((similarity.argmax(-1) == labels).float().mean())
 
 
 def adapt_prototypes(
@@ -424,16 +603,21 @@ def _support_and_known_samples(store: Any, name: str, support: SupportSet) -> tu
     return marked, [others[i] for i in order]
 
 
+def _replay_and_check(others: list[Any], replay_images: int) -> tuple[list[Any], list[Any]]:
+    """Of the known samples of :func:`_support_and_known_samples`: the first ``replay_images`` (what the
+    model already finds, replayed so it keeps finding it) and up to :data:`CHECK_IMAGES` more to check
+    that it does (the replayed ones when there are no more)."""
+    replay = others[:replay_images]
+    # a small store replays all it has: then those images are the check (in-sample, still a check)
+    return replay, others[replay_images : replay_images + CHECK_IMAGES] or replay[:CHECK_IMAGES]
+
+
 def _localizer_sets(
     marked: list[Any], others: list[Any], replay_images: int, image_size: int, channels: int
 ) -> tuple[DetectionSet, DetectionSet | None, list[Any]]:
-    """From :func:`_support_and_known_samples`: the support images with all their boxes, the first
-    ``replay_images`` known ones (what the model already finds, replayed so it keeps finding it), and up
-    to :data:`CHECK_IMAGES` more (samples; the replayed ones when there are no more) to check that it
-    does."""
-    replay = others[:replay_images]
-    # a small store replays all it has: then those images are the check (in-sample, still a check)
-    check = others[replay_images : replay_images + CHECK_IMAGES] or replay[:CHECK_IMAGES]
+    """From :func:`_support_and_known_samples`: the support images with all their boxes, and the
+    replayed and check samples of :func:`_replay_and_check` (the replayed ones as images)."""
+    replay, check = _replay_and_check(others, replay_images)
     return (
         DetectionSet.from_samples(marked, [], image_size, channels),
         DetectionSet.from_samples(replay, [], image_size, channels) if replay else None,
@@ -565,7 +749,7 @@ def learn_class(
     images: Sequence[str | os.PathLike[str]] | None = None,
     adapt: bool = False,
     localizer: bool | None = None,
-    recognizer: bool = False,
+    recognizer: bool | None = None,
     replay_images: int = 64,
     transductive: int = 0,
     device: str = "cpu",
@@ -582,10 +766,12 @@ def learn_class(
     known boxes more than :data:`FORGETTING_TOLERANCE` of class-agnostic AP50 on check images, when the
     localizer is left as it was and the note says that instead. ``recognizer`` then tunes the
     recognition head on the support boxes with the known boxes of ``replay_images`` TRAIN images without
-    the class replayed (:func:`adapt_recognizer`), and the prototype is made again from the tuned
-    embeddings. ``transductive`` > 0 refines
-    the new prototype that many steps on other TRAIN images' proposals (:func:`refine_on_images`),
-    after the localizer is adapted (so it sees what the adapted localizer proposes). A class without a threshold
+    the class replayed, makes the prototype again from the tuned embeddings and moves the unknown cuts
+    with it (:func:`tune_recognizer`); None (the default) does so where that names more held-out support
+    boxes right (:func:`check_recognizer`) without costing known boxes, and the note says which.
+    ``transductive`` > 0 refines the new prototype that many steps on other TRAIN images' proposals
+    (:func:`refine_on_images`), after the localizer is adapted (so it sees what the adapted localizer
+    proposes). A class without a threshold
     gets one for image-level recall and precision (:func:`threshold_for_precision`), its note too.
     Classes the model knows but the store no longer has (e.g. the parent of a split) are dropped from
     the new version; the old version keeps them. ``progress``, if given, is called with each phase's
@@ -613,7 +799,7 @@ def learn_class(
     report("support", 1.0)
     # one read of the store for both adaptations
     support_samples, known_samples = (
-        _support_and_known_samples(store, name, support) if localizer or recognizer else ([], [])
+        _support_and_known_samples(store, name, support) if localizer or recognizer is not False else ([], [])
     )
     if localizer:
         report("localizer", 0.0)
@@ -633,12 +819,18 @@ def learn_class(
                 notes.append(f" (localizer adapted by itself: {why}; {cost})")
         elif chosen:
             notes.append(f" (localizer adapted by itself: {why})")
-    if recognizer:
+    if recognizer is not False:
         report("recognizer", 0.0)
-        known = pool_known(model, known_samples[:replay_images])
-        tuned = adapt_recognizer(model, {name: pool_support(model, support)}, *known)
-        add_classes(model, tuned, adapt=adapt)
-        notes.append(f" (recognition head adapted, {len(known[1])} known boxes replayed)")
+        replayed, checked = _replay_and_check(known_samples, replay_images)
+        note = tune_recognizer(
+            model,
+            {name: pool_support_images(model, support)},
+            pool_known(model, replayed),
+            pool_known(model, checked),
+            choose=recognizer is None,
+            adapt=adapt,
+        )
+        notes.append(note)
         report("recognizer", 1.0)
     if transductive > 0:
         report("transductive", 0.0)

@@ -325,6 +325,20 @@ def just_above(score: float) -> float:
     return float(torch.nextafter(torch.tensor(score, dtype=torch.float32), torch.tensor(math.inf)))
 
 
+def matched_cut(cut: float, before: torch.Tensor, after: torch.Tensor) -> float:
+    """The cut under which as many of ``after`` lie as of ``before`` under ``cut``: the same boxes'
+    nearness (:meth:`ClassMemory.nearest`) before and after their embeddings moved, so that a calibrated
+    cut goes on calling the same share of them unknown. ``cut`` itself where none lay under it.
+
+    >>> round(matched_cut(0.5, torch.tensor([0.4, 0.6, 0.8]), torch.tensor([0.3, 0.35, 0.7])), 4)
+    0.3
+    """
+    below = int((before < cut).sum())
+    if below == 0 or below > after.numel():
+        return cut
+    return just_above(float(after.sort().values[below - 1]))
+
+
 def _is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 

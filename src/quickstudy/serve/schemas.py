@@ -231,10 +231,11 @@ class LearnRequest(RequestBody):
         None,
         description="also teach the localizer the support boxes (default: when it proposes under half of them)",
     )
-    adapt_recognizer: bool = Field(
-        False,
+    adapt_recognizer: bool | None = Field(
+        None,
         description="also tune the recognition head on the support boxes, known boxes replayed and held "
-        "to their embeddings (for a type that looks like a known one)",
+        "to their embeddings (for a type that looks like a known one; default: where held-out support "
+        "images say it helps)",
     )
 
 
