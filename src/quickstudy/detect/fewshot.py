@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
@@ -342,13 +342,13 @@ def tune_recognizer(
     if choose and (check is None or check.tuned <= check.prototype):
         return f" (recognition head left as it was: {seen})"
     as_it_was = copy.deepcopy(model.recognize.mlp.state_dict()), model.memory
-    before = _known_nearness(model, *checked)
+    before = _known_nearness(model, *checked, support)
     add_classes(
         model, adapt_recognizer(model, {n: torch.cat(p) for n, p in support.items()}, *replayed), adapt
     )
     own = {n: cut for n, cut in model.memory.unknown_by_class.items() if n not in support}
     model.memory = model.memory.with_thresholds(unknown_by_class={**own, **(check.cuts if check else {})})
-    after = _known_nearness(model, *checked)
+    after = _known_nearness(model, *checked, support)
     moved = ""
     if before is not None and after is not None:
         named = f"checked known boxes named right {before[1]:.0%} → {after[1]:.0%}"
@@ -366,14 +366,17 @@ def tune_recognizer(
 
 @torch.no_grad()
 def _known_nearness(
-    model: DefectDetector, pooled: torch.Tensor, labels: torch.Tensor
+    model: DefectDetector, pooled: torch.Tensor, labels: torch.Tensor, new: Collection[str]
 ) -> tuple[torch.Tensor, float] | None:
-    """Of known boxes (:func:`pool_known`): each one's nearness (:meth:`ClassMemory.nearest`) and the
-    share whose nearest prototype is their class's; None without boxes."""
+    """Of known boxes (:func:`pool_known`): each one's nearness (:meth:`ClassMemory.nearest`, the
+    ``new`` classes held to the common cut: a low cut of their own would make every known box near
+    them look near) and the share whose nearest prototype is their class's; None without boxes."""
     if not len(labels):
         return None
-    similarity = model.memory.similarity(model.recognize.project(pooled.to(model.device)).cpu())
-    return model.memory.nearest(similarity), float((similarity.argmax(-1) == labels).float().mean())
+    own = {name: cut for name, cut in model.memory.unknown_by_class.items() if name not in new}
+    memory = model.memory.with_thresholds(unknown_by_class=own)
+    similarity = memory.similarity(model.recognize.project(pooled.to(model.device)).cpu())
+    return memory.nearest(similarity), float((similarity.argmax(-1) == labels).float().mean())
 
 
 def adapt_prototypes(

@@ -687,7 +687,7 @@ $("#learn-class").addEventListener("change", () => refreshSupport().catch(failed
 const LEARN_PHASES = {
   support: "embedding the marked boxes",
   localizer: "adapting the localizer",
-  recognizer: "adapting the recognition head",
+  recognizer: "tuning the recognition head where it helps",
   transductive: "refining on unlabelled images",
   threshold: "setting the threshold",
   exports: "writing the model's exports",
@@ -697,7 +697,13 @@ const LEARN_PHASES = {
 
 $("#learn-start").addEventListener("click", async () => {
   const how = document.querySelector("input[name=learn-how]:checked").value;
-  const body = { class: $("#learn-class").value, adapt: how !== "prototype", adapt_localizer: how === "adapt-localizer" };
+  // "prototype" is the prototype alone; the others leave the recognition head to learn's check
+  const body = {
+    class: $("#learn-class").value,
+    adapt: how !== "prototype",
+    adapt_localizer: how === "adapt-localizer",
+    adapt_recognizer: how === "prototype" ? false : null,
+  };
   $("#learn-start").disabled = true;
   $("#learn-job").hidden = false;
   $("#learn-outcome").hidden = true;
