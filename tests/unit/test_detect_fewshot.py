@@ -1,10 +1,15 @@
-"""Few-shot additions to the detector that touch the network: the localizer adapted on support boxes."""
+"""Few-shot additions to the detector that touch the network: the localizer and the recognition head
+adapted on support boxes."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from quickstudy.detect.data import DetectionSet
 from quickstudy.detect.fewshot import (
@@ -12,6 +17,7 @@ from quickstudy.detect.fewshot import (
     adapt_recognizer,
     add_classes,
     check_recognizer,
+    pool_known,
     tune_recognizer,
 )
 from quickstudy.detect.model import TINY, DefectDetector, DetectorConfig
@@ -110,6 +116,11 @@ def test_a_new_class_gets_its_own_unknown_cut_and_it_counts_only_where_its_suppo
     assert set(model.memory.unknown_by_class) == {"tight"}
 
 
+# the classes allowed for 40 boxes of each of two known types (pool_known's form), as _resembling
+# gives them
+TWO_TYPES = F.one_hot(torch.cat([torch.zeros(40), torch.ones(40)]).long(), 2).bool()
+
+
 def _pooled_clusters(centers: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     """``n`` noisy copies of each center: what the recognition MLP reads of ``n`` boxes per type."""
     noise = torch.randn(len(centers), n, centers.shape[1], generator=torch.Generator().manual_seed(seed))
@@ -141,8 +152,7 @@ def test_adapting_the_recognizer_separates_a_new_type_from_the_known_one_it_rese
         ]
 
     before = named_right()
-    labels = torch.cat([torch.zeros(40), torch.ones(40)]).long()
-    tuned = adapt_recognizer(model, {"scratches": support}, known.flatten(0, 1), labels)
+    tuned = adapt_recognizer(model, {"scratches": support}, known.flatten(0, 1), TWO_TYPES)
     add_classes(model, tuned)
     after = named_right()
 
@@ -164,7 +174,9 @@ def test_distillation_holds_known_boxes_to_their_embeddings_while_the_recognizer
         model.memory = model.memory.replace("inclusion", before.mean(0), None)
         support = _pooled_clusters(torch.full((1, known.shape[1]), 0.2), 5, seed=3)[0]
         add_classes(model, {"scratches": head.project(support).detach()})
-        adapt_recognizer(model, {"scratches": support}, known, torch.zeros(40).long(), distill=distill)
+        adapt_recognizer(
+            model, {"scratches": support}, known, torch.ones(40, 1, dtype=torch.bool), distill=distill
+        )
         with torch.no_grad():
             return float((head.project(known) - before).norm(dim=-1).mean())
 
@@ -174,11 +186,7 @@ def test_distillation_holds_known_boxes_to_their_embeddings_while_the_recognizer
 def test_adapting_the_recognizer_without_new_classes_is_a_clear_error():
     model = DefectDetector(["inclusion"], DetectorConfig(**TINY, image_size=64))
     with pytest.raises(QuickstudyError, match="new classes"):
-        adapt_recognizer(model, {}, torch.zeros(0), torch.zeros(0).long())
-
-
-# the types of 40 boxes of each of two known types, as _resembling gives them
-TWO_TYPES = torch.cat([torch.zeros(40), torch.ones(40)]).long()
+        adapt_recognizer(model, {}, torch.zeros(0), torch.zeros(0, 1, dtype=torch.bool))
 
 
 def _resembling(new_near_known: float) -> tuple[DefectDetector, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -257,3 +265,21 @@ def test_the_recognizer_is_left_as_it_was_where_the_prototype_already_names_the_
     assert note == " (recognition head left as it was: held-out support boxes named right 100% → 100% of 5)"
     assert model.memory is memory
     assert all(torch.equal(v, model.recognize.mlp.state_dict()[k]) for k, v in head.items())
+
+
+def test_known_boxes_for_the_recognizer_keep_every_set_of_known_classes_but_not_the_new_class_alone(tmp_path):
+    Image.fromarray(np.full((64, 64), 90, dtype=np.uint8)).save(tmp_path / "image.png")
+    model = DefectDetector(["scratch", "inclusion", "pit"], DetectorConfig(**TINY, image_size=64)).eval()
+    box = (8.0, 8.0, 30.0, 30.0)
+    boxes = [
+        SimpleNamespace(xyxy=box, allowed=allowed)
+        for allowed in ({"pit"}, {"scratch", "inclusion"}, {"inclusion"}, set(), {"crack"})
+    ]
+    pooled, allowed = pool_known(
+        model, [SimpleNamespace(path=tmp_path / "image.png", boxes=boxes)], "inclusion"
+    )
+
+    # pit, and a split box that is one of scratch and inclusion; not the new class alone, no unnamed
+    # box, no box of a class the model does not know
+    assert allowed.tolist() == [[False, False, True], [True, True, False]]
+    assert pooled.shape[0] == 2

@@ -49,6 +49,7 @@ from quickstudy.detect.memory import (
 )
 from quickstudy.detect.model import DefectDetector, detector_from_payload, detector_payload
 from quickstudy.detect.predictor import Predictor
+from quickstudy.detect.recognition import partial_label_loss
 from quickstudy.detect.versions import ModelFolder, store_fingerprint
 from quickstudy.errors import QuickstudyError
 from quickstudy.evaluate.detection import coco_metrics
@@ -143,27 +144,32 @@ def embed_support(model: DefectDetector, support: SupportSet, batch_size: int = 
     return model.recognize.project(pool_support(model, support, batch_size)).cpu()
 
 
-def pool_known(model: DefectDetector, samples: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The boxes of ``samples`` whose one allowed class the model knows, as :func:`pool_support`
-    gives them, and that class's index in ``model.classes``."""
+def pool_known(
+    model: DefectDetector, samples: Sequence[Any], new: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The boxes of ``samples`` whose allowed classes the model all knows, as :func:`pool_support`
+    gives them, and those classes ``[N, C]`` (bool over ``model.classes``): a box of one class, or one
+    of several (an old box of a split class is one of its parts). A box of the ``new`` class alone is
+    left out: that class learns from its support images only."""
     support: SupportSet = []
-    labels: list[int] = []
+    allowed: list[list[bool]] = []
     for sample in samples:
-        one = [(b.xyxy, next(iter(b.allowed))) for b in sample.boxes if len(b.allowed) == 1]
-        named = [(xyxy, c) for xyxy, c in one if c in model.classes]
-        if named:
-            support.append((Path(sample.path), [xyxy for xyxy, _ in named]))
-            labels += [model.classes.index(c) for _, c in named]
+        known = [
+            b for b in sample.boxes if b.allowed and b.allowed <= set(model.classes) and b.allowed != {new}
+        ]
+        if known:
+            support.append((Path(sample.path), [b.xyxy for b in known]))
+            allowed += [[c in b.allowed for c in model.classes] for b in known]
     if not support:
-        return torch.zeros(0), torch.zeros(0, dtype=torch.long)
-    return pool_support(model, support), torch.tensor(labels)
+        return torch.zeros(0), torch.zeros(0, len(model.classes), dtype=torch.bool)
+    return pool_support(model, support), torch.tensor(allowed)
 
 
 def adapt_recognizer(
     model: DefectDetector,
     support: dict[str, torch.Tensor],
     known: torch.Tensor,
-    known_labels: torch.Tensor,
+    known_allowed: torch.Tensor,
     *,
     steps: int = RECOGNIZER_STEPS,
     lr: float = 1e-3,
@@ -171,8 +177,9 @@ def adapt_recognizer(
 ) -> dict[str, torch.Tensor]:
     """Tune the recognition head's MLP so that the support boxes of each new class (``support``: its
     name → pooled boxes from :func:`pool_support`; the class already in the memory) lie nearer the mean
-    of their embeddings than any other class's prototype, and the ``known`` pooled boxes (of classes
-    ``known_labels``, indices into ``model.classes``, from :func:`pool_known`) nearer their own class's.
+    of their embeddings than any other class's prototype, and the ``known`` pooled boxes nearer one of
+    their classes' (``known_allowed``, from :func:`pool_known`; classes added to the memory since, at its
+    end, are not theirs).
     A prototype of a few boxes sits where features learned from other types put it; a type the base
     training never had to tell from a similar one (P3: scratches from inclusion) lands on it, and only
     the features can move. Each known box is also held to the embedding it had (distillation, weighted
@@ -189,7 +196,8 @@ def adapt_recognizer(
     rows = torch.tensor([memory.index(name) for name in support], device=device)
     pooled = torch.cat(list(support.values())).to(device)
     labels = torch.cat([torch.full((len(p),), i) for i, p in enumerate(support.values())]).to(device)
-    known, known_labels = known.to(device), known_labels.to(device)
+    known = known.to(device)
+    known_allowed = F.pad(known_allowed, (0, len(memory) - known_allowed.shape[1])).to(device)
     prototypes = F.normalize(memory.prototypes.to(device), dim=-1)
     scale = head.log_scale.exp().detach()
     with torch.no_grad():
@@ -202,7 +210,7 @@ def adapt_recognizer(
         loss = F.cross_entropy(scale * embedded @ current.T, rows[labels])
         if held is not None:
             replayed = head.project(known)
-            loss = loss + F.cross_entropy(scale * replayed @ current.T, known_labels)
+            loss = loss + partial_label_loss(scale * replayed @ current.T, known_allowed)
             loss = loss + distill * (replayed - held).pow(2).sum(-1).mean()
         optimizer.zero_grad()
         loss.backward()
@@ -235,7 +243,7 @@ def check_recognizer(
     model: DefectDetector,
     support: dict[str, list[torch.Tensor]],
     known: torch.Tensor,
-    known_labels: torch.Tensor,
+    known_allowed: torch.Tensor,
     folds: int = RECOGNIZER_FOLDS,
 ) -> RecognizerCheck | None:
     """Cross-validate :func:`adapt_recognizer` over the support images (``support``: each new class's
@@ -264,7 +272,7 @@ def check_recognizer(
             model,
             {name: torch.cat(pick(images, out[name], False)) for name, images in support.items()},
             known,
-            known_labels,
+            known_allowed,
         )
         retuned = _project_images(
             model, {name: pick(images, out[name], True) for name, images in support.items()}
@@ -366,17 +374,19 @@ def tune_recognizer(
 
 @torch.no_grad()
 def _known_nearness(
-    model: DefectDetector, pooled: torch.Tensor, labels: torch.Tensor, new: Collection[str]
+    model: DefectDetector, pooled: torch.Tensor, allowed: torch.Tensor, new: Collection[str]
 ) -> tuple[torch.Tensor, float] | None:
     """Of known boxes (:func:`pool_known`): each one's nearness (:meth:`ClassMemory.nearest`, the
     ``new`` classes held to the common cut: a low cut of their own would make every known box near
-    them look near) and the share whose nearest prototype is their class's; None without boxes."""
-    if not len(labels):
+    them look near) and the share whose nearest prototype is one of their classes'; None without boxes."""
+    if not len(allowed):
         return None
     own = {name: cut for name, cut in model.memory.unknown_by_class.items() if name not in new}
     memory = model.memory.with_thresholds(unknown_by_class=own)
     similarity = memory.similarity(model.recognize.project(pooled.to(model.device)).cpu())
-    return memory.nearest(similarity), float((similarity.argmax(-1) == labels).float().mean())
+    nearest_class = similarity.argmax(-1, keepdim=True)
+    right = F.pad(allowed, (0, len(memory) - allowed.shape[1])).gather(1, nearest_class)
+    return memory.nearest(similarity), float(right.float().mean())
 
 
 def adapt_prototypes(
@@ -587,23 +597,30 @@ def finetune_classifier(
     )
 
 
-def _support_and_known_samples(store: Any, name: str, support: SupportSet) -> tuple[list[Any], list[Any]]:
-    """The support images' samples, and the TRAIN samples that hold boxes but none of ``name``
-    (what the model already finds) in a seeded order."""
+def _support_and_known_samples(
+    store: Any, name: str, support: SupportSet
+) -> tuple[list[Any], list[Any], list[Any]]:
+    """The support images' samples; the other TRAIN samples that hold boxes but none that may be of
+    ``name`` (what the model already finds, for the localizer); and every other TRAIN sample with
+    boxes (for the recognizer, which reads only the boxes the model knows: :func:`pool_known`); the
+    two in a seeded order."""
     paths = {Path(path).resolve() for path, _ in support}
-    samples = store.samples()  # one read of the store for both lists
+    samples = store.samples()  # one read of the store for every list
     resolved = [Path(s.path).resolve() for s in samples]
     marked = [s for s, path in zip(samples, resolved, strict=True) if path in paths]
-    others = [
+    rest = [
         s
         for s, path in zip(samples, resolved, strict=True)
-        if s.split == "train"
-        and s.boxes
-        and path not in paths
-        and all(name not in b.allowed for b in s.boxes)
+        if s.split == "train" and s.boxes and path not in paths
     ]
-    order = torch.randperm(len(others), generator=torch.Generator().manual_seed(0)).tolist()
-    return marked, [others[i] for i in order]
+    others = [s for s in rest if all(name not in b.allowed for b in s.boxes)]
+
+    def seeded(kept: list[Any]) -> list[Any]:
+        return [
+            kept[i] for i in torch.randperm(len(kept), generator=torch.Generator().manual_seed(0)).tolist()
+        ]
+
+    return marked, seeded(others), seeded(rest)
 
 
 def _replay_and_check(others: list[Any], replay_images: int) -> tuple[list[Any], list[Any]]:
@@ -801,8 +818,10 @@ def learn_class(
         notes.append(" (localizer adapted)")
     report("support", 1.0)
     # one read of the store for both adaptations
-    support_samples, known_samples = (
-        _support_and_known_samples(store, name, support) if localizer or recognizer is not False else ([], [])
+    support_samples, known_samples, other_samples = (
+        _support_and_known_samples(store, name, support)
+        if localizer or recognizer is not False
+        else ([], [], [])
     )
     if localizer:
         report("localizer", 0.0)
@@ -824,12 +843,12 @@ def learn_class(
             notes.append(f" (localizer adapted by itself: {why})")
     if recognizer is not False:
         report("recognizer", 0.0)
-        replayed, checked = _replay_and_check(known_samples, replay_images)
+        replayed, checked = _replay_and_check(other_samples, replay_images)
         note = tune_recognizer(
             model,
             {name: pool_support_images(model, support)},
-            pool_known(model, replayed),
-            pool_known(model, checked),
+            pool_known(model, replayed, name),
+            pool_known(model, checked, name),
             choose=recognizer is None,
             adapt=adapt,
         )
