@@ -135,7 +135,7 @@ def test_adapt_localizer_teaches_the_new_type_and_adapt_recognizer_every_learned
     # the sub-types are left to learn's own rule (a one-epoch model may adapt by itself, and says so)
     assert not any("(localizer adapted)" in note for number, note in notes.items() if number > 2)
     learned = [note for number, note in notes.items() if number > 1]
-    assert len(learned) == 3 and all("(recognition head adapted, " in note for note in learned), notes
+    assert len(learned) == 3 and all("(recognition head adapted: " in note for note in learned), notes
 
 
 def test_store_keeps_every_box_through_merge_and_split(miniature) -> None:

@@ -64,6 +64,20 @@ class _PositionalAlias(argparse.Action):
             setattr(namespace, self.dest, values)
 
 
+def add_adapt_recognizer(parser: Any, help_text: str) -> None:
+    """``--adapt-recognizer [on|off|auto]`` (alone: on; default off), read as ``learn_class``'s
+    ``recognizer``: True, False or None (learn decides)."""
+    parser.add_argument(
+        "--adapt-recognizer",
+        nargs="?",
+        const=True,
+        default=False,
+        type=lambda text: {"on": True, "off": False, "auto": None}[text],
+        metavar="{on,off,auto}",
+        help=help_text,
+    )
+
+
 def add_model(parser: Any, help_text: str, *, old: str) -> None:
     """``--model DIR`` (required), with the spelling ``old`` (an option, or a positional when it has
     no dashes) kept one release as a hidden alias."""

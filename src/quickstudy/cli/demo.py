@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from quickstudy.cli._common import add_device
+from quickstudy.cli._common import add_adapt_recognizer, add_device
 from quickstudy.demo import DemoSettings, run_demo
 
 
@@ -55,11 +55,10 @@ def register(subparsers: Any) -> None:
         help="step 3: also teach the localizer the new type's support boxes, as `quickstudy learn "
         "--adapt-localizer` (default: learn decides by itself)",
     )
-    parser.add_argument(
-        "--adapt-recognizer",
-        action=argparse.BooleanOptionalAction,
-        help="steps 3 and 4: also tune the recognition head on each learned type's support boxes, as "
-        "`quickstudy learn --adapt-recognizer` (default: learn decides by itself)",
+    add_adapt_recognizer(
+        parser,
+        "steps 3 and 4: also tune the recognition head on each learned type's support boxes, as "
+        "`quickstudy learn --adapt-recognizer` (on, off or auto; default: off; alone: on)",
     )
     parser.add_argument(
         "--train-images",

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from quickstudy.cli._common import add_amp, add_device, print_json, print_table
+from quickstudy.cli._common import add_adapt_recognizer, add_amp, add_device, print_json, print_table
 from quickstudy.errors import QuickstudyError
 
 
@@ -563,15 +563,15 @@ def register(subparsers: Any) -> None:
         "(default: on by itself when fewer than half of the support boxes are proposed at IoU >= 0.5; "
         "the new version's note says so)",
     )
-    learn.add_argument(
-        "--adapt-recognizer",
-        action=argparse.BooleanOptionalAction,
-        help="also tune the recognition head on the support boxes, with boxes of up to 64 TRAIN images of "
-        "the known types replayed and held to their embeddings, then make the prototype and the unknown "
-        "cuts again: for a type that looks like a known one, whose few boxes the features place on top "
-        "of it (seconds on CPU; known boxes' scores may change a little). Default: on by itself where, "
-        "tuned without one support image at a time, it names more of the held-out boxes right than the "
-        "prototype does and names the known boxes of 64 other TRAIN images no worse; the note says which",
+    add_adapt_recognizer(
+        learn,
+        "also tune the recognition head on the support boxes, with the boxes of up to 64 other TRAIN images "
+        "of the known types replayed (a box of several types as one of them) and held to their embeddings, "
+        "then make the prototype and the unknown cuts again: for a type that looks like a known one, whose "
+        "few boxes the features place on top of it (seconds on CPU; known boxes' scores may change a "
+        "little). auto: only where, tuned without one support image at a time, it names more of the "
+        "held-out boxes right than the prototype does, and names the known boxes of 64 more TRAIN images "
+        "no worse; the note says which (default: off; alone: on)",
     )
     learn.add_argument(
         "--transductive",
