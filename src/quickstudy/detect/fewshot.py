@@ -262,39 +262,36 @@ def check_recognizer(
     right = {"prototype": 0, "tuned": 0}
     lowest: dict[str, float] = {}
     for fold in range(count):
-        out = {name: [i % count == fold for i in range(len(support[name]))] for name in support}
-        out = {name: flags if name in held else [False] * len(flags) for name, flags in out.items()}
-
-        def pick(images: list[torch.Tensor], flags: list[bool], held_out: bool) -> list[torch.Tensor]:
-            return [image for image, flag in zip(images, flags, strict=True) if flag == held_out]
-
-        tuned = adapt_recognizer(
-            model,
-            {name: torch.cat(pick(images, out[name], False)) for name, images in support.items()},
-            known,
-            known_allowed,
-        )
+        out = {
+            name: [name in held and i % count == fold for i in range(len(images))]
+            for name, images in support.items()
+        }
+        kept = {name: torch.cat(_pick(images, out[name], False)) for name, images in support.items()}
+        tuned = adapt_recognizer(model, kept, known, known_allowed)
         retuned = _project_images(
-            model, {name: pick(images, out[name], True) for name, images in support.items()}
+            model, {name: _pick(images, out[name], True) for name, images in support.items()}
         )
         head.mlp.load_state_dict(as_it_was)
-        untuned_means = {
-            name: robust_mean(torch.cat(pick(e, out[name], False))) for name, e in untuned.items()
-        }
-        untuned_out = {name: pick(e, out[name], True) for name, e in untuned.items()}
-        for kind, means, embedded in (
-            ("prototype", untuned_means, untuned_out),
-            ("tuned", {name: robust_mean(e) for name, e in tuned.items()}, retuned),
-        ):
-            similarity, labels = _against_means(model.memory, means, embedded)
-            right[kind] += int((similarity.argmax(-1) == labels).sum())
-            if kind == "tuned":
-                for name in held:
-                    own = similarity[labels == model.memory.index(name), model.memory.index(name)]
-                    if own.numel():
-                        lowest[name] = min(lowest.get(name, 1.0), float(own.min()))
+        before, labels = _against_means(
+            model.memory,
+            {name: robust_mean(torch.cat(_pick(e, out[name], False))) for name, e in untuned.items()},
+            {name: _pick(e, out[name], True) for name, e in untuned.items()},
+        )
+        after, _ = _against_means(model.memory, {name: robust_mean(e) for name, e in tuned.items()}, retuned)
+        right["prototype"] += int((before.argmax(-1) == labels).sum())
+        right["tuned"] += int((after.argmax(-1) == labels).sum())
+        for name in held:
+            index = model.memory.index(name)
+            own = after[labels == index, index]
+            if own.numel():
+                lowest[name] = min(lowest.get(name, 1.0), float(own.min()))
     boxes = sum(len(p) for name in held for p in support[name])
     return RecognizerCheck(boxes, right["prototype"] / boxes, right["tuned"] / boxes, lowest)
+
+
+def _pick(images: list[torch.Tensor], held_out: list[bool], which: bool) -> list[torch.Tensor]:
+    """The ``images`` whose ``held_out`` flag is ``which``."""
+    return [image for image, flag in zip(images, held_out, strict=True) if flag == which]
 
 
 @torch.no_grad()
@@ -785,8 +782,8 @@ def learn_class(
     cannot name a box never proposed), and the version's note says so — unless adapting costs the
     known boxes more than :data:`FORGETTING_TOLERANCE` of class-agnostic AP50 on check images, when the
     localizer is left as it was and the note says that instead. ``recognizer`` then tunes the
-    recognition head on the support boxes with the known boxes of ``replay_images`` TRAIN images without
-    the class replayed, makes the prototype again from the tuned embeddings and moves the unknown cuts
+    recognition head on the support boxes with the known boxes of ``replay_images`` other TRAIN images
+    replayed, makes the prototype again from the tuned embeddings and moves the unknown cuts
     with it (:func:`tune_recognizer`); None does so where that names more held-out support boxes right
     (:func:`check_recognizer`) without costing known boxes, and the note says which.
     ``transductive`` > 0 refines the new prototype that many steps on other TRAIN images' proposals
