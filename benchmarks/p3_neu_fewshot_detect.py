@@ -177,14 +177,15 @@ def add_novel(
     replay: DetectionSet | None = None,
     localizer: dict[str, Any] | None = None,
     known: tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
-) -> tuple[DefectDetector, float, str]:
+) -> tuple[DefectDetector, float, str, dict[str, list]]:
     """A copy of ``base`` with both novel classes added by ``method`` (``localizer``: keyword arguments
     of :func:`~quickstudy.detect.fewshot.adapt_localizer`; ``known``: pooled base boxes and their
-    classes, :func:`~quickstudy.detect.fewshot.pool_known`, replayed and checked); seconds it took, and
-    the recognizer's note."""
+    classes, :func:`~quickstudy.detect.fewshot.pool_known`, replayed and checked); seconds it took,
+    the recognizer's note and its support images' outputs from the folds that held them out (for
+    their thresholds, as ``learn`` sets them)."""
     model = copy.deepcopy(base)
     started = time.perf_counter()
-    note = ""
+    note, outputs = "", {}
     if method == "tfa":
         shots = {**base_support, **support}
         embeddings = {name: embed_support(model, marked_boxes(s, name)) for name, s in shots.items()}
@@ -201,8 +202,11 @@ def add_novel(
         if method in TUNES_RECOGNIZER:
             pooled = {name: pool_support_images(model, marked_boxes(s, name)) for name, s in support.items()}
             assert known is not None, f"{method} replays known boxes"
-            note = tune_recognizer(model, pooled, *known, choose=method == "localizer_recognizer_chosen")
-    return model, time.perf_counter() - started, note
+            paths = {name: [path for path, _ in marked_boxes(s, name)] for name, s in support.items()}
+            note, outputs = tune_recognizer(
+                model, pooled, *known, choose=method == "localizer_recognizer_chosen", paths=paths
+            )
+    return model, time.perf_counter() - started, note, outputs
 
 
 def boxes_called(
@@ -223,13 +227,16 @@ def boxes_called(
 
 
 def novel_thresholds(
-    model: DefectDetector, support: dict[str, list], store: Any
+    model: DefectDetector, support: dict[str, list], store: Any, outputs: dict[str, list] | None = None
 ) -> dict[str, tuple[float, str]]:
-    """Each novel class's operating threshold as ``quickstudy learn`` sets it, and its note."""
+    """Each novel class's operating threshold as ``quickstudy learn`` sets it (on ``outputs``, its
+    support images' outputs from the folds that held them out, where the recognizer was tuned), and its
+    note."""
     thresholds = {}
     for name, samples in support.items():
         marked = marked_boxes(samples, name)
-        thresholds[name] = learned_threshold(model, name, marked, known_negatives(store, name, marked))
+        negatives = known_negatives(store, name, marked)
+        thresholds[name] = learned_threshold(model, name, marked, negatives, (outputs or {}).get(name))
     return thresholds
 
 
@@ -340,11 +347,11 @@ def main() -> None:
             support = draw_support(train, NEU_NOVEL, k, seed)
             base_support = draw_support(train, NEU_BASE, k, seed)
             for method in methods:
-                model, seconds, note = add_novel(
+                model, seconds, note, outputs = add_novel(
                     base, method, support, base_support, seed, replay, localizer, known
                 )
                 scored = Predictor(model).proposals(test_paths) if method in ADAPTS_LOCALIZER else proposals
-                set_by_learn = novel_thresholds(model, support, store)
+                set_by_learn = novel_thresholds(model, support, store, outputs)
                 learned = {**predictor.operating, **{c: t for c, (t, _) in set_by_learn.items()}}
                 report = score(model, scored, test, learned)
                 report["seconds"] = seconds

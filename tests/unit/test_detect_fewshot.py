@@ -230,7 +230,7 @@ def _tune_by_itself(
     """:func:`tune_recognizer` choosing, the support boxes one per image, known and checked boxes of
     two types (40 each)."""
     pairs = (known.flatten(0, 1), TWO_TYPES), (checked.flatten(0, 1), TWO_TYPES)
-    return tune_recognizer(model, {"scratches": list(support.split(1))}, *pairs, choose=True)
+    return tune_recognizer(model, {"scratches": list(support.split(1))}, *pairs, choose=True)[0]
 
 
 def test_tuning_the_recognizer_by_itself_moves_the_unknown_cuts_with_the_known_boxes():

@@ -173,6 +173,8 @@ def test_learning_with_the_recognizer_adapted_tunes_only_its_mlp_and_says_so(tra
     note = ModelFolder(model_dir).versions()[-1].note
     assert version == 2 and "(recognition head adapted: held-out support boxes named right " in note
     assert "known boxes replayed" in note
+    # its threshold is set on each support image as the fold that held it out scored it
+    assert "2 support images positive (each as scored by the fold that held it out)" in note
     # the prototype is made from the tuned embeddings of the support boxes
     support = [(s.path, [b.xyxy for b in s.boxes]) for s in scratches]
     prototype = learned.memory.prototypes[learned.memory.index("scratch")]

@@ -231,12 +231,16 @@ class RecognizerCheck:
     class's, with the head as it is (``prototype``) and tuned on the other support images (``tuned``),
     and per class the lowest similarity of a held-out box to the tuned mean of the others (``cuts``:
     the class's own unknown cut, as :func:`~quickstudy.detect.memory.leave_one_out_cut` for an untuned
-    head)."""
+    head), and where the images were given, their raw outputs from the folds that held them out
+    (``outputs``: scores the new class's threshold can be set on, as it cannot on images it was tuned
+    on)."""
 
     boxes: int
     prototype: float
     tuned: float
     cuts: dict[str, float]
+    # per class given image paths, each support image's raw output from the fold that held it out
+    outputs: dict[str, list[dict[str, torch.Tensor]]]
 
 
 def check_recognizer(
@@ -245,13 +249,16 @@ def check_recognizer(
     known: torch.Tensor,
     known_allowed: torch.Tensor,
     folds: int = RECOGNIZER_FOLDS,
+    paths: dict[str, list[Path]] | None = None,
 ) -> RecognizerCheck | None:
     """Cross-validate :func:`adapt_recognizer` over the support images (``support``: each new class's
     pooled boxes per image, :func:`pool_support_images`): in each of up to ``folds`` folds the head is
     tuned on the other images (``known`` boxes replayed as :func:`adapt_recognizer` replays them) and
     the held-out boxes are named against the means of the others. Boxes it was tuned on lie near their
     mean however little the tuning generalises, so only held-out boxes tell whether it helps, and how
-    far a class's unseen boxes lie. The head is left as it was. None when no class has two images."""
+    far a class's unseen boxes lie. ``paths`` (each class's support images, in ``support``'s order):
+    each held-out image is also predicted by the fold's model. The head and the memory are left as they
+    were. None when no class has two images."""
     held = [name for name, images in support.items() if len(images) >= 2]
     if not held:
         return None
@@ -261,6 +268,8 @@ def check_recognizer(
     untuned = _project_images(model, support)
     right = {"prototype": 0, "tuned": 0}
     lowest: dict[str, float] = {}
+    memory = model.memory
+    outputs: dict[str, dict[int, dict[str, torch.Tensor]]] = {name: {} for name in held if paths}
     for fold in range(count):
         out = {
             name: [name in held and i % count == fold for i in range(len(images))]
@@ -271,6 +280,14 @@ def check_recognizer(
         retuned = _project_images(
             model, {name: _pick(images, out[name], True) for name, images in support.items()}
         )
+        if outputs and paths:
+            for name, embeddings in tuned.items():  # the fold's prototypes, as learn would make them
+                model.memory = model.memory.replace(name, robust_mean(embeddings), None)
+            for name, predicted in outputs.items():
+                indices = [i for i, flag in enumerate(out[name]) if flag]
+                found = Predictor(model).raw([paths[name][i] for i in indices])
+                predicted.update(zip(indices, found, strict=True))
+            model.memory = memory
         head.mlp.load_state_dict(as_it_was)
         before, labels = _against_means(
             model.memory,
@@ -286,7 +303,13 @@ def check_recognizer(
             if own.numel():
                 lowest[name] = min(lowest.get(name, 1.0), float(own.min()))
     boxes = sum(len(p) for name in held for p in support[name])
-    return RecognizerCheck(boxes, right["prototype"] / boxes, right["tuned"] / boxes, lowest)
+    return RecognizerCheck(
+        boxes,
+        right["prototype"] / boxes,
+        right["tuned"] / boxes,
+        lowest,
+        {name: [predicted[i] for i in range(len(support[name]))] for name, predicted in outputs.items()},
+    )
 
 
 def _pick(images: list[torch.Tensor], held_out: list[bool], which: bool) -> list[torch.Tensor]:
@@ -328,7 +351,8 @@ def tune_recognizer(
     *,
     choose: bool,
     adapt: bool = False,
-) -> str:
+    paths: dict[str, list[Path]] | None = None,
+) -> tuple[str, dict[str, list[dict[str, torch.Tensor]]]]:
     """Tune the recognition head for the new classes of ``support`` (pooled boxes per support image,
     :func:`pool_support_images`; the classes already in the memory) with the ``replayed`` known boxes
     (:func:`pool_known`), make their prototypes again from the tuned embeddings (:func:`add_classes`,
@@ -337,15 +361,17 @@ def tune_recognizer(
     so that they call the same share of them unknown as before (:func:`~quickstudy.detect.memory.matched_cut`).
     ``choose``: only where tuning names more held-out support boxes right than the prototypes do, and
     undone where it names :data:`FORGETTING_TOLERANCE` fewer checked known boxes right. Returns the
-    version's note."""
-    check = check_recognizer(model, support, *replayed)
+    version's note and, where the head was tuned and ``paths`` (the support images) were given, each
+    support image's raw output from the fold that held it out (:class:`RecognizerCheck`), for the new
+    class's threshold."""
+    check = check_recognizer(model, support, *replayed, paths=paths)
     seen = (
         f"held-out support boxes named right {check.prototype:.0%} → {check.tuned:.0%} of {check.boxes}"
         if check is not None
         else "one support image, none to hold out"
     )
     if choose and (check is None or check.tuned <= check.prototype):
-        return f" (recognition head left as it was: {seen})"
+        return f" (recognition head left as it was: {seen})", {}
     as_it_was = copy.deepcopy(model.recognize.mlp.state_dict()), model.memory
     before = _known_nearness(model, *checked, support)
     add_classes(
@@ -360,13 +386,14 @@ def tune_recognizer(
         if choose and after[1] < before[1] - FORGETTING_TOLERANCE:  # a new type must not cost the others
             model.recognize.mlp.load_state_dict(as_it_was[0])
             model.memory = as_it_was[1]
-            return f" (recognition head left as it was: {seen}, but {named})"
+            return f" (recognition head left as it was: {seen}, but {named})", {}
         memory = model.memory
         cuts = [matched_cut(cut, before[0], after[0]) for cut in (memory.unknown, memory.unknown_far)]
         model.memory = memory.with_thresholds(unknown=cuts[0], unknown_far=cuts[1])
         moved = f"; {named}, unknown cuts {memory.unknown:.3f} / {memory.unknown_far:.3f} → {cuts[0]:.3f} / {cuts[1]:.3f}"
     by_itself = " by itself" if choose else ""
-    return f" (recognition head adapted{by_itself}: {seen}; {len(replayed[1])} known boxes replayed{moved})"
+    note = f" (recognition head adapted{by_itself}: {seen}; {len(replayed[1])} known boxes replayed{moved})"
+    return note, check.outputs if check is not None else {}
 
 
 @torch.no_grad()
@@ -650,17 +677,22 @@ def known_boxes_ap50(model: DefectDetector, samples: Sequence[Any]) -> float:
 
 
 def support_threshold(
-    model: DefectDetector, name: str, support: SupportSet, iou: float = 0.5
+    model: DefectDetector,
+    name: str,
+    support: SupportSet,
+    iou: float = 0.5,
+    outputs: Sequence[dict[str, torch.Tensor]] | None = None,
 ) -> float | None:
     """The operating threshold at which the support images of ``name`` are called positive: the
     lowest, over support images, of the best ``name`` score on a marked box (IoU ≥ ``iou``).
 
-    In-sample, so optimistic; it replaces a borrowed threshold that a new class's scores may never
+    In-sample, so optimistic, unless ``outputs`` (the support images' raw outputs) come from models
+    that did not learn from them; it replaces a borrowed threshold that a new class's scores may never
     reach. Support images whose marked boxes get no ``name`` detection at all are left out (the
     localizer missed them; no threshold helps); ``None`` when that is every one.
     """
     index = model.classes.index(name)
-    found = Predictor(model).raw([path for path, _ in support])
+    found = outputs if outputs is not None else Predictor(model).raw([path for path, _ in support])
     per_image = []
     for out, (_, boxes) in zip(found, support, strict=True):
         mine = out["labels"] == index
@@ -683,10 +715,14 @@ def image_scores(model: DefectDetector, name: str, images: Sequence[str | os.Pat
     index = model.classes.index(name)
     scores = []
     for start in range(0, len(images), 64):
-        for out in Predictor(model).raw(list(images[start : start + 64])):
-            mine = out["scores"][out["labels"] == index]
-            scores.append(float(mine.max()) if mine.numel() else 0.0)
+        scores += _best_scores(Predictor(model).raw(list(images[start : start + 64])), index)
     return scores
+
+
+def _best_scores(outputs: Sequence[dict[str, torch.Tensor]], index: int) -> list[float]:
+    """Per raw output, its highest score of class ``index`` (0 when it has none)."""
+    best = [out["scores"][out["labels"] == index] for out in outputs]
+    return [float(mine.max()) if mine.numel() else 0.0 for mine in best]
 
 
 def known_negatives(store: Any, name: str, support: SupportSet, limit: int = NEGATIVE_IMAGES) -> list[Path]:
@@ -706,7 +742,11 @@ def known_negatives(store: Any, name: str, support: SupportSet, limit: int = NEG
 
 
 def threshold_for_precision(
-    model: DefectDetector, name: str, support: SupportSet, negatives: Sequence[Path] = ()
+    model: DefectDetector,
+    name: str,
+    support: SupportSet,
+    negatives: Sequence[Path] = (),
+    support_outputs: Sequence[dict[str, torch.Tensor]] | None = None,
 ) -> tuple[float, str]:
     """The operating threshold of a class with no held-out images yet, for image-level recall and
     precision, and a note saying how it was set.
@@ -721,14 +761,19 @@ def threshold_for_precision(
     does, to the most precise such threshold (a class set above all its support images would never
     fire; on the demo's line that silenced ``inclusion``). The note says how many support images stay
     positive and, below the target, the precision reached. In-sample on the support images, so
-    optimistic about recall.
+    optimistic about recall, unless ``support_outputs`` (their raw outputs) come from models that did
+    not learn from them (:func:`check_recognizer`'s folds, after the recognition head was tuned on them).
     """
     operating = model.memory.operating
-    own = support_threshold(model, name, support)
+    own = support_threshold(model, name, support, outputs=support_outputs)
     threshold = own if own is not None else (median(operating.values()) if operating else DEFAULT_OPERATING)
     if not negatives:
         return threshold, f"threshold {threshold:.3f} keeps every support image positive"
-    positive = image_scores(model, name, [path for path, _ in support])
+    positive = (
+        _best_scores(support_outputs, model.classes.index(name))
+        if support_outputs is not None
+        else image_scores(model, name, [path for path, _ in support])
+    )
     negative = image_scores(model, name, negatives)
 
     def precision(t: float) -> float:  # at even odds: as many images with the class as without
@@ -752,8 +797,9 @@ def threshold_for_precision(
     )
     kept = sum(v >= threshold for v in positive)
     alarms = sum(v >= threshold for v in negative)
+    held_out = " (each as scored by the fold that held it out)" if support_outputs is not None else ""
     return threshold, (
-        f"threshold {threshold:.3f}: {kept} of {len(positive)} support images positive, "
+        f"threshold {threshold:.3f}: {kept} of {len(positive)} support images positive{held_out}, "
         f"{alarms} of {len(negative)} TRAIN images without it flagged{short}"
     )
 
@@ -838,16 +884,18 @@ def learn_class(
                 notes.append(f" (localizer adapted by itself: {why}; {cost})")
         elif chosen:
             notes.append(f" (localizer adapted by itself: {why})")
+    fold_outputs: dict[str, list[dict[str, torch.Tensor]]] = {}
     if recognizer is not False:
         report("recognizer", 0.0)
         replayed, checked = _replay_and_check(other_samples, replay_images)
-        note = tune_recognizer(
+        note, fold_outputs = tune_recognizer(
             model,
             {name: pool_support_images(model, support)},
             pool_known(model, replayed, name),
             pool_known(model, checked, name),
             choose=recognizer is None,
             adapt=adapt,
+            paths={name: [path for path, _ in support]},
         )
         notes.append(note)
         report("recognizer", 1.0)
@@ -860,7 +908,12 @@ def learn_class(
         report("transductive", 1.0)
     report("threshold", 0.0)
     if name not in model.memory.operating:
-        threshold, why = threshold_for_precision(model, name, support, known_negatives(store, name, support))
+        # the tuned head scores its support images higher than unseen ones: the folds' outputs instead
+        # (unless transductive refinement has moved the prototype since)
+        outputs = fold_outputs.get(name) if transductive == 0 else None
+        threshold, why = threshold_for_precision(
+            model, name, support, known_negatives(store, name, support), outputs
+        )
         model.memory = model.memory.with_thresholds({**model.memory.operating, name: threshold})
         notes.append(f"; {why}")
     report("threshold", 1.0)
