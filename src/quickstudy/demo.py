@@ -76,7 +76,7 @@ class DemoSettings:
     adapt_localizer: bool | None = None
     # steps 3 and 4: `learn --adapt-recognizer` (the recognition head tuned on each type's support;
     # None: learn decides by itself)
-    adapt_recognizer: bool | None = False
+    adapt_recognizer: bool | None = None
     arch: str = "tiny"  # a detector size preset (quickstudy.detect.model.ARCHITECTURES)
     device: str = "cpu"
     # torch's CPU threads (None: torch's default). One: the tiny detector's batches of 4 gain little

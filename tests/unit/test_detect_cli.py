@@ -74,7 +74,7 @@ def test_learn_counts_an_image_given_twice_once_and_says_so(
     assert main(argv) == 0
     assert called["images"] == ["img/im0.png", str(tmp_path / "img" / "im1.png")]
     assert called["localizer"] is None  # not said: learn_class decides from what the detector proposes
-    assert called["recognizer"] is False
+    assert called["recognizer"] is None  # likewise, from held-out support images
     err = capsys.readouterr().err.splitlines()
     assert err == [
         "note: ./img/im0.png is img/im0.png again; it counts once",
@@ -85,7 +85,7 @@ def test_learn_counts_an_image_given_twice_once_and_says_so(
 @pytest.mark.parametrize(
     ("flag", "recognizer"),
     [
-        ([], False),
+        ([], None),
         (["--adapt-recognizer"], True),
         (["--adapt-recognizer", "off"], False),
         (["--adapt-recognizer", "auto"], None),

@@ -539,11 +539,9 @@ def add_marked_scratch(served: Served, folder: Path) -> int:
         return store.images()[-1].image_id
 
 
-def test_learn_with_adapt_recognizer_null_leaves_it_to_learn_s_check(served, tmp_path):
+def test_learn_leaves_the_recognizer_to_learn_s_check_by_default(served, tmp_path):
     image_id = add_marked_scratch(served, tmp_path)
-    job = served.call(
-        "POST", "/api/learn", json={"class": "scratch", "images": [image_id], "adapt_recognizer": None}
-    )
+    job = served.call("POST", "/api/learn", json={"class": "scratch", "images": [image_id]})
     assert wait_for(served, job)["state"] == "done"
     note = served.call("GET", "/api/models")["versions"][1]["note"]
     assert "(recognition head left as it was: one support image, none to hold out)" in note
@@ -659,7 +657,7 @@ def test_learn_reports_each_phase_in_order_and_each_localizer_step(served, tmp_p
             progress=lambda phase, done: calls.append((phase, done)),
         )
         phases = [phase for phase, _ in calls]
-        assert list(dict.fromkeys(phases)) == ["support", "localizer", "threshold"]
+        assert list(dict.fromkeys(phases)) == ["support", "localizer", "recognizer", "threshold"]
         assert [p for p in LEARN_PHASES if p in phases] == list(dict.fromkeys(phases))  # in order
         steps = [done for phase, done in calls if phase == "localizer"]
         assert steps == [0.0] + [(k + 1) / LOCALIZER_STEPS for k in range(LOCALIZER_STEPS)]

@@ -65,13 +65,13 @@ class _PositionalAlias(argparse.Action):
 
 
 def add_adapt_recognizer(parser: Any, help_text: str) -> None:
-    """``--adapt-recognizer [on|off|auto]`` (alone: on; default off), read as ``learn_class``'s
+    """``--adapt-recognizer [on|off|auto]`` (alone: on; default auto), read as ``learn_class``'s
     ``recognizer``: True, False or None (learn decides)."""
     parser.add_argument(
         "--adapt-recognizer",
         nargs="?",
         const=True,
-        default=False,
+        default=None,
         type=lambda text: {"on": True, "off": False, "auto": None}[text],
         metavar="{on,off,auto}",
         help=help_text,

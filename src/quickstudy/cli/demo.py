@@ -58,7 +58,7 @@ def register(subparsers: Any) -> None:
     add_adapt_recognizer(
         parser,
         "steps 3 and 4: also tune the recognition head on each learned type's support boxes, as "
-        "`quickstudy learn --adapt-recognizer` (on, off or auto; default: off; alone: on)",
+        "`quickstudy learn --adapt-recognizer` (on, off or auto; default: auto; alone: on)",
     )
     parser.add_argument(
         "--train-images",

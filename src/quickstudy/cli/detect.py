@@ -571,7 +571,7 @@ def register(subparsers: Any) -> None:
         "few boxes the features place on top of it (seconds on CPU; known boxes' scores may change a "
         "little). auto: only where, tuned without one support image at a time, it names more of the "
         "held-out boxes right than the prototype does, and names the known boxes of 64 more TRAIN images "
-        "no worse; the note says which (default: off; alone: on)",
+        "no worse; the note says which (default: auto; alone: on)",
     )
     learn.add_argument(
         "--transductive",

@@ -812,7 +812,7 @@ def learn_class(
     images: Sequence[str | os.PathLike[str]] | None = None,
     adapt: bool = False,
     localizer: bool | None = None,
-    recognizer: bool | None = False,
+    recognizer: bool | None = None,
     replay_images: int = 64,
     transductive: int = 0,
     device: str = "cpu",
@@ -830,8 +830,8 @@ def learn_class(
     localizer is left as it was and the note says that instead. ``recognizer`` then tunes the
     recognition head on the support boxes with the known boxes of ``replay_images`` other TRAIN images
     replayed, makes the prototype again from the tuned embeddings and moves the unknown cuts
-    with it (:func:`tune_recognizer`); None does so where that names more held-out support boxes right
-    (:func:`check_recognizer`) without costing known boxes, and the note says which.
+    with it (:func:`tune_recognizer`); None (the default) does so where that names more held-out support
+    boxes right (:func:`check_recognizer`) without costing known boxes, and the note says which.
     ``transductive`` > 0 refines the new prototype that many steps on other TRAIN images' proposals
     (:func:`refine_on_images`), after the localizer is adapted (so it sees what the adapted localizer
     proposes). A class without a threshold

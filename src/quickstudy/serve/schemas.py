@@ -232,10 +232,10 @@ class LearnRequest(RequestBody):
         description="also teach the localizer the support boxes (default: when it proposes under half of them)",
     )
     adapt_recognizer: bool | None = Field(
-        False,
+        None,
         description="also tune the recognition head on the support boxes, known boxes replayed and held "
-        "to their embeddings (for a type that looks like a known one); null: only where held-out support "
-        "images say it helps",
+        "to their embeddings (for a type that looks like a known one); null (the default): only where "
+        "held-out support images say it helps",
     )
 
 
