@@ -547,7 +547,8 @@ def register(subparsers: Any) -> None:
         help="add a defect type to a model from a few marked images",
         description="Compute the class's prototype from its marked boxes in the given store images (or in "
         "every TRAIN image with --from-store) and write a new model version; the old one stays "
-        "(`quickstudy models undo`). No retraining: other classes' predictions do not move.",
+        "(`quickstudy models undo`). No retraining: the backbone stays; the localizer and the recognition "
+        "head are tuned only where the new type needs it (see their options), and the note says so.",
     )
     learn.add_argument("--model", required=True)
     learn.add_argument("--store", required=True)
