@@ -235,7 +235,7 @@ def test_a_new_class_threshold_keeps_the_support_positive_and_rises_for_precisio
 
     support = [(Path(f"s{i}.png"), [(0.0, 0.0, 4.0, 4.0)]) for i in range(4)]
     scores = {"s": [0.5, 0.6, 0.7, 0.8], "n": [0.1] * 30}
-    monkeypatch.setattr(fewshot, "support_threshold", lambda model, name, support: 0.5)
+    monkeypatch.setattr(fewshot, "support_threshold", lambda model, name, support, outputs=None: 0.5)
     monkeypatch.setattr(fewshot, "image_scores", lambda model, name, images: scores[str(images[0])[0]])
 
     class FakeModel:
