@@ -6,6 +6,7 @@ import json
 import shutil
 import statistics
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -238,8 +239,17 @@ def test_a_new_class_threshold_keeps_the_support_positive_and_rises_for_precisio
     monkeypatch.setattr(fewshot, "support_threshold", lambda model, name, support, outputs=None: 0.5)
     monkeypatch.setattr(fewshot, "image_scores", lambda model, name, images: scores[str(images[0])[0]])
 
+    def raw(paths: list[Path]) -> list[dict[str, torch.Tensor]]:  # one "new" detection per support image
+        return [
+            {"scores": torch.tensor([v], dtype=torch.float64), "labels": torch.tensor([1])}
+            for v in scores[str(paths[0])[0]]
+        ]
+
+    monkeypatch.setattr(fewshot, "Predictor", lambda model: SimpleNamespace(raw=raw))
+
     class FakeModel:
         memory = fewshot.ClassMemory(["old"], torch.eye(1), {"old": 0.4})
+        classes = ("old", "new")
 
     negatives = [Path(f"n{i}.png") for i in range(30)]
     # clean negatives: every support image stays positive

@@ -765,15 +765,13 @@ def threshold_for_precision(
     not learn from them (:func:`check_recognizer`'s folds, after the recognition head was tuned on them).
     """
     operating = model.memory.operating
-    own = support_threshold(model, name, support, outputs=support_outputs)
+    # one prediction of the support images serves both the recall and the precision side
+    found = support_outputs if support_outputs is not None else Predictor(model).raw([p for p, _ in support])
+    own = support_threshold(model, name, support, outputs=found)
     threshold = own if own is not None else (median(operating.values()) if operating else DEFAULT_OPERATING)
     if not negatives:
         return threshold, f"threshold {threshold:.3f} keeps every support image positive"
-    positive = (
-        _best_scores(support_outputs, model.classes.index(name))
-        if support_outputs is not None
-        else image_scores(model, name, [path for path, _ in support])
-    )
+    positive = _best_scores(found, model.classes.index(name))
     negative = image_scores(model, name, negatives)
 
     def precision(t: float) -> float:  # at even odds: as many images with the class as without
