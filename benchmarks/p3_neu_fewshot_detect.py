@@ -200,9 +200,10 @@ def add_novel(
             images = DetectionSet.from_samples(marked, [], model.config.image_size)
             adapt_localizer(model, images, replay, seed=seed, **(localizer or {}))
         if method in TUNES_RECOGNIZER:
-            pooled = {name: pool_support_images(model, marked_boxes(s, name)) for name, s in support.items()}
+            marks = {name: marked_boxes(s, name) for name, s in support.items()}
+            pooled = {name: pool_support_images(model, m) for name, m in marks.items()}
             assert known is not None, f"{method} replays known boxes"
-            paths = {name: [path for path, _ in marked_boxes(s, name)] for name, s in support.items()}
+            paths = {name: [path for path, _ in m] for name, m in marks.items()}
             note, outputs = tune_recognizer(
                 model, pooled, *known, choose=method == "localizer_recognizer_chosen", paths=paths
             )
