@@ -72,6 +72,9 @@ class DemoSettings:
     batch_size: int = 4
     lr: float = 2.5e-3
     synthetic_defects: float = 0.0  # quickstudy.detect.data.paste_synthetic_defects
+    # the recognition head also reads the stride-4 stage (`train --fine-recognition`): the line's
+    # cracks are 1-2 px wide at 96 px (benchmarks/results/unknowns.md)
+    fine_recognition: bool = True
     # step 3's `learn --adapt-localizer` for the new type (None: learn decides by itself)
     adapt_localizer: bool | None = None
     # steps 3 and 4: `learn --adapt-recognizer` (the recognition head tuned on each type's support;
@@ -169,7 +172,11 @@ def _run_demo(settings: DemoSettings, console: Console | None) -> DemoResult:
     from quickstudy.detect.training import train_detector
 
     _step(console, 2, f"train the detector on {len(trained_types)} types, half of their boxes without class")
-    config = DetectorConfig(**ARCHITECTURES[settings.arch], image_size=_image_size(settings, images))
+    config = DetectorConfig(
+        **ARCHITECTURES[settings.arch],
+        image_size=_image_size(settings, images),
+        fine_recognition=settings.fine_recognition,
+    )
     tic = time.perf_counter()
     train_detector(
         store,

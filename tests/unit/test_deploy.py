@@ -74,6 +74,19 @@ def test_every_preset_exports_and_predicts(arch: str, tmp_path: Path):
     assert len(predictor.raw([image])[0]["boxes"]) == len(Predictor.from_dir(model).raw([image])[0]["boxes"])
 
 
+def test_a_model_whose_recognition_reads_the_fine_map_exports_it(tmp_path: Path):
+    torch.manual_seed(1)
+    model = DefectDetector(
+        ["pit"], DetectorConfig(**ARCHITECTURES["tiny"], image_size=SIZE, fine_recognition=True)
+    )
+    assert model.backbone.fine is not None
+    torch.nn.init.normal_(model.backbone.fine.weight)  # as if trained: the embeddings depend on it
+    ModelFolder(tmp_path / "model").save(detector_payload(model.eval()))
+    export = export_onnx(tmp_path / "model", tmp_path / "export")  # checks embeddings against torch
+    embed = onnx.load(str(export / "embed.onnx"))
+    assert [i.name for i in embed.graph.input] == [*(f"features{i}" for i in range(4)), "boxes", "prototypes"]
+
+
 def test_a_tiling_model_with_a_normality_memory_gives_the_torch_proposals(tmp_path: Path):
     torch.manual_seed(3)
     model = DefectDetector(

@@ -152,8 +152,10 @@ def test_older_configs_load_with_the_values_they_were_trained_with_and_a_removed
     model.memory = model.memory.with_thresholds({"a": 0.3}, unknown=0.2)
     old = detector_payload(model, taxonomy_version=1)
     del old["config"]["score_loss"], old["config"]["pseudo_label_confidence"]
+    del old["config"]["fine_recognition"]
     old["config"]["box_tower"] = False
     restored = detector_from_payload(old)
+    assert restored.backbone.fine is None and len(restored.recognize.strides) == 3
     assert restored.localize.score_loss == "focal" != DetectorConfig().score_loss
     assert restored.config.pseudo_label_confidence is None
     assert DetectorConfig().pseudo_label_confidence is not None
@@ -168,6 +170,34 @@ def test_older_configs_load_with_the_values_they_were_trained_with_and_a_removed
         f"{folder.path(1)}: was trained with the detector option box_tower=True, which was removed; "
         "train the model again"
     )
+
+
+def test_the_fine_map_starts_at_zero_is_trained_and_then_shapes_the_embeddings_only() -> None:
+    torch.manual_seed(0)
+    config = DetectorConfig(**TINY, image_size=64, fine_recognition=True)
+    fine = DefectDetector(["a", "b"], config).eval()
+    plain = DefectDetector(["a", "b"], DetectorConfig(**TINY, image_size=64)).eval()
+    plain.load_state_dict({k: v for k, v in fine.state_dict().items() if not k.startswith("backbone.fine")})
+    images = torch.rand(2, 1, 64, 64)
+    boxes = [torch.tensor([[4.0, 6.0, 20.0, 14.0]]), torch.tensor([[30.0, 30.0, 60.0, 50.0]])]
+    assert [f.shape[-1] for f in fine.features(images)] == [8, 4, 2, 16]
+    assert fine.recognize.strides == (8, 16, 32, 4)
+    # zero at first: the pyramid's embeddings, and a gradient that reaches the lateral
+    embedded = fine.embed_boxes(images, boxes)
+    torch.testing.assert_close(embedded, plain.embed_boxes(images, boxes))
+    embedded.sum().backward()
+    assert fine.backbone.fine is not None and fine.backbone.fine.weight.grad is not None
+    assert fine.backbone.fine.weight.grad.abs().sum() > 0
+    torch.nn.init.normal_(fine.backbone.fine.weight)
+    with torch.no_grad():
+        assert not torch.allclose(fine.embed_boxes(images, boxes), plain.embed_boxes(images, boxes))
+        # the localizer reads the pyramid alone, whatever the fine map holds
+        ours, theirs = fine.localize(fine.features(images)), plain.localize(plain.features(images))
+        torch.testing.assert_close(ours["logits"], theirs["logits"])
+        proposed = fine.propose(fine.features(images), ours, (64, 64))
+        torch.testing.assert_close(
+            proposed[0]["boxes"], plain.propose(plain.features(images), theirs, (64, 64))[0]["boxes"]
+        )
 
 
 def test_the_inference_path_does_not_import_the_training_glue() -> None:

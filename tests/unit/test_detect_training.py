@@ -393,6 +393,12 @@ def test_training_from_a_pretraining_run_starts_from_its_weights_and_records_it(
     assert saved["train"]["init"] == record and "simclr pretraining" in saved["note"]
     plain = train_detector(store, tmp_path / "plain", epochs=1, batch_size=4, config=config)
     assert plain == 1 and ModelFolder(tmp_path / "plain").load()["train"]["init"] is None
+    # a recognition head that reads the fine map: the pretrained trunk and pyramid, its lateral at zero
+    fine = DefectDetector(CLASSES, DetectorConfig(**TINY, image_size=64, fine_recognition=True))
+    load_pretrained_backbone(fine, run)
+    state = fine.backbone.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in pretrained.items())
+    assert set(state) - set(pretrained) == {"fine.weight"} and not state["fine.weight"].any()
 
 
 def test_init_of_another_network_or_not_a_pretraining_run_is_a_one_line_error(tmp_path, one_torch_thread):

@@ -3,7 +3,10 @@
 The trunk is torchvision's ResNet made of ``BasicBlock`` s with configurable widths and depths
 (``widths=(64, 128, 256, 512)``, ``depths=(2, 2, 2, 2)`` is resnet18) and a one-channel stem,
 because surfaces are grayscale. The pyramid is ``torchvision.ops.FeaturePyramidNetwork`` on the
-last three stages (strides 8, 16, 32), which is enough for 200-pixel images.
+last three stages (strides 8, 16, 32), which is enough for 200-pixel images. With ``fine=True`` a
+fourth map, ``"fine"``, is the first stage (stride 4) through a 1x1 lateral to ``fpn_channels``: FPN's
+P2 before its top-down sum and 3x3, for the detector's recognition head only (the sum with P3 happens
+where the head samples both at a box's points).
 
 >>> import torch
 >>> net = ResNetFPN(widths=(8, 16, 32, 64), depths=(1, 1, 1, 1), fpn_channels=16)
@@ -29,6 +32,7 @@ from quickstudy.backbones.pretrained import load_backbone_weights
 from quickstudy.errors import QuickstudyError
 
 FPN_STRIDES = (8, 16, 32)
+FINE_STRIDE = 4
 
 
 def _stage(in_planes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
@@ -57,7 +61,7 @@ class ResNetTrunk(nn.Module):
         self.layer4 = _stage(widths[2], widths[3], depths[3], 2)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The outputs of stages 2, 3 and 4 (strides 8, 16, 32)."""
+        """The outputs of stages 1 to 4 (strides 4, 8, 16, 32)."""
         x = self.relu(self.bn1(self.conv1(x)))
         # max-pooling channels-last is the same values, ~10x faster on a CPU (vectorised over
         # channels; it was 5% of the detector's inference), and the stages keep the usual layout
@@ -66,11 +70,12 @@ class ResNetTrunk(nn.Module):
         c3 = self.layer2(c2)
         c4 = self.layer3(c3)
         c5 = self.layer4(c4)
-        return [c3, c4, c5]
+        return [c2, c3, c4, c5]
 
 
 class ResNetFPN(nn.Module):
-    """ResNet trunk + FPN: ``[B, 1, H, W]`` → ``{"0": P3, "1": P4, "2": P5}``, ``fpn_channels`` each.
+    """ResNet trunk + FPN: ``[B, 1, H, W]`` → ``{"0": P3, "1": P4, "2": P5}`` (and ``"fine"``, stride 4,
+    with ``fine``), ``fpn_channels`` each; ``strides`` are the pyramid's, ``map_strides`` every map's.
 
     ``weights`` is a torchvision-format ResNet state dict file (e.g. ``resnet18-f37072fd.pth``) for
     a trunk with the same widths and depths; its RGB stem is summed over colour channels so that it
@@ -84,12 +89,20 @@ class ResNetFPN(nn.Module):
         fpn_channels: int = 128,
         in_channels: int = 1,
         weights: str | os.PathLike[str] | None = None,
+        fine: bool = False,
     ) -> None:
         super().__init__()
         self.trunk = ResNetTrunk(widths, depths, in_channels)
         self.fpn = FeaturePyramidNetwork(list(widths[1:]), fpn_channels)
         self.out_channels = fpn_channels
         self.strides = FPN_STRIDES
+        self.fine: nn.Conv2d | None = None
+        self.map_strides: tuple[int, ...] = FPN_STRIDES
+        if fine:
+            # zero at first: training starts from the pyramid alone and adds what the fine map tells
+            self.fine = conv1x1(widths[0], fpn_channels)
+            nn.init.zeros_(self.fine.weight)
+            self.map_strides = (*FPN_STRIDES, FINE_STRIDE)
         if weights is not None:
             self.load_torchvision_weights(weights)
 
@@ -107,5 +120,8 @@ class ResNetFPN(nn.Module):
         load_backbone_weights(self.trunk, state)
 
     def forward(self, images: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
-        features = self.trunk(images)
-        return self.fpn(OrderedDict((str(i), f) for i, f in enumerate(features)))
+        first, *features = self.trunk(images)
+        maps = self.fpn(OrderedDict((str(i), f) for i, f in enumerate(features)))
+        if self.fine is not None:
+            maps["fine"] = self.fine(first)
+        return maps

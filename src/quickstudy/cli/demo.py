@@ -50,6 +50,13 @@ def register(subparsers: Any) -> None:
         f"train --synthetic-defects`; default: {defaults.synthetic_defects})",
     )
     parser.add_argument(
+        "--fine-recognition",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.fine_recognition,
+        help="the recognition head also reads the network's stride-4 stage, as `quickstudy train "
+        f"--fine-recognition` (default: {'on' if defaults.fine_recognition else 'off'})",
+    )
+    parser.add_argument(
         "--adapt-localizer",
         action=argparse.BooleanOptionalAction,
         help="step 3: also teach the localizer the new type's support boxes, as `quickstudy learn "
@@ -100,6 +107,7 @@ def _demo(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             lr=args.lr,
             synthetic_defects=args.synthetic_defects,
+            fine_recognition=args.fine_recognition,
             adapt_localizer=args.adapt_localizer,
             adapt_recognizer=args.adapt_recognizer,
             train_images=args.train_images,

@@ -64,7 +64,7 @@ def training_keywords(args: argparse.Namespace) -> dict[str, Any]:
     train through this too, so a measured number is what `quickstudy train` gives)."""
     from quickstudy.detect.model import ARCHITECTURES, DetectorConfig
 
-    config = DetectorConfig(**ARCHITECTURES[args.arch])
+    config = DetectorConfig(**ARCHITECTURES[args.arch], fine_recognition=args.fine_recognition)
     if args.pseudo_labels is not None:
         config.pseudo_label_confidence = None if args.pseudo_labels == "off" else args.pseudo_labels
     # unset options take train_detector's defaults (the one place they are chosen, by measurement)
@@ -425,6 +425,12 @@ def add_training_options(parser: Any) -> None:
         choices=["tiny", "small", "resnet18"],
         default="small",
         help="network size: tiny (tests, demos), small (default), resnet18 (for --weights)",
+    )
+    parser.add_argument(
+        "--fine-recognition",
+        action="store_true",
+        help="the recognition head also reads the network's stride-4 stage: for defects only a few "
+        "pixels wide at the network's input, whose shape the stride-8 maps blur",
     )
     parser.add_argument(
         "--weights", help="torchvision resnet18 state dict file for the backbone (--arch resnet18)"

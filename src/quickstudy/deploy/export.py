@@ -210,7 +210,7 @@ def _export_graphs(model: DefectDetector, out: Path) -> None:
     cfg = model.config
     images = torch.rand(2, cfg.channels, cfg.image_size, cfg.image_size, device=model.device)
     dense = DenseGraph(model).eval()
-    levels = len(model.backbone.strides)
+    levels = len(model.backbone.map_strides)
     feature_names = [f"features{level}" for level in range(levels)]
     dense_outputs = [
         "scores",

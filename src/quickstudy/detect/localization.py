@@ -78,9 +78,10 @@ class LocalizationHead(nn.Module):
 
     def forward(self, features: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
         """Per level outputs flattened and concatenated: ``logits [B, P]``, ``distances [B, P, 4]``
-        (pixels, ≥ 0), ``centerness [B, P]``; P = Σ H_l·W_l in row-major order per level."""
+        (pixels, ≥ 0), ``centerness [B, P]``; P = Σ H_l·W_l in row-major order per level. Maps after
+        its levels (the backbone's fine map, for recognition) are not read."""
         logits, distances, centerness = [], [], []
-        for feature, stride in zip(features, self.strides, strict=True):
+        for feature, stride in zip(features[: len(self.strides)], self.strides, strict=True):
             x = self.tower(feature)
             logits.append(self.score(x).flatten(1))
             # softplus, not relu: no dead outputs early in training from random init
@@ -100,7 +101,9 @@ class LocalizationHead(nn.Module):
         self, sizes: Sequence[tuple[int, int]], device: torch.device | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         points, strides, ranges = [], [], []
-        for size, stride, size_range in zip(sizes, self.strides, self.size_ranges, strict=True):
+        for size, stride, size_range in zip(
+            sizes[: len(self.strides)], self.strides, self.size_ranges, strict=True
+        ):
             h, w = size
             ys, xs = torch.meshgrid(
                 torch.arange(h, device=device, dtype=torch.float32),

@@ -60,6 +60,9 @@ class DetectorConfig:
     # True: train on full-resolution crops and predict over overlapping tiles (small defects in large
     # frames); False: the whole image, letterboxed to image_size
     tiling: bool = False
+    # the recognition head also reads the trunk's stride-4 stage (ResNetFPN's fine map): on the demo's
+    # 96-px line a crack 1-2 px wide spans two stride-8 cells (benchmarks/results/unknowns.md)
+    fine_recognition: bool = False
     # the normality memory's abnormal regions also join the proposals (True), or it only scores the
     # localizer's (False: on small training sets its regions outranked true boxes; unknowns.md)
     normality_proposals: bool = False
@@ -95,7 +98,11 @@ class DetectorConfig:
 
 
 # a config saved before one of these fields existed was trained with this value
-MISSING_FIELD_DEFAULTS: dict[str, Any] = {"score_loss": "focal", "pseudo_label_confidence": None}
+MISSING_FIELD_DEFAULTS: dict[str, Any] = {
+    "score_loss": "focal",
+    "pseudo_label_confidence": None,
+    "fine_recognition": False,
+}
 # options measurement rejected, with the value every config that still loads was trained with
 REMOVED_OPTIONS: dict[str, Any] = {"box_tower": False}
 
@@ -170,7 +177,12 @@ class DefectDetector(nn.Module):
         if not config.train_classes:
             config.train_classes = list(classes)
         self.backbone = ResNetFPN(
-            config.widths, config.depths, config.fpn_channels, in_channels=config.channels, weights=weights
+            config.widths,
+            config.depths,
+            config.fpn_channels,
+            in_channels=config.channels,
+            weights=weights,
+            fine=config.fine_recognition,
         )
         self.localize = LocalizationHead(
             config.fpn_channels,
@@ -184,7 +196,7 @@ class DefectDetector(nn.Module):
             score_loss=config.score_loss,
         )
         self.recognize = RecognitionHead(
-            config.fpn_channels, config.embedding_dim, strides=self.backbone.strides
+            config.fpn_channels, config.embedding_dim, strides=self.backbone.map_strides
         )
         self.class_vectors = nn.Parameter(torch.randn(len(config.train_classes), config.embedding_dim))
         self.memory = ClassMemory(
@@ -203,6 +215,7 @@ class DefectDetector(nn.Module):
 
     # -- forward --------------------------------------------------------------------------------------
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The pyramid's maps (strides 8, 16, 32), then the fine map (stride 4) where the config has one."""
         return list(self.backbone((images - 0.5) / 0.25).values())
 
     def forward(

@@ -393,7 +393,10 @@ def load_pretrained_backbone(model: DefectDetector, init: str | os.PathLike[str]
             f"{pretrained.file}: pretrains the detector network {pretrained.arch or ''} {got}, "
             f"but this detector's is {wanted}; pretrain with the same --arch"
         )
-    load_backbone_weights(model.backbone, pretrained.backbone.state_dict(), backbone_name="detector")
+    state = pretrained.backbone.state_dict()
+    if model.backbone.fine is not None:  # pretraining has no fine map: its lateral starts at zero
+        state = {**state, "fine.weight": model.backbone.fine.weight.detach().clone()}
+    load_backbone_weights(model.backbone, state, backbone_name="detector")
     return {
         "path": str(pretrained.file.resolve()),
         "method": pretrained.method,
