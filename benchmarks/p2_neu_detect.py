@@ -46,10 +46,10 @@ DATA = ROOT.parent / "shared" / "data" / "neu-det"
 
 
 def neu_store(path: Path, data: Path) -> Store:
-    """A label store holding all of NEU-DET with the P1 split tagged (created once per path)."""
-    fresh = not path.exists()
+    """A label store holding all of NEU-DET with the P1 split tagged (imported once per path; a store
+    left empty by a failed import, e.g. a wrong --data, is filled on the next run)."""
     store = Store.open(path)
-    if fresh:
+    if not store.stats()["images"]:
         import_neu_det(store, data)
     return store
 

@@ -276,3 +276,16 @@ def test_demo_seeds_compares_settings_seed_by_seed_and_names_a_broken_summary(tm
     broken = subprocess.run([*script, *settings], capture_output=True, text=True, timeout=60)
     assert broken.returncode != 0 and broken.stderr.strip().count("\n") == 0
     assert str(tmp_path / "other-s1" / "summary.json") in broken.stderr
+
+
+def test_a_store_left_empty_by_a_wrong_data_path_is_filled_on_the_next_run(tmp_path: Path) -> None:
+    from quickstudy.errors import QuickstudyError
+
+    sys.path.insert(0, str(BENCHMARKS))
+    from p2_neu_detect import neu_store
+
+    with pytest.raises(QuickstudyError):
+        neu_store(tmp_path / "neu.db", tmp_path / "nowhere")
+    store = neu_store(tmp_path / "neu.db", fake_neu(tmp_path, per_class=2) / "neu-det")
+    assert store.stats()["images"] == 12
+    assert neu_store(tmp_path / "neu.db", tmp_path / "nowhere").stats()["images"] == 12  # not read again
