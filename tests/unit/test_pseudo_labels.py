@@ -67,6 +67,28 @@ def test_the_unnamed_flag_reaches_the_targets_in_the_rois_order(tmp_path: Path) 
     assert not (targets["roi_unnamed"] & targets["roi_allowed"].any(-1)).any()
 
 
+def test_a_box_of_a_type_left_out_of_training_is_unnamed_to_it_never_a_box_without_class(tmp_path: Path) -> None:
+    store = small_store(tmp_path)
+    store.taxonomy.split("a", ["a1", "a2"])
+    samples = store.samples()
+    boxes = [b for s in samples for b in s.boxes]
+    data = DetectionSet.from_samples(samples, ["a1", "b"], 64)  # c and a2 are not trained
+    allowed, unnamed = data.allowed[data.valid], data.unnamed[data.valid]
+    for box, names, flag in zip(boxes, allowed.tolist(), unnamed.tolist(), strict=True):
+        if box.allowed == {"c"}:  # known to be none of a1, b: an example of what must come out unknown
+            assert (names, flag) == ([False, False], True)
+        elif box.allowed == {"a1", "a2"}:  # a1 or a type not trained: nothing known for sure
+            assert (names, flag) == ([False, False], False)
+        elif box.allowed == {"b"}:
+            assert (names, flag) == ([False, True], False)
+        else:
+            assert box.allowed == frozenset() and (names, flag) == ([False, False], False)
+    assert {b.allowed for b in boxes} == {frozenset(), frozenset({"c"}), frozenset({"a1", "a2"}), frozenset({"b"})}
+    # read class-agnostically (no classes), every box is a box and nothing more
+    agnostic = DetectionSet.from_samples(samples, [], 64)
+    assert not agnostic.unnamed.any() and agnostic.allowed.numel() == 0
+
+
 def test_the_model_never_teaches_an_unnamed_box_a_class() -> None:
     torch.manual_seed(0)
     # any box without class is pseudo-labelled at this confidence, unless flagged

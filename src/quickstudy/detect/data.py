@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,13 +149,18 @@ class DetectionSet:
         (:func:`quickstudy.data.geometry.tile_origins`), each tile an entry with the boxes it holds
         (a box cut by a tile's edge is kept there when at least half of it is inside). Geometry comes
         from the samples' stored sizes; pixels are decoded when a batch asks for them
-        (:class:`DecodedImages`). ``samples`` are :class:`quickstudy.labels.Sample` s; class names in a
-        box's ``allowed`` set that are not in ``classes`` are ignored; a box's ``unnamed`` flag (its
-        class was retired as a type no class names) becomes :attr:`unnamed`."""
+        (:class:`DecodedImages`). ``samples`` are :class:`quickstudy.labels.Sample` s.
+
+        A box's label is read against ``classes`` as the label semantics say: its ``allowed`` set
+        within ``classes`` is its class set; a set naming none of ``classes`` (a type these classes do
+        not include, e.g. one held out of training) is :attr:`unnamed`, as is a box whose class was
+        retired as a type no class names; a set naming some of ``classes`` and some other type keeps
+        no class (it may be that other type, so it names none of ``classes`` for sure). An empty
+        ``classes`` (class-agnostic use) reads boxes only."""
         index = {name: i for i, name in enumerate(classes)}
         entries: list[tuple[tuple[str, tuple[int, int] | None], list[tuple[Any, Any, bool]]]] = []
         for sample in samples:
-            boxes = [(tuple(float(v) for v in b.xyxy), b.allowed, b.unnamed) for b in sample.boxes]
+            boxes = [(tuple(float(v) for v in b.xyxy), *_read_label(b, index)) for b in sample.boxes]
             if not tiling:
                 scale = image_size / max(sample.width, sample.height)
                 entries.append(
@@ -243,6 +248,17 @@ class DetectionSet:
             "roi_unnamed": unnamed[valid].repeat(jitter + 1),  # in _rois' order
         }
         return images, targets
+
+
+def _read_label(box: Any, index: Mapping[str, int]) -> tuple[frozenset[str], bool]:
+    """A stored box's ``(class set, unnamed)`` for training on the classes of ``index``
+    (:meth:`DetectionSet.from_samples`)."""
+    if not index or not box.allowed:
+        return frozenset(), bool(box.unnamed)
+    inside = frozenset(name for name in box.allowed if name in index)
+    if not inside:
+        return frozenset(), True
+    return (inside if inside == box.allowed else frozenset()), False
 
 
 def _clipped(
