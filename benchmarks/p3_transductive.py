@@ -89,7 +89,9 @@ def main() -> None:
                     counts = [len(e) for e in embedded.values()]
                     used = refine_on_images(model, list(embedded), counts, images, n)
                 seconds = time.perf_counter() - started
-                learned = {**predictor.operating, **novel_thresholds(model, support)}
+                # as learn sets them: in-sample once refinement has moved the prototypes
+                thresholds = novel_thresholds(model, support, store, held_out=n == 0)
+                learned = {**predictor.operating, **{c: t for c, (t, _) in thresholds.items()}}
                 report = score(model, scored, test, learned)
                 report.update(seconds=seconds, proposals_used=used, seed=seed)
                 runs.setdefault(f"K={k} steps={n}", []).append(report)

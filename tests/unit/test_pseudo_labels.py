@@ -67,7 +67,9 @@ def test_the_unnamed_flag_reaches_the_targets_in_the_rois_order(tmp_path: Path) 
     assert not (targets["roi_unnamed"] & targets["roi_allowed"].any(-1)).any()
 
 
-def test_a_box_of_a_type_left_out_of_training_is_unnamed_to_it_never_a_box_without_class(tmp_path: Path) -> None:
+def test_a_box_of_a_type_left_out_of_training_is_unnamed_to_it_never_a_box_without_class(
+    tmp_path: Path,
+) -> None:
     store = small_store(tmp_path)
     store.taxonomy.split("a", ["a1", "a2"])
     samples = store.samples()
@@ -83,7 +85,12 @@ def test_a_box_of_a_type_left_out_of_training_is_unnamed_to_it_never_a_box_witho
             assert (names, flag) == ([False, True], False)
         else:
             assert box.allowed == frozenset() and (names, flag) == ([False, False], False)
-    assert {b.allowed for b in boxes} == {frozenset(), frozenset({"c"}), frozenset({"a1", "a2"}), frozenset({"b"})}
+    assert {b.allowed for b in boxes} == {
+        frozenset(),
+        frozenset({"c"}),
+        frozenset({"a1", "a2"}),
+        frozenset({"b"}),
+    }
     # read class-agnostically (no classes), every box is a box and nothing more
     agnostic = DetectionSet.from_samples(samples, [], 64)
     assert not agnostic.unnamed.any() and agnostic.allowed.numel() == 0
