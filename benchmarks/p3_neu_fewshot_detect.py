@@ -68,7 +68,6 @@ from quickstudy.detect.fewshot import (
     add_classes,
     embed_support,
     finetune_classifier,
-    held_out_outputs,
     known_negatives,
     pool_known,
     pool_support_images,
@@ -95,7 +94,6 @@ METHODS = (
 )
 ADAPTS_LOCALIZER = ("localizer", "localizer_recognizer", "localizer_recognizer_chosen")
 TUNES_RECOGNIZER = ("localizer_recognizer", "localizer_recognizer_chosen")
-NOT_A_MEAN = ("prototype_adapt", "tfa")  # a new class these methods make is not the mean of its support
 
 
 def draw_support(train: list, classes: tuple[str, ...], k: int, seed: int) -> dict[str, list]:
@@ -230,24 +228,16 @@ def boxes_called(
 
 
 def novel_thresholds(
-    model: DefectDetector,
-    support: dict[str, list],
-    store: Any,
-    outputs: dict[str, list] | None = None,
-    held_out: bool = True,
+    model: DefectDetector, support: dict[str, list], store: Any, outputs: dict[str, list] | None = None
 ) -> dict[str, tuple[float, str]]:
-    """Each novel class's operating threshold as ``quickstudy learn`` sets it, and its note: on its
-    support images as scored by a class not made from them (``outputs``, the folds' where the recognizer
-    was tuned, else :func:`~quickstudy.detect.fewshot.held_out_outputs`); ``held_out=False``: on the
-    support images as the class made from all of them scores them (``learn`` before 2026-12-07)."""
+    """Each novel class's operating threshold as ``quickstudy learn`` sets it (on ``outputs``, its
+    support images' outputs from the folds that held them out, where the recognizer was tuned), and its
+    note."""
     thresholds = {}
     for name, samples in support.items():
         marked = marked_boxes(samples, name)
         negatives = known_negatives(store, name, marked)
-        found = (outputs or {}).get(name)
-        if found is None and held_out:
-            found = held_out_outputs(model, name, marked, embed_support(model, marked))
-        thresholds[name] = learned_threshold(model, name, marked, negatives, found)
+        thresholds[name] = learned_threshold(model, name, marked, negatives, (outputs or {}).get(name))
     return thresholds
 
 
@@ -362,8 +352,7 @@ def main() -> None:
                     base, method, support, base_support, seed, replay, localizer, known
                 )
                 scored = Predictor(model).proposals(test_paths) if method in ADAPTS_LOCALIZER else proposals
-                # a class tuned or fitted on its support (not a mean of it) is scored in-sample, as learn does
-                set_by_learn = novel_thresholds(model, support, store, outputs, method not in NOT_A_MEAN)
+                set_by_learn = novel_thresholds(model, support, store, outputs)
                 learned = {**predictor.operating, **{c: t for c, (t, _) in set_by_learn.items()}}
                 report = score(model, scored, test, learned)
                 report["seconds"] = seconds
@@ -374,22 +363,6 @@ def main() -> None:
                 if method in ADAPTS_LOCALIZER:
                     report["boxes_called"] = boxes_called(model, scored, test, learned)
                     report["boxes_called_common_cut"] = boxes_called(model, scored, test, learned, True)
-                if method in ADAPTS_LOCALIZER and any(c not in outputs for c in NEU_NOVEL):
-                    # a class made by its prototype: the in-sample rule beside, on the same model
-                    in_sample = {
-                        **predictor.operating,
-                        **{
-                            c: t
-                            for c, (t, _) in novel_thresholds(model, support, store, outputs, False).items()
-                        },
-                    }
-                    again = score(model, scored, test, in_sample)
-                    report["in_sample"] = {
-                        "novel_thresholds": {c: in_sample[c] for c in NEU_NOVEL},
-                        "image_precision": again["image_precision"],
-                        "image_recall": again["image_recall"],
-                        "boxes_called": boxes_called(model, scored, test, in_sample),
-                    }
                 runs[method].setdefault(k, []).append(report)
                 print(
                     f"K={k} seed={seed} {method}: nAP50 {report['nAP50']:.3f} bAP50 {report['bAP50']:.3f} "

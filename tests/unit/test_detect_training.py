@@ -16,13 +16,7 @@ from quickstudy.cli import main
 from quickstudy.data.synthetic import SyntheticLine
 from quickstudy.detect.data import DetectionSet
 from quickstudy.detect.evaluation import evaluate_detector
-from quickstudy.detect.fewshot import (
-    add_classes,
-    embed_support,
-    held_out_outputs,
-    learn_class,
-    support_threshold,
-)
+from quickstudy.detect.fewshot import embed_support, learn_class, support_threshold
 from quickstudy.detect.memory import robust_mean
 from quickstudy.detect.model import TINY, DetectorConfig
 from quickstudy.detect.predictor import Predictor
@@ -186,35 +180,6 @@ def test_learning_with_the_recognizer_adapted_tunes_only_its_mlp_and_says_so(tra
     support = [(s.path, [b.xyxy for b in s.boxes]) for s in scratches]
     prototype = learned.memory.prototypes[learned.memory.index("scratch")]
     assert torch.allclose(prototype, robust_mean(embed_support(learned, support)), atol=1e-5)
-
-
-@pytest.mark.slow
-def test_a_prototype_only_class_sets_its_threshold_on_support_images_it_was_not_made_from(trained, tmp_path):
-    source, samples = trained
-    model_dir = tmp_path / "model"
-    shutil.copytree(source, model_dir)
-    scratches = synthetic_samples(tmp_path, 3, types=("scratch",), start=10)
-    store = MemoryStore(samples + scratches, [*CLASSES, "scratch"])
-    learn_class(
-        model_dir, store, "scratch", images=[s.path for s in scratches], localizer=False, recognizer=False
-    )
-    note = ModelFolder(model_dir).versions()[-1].note
-    assert "of 3 support images positive (each as scored by the fold that held it out)" in note
-
-    # each image is scored by the class made from the other two, and the memory is left as it was
-    model = Predictor.from_dir(model_dir).model
-    support = [(s.path, [b.xyxy for b in s.boxes]) for s in scratches]
-    embeddings = embed_support(model, support)
-    memory = model.memory
-    outputs = held_out_outputs(model, "scratch", support, embeddings)
-    assert model.memory is memory and outputs is not None and len(outputs) == 3
-    rows = embeddings.split([len(b) for _, b in support])
-    add_classes(model, {"scratch": torch.cat(rows[1:])})
-    expected = model.classify(Predictor(model).proposals([support[0][0]]))[0]
-    assert all(torch.allclose(outputs[0][k].float(), expected[k].float(), atol=1e-5) for k in expected), [
-        (k, outputs[0][k], expected[k]) for k in expected
-    ]
-    assert held_out_outputs(model, "scratch", support[:1], embeddings[: len(rows[0])]) is None
 
 
 def test_support_without_a_box_of_the_class_is_a_clear_error(trained, tmp_path):

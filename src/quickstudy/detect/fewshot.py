@@ -703,27 +703,6 @@ def support_threshold(
     return min(per_image) if per_image else None
 
 
-@torch.no_grad()
-def held_out_outputs(
-    model: DefectDetector, name: str, support: SupportSet, embeddings: torch.Tensor
-) -> list[dict[str, torch.Tensor]] | None:
-    """Each support image's raw output with the class ``name`` made (:func:`add_classes`) from the
-    support ``embeddings [K, D]`` (:func:`embed_support`, in ``support``'s order) of the other images
-    only: scores of images its prototype was not made from, which an unseen image of the class gets,
-    for its threshold (a prototype lies near its own boxes, so in-sample scores set it too high).
-    The memory is left as it was. None from one image."""
-    if len(support) < 2:
-        return None
-    per_image = embeddings.split([len(boxes) for _, boxes in support])
-    memory = model.memory
-    outputs = []
-    for i, proposal in enumerate(Predictor(model).proposals([path for path, _ in support])):
-        add_classes(model, {name: torch.cat([e for j, e in enumerate(per_image) if j != i])})
-        outputs.append(model.classify([proposal])[0])
-        model.memory = memory
-    return outputs
-
-
 def proposed_share(model: DefectDetector, support: SupportSet, iou: float = 0.5) -> float:
     """The share of support boxes that one of the detector's usual proposals (the localizer's top
     ones and, with a normality memory, its abnormal regions) overlaps at IoU ≥ ``iou``."""
@@ -854,9 +833,7 @@ def learn_class(
     ``transductive`` > 0 refines the new prototype that many steps on other TRAIN images' proposals
     (:func:`refine_on_images`), after the localizer is adapted (so it sees what the adapted localizer
     proposes). A class without a threshold
-    gets one for image-level recall and precision (:func:`threshold_for_precision`), its note too, on
-    each support image as scored by a class not made from it (the tuned head's folds, else
-    :func:`held_out_outputs`; in-sample with ``adapt`` or ``transductive``).
+    gets one for image-level recall and precision (:func:`threshold_for_precision`), its note too.
     Classes the model knows but the store no longer has (e.g. the parent of a split) are dropped from
     the new version; the old version keeps them. ``progress``, if given, is called with each phase's
     name (one of :data:`LEARN_PHASES`, in that order, those that run) and the share of it done: 0 when
@@ -929,12 +906,9 @@ def learn_class(
         report("transductive", 1.0)
     report("threshold", 0.0)
     if name not in model.memory.operating:
-        # a class scores the images it was made from higher than unseen ones: each support image as
-        # scored without it (by the tuned head's folds, else by the prototype of the others), unless
-        # prototype adaptation or transductive refinement has moved the class since
+        # the tuned head scores its support images higher than unseen ones: the folds' outputs instead
+        # (unless transductive refinement has moved the prototype since)
         outputs = fold_outputs.get(name) if transductive == 0 else None
-        if outputs is None and not adapt and transductive == 0:
-            outputs = held_out_outputs(model, name, support, embeddings)
         threshold, why = threshold_for_precision(
             model, name, support, known_negatives(store, name, support), outputs
         )
