@@ -43,6 +43,7 @@ from quickstudy.detect.evaluation import ground_truth, proposal_recall
 from quickstudy.detect.memory import (
     DEFAULT_OPERATING,
     ClassMemory,
+    just_above,
     leave_one_out_cut,
     matched_cut,
     robust_mean,
@@ -756,7 +757,9 @@ def threshold_for_precision(
     over the support images (positives) and ``negatives`` (images known to hold no ``name``, from
     :func:`known_negatives`), the image-level precision at that threshold, at even odds (recall on the
     support over recall plus the share of negatives flagged: the few support images would otherwise
-    be outweighed by the many negatives), must reach :data:`PRECISION_TARGET`; where it does not,
+    be outweighed by the many negatives), must reach :data:`PRECISION_TARGET`. Where it does, the
+    threshold falls to the lowest at which it still does (every support image stays positive below it,
+    and unseen images of the class score lower than those it was made from); where it does not,
     the threshold rises to the lowest one that does while a support image stays positive; where none
     does, to the most precise such threshold (a class set above all its support images would never
     fire; on the demo's line that silenced ``inclusion``). The note says how many support images stay
@@ -787,6 +790,10 @@ def threshold_for_precision(
         threshold = (
             reaching[0] if reaching else max([threshold, *candidates], key=lambda t: (precision(t), -t))
         )
+    elif own is not None:
+        # the support images found are positive from here down: as low as the negatives let precision hold
+        lower = [just_above(v) for v in negative if just_above(v) < threshold]
+        threshold = min([t for t in lower if precision(t) >= PRECISION_TARGET], default=threshold)
     reached = precision(threshold)
     short = (
         ""
