@@ -12,6 +12,11 @@ boxes named right, averaged over 5 draws of the 5 boxes (chance: 1 in 5). The ba
 must tell apart later. ``--pretrained RUN`` swaps the base model's backbone for a ``quickstudy
 pretrain --backbone detector`` run's.
 
+Whether a representation could say ``unknown`` of the new type at all: each TEST box's distance (1 − cosine)
+to its nearest TRAIN box of a known type, and per representation the AUROC of the new type's TEST boxes
+against the known types' (0.5: no better than chance) and the share of them farther than 95% of the known
+types' TEST boxes (what an ``unknown`` cut letting 5% of known boxes through would call unknown).
+
     .venv/bin/quickstudy demo --out /tmp/demo
     .venv/bin/python benchmarks/demo_representation.py /tmp/demo [--json-out FILE]
 """
@@ -28,6 +33,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from quickstudy.demo import LINE_NEW
 from quickstudy.detect.data import letterbox, read_for_model
 from quickstudy.detect.model import DefectDetector
 from quickstudy.detect.predictor import Predictor
@@ -94,6 +100,22 @@ def nearest_prototype(
     return right
 
 
+def open_set(
+    train: torch.Tensor, train_types: list[str], test: torch.Tensor, test_types: list[str], new: set[str]
+) -> dict[str, float]:
+    """AUROC of the ``new`` types' test rows against the known ones by distance to the nearest known
+    train row, and the share of new rows beyond the known rows' 95% quantile."""
+    known_train = torch.tensor([t not in new for t in train_types])
+    distance = 1 - (test @ train[known_train].T).amax(1)
+    is_new = torch.tensor([t in new for t in test_types])
+    known, novel = distance[~is_new], distance[is_new]
+    greater = (novel[:, None] > known[None]).float() + 0.5 * (novel[:, None] == known[None]).float()
+    return {
+        "auroc": float(greater.mean()),
+        "beyond_known_q95": float((novel > torch.quantile(known, 0.95)).float().mean()),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -124,11 +146,21 @@ def main() -> int:
             for name in train_rows
         },
     }
+    result["open_set"] = {
+        name: open_set(
+            train_rows[name], [t for *_, t in train], test_rows[name], [t for *_, t in test], set(LINE_NEW)
+        )
+        for name in train_rows
+    }
     types = sorted(next(iter(result["named_right"].values())))
     print("| features | " + " | ".join(types) + " |")
     print("|---" * (len(types) + 1) + "|")
     for name, shares in result["named_right"].items():
         print(f"| {name} | " + " | ".join(f"{shares[t]:.2f}" for t in types) + " |")
+    print(f"\n| features | {'/'.join(LINE_NEW)} vs known: AUROC | beyond the known boxes' 95% |")
+    print("|---|---|---|")
+    for name, row in result["open_set"].items():
+        print(f"| {name} | {row['auroc']:.2f} | {row['beyond_known_q95']:.2f} |")
     if args.json_out:
         args.json_out.write_text(json.dumps(result, indent=2) + "\n")
     return 0
