@@ -43,7 +43,9 @@ def threshold_value(text: str, run: Path) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("run", type=Path, help="a finished `quickstudy demo --out` folder (built-in line)")
     parser.add_argument("--version", type=int, required=True, help="the model version that knows the types")
     parser.add_argument("--types", required=True, help="comma-separated types to read")
@@ -69,7 +71,9 @@ def main() -> int:
                 if true_type != name:
                     continue
                 counts["boxes"] += 1
-                counts["proposed"] += int(bool((box_iou(torch.tensor([box]), proposal["boxes"]) >= 0.5).any()))
+                counts["proposed"] += int(
+                    bool((box_iou(torch.tensor([box]), proposal["boxes"]) >= 0.5).any())
+                )
                 on_box = box_iou(torch.tensor([box]), out["boxes"])[0] >= 0.5
                 if on_box.any():
                     best = torch.nonzero(on_box).flatten()[out["scores"][on_box].argmax()]
@@ -89,7 +93,8 @@ def main() -> int:
                 if true_type in types:
                     total += 1
                     right += any(
-                        d.class_name == true_type and float(box_iou(torch.tensor([box]), torch.tensor([d.box]))) >= 0.5
+                        d.class_name == true_type
+                        and float(box_iou(torch.tensor([box]), torch.tensor([d.box]))) >= 0.5
                         for d in found
                     )
             for d in found:

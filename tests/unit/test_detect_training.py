@@ -259,7 +259,8 @@ def test_a_new_class_threshold_keeps_the_support_positive_and_rises_for_precisio
     # one negative of 30 at 0.55 (precision at even odds 1 / (1 + 1/30) = 0.97) and two at 0.3: the
     # lowest threshold that holds 0.9 lets 3 of 30 through (1 / (1 + 3/30) = 0.91), not a fourth
     scores["n"] = [0.55] + [0.3] * 2 + [0.2] * 2 + [0.1] * 25
-    assert fewshot.threshold_for_precision(FakeModel(), "new", support, negatives)[0] == fewshot.just_above(0.2)
+    threshold, _ = fewshot.threshold_for_precision(FakeModel(), "new", support, negatives)
+    assert threshold == fewshot.just_above(0.2)
     # four: 1 / (1 + 4/30) = 0.88 is under 0.9, so the threshold rises to 0.6 (0.75 / 0.75)
     scores["n"] = [0.55] * 4 + [0.1] * 26
     threshold, note = fewshot.threshold_for_precision(FakeModel(), "new", support, negatives)
