@@ -409,7 +409,7 @@ def test_image_level_precision_recall_and_operating_threshold():
     assert operating_thresholds(preds, present, ["a", "b"])["a"] == pytest.approx(0.9)
 
 
-def test_detection_set_scales_boxes_and_masks_allowed_sets(tmp_path: Path):
+def test_detection_set_scales_boxes_and_reads_allowed_sets_against_the_classes(tmp_path: Path):
     from quickstudy.labels.records import LabelledBox, Sample
 
     path = tmp_path / "wide.png"
@@ -423,7 +423,9 @@ def test_detection_set_scales_boxes_and_masks_allowed_sets(tmp_path: Path):
     assert data.images.shape == (1, 1, 64, 64)
     # letterboxed: one scale (64 / 100) along both axes, the image in the top 32 rows
     assert torch.allclose(data.boxes[0, 0], torch.tensor([6.4, 6.4, 32.0, 12.8]))
-    assert data.allowed[0].tolist() == [[False, True], [False, False], [True, True]]
+    # a label that may also mean a type not trained ("other") names no trained class for sure
+    assert data.allowed[0].tolist() == [[False, True], [False, False], [False, False]]
+    assert not data.unnamed.any()
 
 
 def test_predictor_handles_odd_images_and_empty_lists(tmp_path: Path):
