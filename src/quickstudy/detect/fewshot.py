@@ -757,9 +757,10 @@ def threshold_for_precision(
     over the support images (positives) and ``negatives`` (images known to hold no ``name``, from
     :func:`known_negatives`), the image-level precision at that threshold, at even odds (recall on the
     support over recall plus the share of negatives flagged: the few support images would otherwise
-    be outweighed by the many negatives), must reach :data:`PRECISION_TARGET`. Where it does, the
-    threshold falls to the lowest at which it still does (every support image stays positive below it,
-    and unseen images of the class score lower than those it was made from); where it does not,
+    be outweighed by the many negatives), must reach :data:`PRECISION_TARGET`. Where it does (and a
+    support image was found), the threshold falls to the lowest at which it still does (the support
+    images found stay positive below it, and unseen images of the class score lower than those it was
+    made from); where it does not,
     the threshold rises to the lowest one that does while a support image stays positive; where none
     does, to the most precise such threshold (a class set above all its support images would never
     fire; on the demo's line that silenced ``inclusion``). The note says how many support images stay
