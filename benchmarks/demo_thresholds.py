@@ -23,13 +23,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
 from demo_representation import line_boxes
 from torchvision.ops import box_iou
 
+from quickstudy.detect.evaluation import box_naming, proposal_recall
 from quickstudy.detect.memory import ClassMemory
 from quickstudy.detect.predictor import Predictor
 
@@ -71,9 +74,7 @@ def main() -> int:
                 if true_type != name:
                     continue
                 counts["boxes"] += 1
-                counts["proposed"] += int(
-                    bool((box_iou(torch.tensor([box]), proposal["boxes"]) >= 0.5).any())
-                )
+                counts["proposed"] += int(proposal_recall([[box]], [proposal]) == 1.0)
                 on_box = box_iou(torch.tensor([box]), out["boxes"])[0] >= 0.5
                 if on_box.any():
                     best = torch.nonzero(on_box).flatten()[out["scores"][on_box].argmax()]
@@ -84,23 +85,24 @@ def main() -> int:
         n = max(1, counts["boxes"])
         boxes[name] = {"boxes": counts["boxes"], **{k: v / n for k, v in counts.items() if k != "boxes"}}
 
+    samples = [
+        SimpleNamespace(path=p, boxes=[SimpleNamespace(xyxy=box, allowed={t}) for box, t in truth[p]])
+        for p in paths
+    ]
+
     def naming(memory: ClassMemory) -> dict[str, float]:
-        right = total = alarms = 0
-        for path, out in zip(paths, raw, strict=True):
-            found = memory.name_detections(out, None)
+        found = [memory.name_detections(out, None) for out in raw]
+        outcomes = sum((box_naming(samples, found).get(t, Counter()) for t in types), Counter())
+        alarms = 0
+        for path, detections in zip(paths, found, strict=True):
             true_boxes = torch.tensor([box for box, _ in truth[path]]).reshape(-1, 4)
-            for box, true_type in truth[path]:
-                if true_type in types:
-                    total += 1
-                    right += any(
-                        d.class_name == true_type
-                        and float(box_iou(torch.tensor([box]), torch.tensor([d.box]))) >= 0.5
-                        for d in found
-                    )
-            for d in found:
+            for d in detections:
                 if not true_boxes.numel() or float(box_iou(torch.tensor([d.box]), true_boxes).max()) < 0.5:
                     alarms += 1
-        return {"named_right": right / max(1, total), "false_alarms_per_image": alarms / len(paths)}
+        return {
+            "named_right": outcomes["named_right"] / max(1, outcomes.total()),
+            "false_alarms_per_image": alarms / len(paths),
+        }
 
     memory = model.memory
     settings: dict[str, Any] = {
