@@ -277,6 +277,11 @@ def main() -> None:
         help="proposals kept per image, overriding the base model's (an inference setting)",
     )
     parser.add_argument(
+        "--normality-proposals",
+        action="store_true",
+        help="the normality memory's abnormal regions join the proposals (an inference setting)",
+    )
+    parser.add_argument(
         "--localizer-steps",
         type=int,
         default=LOCALIZER_STEPS,
@@ -307,6 +312,8 @@ def main() -> None:
     base = predictor.model
     if args.proposals:
         base.config.proposals = args.proposals
+    if args.normality_proposals:
+        base.config.normality_proposals = True
     train, test = store.samples("train"), store.samples("test")
     if args.test_limit:
         test = test[:: max(1, len(test) // args.test_limit)][: args.test_limit]

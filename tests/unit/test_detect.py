@@ -132,6 +132,23 @@ def test_partial_label_loss_is_cross_entropy_for_one_class_and_zero_for_all():
     assert torch.allclose(partial_label_loss(logits, mixed), F.cross_entropy(logits[:3], labels[:3]))
 
 
+def test_proposals_are_dense_boxes_kept_by_score_and_nms() -> None:
+    model = tiny_model()
+    images = torch.rand(2, 1, 64, 48)
+    features = model.features(images)
+    dense = model.localize(features)
+    boxes, scores = model.dense_boxes(features, dense, (64, 48))
+    assert (
+        boxes.shape == (*scores.shape, 4)
+        and scores.shape[1] == model.localize.points([(f.shape[-2], f.shape[-1]) for f in features]).shape[0]
+    )
+    assert (boxes[..., 0::2] <= 48).all() and (boxes[..., 1::2] <= 64).all() and (boxes >= 0).all()
+    for i, proposal in enumerate(model.propose(features, dense, (64, 48))):
+        best = int(scores[i].argmax())
+        assert torch.equal(proposal["boxes"][0], boxes[i, best])  # the highest-scoring box comes first
+        assert proposal["defect_scores"][0] == scores[i, best]
+
+
 def test_detector_config_reaches_the_localization_head() -> None:
     config = DetectorConfig(
         **{**TINY, "center_radius": 2.5, "head_convs": 3, "size_bounds": (10.0, 20.0), "level_by": "reach"}

@@ -266,6 +266,22 @@ class DefectDetector(nn.Module):
         return self.classify(self.propose(features, dense, image_size))
 
     @torch.no_grad()
+    def dense_boxes(
+        self, features: list[torch.Tensor], dense: dict[str, torch.Tensor], image_size: Sequence[int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every location's box ``[B, P, 4]`` (within ``image_size`` (h, w)) and defect score ``[B, P]``,
+        locations in :meth:`~quickstudy.detect.localization.LocalizationHead.points` order: what
+        :meth:`propose` picks its proposals from."""
+        sizes = [(f.shape[-2], f.shape[-1]) for f in features]
+        points = self.localize.points(sizes, dense["logits"].device)
+        scores = torch.sqrt(dense["logits"].float().sigmoid() * dense["centerness"].float().sigmoid())
+        boxes = self.localize.decode(points, dense["distances"].float())
+        h, w = image_size
+        boxes[..., 0::2] = boxes[..., 0::2].clamp(0, w)
+        boxes[..., 1::2] = boxes[..., 1::2].clamp(0, h)
+        return boxes, scores
+
+    @torch.no_grad()
     def propose(
         self, features: list[torch.Tensor], dense: dict[str, torch.Tensor], image_size: Sequence[int]
     ) -> list[dict[str, torch.Tensor]]:
@@ -276,13 +292,8 @@ class DefectDetector(nn.Module):
         :data:`NORMALITY_SCALE` · a / (1 + a) for abnormality a) and every proposal carries its
         ``abnormality``."""
         cfg = self.config
-        sizes = [(f.shape[-2], f.shape[-1]) for f in features]
-        points = self.localize.points(sizes, dense["logits"].device)
-        scores = torch.sqrt(dense["logits"].float().sigmoid() * dense["centerness"].float().sigmoid())
-        boxes = self.localize.decode(points, dense["distances"].float())
+        boxes, scores = self.dense_boxes(features, dense, image_size)
         h, w = image_size
-        boxes[..., 0::2] = boxes[..., 0::2].clamp(0, w)
-        boxes[..., 1::2] = boxes[..., 1::2].clamp(0, h)
         normality = self.normality
         abnormal_maps = normality.score_map(features) if normality is not None else None
         proposals, proposal_scores, abnormality = [], [], []
