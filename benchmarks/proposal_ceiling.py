@@ -4,7 +4,8 @@ memory find the ones its localizer misses?
 
 P3 counts a novel TEST box as proposed when one of the detector's usual proposals overlaps it at IoU >= 0.5
 (the issue's goal: 80% before learning). This script reads one base model's TEST images once and gives,
-for the novel types' boxes and the base types', the share that each set of boxes overlaps at IoU >= 0.5:
+for the novel types' boxes (together and per type) and the base types', the share that each set of boxes
+overlaps at IoU >= 0.5, and per novel type the shape of the boxes that no location's box reaches:
 
 - ``every location``: the box the localizer regresses at every location of every level, whatever its
   score (``DefectDetector.dense_boxes``): the ceiling of anything that re-ranks the localizer's boxes;
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -104,10 +106,13 @@ def main() -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="proposal-ceiling-"))
     test = neu_store(work / "neu.db", args.data).samples("test")
     model = Predictor.from_dir(args.model).model
-    found: dict[str, dict[str, list[bool]]] = {"novel": {}, "base": {}}
+    groups = {"novel": set(NEU_NOVEL), "base": set(NEU_BASE), **{name: {name} for name in NEU_NOVEL}}
+    found: dict[str, dict[str, list[bool]]] = {group: {} for group in groups}
+    # per novel type, each box's elongation (long side / short side) and best IoU with any location's box
+    shapes: dict[str, list[tuple[float, float]]] = {name: [] for name in NEU_NOVEL}
     for sample in test:
         sets, scale = box_sets(model, sample.path)
-        for group, types in (("novel", set(NEU_NOVEL)), ("base", set(NEU_BASE))):
+        for group, types in groups.items():
             truth = [b.xyxy for b in sample.boxes if b.allowed & types]
             if not truth:
                 continue
@@ -115,6 +120,13 @@ def main() -> int:
             for name, boxes in sets.items():
                 overlap = box_iou(true_boxes, boxes).amax(1) if len(boxes) else torch.zeros(len(truth))
                 found[group].setdefault(name, []).extend((overlap >= 0.5).tolist())
+            if group in shapes:
+                sides = torch.stack(
+                    [true_boxes[:, 2] - true_boxes[:, 0], true_boxes[:, 3] - true_boxes[:, 1]], 1
+                )
+                elongation = sides.amax(1) / sides.amin(1).clamp(min=1.0)
+                best = box_iou(true_boxes, sets["every location"]).amax(1)
+                shapes[group] += list(zip(elongation.tolist(), best.tolist(), strict=True))
     result: dict[str, Any] = {
         "model": str(args.model),
         "device": describe_device("cpu"),
@@ -123,15 +135,34 @@ def main() -> int:
             group: {name: sum(hits) / len(hits) for name, hits in rows.items()}
             for group, rows in found.items()
         },
+        "every_location_by_type": {
+            name: {
+                side: {
+                    "boxes": len(rows),
+                    "median_elongation": statistics.median(e for e, _ in rows) if rows else None,
+                    "median_best_iou": statistics.median(i for _, i in rows) if rows else None,
+                }
+                for side, rows in (
+                    ("reached", [r for r in kept if r[1] >= 0.5]),
+                    ("missed", [r for r in kept if r[1] < 0.5]),
+                )
+            }
+            for name, kept in shapes.items()
+        },
     }
-    print(
-        f"| boxes (IoU >= 0.5) | novel TEST boxes ({result['boxes']['novel']}) | base TEST boxes ({result['boxes']['base']}) |"
-    )
-    print("|---|---|---|")
+    columns = list(groups)
+    print("| boxes (IoU >= 0.5) | " + " | ".join(f"{g} ({result['boxes'][g]})" for g in columns) + " |")
+    print("|---" * (len(columns) + 1) + "|")
     for name in found["novel"]:
-        print(
-            f"| {name} | {result['proposed']['novel'][name]:.1%} | {result['proposed']['base'][name]:.1%} |"
-        )
+        print(f"| {name} | " + " | ".join(f"{result['proposed'][g][name]:.1%}" for g in columns) + " |")
+    print("\n| every location, per novel type | boxes | median long / short side | median best IoU |")
+    print("|---|---|---|---|")
+    for name, sides in result["every_location_by_type"].items():
+        for side, row in sides.items():
+            if row["boxes"]:
+                print(
+                    f"| {name}, {side} | {row['boxes']} | {row['median_elongation']:.1f} | {row['median_best_iou']:.2f} |"
+                )
     if args.json_out:
         args.json_out.write_text(json.dumps(result, indent=2) + "\n")
     return 0
