@@ -16,7 +16,7 @@ from torchvision.ops import nms, roi_align
 
 from quickstudy.detect import model as model_module
 from quickstudy.detect import recognition
-from quickstudy.detect.data import DetectionSet, _augment, paste_synthetic_defects
+from quickstudy.detect.data import DetectionSet, _augment, paste_synthetic_defects, squeeze_images
 from quickstudy.detect.localization import LocalizationHead
 from quickstudy.detect.model import (
     TINY,
@@ -342,6 +342,29 @@ def test_photometric_changes_only_grey_levels_and_only_when_asked():
     assert torch.equal(plain.flatten(1).sort(1).values, images.flatten(1).sort(1).values)
     assert not torch.allclose(lit, plain)
     assert lit.min() >= 0 and lit.max() <= 1
+
+
+def test_a_squeezed_image_keeps_its_defect_inside_its_moved_box():
+    images = torch.full((32, 1, 60, 60), 0.2)
+    images[:, :, 10:40, 20:30] = 1.0  # a bright defect, 10 wide and 30 tall
+    boxes = torch.tensor([[[20.0, 10, 30, 40], [0, 0, 0, 0]]]).repeat(32, 1, 1)  # and a padding slot
+    out, moved = squeeze_images(images, boxes, 0.5, torch.Generator().manual_seed(0))
+    squeezed = (moved[:, 0] != boxes[:, 0]).any(1)
+    assert 6 <= int(squeezed.sum()) <= 26  # about one image in two
+    assert torch.equal(out[~squeezed], images[~squeezed]) and torch.equal(moved[~squeezed], boxes[~squeezed])
+    sides = moved[:, 0, 2:] - moved[:, 0, :2]
+    ratios = torch.tensor([10.0, 30.0]) / sides[squeezed]
+    thinner = ratios.max(1).values
+    assert (ratios.min(1).values - 1).abs().max() < 1e-5  # one axis keeps its length
+    assert (thinner >= 1 - 1e-5).all() and (thinner <= 3 + 1e-5).all() and (thinner > 1.05).any()
+    for image, (x1, y1, x2, y2) in zip(out[squeezed], moved[squeezed, 0].tolist(), strict=True):
+        bright = torch.nonzero(image[0] > 0.6)
+        ys, xs = bright[:, 0].float() + 0.5, bright[:, 1].float() + 0.5  # pixel centres
+        assert len(bright) and (xs >= x1 - 1).all() and (xs <= x2 + 1).all()
+        assert (ys >= y1 - 1).all() and (ys <= y2 + 1).all()
+        assert image.min() >= 0.2 - 1e-5 and image.max() <= 1 + 1e-5  # the freed band: the mean, no black
+    unchanged, same = squeeze_images(images, boxes, 0.0, torch.Generator().manual_seed(0))
+    assert torch.equal(unchanged, images) and torch.equal(same, boxes)
 
 
 def test_a_synthetic_defect_changes_only_its_own_box_clear_of_the_true_ones():

@@ -43,6 +43,13 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
+    return value
+
+
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0 < value <= 1:
@@ -75,6 +82,7 @@ def training_keywords(args: argparse.Namespace) -> dict[str, Any]:
         "augment": args.augment,
         "photometric": args.photometric,
         "synthetic_defects": args.synthetic_defects,
+        "squeeze": args.squeeze,
     }
     return {
         "epochs": args.epochs,
@@ -410,6 +418,14 @@ def add_training_options(parser: Any) -> None:
         help="paste a synthetic defect (an irregular patch of another image's texture, brighter or "
         "darker than the surface) on this share of the training images, as a box of no named type: "
         "the localizer learns departures from the surface, not only the known types (default: 0)",
+    )
+    parser.add_argument(
+        "--squeeze",
+        type=_share,
+        metavar="SHARE",
+        help="squeeze this share of the training images along one axis (1-3x, the freed band filled "
+        "with the image's mean), so the class-agnostic localizer also learns boxes thinner and longer "
+        "than the known types' (default: 0)",
     )
     parser.add_argument(
         "--pseudo-labels",

@@ -36,6 +36,9 @@ DEFAULT_AUGMENT = "flips"
 DEFAULT_PHOTOMETRIC = False
 # The share of training images given a synthetic defect of no named type (paste_synthetic_defects).
 DEFAULT_SYNTHETIC_DEFECTS = 0.0
+# The share of training images squeezed along one axis (squeeze_images), and the range of the factor.
+DEFAULT_SQUEEZE = 0.0
+SQUEEZE_FACTOR = (1.0, 3.0)
 
 
 def letterbox(pixels: np.ndarray, size: int) -> tuple[torch.Tensor, float]:
@@ -219,10 +222,12 @@ class DetectionSet:
         photometric: bool = DEFAULT_PHOTOMETRIC,
         decoded: torch.Tensor | None = None,
         synthetic: float = 0.0,
+        squeeze: float = 0.0,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Images ``float [B, C, S, S]`` in [0, 1] and the model's training targets; ``augment`` is
         one of :data:`AUGMENTATIONS` or None (no augmentation at all); ``photometric`` adds
-        brightness and contrast changes to it; ``synthetic``: the share of images given a
+        brightness and contrast changes to it; ``squeeze``: the share of images squeezed along one
+        axis (:func:`squeeze_images`); ``synthetic``: the share of images given a
         synthetic defect (:func:`paste_synthetic_defects`). ``decoded``: the views of ``indices``
         when already decoded (by a :class:`~quickstudy.detect.loading.StepLoader` worker)."""
         views = self.images[indices.cpu()] if decoded is None else decoded
@@ -232,6 +237,8 @@ class DetectionSet:
         unnamed = self.unnamed[indices]
         if augment is not None:
             images, boxes = _augment(images, boxes, generator, augment == "dihedral", photometric)
+        if squeeze > 0:  # no draws at 0: a run without it stays what it was
+            images, boxes = squeeze_images(images, boxes, squeeze, generator)
         if synthetic > 0:
             images, pasted = paste_synthetic_defects(images, boxes, valid, synthetic, generator)
             found = pasted[:, None].any(-1)
@@ -312,6 +319,44 @@ def _augment(
         mean = images.mean((1, 2, 3), keepdim=True)
         images = ((images - mean) * contrast + mean + brightness).clamp(0, 1)
     return images, boxes
+
+
+def squeeze_images(
+    images: torch.Tensor, boxes: torch.Tensor, share: float, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Squeeze each image of ``images [B, C, S, S]``, with probability ``share``, along one axis (x or y
+    at even odds) by a factor drawn log-uniformly from :data:`SQUEEZE_FACTOR`, at a random place along
+    that axis, the freed band filled with the image's mean; ``boxes [B, M, 4]`` follow. Anisotropic
+    zoom-out (SSD's expand along one axis): every box stays whole and exact, and the class-agnostic
+    localizer sees boxes thinner and longer than the known types hold, as a type it never saw may be
+    (P3's scratches: benchmarks/results/unknowns.md)."""
+    b, size, device = images.shape[0], images.shape[-1], images.device
+    draws = torch.rand(4, b, generator=generator).to(device)
+    chosen, along_x = draws[0] < share, draws[1] < 0.5
+    low, high = (math.log(f) for f in SQUEEZE_FACTOR)
+    factor = torch.where(chosen, torch.exp(low + draws[2] * (high - low)), torch.ones_like(draws[2]))
+    offset = draws[3] * (size - size / factor)  # pixels before the squeezed image on its axis
+    # output pixel u reads input pixel (u - offset) * factor; in affine_grid's [-1, 1] coordinates
+    shift = factor - 1 - 2 * offset * factor / size
+    theta = torch.zeros(b, 2, 3, device=device)
+    theta[:, 0, 0] = torch.where(along_x, factor, 1.0)
+    theta[:, 0, 2] = torch.where(along_x, shift, 0.0)
+    theta[:, 1, 1] = torch.where(along_x, 1.0, factor)
+    theta[:, 1, 2] = torch.where(along_x, 0.0, shift)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    squeezed = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    covered = F.grid_sample(torch.ones_like(images[:, :1]), grid, mode="bilinear", align_corners=False)
+    squeezed = squeezed + (1 - covered) * images.mean((1, 2, 3), keepdim=True)
+    fx = torch.where(along_x, factor, 1.0)[:, None]
+    fy = torch.where(along_x, 1.0, factor)[:, None]
+    ox = torch.where(along_x, offset, 0.0)[:, None]
+    oy = torch.where(along_x, 0.0, offset)[:, None]
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    moved = torch.stack([x1 / fx + ox, y1 / fy + oy, x2 / fx + ox, y2 / fy + oy], -1)
+    return (
+        torch.where(chosen.view(b, 1, 1, 1), squeezed, images),
+        torch.where(chosen.view(b, 1, 1), moved, boxes),
+    )
 
 
 # A synthetic defect's box side, as shares of the image side (the small and large defects of NEU-DET

@@ -30,6 +30,7 @@ from quickstudy.detect.data import (
     AUGMENTATIONS,
     DEFAULT_AUGMENT,
     DEFAULT_PHOTOMETRIC,
+    DEFAULT_SQUEEZE,
     DEFAULT_SYNTHETIC_DEFECTS,
     DecodedImages,
     DetectionSet,
@@ -431,6 +432,7 @@ def train_detector(
     tiling: str = "auto",
     workers: int = 0,
     synthetic_defects: float = DEFAULT_SYNTHETIC_DEFECTS,
+    squeeze: float = DEFAULT_SQUEEZE,
 ) -> int:
     """Train on the store's train split and write version 1 of the model folder ``out_dir``.
 
@@ -451,7 +453,8 @@ def train_detector(
     the batches ahead (:class:`~quickstudy.detect.loading.StepLoader`; the batches are the same with
     any number); how the run is computed, not a property of the model, so not recorded in it.
     ``synthetic_defects``: the share of training images given a synthetic defect of no named type
-    (:func:`~quickstudy.detect.data.paste_synthetic_defects`).
+    (:func:`~quickstudy.detect.data.paste_synthetic_defects`). ``squeeze``: the share of training images
+    squeezed along one axis (:func:`~quickstudy.detect.data.squeeze_images`).
     Returns the version number written.
     """
     if augment not in AUGMENTATIONS:
@@ -522,6 +525,7 @@ def train_detector(
         "augment": augment,
         "photometric": photometric,
         "synthetic_defects": synthetic_defects,
+        "squeeze": squeeze,
         "n_train": len(train_samples),
         "n_validation": len(validation_samples),
         "detector": config.to_dict(),
@@ -575,6 +579,7 @@ def train_detector(
             photometric=photometric,
             decoded=views,
             synthetic=synthetic_defects,
+            squeeze=squeeze,
         )
         out = model(images, targets)
         assert isinstance(out, dict)
