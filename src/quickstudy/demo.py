@@ -72,6 +72,7 @@ class DemoSettings:
     batch_size: int = 4
     lr: float = 2.5e-3
     synthetic_defects: float = 0.0  # quickstudy.detect.data.paste_synthetic_defects
+    squeeze: float = 0.0  # quickstudy.detect.data.squeeze_images
     # the recognition head also reads the stride-4 stage (`train --fine-recognition`): the line's
     # cracks are 1-2 px wide at 96 px (benchmarks/results/unknowns.md)
     fine_recognition: bool = True
@@ -185,6 +186,7 @@ def _run_demo(settings: DemoSettings, console: Console | None) -> DemoResult:
         batch_size=settings.batch_size,
         lr=settings.lr,
         synthetic_defects=settings.synthetic_defects,
+        squeeze=settings.squeeze,
         classes=trained_types,
         device=settings.device,
         config=config,

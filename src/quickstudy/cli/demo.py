@@ -50,6 +50,13 @@ def register(subparsers: Any) -> None:
         f"train --synthetic-defects`; default: {defaults.synthetic_defects})",
     )
     parser.add_argument(
+        "--squeeze",
+        type=float,
+        default=defaults.squeeze,
+        help="share of training images squeezed along one axis (as `quickstudy train --squeeze`; "
+        f"default: {defaults.squeeze})",
+    )
+    parser.add_argument(
         "--fine-recognition",
         action=argparse.BooleanOptionalAction,
         default=defaults.fine_recognition,
@@ -107,6 +114,7 @@ def _demo(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             lr=args.lr,
             synthetic_defects=args.synthetic_defects,
+            squeeze=args.squeeze,
             fine_recognition=args.fine_recognition,
             adapt_localizer=args.adapt_localizer,
             adapt_recognizer=args.adapt_recognizer,
