@@ -35,7 +35,7 @@ from p2_neu_detect import DATA, neu_store
 from torchvision.ops import box_iou
 
 from quickstudy.detect.data import letterbox, read_for_model
-from quickstudy.detect.model import DefectDetector, DetectorConfig, first_kept
+from quickstudy.detect.model import DefectDetector, ranked_proposals
 from quickstudy.detect.predictor import Predictor
 from quickstudy.labels.known import NEU_BASE, NEU_NOVEL
 from quickstudy.train import describe_device
@@ -44,23 +44,11 @@ COUNTS = (50, 100, 200)
 ABNORMAL_EXTRA = (20, 50)
 
 
-def top_boxes(
-    cfg: DetectorConfig, boxes: torch.Tensor, ranking: torch.Tensor, count: int, floor: torch.Tensor | None
-) -> torch.Tensor:
-    """The first ``count`` of ``boxes [P, 4]`` by ``ranking`` after NMS, as ``propose`` keeps them from its
-    candidates (``floor``: a bool mask of the locations allowed)."""
-    order = ranking.argsort(descending=True)
-    if floor is not None:
-        order = order[floor[order]]
-    order = order[: cfg.candidates]
-    return boxes[order][first_kept(boxes[order], ranking[order], cfg.proposal_nms, count)]
-
-
 @torch.no_grad()
 def box_sets(model: DefectDetector, path: Path) -> tuple[dict[str, torch.Tensor], float]:
     """The sets of boxes the module's docstring lists for one image (model input pixels), and its scale."""
     cfg, normality = model.config, model.normality
-    assert normality is not None, "the base model has no normality memory"
+    assert normality is not None  # main refuses a model without one
     image, scale = letterbox(read_for_model(path, cfg.channels)[0], cfg.image_size)
     size = image.shape[-2:]
     features = model.features(image[None].float().to(model.device) / 255)
@@ -72,22 +60,17 @@ def box_sets(model: DefectDetector, path: Path) -> tuple[dict[str, torch.Tensor]
     cell_y = (points[:, 1] / normality.stride).long().clamp(0, h - 1)
     cell_x = (points[:, 0] / normality.stride).long().clamp(0, w - 1)
     at_location = abnormal[cell_y, cell_x]
-    floor = scores > cfg.score_thresh
     sets = {"every location": boxes}
     for count in COUNTS:
-        sets[f"top {count}"] = top_boxes(cfg, boxes, scores, count, floor)
-    usual = (
-        sets[f"top {cfg.proposals}"]
-        if cfg.proposals in COUNTS
-        else top_boxes(cfg, boxes, scores, cfg.proposals, floor)
-    )
+        sets[f"top {count}"] = boxes[ranked_proposals(boxes, scores, cfg, count, cfg.score_thresh)]
+    usual = boxes[ranked_proposals(boxes, scores, cfg, cfg.proposals, cfg.score_thresh)]
     regions, _ = normality.regions(abnormal, size)
     sets[f"top {cfg.proposals} + regions"] = torch.cat([usual, regions])
+    # ties of abnormality (one cell holds several locations) broken by the localizer's score
+    ranking = at_location + 1e-3 * scores
     for extra in ABNORMAL_EXTRA:
-        # ties of abnormality (one cell holds several locations) broken by the localizer's score
-        ranking = at_location + 1e-3 * scores
         sets[f"top {cfg.proposals} + {extra} abnormal"] = torch.cat(
-            [usual, top_boxes(cfg, boxes, ranking, extra, None)]
+            [usual, boxes[ranked_proposals(boxes, ranking, cfg, extra)]]
         )
     return sets, scale
 
@@ -106,6 +89,8 @@ def main() -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="proposal-ceiling-"))
     test = neu_store(work / "neu.db", args.data).samples("test")
     model = Predictor.from_dir(args.model).model
+    if model.normality is None:
+        raise SystemExit(f"{args.model}: the model has no normality memory (trained before it existed)")
     groups = {"novel": set(NEU_NOVEL), "base": set(NEU_BASE), **{name: {name} for name in NEU_NOVEL}}
     found: dict[str, dict[str, list[bool]]] = {group: {} for group in groups}
     # per novel type, each box's elongation (long side / short side) and best IoU with any location's box
@@ -117,16 +102,17 @@ def main() -> int:
             if not truth:
                 continue
             true_boxes = torch.tensor(truth, dtype=torch.float32) * scale
+            best: dict[str, torch.Tensor] = {}
             for name, boxes in sets.items():
-                overlap = box_iou(true_boxes, boxes).amax(1) if len(boxes) else torch.zeros(len(truth))
-                found[group].setdefault(name, []).extend((overlap >= 0.5).tolist())
+                best[name] = box_iou(true_boxes, boxes).amax(1) if len(boxes) else torch.zeros(len(truth))
+                found[group].setdefault(name, []).extend((best[name] >= 0.5).tolist())
             if group in shapes:
                 sides = torch.stack(
                     [true_boxes[:, 2] - true_boxes[:, 0], true_boxes[:, 3] - true_boxes[:, 1]], 1
                 )
                 elongation = sides.amax(1) / sides.amin(1).clamp(min=1.0)
-                best = box_iou(true_boxes, sets["every location"]).amax(1)
-                shapes[group] += list(zip(elongation.tolist(), best.tolist(), strict=True))
+                reach = best["every location"].tolist()
+                shapes[group] += list(zip(elongation.tolist(), reach, strict=True))
     result: dict[str, Any] = {
         "model": str(args.model),
         "device": describe_device("cpu"),

@@ -36,6 +36,14 @@ def device(text: str) -> str:
     return text
 
 
+def share(text: str) -> float:
+    """An option's share of images: a number in [0, 1]."""
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
+    return value
+
+
 def add_device(parser: Any) -> None:
     # argparse passes the default through `type` too, so handlers always see a resolved device.
     parser.add_argument(

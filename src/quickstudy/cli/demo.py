@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from quickstudy.cli._common import add_adapt_recognizer, add_device
+from quickstudy.cli._common import add_adapt_recognizer, add_device, share
 from quickstudy.demo import DemoSettings, run_demo
 
 
@@ -51,7 +51,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--squeeze",
-        type=float,
+        type=share,
         default=defaults.squeeze,
         help="share of training images squeezed along one axis (as `quickstudy train --squeeze`; "
         f"default: {defaults.squeeze})",

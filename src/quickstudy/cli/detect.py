@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from quickstudy.cli._common import add_adapt_recognizer, add_amp, add_device, print_json, print_table
+from quickstudy.cli._common import add_adapt_recognizer, add_amp, add_device, print_json, print_table, share
 from quickstudy.errors import QuickstudyError
 
 
@@ -40,13 +40,6 @@ def _non_negative(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
-
-
-def _share(text: str) -> float:
-    value = float(text)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
     return value
 
 
@@ -421,7 +414,7 @@ def add_training_options(parser: Any) -> None:
     )
     parser.add_argument(
         "--squeeze",
-        type=_share,
+        type=share,
         metavar="SHARE",
         help="squeeze this share of the training images along one axis (1-3x, the freed band filled "
         "with the image's mean), so the class-agnostic localizer also learns boxes thinner and longer "

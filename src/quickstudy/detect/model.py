@@ -148,6 +148,18 @@ def first_kept(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, 
         prefix *= 4
 
 
+def ranked_proposals(
+    boxes: torch.Tensor, ranking: torch.Tensor, config: DetectorConfig, count: int, floor: float | None = None
+) -> torch.Tensor:
+    """Indices of the proposals kept from one image's ``boxes [P, 4]`` ranked by ``ranking [P]``: the
+    ``config.candidates`` highest (those above ``floor`` where given), then the first ``count`` that
+    NMS at ``config.proposal_nms`` keeps in that order (:func:`first_kept`)."""
+    values, top = ranking.topk(min(config.candidates, ranking.numel()))
+    if floor is not None:
+        top = top[values > floor]
+    return top[first_kept(boxes[top], ranking[top], config.proposal_nms, count)]
+
+
 class DefectDetector(nn.Module):
     """Detects defects of any type and names them by their nearest class prototype.
 
@@ -298,11 +310,8 @@ class DefectDetector(nn.Module):
         abnormal_maps = normality.score_map(features) if normality is not None else None
         proposals, proposal_scores, abnormality = [], [], []
         for i, (image_boxes, image_scores) in enumerate(zip(boxes, scores, strict=True)):
-            top_scores, top = image_scores.topk(min(cfg.candidates, image_scores.numel()))
-            keep = top_scores > cfg.score_thresh
-            top_boxes, top_scores = image_boxes[top[keep]], top_scores[keep]
-            keep = first_kept(top_boxes, top_scores, cfg.proposal_nms, cfg.proposals)
-            found, found_scores = top_boxes[keep], top_scores[keep]
+            chosen = ranked_proposals(image_boxes, image_scores, cfg, cfg.proposals, cfg.score_thresh)
+            found, found_scores = image_boxes[chosen], image_scores[chosen]
             if normality is not None and abnormal_maps is not None:
                 abnormality.append(normality.box_abnormality(abnormal_maps[i], found))
                 if cfg.normality_proposals:
