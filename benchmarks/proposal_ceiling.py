@@ -9,8 +9,10 @@ overlaps at IoU >= 0.5, and per novel type the shape of the boxes that no locati
 
 - ``every location``: the box the localizer regresses at every location of every level, whatever its
   score (``DefectDetector.dense_boxes``): the ceiling of anything that re-ranks the localizer's boxes;
-- ``top N``: the usual proposals at N per image (candidates above the score floor, then NMS);
-- ``top 50 + regions``: with the normality memory's abnormal regions (connected cells at abnormality
+- ``top N``: N proposals per image by score alone (candidates above the score floor, then NMS);
+- ``top N, n per level``: each localizer level's best n kept ahead of the rest
+  (``DetectorConfig.proposals_per_level``);
+- ``top 50 + regions`` (the model's own proposals, 50 by default): with the normality memory's abnormal regions (connected cells at abnormality
   >= 1, boxed; ``DetectorConfig.normality_proposals``);
 - ``top 50 + M abnormal``: with M more of the localizer's boxes, those at the most abnormal locations
   (each location read at its cell of the normality map), after NMS.
@@ -27,6 +29,7 @@ import json
 import statistics
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +44,7 @@ from quickstudy.labels.known import NEU_BASE, NEU_NOVEL
 from quickstudy.train import describe_device
 
 COUNTS = (50, 100, 200)
+PER_LEVEL = ((50, 5), (50, 10), (100, 10), (100, 20))
 ABNORMAL_EXTRA = (20, 50)
 
 
@@ -61,9 +65,15 @@ def box_sets(model: DefectDetector, path: Path) -> tuple[dict[str, torch.Tensor]
     cell_x = (points[:, 0] / normality.stride).long().clamp(0, w - 1)
     at_location = abnormal[cell_y, cell_x]
     sets = {"every location": boxes}
+    by_score = replace(cfg, proposals_per_level=0)
     for count in COUNTS:
-        sets[f"top {count}"] = boxes[ranked_proposals(boxes, scores, cfg, count, cfg.score_thresh)]
-    usual = boxes[ranked_proposals(boxes, scores, cfg, cfg.proposals, cfg.score_thresh)]
+        sets[f"top {count}"] = boxes[ranked_proposals(boxes, scores, by_score, count, cfg.score_thresh)]
+    levels = model.localize.level_sizes([(f.shape[-2], f.shape[-1]) for f in features])
+    for count, per_level in PER_LEVEL:
+        shared = replace(cfg, proposals_per_level=per_level)
+        chosen = ranked_proposals(boxes, scores, shared, count, cfg.score_thresh, levels)
+        sets[f"top {count}, {per_level} per level"] = boxes[chosen]
+    usual = boxes[ranked_proposals(boxes, scores, cfg, cfg.proposals, cfg.score_thresh, levels)]
     regions, _ = normality.regions(abnormal, size)
     sets[f"top {cfg.proposals} + regions"] = torch.cat([usual, regions])
     # ties of abnormality (one cell holds several locations) broken by the localizer's score

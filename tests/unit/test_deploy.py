@@ -20,7 +20,8 @@ from PIL import Image
 from quickstudy.cli import export as export_cli
 from quickstudy.cli.detect import cmd_predict
 from quickstudy.deploy.export import export_onnx, merge_sibling_convs, refresh_exports
-from quickstudy.deploy.runtime import OnnxPredictor, batched_nms, is_export, nms
+from quickstudy.deploy.runtime import OnnxPredictor, batched_nms, is_export, nms, ranked_proposals
+from quickstudy.detect import model as detect_model
 from quickstudy.detect.model import ARCHITECTURES, DefectDetector, DetectorConfig, detector_payload
 from quickstudy.detect.normality import NormalityMemory
 from quickstudy.detect.predictor import Predictor
@@ -127,6 +128,50 @@ def test_numpy_nms_keeps_what_torchvision_keeps(count: int, spread: float, size:
         assert nms(boxes, scores, 0.5, count=kept).tolist() == expected[:kept].tolist()
     grouped = tv_batched_nms(torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(groups), 0.4)
     assert batched_nms(boxes, scores, groups, 0.4).tolist() == grouped.tolist()
+
+
+@pytest.mark.parametrize("per_level", [0, 3, 20])
+def test_numpy_proposals_are_the_torch_detectors_with_and_without_a_share_per_level(per_level: int):
+    """Three levels of random boxes, the finest scored highest (a coarse level's boxes would lose)."""
+    rng = np.random.default_rng(per_level)
+    levels = [400, 100, 25]
+    sides = np.repeat([4.0, 16.0, 48.0], levels)[:, None]
+    corners = rng.uniform(0, 120, (sum(levels), 2))
+    boxes = np.concatenate([corners, corners + sides * rng.uniform(0.5, 2, (sum(levels), 2))], 1)
+    boxes = boxes.astype(np.float32)
+    scores = (rng.uniform(0, 1, sum(levels)) * np.repeat([1.0, 0.6, 0.4], levels)).astype(np.float32)
+    config = DetectorConfig(proposals_per_level=per_level, candidates=300, proposals=40)
+    settings = {
+        key: float(getattr(config, key))
+        for key in ("score_thresh", "candidates", "proposal_nms", "proposals")
+    }
+    settings["proposals_per_level"] = float(per_level)
+    ours = ranked_proposals(boxes, scores, settings, levels)
+    theirs = detect_model.ranked_proposals(
+        torch.from_numpy(boxes), torch.from_numpy(scores), config, 40, config.score_thresh, levels
+    )
+    assert ours.tolist() == theirs.tolist()
+    by_score = ranked_proposals(boxes, scores, {**settings, "proposals_per_level": 0.0}, levels)
+    assert (ours.tolist() != by_score.tolist()) == bool(per_level)  # the share changed the selection
+
+
+def test_an_export_keeps_proposals_per_level_and_refuses_levels_that_do_not_fit(tmp_path: Path):
+    model = make_model(tmp_path / "model", proposals_per_level=3)
+    export = export_onnx(model, tmp_path / "export")
+    frame = np.random.default_rng(1).integers(0, 256, (SIZE, SIZE), dtype=np.uint8)
+    ours = OnnxPredictor(export).proposals([frame])[0]
+    theirs = Predictor.from_dir(model).proposals([frame])[0]
+    np.testing.assert_allclose(ours["boxes"], theirs["boxes"].numpy(), atol=1e-3)
+    record = json.loads((export / "memory.json").read_text())
+    assert record["proposals"]["proposals_per_level"] == 3 and len(record["input"]["level_locations"]) == 3
+    record["input"]["level_locations"] = [1, 2, 3]
+    (export / "memory.json").write_text(json.dumps(record))
+    assert refused(export).startswith(
+        f"{export / 'memory.json'}: its level_locations [1, 2, 3] do not add up"
+    )
+    record["input"]["level_locations"] = "many"
+    (export / "memory.json").write_text(json.dumps(record))
+    assert refused(export).startswith(f"{export / 'memory.json'}: not a complete class memory")
 
 
 def test_numpy_nms_keeps_zero_area_boxes_as_torchvision_does_and_says_nothing():

@@ -25,6 +25,7 @@ from quickstudy.detect.model import (
     detector_from_payload,
     detector_payload,
     first_kept,
+    ranked_proposals,
 )
 from quickstudy.detect.predictor import Predictor
 from quickstudy.detect.recognition import partial_label_loss, pyramid_roi_align
@@ -148,6 +149,23 @@ def test_proposals_are_dense_boxes_kept_by_score_and_nms() -> None:
         best = int(scores[i].argmax())
         assert torch.equal(proposal["boxes"][0], boxes[i, best])  # the highest-scoring box comes first
         assert proposal["defect_scores"][0] == scores[i, best]
+
+
+def test_each_level_keeps_its_best_proposals_ahead_of_a_finer_levels_many() -> None:
+    """A fine level of 40 high-scored small boxes apart and a coarse level of 4 lower-scored ones: by
+    score alone the 10 proposals are all fine; with 2 per level the coarse level's best 2 go ahead of
+    the rest, which follow in score order, and NMS still runs across levels."""
+    corners = torch.arange(40.0)[:, None].expand(40, 2) * 20
+    fine = torch.cat([corners, corners + 4], 1)
+    coarse = torch.tensor([[0.0, 100, 60, 160], [0, 100, 62, 162], [200, 0, 260, 60], [0, 0, 5, 5]])
+    boxes = torch.cat([fine, coarse])
+    scores = torch.cat([torch.linspace(0.9, 0.5, 40), torch.tensor([0.3, 0.29, 0.2, 0.4])])
+    by_score = DetectorConfig(proposals_per_level=0)
+    assert ranked_proposals(boxes, scores, by_score, 10, 0.01, [40, 4]).tolist() == list(range(10))
+    per_level = DetectorConfig(proposals_per_level=2)
+    # the coarse level's 2: box 43 and box 40 (41 lies on 40); 43 lies on fine box 0 (IoU 0.64 > 0.6)
+    assert ranked_proposals(boxes, scores, per_level, 10, 0.01, [40, 4]).tolist() == [0, 1, 40, *range(2, 9)]
+    assert ranked_proposals(boxes, scores, per_level, 10, 0.01).tolist() == list(range(10))  # no levels
 
 
 def test_detector_config_reaches_the_localization_head() -> None:

@@ -51,6 +51,15 @@ REGISTRY = "exports.json"
 EXPORT_TOLERANCE = {"boxes": 1e-2, "defect_scores": 1e-4, "embeddings": 1e-4, "abnormality": 1e-3}
 
 
+def map_sizes(model: DefectDetector) -> list[tuple[int, int]]:
+    """(h, w) of each FPN map for one input of the network's size (every view is letterboxed or
+    cropped to it)."""
+    size = model.config.image_size
+    with torch.no_grad():
+        features = model.features(torch.zeros(1, model.config.channels, size, size, device=model.device))
+    return [(f.shape[-2], f.shape[-1]) for f in features]
+
+
 class DenseGraph(nn.Module):
     """Images → ``scores [B, P]``, ``boxes [B, P, 4]`` (input pixels, clamped to the image), the FPN maps
     and, with a normality memory, the abnormality map ``[B, H, W]``: what :meth:`DefectDetector.propose`
@@ -59,12 +68,10 @@ class DenseGraph(nn.Module):
     def __init__(self, model: DefectDetector) -> None:
         super().__init__()
         self.model = model
-        size = model.config.image_size
-        with torch.no_grad():
-            features = model.features(torch.zeros(1, model.config.channels, size, size, device=model.device))
-        sizes = [(f.shape[-2], f.shape[-1]) for f in features]
         self.points: torch.Tensor
-        self.register_buffer("points", model.localize.points(sizes, model.device), persistent=False)
+        self.register_buffer(
+            "points", model.localize.points(map_sizes(model), model.device), persistent=False
+        )
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         features = self.model.features(images)
@@ -288,10 +295,23 @@ def _memory_record(
             "unknown_by_class": dict(memory.unknown_by_class),
             "operating": dict(memory.operating),
         },
-        "input": {"image_size": cfg.image_size, "channels": cfg.channels, "tiling": cfg.tiling},
+        "input": {
+            "image_size": cfg.image_size,
+            "channels": cfg.channels,
+            "tiling": cfg.tiling,
+            "level_locations": model.localize.level_sizes(map_sizes(model)),
+        },
         "proposals": {
             key: getattr(cfg, key)
-            for key in ("score_thresh", "candidates", "proposal_nms", "proposals", "nms_thresh", "detections")
+            for key in (
+                "score_thresh",
+                "candidates",
+                "proposal_nms",
+                "proposals",
+                "proposals_per_level",
+                "nms_thresh",
+                "detections",
+            )
         },
         "normality": (
             None

@@ -121,6 +121,36 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, count: int 
     return _greedy(boxes, scores, iou_threshold, None, count)
 
 
+def _candidates(scores: np.ndarray, count: int, floor: float) -> np.ndarray:
+    """Indices of the ``count`` highest ``scores`` above ``floor``, high to low."""
+    top = np.argsort(-scores, kind="stable")[:count]
+    return top[scores[top] > floor]
+
+
+def ranked_proposals(
+    boxes: np.ndarray, scores: np.ndarray, settings: dict[str, float], levels: Sequence[int]
+) -> np.ndarray:
+    """The proposals kept from one view's dense boxes, as the torch detector's ``ranked_proposals``
+    keeps them: top candidates above the score floor, each level's first ``proposals_per_level``
+    ahead of the rest where ``levels`` (locations per level) are known, then NMS in that order."""
+    threshold, count = settings["proposal_nms"], int(settings["proposals"])
+    top = _candidates(scores, int(settings["candidates"]), settings["score_thresh"])
+    per_level = int(settings.get("proposals_per_level", 0))
+    if not (per_level and levels):
+        return top[nms(boxes[top], scores[top], threshold, count)]
+    reserved, start = [], 0
+    for size in levels:
+        level = start + _candidates(
+            scores[start : start + size], int(settings["candidates"]), settings["score_thresh"]
+        )
+        reserved.append(level[nms(boxes[level], scores[level], threshold, per_level)])
+        start += size
+    ahead = np.concatenate(reserved)
+    ahead = ahead[np.argsort(-scores[ahead], kind="stable")]
+    top = np.concatenate([ahead, top[~np.isin(top, ahead)]])
+    return top[nms(boxes[top], -np.arange(len(top), dtype=np.float32), threshold, count)]
+
+
 def batched_nms(
     boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray, iou_threshold: float
 ) -> np.ndarray:
@@ -259,6 +289,8 @@ class OnnxPredictor:
             self.image_size = int(memory["input"]["image_size"])
             self.channels = int(memory["input"]["channels"])
             self.tiling = bool(memory["input"]["tiling"])
+            # an export made before proposals were kept per level has neither
+            self.level_locations = [int(n) for n in memory["input"].get("level_locations", [])]
             normality = memory["normality"]
             self.normality_stride = None if normality is None else int(normality["stride"])
             self.region_score_scale = 0.0 if normality is None else float(normality["region_score_scale"])
@@ -266,6 +298,12 @@ class OnnxPredictor:
             self.settings = {key: float(value) for key, value in memory["proposals"].items()}
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise QuickstudyError(f"{where}: not a complete class memory (missing or bad {error})") from None
+        locations = self.dense.get_outputs()[1].shape[1]  # boxes [B, P, 4]
+        if self.level_locations and sum(self.level_locations) != locations:
+            raise QuickstudyError(
+                f"{where}: its level_locations {self.level_locations} do not add up to the "
+                f"{locations} locations of {self.root / DENSE}"
+            )
         npz = self.root / MEMORY_NPZ
         try:
             with np.load(npz, allow_pickle=False) as arrays:
@@ -335,9 +373,7 @@ class OnnxPredictor:
     ) -> dict[str, np.ndarray]:
         """One view's proposals (input pixels) as :meth:`DefectDetector.propose` makes them, embedded."""
         s = self.settings
-        top = np.argsort(-scores, kind="stable")[: int(s["candidates"])]
-        top = top[scores[top] > s["score_thresh"]]
-        keep = top[nms(boxes[top], scores[top], s["proposal_nms"], int(s["proposals"]))]
+        keep = ranked_proposals(boxes, scores, s, self.level_locations)
         found, found_scores = boxes[keep], scores[keep]
         out: dict[str, np.ndarray] = {}
         if self.normality_stride is not None:

@@ -97,6 +97,10 @@ class LocalizationHead(nn.Module):
         """Image-space centres ``[P, 2]`` (x, y) of all locations, in the order of ``forward``."""
         return self._point_table(sizes, device)[0]
 
+    def level_sizes(self, sizes: Sequence[tuple[int, int]]) -> list[int]:
+        """The number of locations of each level, in the order of :meth:`points`."""
+        return [h * w for h, w in sizes[: len(self.strides)]]
+
     def _point_table(
         self, sizes: Sequence[tuple[int, int]], device: torch.device | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

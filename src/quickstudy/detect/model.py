@@ -67,6 +67,8 @@ class DetectorConfig:
     # localizer's (False: on small training sets its regions outranked true boxes; unknowns.md)
     normality_proposals: bool = False
     score_thresh: float = 0.01
+    # each localizer level's best this many proposals are kept ahead of the rest (0: by score alone)
+    proposals_per_level: int = 0
     candidates: int = 1000
     proposal_nms: float = 0.6
     proposals: int = 50
@@ -149,15 +151,41 @@ def first_kept(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, 
 
 
 def ranked_proposals(
-    boxes: torch.Tensor, ranking: torch.Tensor, config: DetectorConfig, count: int, floor: float | None = None
+    boxes: torch.Tensor,
+    ranking: torch.Tensor,
+    config: DetectorConfig,
+    count: int,
+    floor: float | None = None,
+    levels: Sequence[int] = (),
 ) -> torch.Tensor:
     """Indices of the proposals kept from one image's ``boxes [P, 4]`` ranked by ``ranking [P]``: the
     ``config.candidates`` highest (those above ``floor`` where given), then the first ``count`` that
-    NMS at ``config.proposal_nms`` keeps in that order (:func:`first_kept`)."""
-    values, top = ranking.topk(min(config.candidates, ranking.numel()))
-    if floor is not None:
-        top = top[values > floor]
+    NMS at ``config.proposal_nms`` keeps in that order (:func:`first_kept`).
+
+    With ``config.proposals_per_level`` = n and ``levels`` (the number of locations of each level, in
+    order), each level's first n kept within the level go ahead of the rest, so a coarse level's few
+    large boxes are not crowded out by a fine level's many."""
+    top = _candidates(ranking, config.candidates, floor)
+    per_level = config.proposals_per_level
+    if per_level and levels:
+        reserved, start = [], 0
+        for size in levels:
+            level = start + _candidates(ranking[start : start + size], config.candidates, floor)
+            reserved.append(level[first_kept(boxes[level], ranking[level], config.proposal_nms, per_level)])
+            start += size
+        ahead = torch.cat(reserved)
+        ahead = ahead[ranking[ahead].argsort(descending=True, stable=True)]
+        top = torch.cat([ahead, top[~torch.isin(top, ahead)]])
+        # NMS in this order: ranks as scores (torchvision sorts by score)
+        order = -torch.arange(top.numel(), dtype=torch.float32)
+        return top[first_kept(boxes[top], order, config.proposal_nms, count)]
     return top[first_kept(boxes[top], ranking[top], config.proposal_nms, count)]
+
+
+def _candidates(ranking: torch.Tensor, candidates: int, floor: float | None) -> torch.Tensor:
+    """Indices of the ``candidates`` highest of ``ranking``, high to low, those above ``floor`` where given."""
+    values, top = ranking.topk(min(candidates, ranking.numel()))
+    return top if floor is None else top[values > floor]
 
 
 class DefectDetector(nn.Module):
@@ -297,7 +325,7 @@ class DefectDetector(nn.Module):
     def propose(
         self, features: list[torch.Tensor], dense: dict[str, torch.Tensor], image_size: Sequence[int]
     ) -> list[dict[str, torch.Tensor]]:
-        """Class-agnostic proposals per image: top candidates → NMS → ``boxes``, ``defect_scores``,
+        """Class-agnostic proposals per image (:func:`ranked_proposals`) → ``boxes``, ``defect_scores``,
         ``embeddings``. They do not depend on the class memory, so one pass serves any prototypes.
 
         With a normality memory, its abnormal regions join the localizer's proposals (defect score
@@ -305,12 +333,13 @@ class DefectDetector(nn.Module):
         ``abnormality``."""
         cfg = self.config
         boxes, scores = self.dense_boxes(features, dense, image_size)
+        levels = self.localize.level_sizes([(f.shape[-2], f.shape[-1]) for f in features])
         h, w = image_size
         normality = self.normality
         abnormal_maps = normality.score_map(features) if normality is not None else None
         proposals, proposal_scores, abnormality = [], [], []
         for i, (image_boxes, image_scores) in enumerate(zip(boxes, scores, strict=True)):
-            chosen = ranked_proposals(image_boxes, image_scores, cfg, cfg.proposals, cfg.score_thresh)
+            chosen = ranked_proposals(image_boxes, image_scores, cfg, cfg.proposals, cfg.score_thresh, levels)
             found, found_scores = image_boxes[chosen], image_scores[chosen]
             if normality is not None and abnormal_maps is not None:
                 abnormality.append(normality.box_abnormality(abnormal_maps[i], found))
