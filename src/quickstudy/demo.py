@@ -73,6 +73,7 @@ class DemoSettings:
     lr: float = 2.5e-3
     synthetic_defects: float = 0.0  # quickstudy.detect.data.paste_synthetic_defects
     squeeze: float = 0.0  # quickstudy.detect.data.squeeze_images
+    proposals_per_level: int = 0  # quickstudy.detect.model.DetectorConfig.proposals_per_level
     # the recognition head also reads the stride-4 stage (`train --fine-recognition`): the line's
     # cracks are 1-2 px wide at 96 px (benchmarks/results/unknowns.md)
     fine_recognition: bool = True
@@ -177,6 +178,7 @@ def _run_demo(settings: DemoSettings, console: Console | None) -> DemoResult:
         **ARCHITECTURES[settings.arch],
         image_size=_image_size(settings, images),
         fine_recognition=settings.fine_recognition,
+        proposals_per_level=settings.proposals_per_level,
     )
     tic = time.perf_counter()
     train_detector(

@@ -27,6 +27,17 @@ def test_train_fit_all_trains_and_calibrates_on_every_train_image(tmp_path: Path
         assert recorded["hold_out"] is not bool(fit_all)
 
 
+def test_train_options_reach_the_detector_config() -> None:
+    from quickstudy.cli.detect import training_keywords
+    from quickstudy.detect.model import DetectorConfig
+
+    parse = build_parser("train").parse_args
+    given = training_keywords(parse(["train", "--store", "s", "--out", "o", "--proposals-per-level", "4"]))
+    assert given["config"].proposals_per_level == 4
+    default = training_keywords(parse(["train", "--store", "s", "--out", "o"]))
+    assert default["config"].proposals_per_level == DetectorConfig().proposals_per_level
+
+
 @pytest.mark.parametrize("command", ["train", "predict", "eval", "learn"])
 def test_device_defaults_to_cuda_when_available_else_cpu(command: str) -> None:
     argv = {

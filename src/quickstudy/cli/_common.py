@@ -44,6 +44,14 @@ def share(text: str) -> float:
     return value
 
 
+def non_negative(text: str) -> int:
+    """An option's count: a whole number, 0 or more."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
 def add_device(parser: Any) -> None:
     # argparse passes the default through `type` too, so handlers always see a resolved device.
     parser.add_argument(

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from quickstudy.cli._common import add_adapt_recognizer, add_device, share
+from quickstudy.cli._common import add_adapt_recognizer, add_device, non_negative, share
 from quickstudy.demo import DemoSettings, run_demo
 
 
@@ -55,6 +55,13 @@ def register(subparsers: Any) -> None:
         default=defaults.squeeze,
         help="share of training images squeezed along one axis (as `quickstudy train --squeeze`; "
         f"default: {defaults.squeeze})",
+    )
+    parser.add_argument(
+        "--proposals-per-level",
+        type=non_negative,
+        default=defaults.proposals_per_level,
+        help="each localizer level keeps its best N proposals ahead of the rest, as `quickstudy train "
+        f"--proposals-per-level` (default: {defaults.proposals_per_level})",
     )
     parser.add_argument(
         "--fine-recognition",
@@ -115,6 +122,7 @@ def _demo(args: argparse.Namespace) -> int:
             lr=args.lr,
             synthetic_defects=args.synthetic_defects,
             squeeze=args.squeeze,
+            proposals_per_level=args.proposals_per_level,
             fine_recognition=args.fine_recognition,
             adapt_localizer=args.adapt_localizer,
             adapt_recognizer=args.adapt_recognizer,

@@ -8,7 +8,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from quickstudy.cli._common import add_adapt_recognizer, add_amp, add_device, print_json, print_table, share
+from quickstudy.cli._common import (
+    add_adapt_recognizer,
+    add_amp,
+    add_device,
+    non_negative,
+    print_json,
+    print_table,
+    share,
+)
 from quickstudy.errors import QuickstudyError
 
 
@@ -36,13 +44,6 @@ def _positive(text: str) -> int:
     return value
 
 
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
-
-
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0 < value <= 1:
@@ -65,6 +66,8 @@ def training_keywords(args: argparse.Namespace) -> dict[str, Any]:
     from quickstudy.detect.model import ARCHITECTURES, DetectorConfig
 
     config = DetectorConfig(**ARCHITECTURES[args.arch], fine_recognition=args.fine_recognition)
+    if args.proposals_per_level is not None:
+        config.proposals_per_level = args.proposals_per_level
     if args.pseudo_labels is not None:
         config.pseudo_label_confidence = None if args.pseudo_labels == "off" else args.pseudo_labels
     # unset options take train_detector's defaults (the one place they are chosen, by measurement)
@@ -421,6 +424,14 @@ def add_training_options(parser: Any) -> None:
         "than the known types' (default: 0)",
     )
     parser.add_argument(
+        "--proposals-per-level",
+        type=non_negative,
+        metavar="N",
+        help="each of the localizer's levels keeps its best N proposals ahead of the rest, so large "
+        "boxes (a coarse level's few) are not crowded out by many small ones; 0: by score alone "
+        "(default: 0)",
+    )
+    parser.add_argument(
         "--pseudo-labels",
         type=_pseudo_labels,
         metavar="P|off",
@@ -506,7 +517,7 @@ def register(subparsers: Any) -> None:
     add_training_options(train)
     train.add_argument(
         "--workers",
-        type=_non_negative,
+        type=non_negative,
         default=0,
         metavar="N",
         help="DataLoader processes decoding the next batches while the network trains; the batches are "
