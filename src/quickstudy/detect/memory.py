@@ -281,10 +281,7 @@ class ClassMemory:
         class-agnostic score, kept where that reaches :attr:`unknown_score`; any other where it reaches its
         class's operating threshold (or ``score_threshold`` for all), then NMS per name."""
         memory = self
-        unknown = out["max_similarity"] < memory.unknown
-        if "abnormality" in out:
-            unknown &= out["abnormality"] >= 1
-        unknown |= out["max_similarity"] < memory.unknown_far
+        unknown = memory.is_unknown(out)
         classes = memory.classes
         names = [classes[int(c)] for c in out["labels"]]
         thresholds = torch.tensor(
@@ -306,6 +303,15 @@ class ClassMemory:
             )
             for i in index.tolist()
         ]
+
+    def is_unknown(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per row of one image's raw output, whether the open-set test calls its box ``unknown``: farther
+        than :attr:`unknown` from every prototype and abnormal (where the output carries
+        ``abnormality``), or farther than :attr:`unknown_far` whatever its region."""
+        unknown = out["max_similarity"] < self.unknown
+        if "abnormality" in out:
+            unknown &= out["abnormality"] >= 1
+        return unknown | (out["max_similarity"] < self.unknown_far)
 
     def unknown_detections(self, out: dict[str, torch.Tensor]) -> list[Detection]:
         """Every ``unknown`` detection of one image's raw output at any score (after NMS): what the
