@@ -277,12 +277,6 @@ def main() -> None:
         help="proposals kept per image, overriding the base model's (an inference setting)",
     )
     parser.add_argument(
-        "--proposals-per-level",
-        type=int,
-        help="each localizer level's best N proposals kept ahead of the rest, overriding the base "
-        "model's (an inference setting)",
-    )
-    parser.add_argument(
         "--normality-proposals",
         action="store_true",
         help="the normality memory's abnormal regions join the proposals (an inference setting)",
@@ -318,7 +312,7 @@ def main() -> None:
     base = predictor.model
     if args.proposals:
         base.config.proposals = args.proposals
-    if args.proposals_per_level is not None:
+    if args.proposals_per_level is not None:  # train's option; on a reused base, an inference setting
         base.config.proposals_per_level = args.proposals_per_level
     if args.normality_proposals:
         base.config.normality_proposals = True
