@@ -149,6 +149,14 @@ def test_proposals_are_dense_boxes_kept_by_score_and_nms() -> None:
         best = int(scores[i].argmax())
         assert torch.equal(proposal["boxes"][0], boxes[i, best])  # the highest-scoring box comes first
         assert proposal["defect_scores"][0] == scores[i, best]
+    # with a share per level, propose keeps what ranked_proposals picks given the levels' sizes
+    config = model.config
+    config.proposals, config.proposals_per_level = 12, 4
+    levels = model.localize.level_sizes([(f.shape[-2], f.shape[-1]) for f in features])
+    for i, proposal in enumerate(model.propose(features, dense, (64, 48))):
+        chosen = ranked_proposals(boxes[i], scores[i], config, 12, config.score_thresh, levels)
+        by_score = ranked_proposals(boxes[i], scores[i], config, 12, config.score_thresh)
+        assert torch.equal(proposal["boxes"], boxes[i, chosen]) and not torch.equal(chosen, by_score)
 
 
 def test_each_level_keeps_its_best_proposals_ahead_of_a_finer_levels_many() -> None:
