@@ -360,7 +360,8 @@ def tune_recognizer(
     ``adapt`` as there) and give each its own unknown cut from :func:`check_recognizer`'s held-out
     boxes. The memory's common unknown cuts then move with the ``checked`` known boxes (not replayed)
     so that they call the same share of them unknown as before (:func:`~quickstudy.detect.memory.matched_cut`).
-    ``choose``: only where tuning names more held-out support boxes right than the prototypes do, and
+    ``choose``: only where tuning names more held-out support boxes right than the prototypes do, or
+    where one support image leaves none to hold out (on P3 at K = 1 tuning named more; unknowns.md), and
     undone where it names :data:`FORGETTING_TOLERANCE` fewer checked known boxes right. Returns the
     version's note and, where the head was tuned and ``paths`` (the support images) were given, each
     support image's raw output from the fold that held it out (:class:`RecognizerCheck`), for the new
@@ -371,7 +372,7 @@ def tune_recognizer(
         if check is not None
         else "one support image, none to hold out"
     )
-    if choose and (check is None or check.tuned <= check.prototype):
+    if choose and check is not None and check.tuned <= check.prototype:
         return f" (recognition head left as it was: {seen})", {}
     as_it_was = copy.deepcopy(model.recognize.mlp.state_dict()), model.memory
     before = _known_nearness(model, *checked, support)
@@ -837,7 +838,8 @@ def learn_class(
     recognition head on the support boxes with the known boxes of ``replay_images`` other TRAIN images
     replayed, makes the prototype again from the tuned embeddings and moves the unknown cuts
     with it (:func:`tune_recognizer`); None (the default) does so where that names more held-out support
-    boxes right (:func:`check_recognizer`) without costing known boxes, and the note says which.
+    boxes right (:func:`check_recognizer`), or where one support image leaves none to hold out, without
+    costing known boxes, and the note says which.
     ``transductive`` > 0 refines the new prototype that many steps on other TRAIN images' proposals
     (:func:`refine_on_images`), after the localizer is adapted (so it sees what the adapted localizer
     proposes). A class without a threshold
