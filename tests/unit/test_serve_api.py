@@ -544,7 +544,8 @@ def test_learn_leaves_the_recognizer_to_learn_s_check_by_default(served, tmp_pat
     job = served.call("POST", "/api/learn", json={"class": "scratch", "images": [image_id]})
     assert wait_for(served, job)["state"] == "done"
     note = served.call("GET", "/api/models")["versions"][1]["note"]
-    assert "(recognition head left as it was: one support image, none to hold out)" in note
+    # one support image leaves none to hold out: learn tunes the head by itself
+    assert "(recognition head adapted by itself: one support image, none to hold out;" in note
 
 
 def test_learn_runs_as_a_job_and_writes_a_new_current_version(served, tmp_path):
