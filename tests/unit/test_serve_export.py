@@ -110,7 +110,15 @@ def test_learn_on_the_source_model_reaches_the_served_export(template, tmp_path,
         assert client.get("/api/models").json()["versions"][0]["classes"] == list(api.CLASSES)
         api.add_marked_scratch(api.Served(client, settings, template), tmp_path)
         with Store.open(settings.store, create=False) as store:
-            learn_class(settings.model, store, "scratch", images=[tmp_path / "scratch.png"], localizer=False)
+            # the prototype alone: the network stays the exported one, so the class memory can follow
+            learn_class(
+                settings.model,
+                store,
+                "scratch",
+                images=[tmp_path / "scratch.png"],
+                localizer=False,
+                recognizer=False,
+            )
         assert refresh_exports(settings.model) == [export.resolve()]
         response = client.get("/api/health")
         assert response.status_code == 200, response.text
