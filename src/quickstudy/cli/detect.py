@@ -597,8 +597,9 @@ def register(subparsers: Any) -> None:
         "then make the prototype and the unknown cuts again: for a type that looks like a known one, whose "
         "few boxes the features place on top of it (seconds on CPU; known boxes' scores may change a "
         "little). auto: only where, tuned without one support image at a time, it names more of the "
-        "held-out boxes right than the prototype does, and names the known boxes of 64 more TRAIN images "
-        "no worse; the note says which (default: auto; alone: on)",
+        "held-out boxes right than the prototype does (with one support image, none to hold out: tuned), "
+        "and names the known boxes of 64 more TRAIN images no worse; the note says which (default: auto; "
+        "alone: on)",
     )
     learn.add_argument(
         "--transductive",

@@ -235,7 +235,7 @@ class LearnRequest(RequestBody):
         None,
         description="also tune the recognition head on the support boxes, known boxes replayed and held "
         "to their embeddings (for a type that looks like a known one); null (the default): only where "
-        "held-out support images say it helps",
+        "held-out support images say it helps, or where one support image leaves none to hold out",
     )
 
 
