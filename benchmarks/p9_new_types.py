@@ -51,6 +51,10 @@ def main() -> int:
     parser.add_argument(
         "--synthetic-defects", type=float, default=0.0, help="as `quickstudy train --synthetic-defects`"
     )
+    parser.add_argument("--squeeze", type=float, default=0.0, help="as `quickstudy train --squeeze`")
+    parser.add_argument(
+        "--proposals-per-level", type=int, default=0, help="as `quickstudy train --proposals-per-level`"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, ...")
     args = parser.parse_args()
@@ -60,10 +64,15 @@ def main() -> int:
     if not store.images():
         import_magnetic_tile(store, args.data_root / "magnetic-tile")
     synthetic = f"-synthetic{args.synthetic_defects:g}" if args.synthetic_defects else ""
+    synthetic += f"-squeeze{args.squeeze:g}" if args.squeeze else ""
+    synthetic += f"-per-level{args.proposals_per_level}" if args.proposals_per_level else ""
     model_dir = args.out / f"base-{args.arch}-{args.image_size}-e{args.epochs}{synthetic}"
     started = time.perf_counter()
     if not model_dir.exists():
-        config = DetectorConfig(**{**ARCHITECTURES[args.arch], "image_size": args.image_size})
+        config = DetectorConfig(
+            **{**ARCHITECTURES[args.arch], "image_size": args.image_size},
+            proposals_per_level=args.proposals_per_level,
+        )
         train_detector(
             store,
             model_dir,
@@ -72,6 +81,7 @@ def main() -> int:
             classes=list(BASE),
             device=args.device,
             synthetic_defects=args.synthetic_defects,
+            squeeze=args.squeeze,
         )
     train_seconds = time.perf_counter() - started
     test = store.samples("test")
@@ -99,6 +109,8 @@ def main() -> int:
         "epochs": args.epochs,
         "image_size": args.image_size,
         "shots": args.shots,
+        "squeeze": args.squeeze,
+        "proposals_per_level": args.proposals_per_level,
         "seed": args.seed,
         "base_train_seconds": train_seconds,
         "learn_seconds": learn_seconds,
