@@ -40,6 +40,7 @@ from torchvision.ops import box_iou
 from quickstudy.detect.data import letterbox, read_for_model
 from quickstudy.detect.model import DefectDetector, ranked_proposals
 from quickstudy.detect.predictor import Predictor
+from quickstudy.errors import QuickstudyError
 from quickstudy.labels.known import NEU_BASE, NEU_NOVEL
 from quickstudy.train import describe_device
 
@@ -85,22 +86,38 @@ def box_sets(model: DefectDetector, path: Path) -> tuple[dict[str, torch.Tensor]
     return sets, scale
 
 
-def main() -> int:
+def base_model_parser(description: str | None) -> argparse.ArgumentParser:
+    """The options of a script that reads one P3 base model on NEU-DET's TEST images."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("model", type=Path, help="a P3 base model folder")
     parser.add_argument("--data", type=Path, default=DATA, help="NEU-DET root (IMAGES/, ANNOTATIONS/)")
     parser.add_argument("--work", type=Path, help="folder for the label store (default: a temp dir)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json-out", type=Path)
-    args = parser.parse_args()
+    return parser
+
+
+def base_model_and_test(args: argparse.Namespace) -> tuple[Predictor, list[Any]]:
+    """The P3 base model of ``args.model`` (refused in one line when it is not one with a normality memory)
+    and NEU-DET's TEST samples, on ``args.threads`` torch threads."""
     torch.set_num_threads(args.threads)
-    work = args.work or Path(tempfile.mkdtemp(prefix="proposal-ceiling-"))
+    work = args.work or Path(tempfile.mkdtemp(prefix="p3-base-"))
     test = neu_store(work / "neu.db", args.data).samples("test")
-    model = Predictor.from_dir(args.model).model
-    if model.normality is None:
+    try:
+        predictor = Predictor.from_dir(args.model)
+    except QuickstudyError as error:
+        raise SystemExit(str(error)) from None
+    if predictor.model.normality is None:
         raise SystemExit(f"{args.model}: the model has no normality memory (trained before it existed)")
+    return predictor, test
+
+
+def main() -> int:
+    args = base_model_parser(__doc__).parse_args()
+    predictor, test = base_model_and_test(args)
+    model = predictor.model
     groups = {"novel": set(NEU_NOVEL), "base": set(NEU_BASE), **{name: {name} for name in NEU_NOVEL}}
     found: dict[str, dict[str, list[bool]]] = {group: {} for group in groups}
     # per novel type, each box's elongation (long side / short side) and best IoU with any location's box

@@ -22,19 +22,15 @@ MODEL is a P3 base model folder (trained without the novel types, with a normali
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
-from p2_neu_detect import DATA, neu_store
+from proposal_ceiling import base_model_and_test, base_model_parser
 from torchvision.ops import box_iou, nms
 
-from quickstudy.detect.predictor import Predictor
 from quickstudy.evaluate.matching import on_clean_background
 from quickstudy.labels.known import NEU_BASE, NEU_NOVEL
 from quickstudy.train import describe_device
@@ -56,22 +52,10 @@ def boxes_of(sample: Any, types: set[str]) -> torch.Tensor:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("model", type=Path, help="a P3 base model folder")
-    parser.add_argument("--data", type=Path, default=DATA, help="NEU-DET root (IMAGES/, ANNOTATIONS/)")
-    parser.add_argument("--work", type=Path, help="folder for the label store (default: a temp dir)")
+    parser = base_model_parser(__doc__)
     parser.add_argument("--proposals-per-level", type=int, help="override the model's (an inference setting)")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    work = args.work or Path(tempfile.mkdtemp(prefix="unknown-ceiling-"))
-    test = neu_store(work / "neu.db", args.data).samples("test")
-    predictor = Predictor.from_dir(args.model)
-    if predictor.model.normality is None:
-        raise SystemExit(f"{args.model}: the model has no normality memory (trained before it existed)")
+    predictor, test = base_model_and_test(args)
     if args.proposals_per_level is not None:
         predictor.model.config.proposals_per_level = args.proposals_per_level
     memory = predictor.model.memory
