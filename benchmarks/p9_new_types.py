@@ -63,10 +63,11 @@ def main() -> int:
     store = Store.open(args.out / "mt.qs")
     if not store.images():
         import_magnetic_tile(store, args.data_root / "magnetic-tile")
-    synthetic = f"-synthetic{args.synthetic_defects:g}" if args.synthetic_defects else ""
-    synthetic += f"-squeeze{args.squeeze:g}" if args.squeeze else ""
-    synthetic += f"-per-level{args.proposals_per_level}" if args.proposals_per_level else ""
-    model_dir = args.out / f"base-{args.arch}-{args.image_size}-e{args.epochs}{synthetic}"
+    # the training options that differ from train's defaults, in the model folder's name
+    options = f"-synthetic{args.synthetic_defects:g}" if args.synthetic_defects else ""
+    options += f"-squeeze{args.squeeze:g}" if args.squeeze else ""
+    options += f"-per-level{args.proposals_per_level}" if args.proposals_per_level else ""
+    model_dir = args.out / f"base-{args.arch}-{args.image_size}-e{args.epochs}{options}"
     started = time.perf_counter()
     if not model_dir.exists():
         config = DetectorConfig(

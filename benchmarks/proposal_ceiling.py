@@ -114,6 +114,13 @@ def base_model_and_test(args: argparse.Namespace) -> tuple[Predictor, list[Any]]
     return predictor, test
 
 
+def boxes_of(sample: Any, types: set[str]) -> torch.Tensor:
+    """``[N, 4]`` the boxes of ``sample`` (image pixels) that may be of one of ``types``."""
+    return torch.tensor([b.xyxy for b in sample.boxes if b.allowed & types], dtype=torch.float32).reshape(
+        -1, 4
+    )
+
+
 def main() -> int:
     args = base_model_parser(__doc__).parse_args()
     predictor, test = base_model_and_test(args)
@@ -125,13 +132,14 @@ def main() -> int:
     for sample in test:
         sets, scale = box_sets(model, sample.path)
         for group, types in groups.items():
-            truth = [b.xyxy for b in sample.boxes if b.allowed & types]
-            if not truth:
+            true_boxes = boxes_of(sample, types) * scale
+            if not len(true_boxes):
                 continue
-            true_boxes = torch.tensor(truth, dtype=torch.float32) * scale
             best: dict[str, torch.Tensor] = {}
             for name, boxes in sets.items():
-                best[name] = box_iou(true_boxes, boxes).amax(1) if len(boxes) else torch.zeros(len(truth))
+                best[name] = (
+                    box_iou(true_boxes, boxes).amax(1) if len(boxes) else torch.zeros(len(true_boxes))
+                )
                 found[group].setdefault(name, []).extend((best[name] >= 0.5).tolist())
             if group in shapes:
                 sides = torch.stack(

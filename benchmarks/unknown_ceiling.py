@@ -25,12 +25,12 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from typing import Any
 
 import torch
-from proposal_ceiling import base_model_and_test, base_model_parser
+from proposal_ceiling import base_model_and_test, base_model_parser, boxes_of
 from torchvision.ops import box_iou, nms
 
+from quickstudy.detect.memory import just_above
 from quickstudy.evaluate.matching import on_clean_background
 from quickstudy.labels.known import NEU_BASE, NEU_NOVEL
 from quickstudy.train import describe_device
@@ -45,12 +45,6 @@ SCORES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 }
 
 
-def boxes_of(sample: Any, types: set[str]) -> torch.Tensor:
-    return torch.tensor([b.xyxy for b in sample.boxes if b.allowed & types], dtype=torch.float32).reshape(
-        -1, 4
-    )
-
-
 def main() -> int:
     parser = base_model_parser(__doc__)
     parser.add_argument("--proposals-per-level", type=int, help="override the model's (an inference setting)")
@@ -60,8 +54,15 @@ def main() -> int:
         predictor.model.config.proposals_per_level = args.proposals_per_level
     memory = predictor.model.memory
     outputs = predictor.raw([s.path for s in test])
-    stops = {"not proposed": 0, "proposed, not unknown": 0, "unknown below the operating score": 0}
-    stops["unknown at the operating score"] = 0
+    stops = dict.fromkeys(
+        (
+            "not proposed",
+            "proposed, not unknown",
+            "unknown below the operating score",
+            "unknown at the operating score",
+        ),
+        0,
+    )
     # per image and score: the unknown rows' scores after NMS, which lie on clean surface, and which
     # novel / base boxes each overlaps at IoU >= 0.5
     rows: dict[str, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]] = {
@@ -97,9 +98,9 @@ def main() -> int:
         ceiling[name] = {}
         for budget in BUDGETS:
             allowed = int(budget * len(test))
-            # the lowest threshold that leaves at most `allowed` clean-surface alarms
-            cut = float(clean_scores[allowed]) if len(clean_scores) > allowed else -1.0
-            reported = [values > cut for values, _, _, _ in per_image]
+            # the lowest threshold that leaves at most `allowed` clean-surface alarms, as train's
+            cut = just_above(float(clean_scores[allowed])) if len(clean_scores) > allowed else -1.0
+            reported = [values >= cut for values, _, _, _ in per_image]
             ceiling[name][str(budget)] = {
                 "novel_unknown": sum(
                     int((n & r).any(1).sum()) for (_, _, n, _), r in zip(per_image, reported, strict=True)
