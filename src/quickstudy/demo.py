@@ -77,7 +77,6 @@ class DemoSettings:
     # the recognition head also reads the stride-4 stage (`train --fine-recognition`): the line's
     # cracks are 1-2 px wide at 96 px (benchmarks/results/unknowns.md)
     fine_recognition: bool = True
-    instance_contrast: float = 0.0  # quickstudy.detect.model.DetectorConfig.instance_contrast
     # step 3's `learn --adapt-localizer` for the new type (None: learn decides by itself)
     adapt_localizer: bool | None = None
     # steps 3 and 4: `learn --adapt-recognizer` (the recognition head tuned on each type's support;
@@ -179,7 +178,6 @@ def _run_demo(settings: DemoSettings, console: Console | None) -> DemoResult:
         **ARCHITECTURES[settings.arch],
         image_size=_image_size(settings, images),
         fine_recognition=settings.fine_recognition,
-        instance_contrast=settings.instance_contrast,
         proposals_per_level=settings.proposals_per_level,
     )
     tic = time.perf_counter()

@@ -74,36 +74,6 @@ def test_labelled_boxes_give_recognition_loss():
     assert losses["loss_classes"].item() > 0 and losses["loss_episode"].item() > 0
 
 
-def test_the_instance_loss_teaches_boxes_without_class_only_when_switched_on(tmp_path: Path):
-    from quickstudy.labels.records import LabelledBox, Sample
-
-    samples = []
-    for i in range(3):
-        path = tmp_path / f"{i}.png"
-        Image.fromarray(np.random.default_rng(i).integers(90, 160, (64, 64), np.uint8)).save(path)
-        boxes = [
-            LabelledBox(2 * i, (4.0, 4, 24, 20), frozenset()),
-            LabelledBox(2 * i + 1, (30.0, 30, 60, 50), frozenset()),
-        ]
-        samples.append(Sample(i, path, 64, 64, "train", boxes))
-    images, batch = DetectionSet.from_samples(samples, ["scratch", "pit"], 64).batch(
-        torch.arange(3), torch.Generator().manual_seed(0), augment=None, jitter=2
-    )
-    # every box, then each jittered copy in the same order: row k is a view of box k mod 6
-    assert batch["roi_instance"].tolist() == list(range(6)) * 3
-    centres = (batch["rois"][:, 1:3] + batch["rois"][:, 3:]) / 2
-    assert (centres[6:] - centres[:6].repeat(2, 1)).abs().max() < 4  # copies move by 10% of a box at most
-    model = tiny_model().train()
-    model.config.pseudo_label_confidence = None
-    off = model(images, batch)
-    assert "loss_instance" not in off and off["loss_recognize"].item() == 0.0  # as before: localizer only
-    model.config.instance_contrast = 0.5
-    on = model(images, batch)
-    assert on["loss_instance"].item() > 0 and torch.equal(on["loss_recognize"], 0.5 * on["loss_instance"])
-    on["loss_recognize"].backward()
-    assert model.recognize.mlp[1].weight.grad.abs().sum() > 0  # boxes without class now teach the head
-
-
 def test_pseudo_labels_teach_confident_boxes_without_class_and_leave_labelled_batches_alone():
     head = DefectDetector(["a", "b"], DetectorConfig(**TINY)).recognize
     torch.manual_seed(0)

@@ -71,14 +71,6 @@ def register(subparsers: Any) -> None:
         f"--fine-recognition` (default: {'on' if defaults.fine_recognition else 'off'})",
     )
     parser.add_argument(
-        "--instance-contrast",
-        type=share,
-        default=defaults.instance_contrast,
-        metavar="W",
-        help="weight of the recognition loss that tells every box apart from the others, as `quickstudy "
-        f"train --instance-contrast` (default: {defaults.instance_contrast})",
-    )
-    parser.add_argument(
         "--adapt-localizer",
         action=argparse.BooleanOptionalAction,
         help="step 3: also teach the localizer the new type's support boxes, as `quickstudy learn "
@@ -132,7 +124,6 @@ def _demo(args: argparse.Namespace) -> int:
             squeeze=args.squeeze,
             proposals_per_level=args.proposals_per_level,
             fine_recognition=args.fine_recognition,
-            instance_contrast=args.instance_contrast,
             adapt_localizer=args.adapt_localizer,
             adapt_recognizer=args.adapt_recognizer,
             train_images=args.train_images,

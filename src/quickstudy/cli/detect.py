@@ -65,11 +65,7 @@ def training_keywords(args: argparse.Namespace) -> dict[str, Any]:
     train through this too, so a measured number is what `quickstudy train` gives)."""
     from quickstudy.detect.model import ARCHITECTURES, DetectorConfig
 
-    config = DetectorConfig(
-        **ARCHITECTURES[args.arch],
-        fine_recognition=args.fine_recognition,
-        instance_contrast=args.instance_contrast,
-    )
+    config = DetectorConfig(**ARCHITECTURES[args.arch], fine_recognition=args.fine_recognition)
     if args.proposals_per_level is not None:
         config.proposals_per_level = args.proposals_per_level
     if args.pseudo_labels is not None:
@@ -455,15 +451,6 @@ def add_training_options(parser: Any) -> None:
         action="store_true",
         help="the recognition head also reads the network's stride-4 stage: for defects only a few "
         "pixels wide at the network's input, whose shape the stride-8 maps blur",
-    )
-    parser.add_argument(
-        "--instance-contrast",
-        type=share,
-        default=0.0,
-        metavar="W",
-        help="weight in [0, 1] of a recognition loss that tells every box (with class or without) "
-        "apart from the others, as self-supervised learning does, so that a type never trained on "
-        "keeps features of its own instead of being folded into a trained type (default: 0, off)",
     )
     parser.add_argument(
         "--weights", help="torchvision resnet18 state dict file for the backbone (--arch resnet18)"

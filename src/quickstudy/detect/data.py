@@ -252,7 +252,6 @@ class DetectionSet:
             "rois": rois,
             "roi_allowed": roi_allowed,
             "roi_support": roi_support,
-            "roi_instance": torch.arange(int(valid.sum()), device=rois.device).repeat(jitter + 1),
             "roi_unnamed": unnamed[valid].repeat(jitter + 1),  # in _rois' order
         }
         return images, targets

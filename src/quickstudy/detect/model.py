@@ -53,9 +53,6 @@ class DetectorConfig:
     # may be of a type not yet named.
     pseudo_label_confidence: float | None = 0.95
     embedding_dim: int = 128
-    # weight of the recognition task's instance loss (recognition.instance_loss: each box told apart
-    # from the others, so a type never trained on is not folded into a trained one); 0: off
-    instance_contrast: float = 0.0
     # the long side of the network's input: images keep their aspect (resized, then padded)
     image_size: int = 200
     # 3 when the training images carry colour (their channels differ), else 1
@@ -265,10 +262,8 @@ class DefectDetector(nn.Module):
         self, images: torch.Tensor, targets: dict[str, torch.Tensor] | None = None
     ) -> dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]:
         """Training (``targets`` given): ``boxes [B, M, 4]``, ``valid [B, M]``, ``rois [K, 5]``,
-        ``roi_allowed [K, C]``, ``roi_support [K]``, ``roi_instance [K]`` (which box each row is a
-        view of; read with ``config.instance_contrast`` > 0) and optionally ``roi_unnamed [K]`` (boxes
-        never pseudo-labelled, and kept far from every class) → ``loss_localize``, ``loss_recognize``
-        and parts."""
+        ``roi_allowed [K, C]``, ``roi_support [K]`` (and optionally ``roi_unnamed [K]``: boxes never
+        pseudo-labelled, and kept far from every class) → ``loss_localize``, ``loss_recognize`` and parts."""
         features = self.features(images)
         dense = self.localize(features)
         if targets is None:
@@ -283,14 +278,11 @@ class DefectDetector(nn.Module):
             targets["roi_support"],
             self.config.pseudo_label_confidence,
             targets.get("roi_unnamed"),
-            targets["roi_instance"] if self.config.instance_contrast > 0 else None,
         )
-        instance = recognize.get("loss_instance")
         return {
             "loss_localize": torch.stack(list(localize.values())).sum(),
             "loss_recognize": (recognize["loss_classes"] + recognize["loss_episode"]) / 2
-            + recognize["loss_unnamed"]
-            + (self.config.instance_contrast * instance if instance is not None else 0),
+            + recognize["loss_unnamed"],
             **localize,
             **recognize,
         }

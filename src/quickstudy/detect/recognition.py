@@ -76,30 +76,6 @@ def unnamed_loss(logits: torch.Tensor, allowed: torch.Tensor, unnamed: torch.Ten
     return F.softplus(logits[unnamed].float().amax(-1) - cut).mean()
 
 
-def instance_loss(embeddings: torch.Tensor, instance: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
-    """Mean over the boxes with another view in the batch of ``-log`` softmax, over every other row,
-    of their similarity / ``temperature`` to their own views (NT-Xent of SimCLR with each box its own
-    class, as SupCon averages several positives). ``embeddings [N, D]`` unit-norm, ``instance [N]``:
-    rows with equal ids are views (jittered copies) of one box. Class labels pull a type's boxes
-    together and drop what sets one apart from another, which is what a type never trained on is told
-    by ("supervision collapse", Doersch et al. 2020); this task keeps it. Zero, still connected to
-    ``embeddings``, when no box has a second view.
-
-    >>> e = F.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0]]), dim=-1)
-    >>> views = torch.tensor([0, 0, 1, 1])
-    >>> bool(instance_loss(e, views) < 0.01 < instance_loss(e, torch.tensor([0, 1, 0, 1])))
-    True
-    """
-    own = torch.eye(len(instance), dtype=torch.bool, device=instance.device)
-    positive = (instance[:, None] == instance[None]) & ~own
-    rows = positive.any(-1)
-    if not rows.any():
-        return embeddings.sum() * 0
-    similarity = embeddings.float() @ embeddings.float().T / temperature
-    log_p = similarity.masked_fill(own, -math.inf).log_softmax(-1)
-    return -(log_p.masked_fill(~positive, 0).sum(-1)[rows] / positive.sum(-1)[rows]).mean()
-
-
 def pseudo_labels(
     logits: torch.Tensor, allowed: torch.Tensor, confidence: float, unnamed: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -267,12 +243,9 @@ class RecognitionHead(nn.Module):
         support: torch.Tensor,
         pseudo_label_confidence: float | None = None,
         unnamed: torch.Tensor | None = None,
-        instance: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """``loss_classes`` (vs learned class vectors), ``loss_episode`` (vs batch prototypes),
-        ``loss_unnamed`` (:func:`unnamed_loss`: boxes flagged ``unnamed`` kept far from every class)
-        and, given ``instance [K]`` (which box each row is a view of), ``loss_instance``
-        (:func:`instance_loss`: every box, with class or without, told apart from the others).
+        """``loss_classes`` (vs learned class vectors), ``loss_episode`` (vs batch prototypes) and
+        ``loss_unnamed`` (:func:`unnamed_loss`: boxes flagged ``unnamed`` kept far from every class).
 
         ``embeddings [K, D]``, ``allowed [K, C]`` bool, ``class_vectors [C, D]``, ``support [K]``
         bool (which boxes form the episode's support; only single-label ones are used). With
@@ -294,8 +267,6 @@ class RecognitionHead(nn.Module):
         present = one_hot.sum(0) > 0
         query = ~support & (taught & present).any(-1)
         parts = {"loss_classes": loss_classes, "loss_unnamed": loss_unnamed}
-        if instance is not None:
-            parts["loss_instance"] = instance_loss(embeddings, instance)
         if not query.any():
             return {**parts, "loss_episode": embeddings.sum() * 0}
         prototypes = one_hot.T @ embeddings.float()  # sums; normalised in logits()
