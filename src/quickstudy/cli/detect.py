@@ -421,8 +421,7 @@ def add_training_options(parser: Any) -> None:
         metavar="SHARE",
         help="squeeze this share of the training images along one axis (1-3x, the freed band filled "
         "with the image's mean), so the class-agnostic localizer also learns boxes thinner and longer "
-        "than the known types' (the recognition task reads only the images left as they were; "
-        "default: 0)",
+        "than the known types' (default: 0)",
     )
     parser.add_argument(
         "--proposals-per-level",

@@ -237,28 +237,22 @@ class DetectionSet:
         unnamed = self.unnamed[indices]
         if augment is not None:
             images, boxes = _augment(images, boxes, generator, augment == "dihedral", photometric)
-        recognized = valid  # the boxes the recognition task reads
         if squeeze > 0:  # no draws at 0: a run without it stays what it was
-            images, boxes, squeezed = squeeze_images(images, boxes, squeeze, generator)
-            # a squeezed crazing patch is no crazing patch to learn a class from: the localizer's only
-            recognized = valid & ~squeezed[:, None]
+            images, boxes = squeeze_images(images, boxes, squeeze, generator)
         if synthetic > 0:
             images, pasted = paste_synthetic_defects(images, boxes, valid, synthetic, generator)
             found = pasted[:, None].any(-1)
             boxes, valid = torch.cat([boxes, pasted[:, None]], 1), torch.cat([valid, found], 1)
             allowed = torch.cat([allowed, allowed.new_zeros(allowed.shape[0], 1, allowed.shape[2])], 1)
             unnamed = torch.cat([unnamed, found], 1)
-            recognized = torch.cat([recognized, found], 1)
-        rois, roi_allowed, roi_support = _rois(
-            boxes, recognized, allowed, images.shape[-1], jitter, generator
-        )
+        rois, roi_allowed, roi_support = _rois(boxes, valid, allowed, images.shape[-1], jitter, generator)
         targets = {
             "boxes": boxes,
             "valid": valid,
             "rois": rois,
             "roi_allowed": roi_allowed,
             "roi_support": roi_support,
-            "roi_unnamed": unnamed[recognized].repeat(jitter + 1),  # in _rois' order
+            "roi_unnamed": unnamed[valid].repeat(jitter + 1),  # in _rois' order
         }
         return images, targets
 
@@ -329,13 +323,13 @@ def _augment(
 
 def squeeze_images(
     images: torch.Tensor, boxes: torch.Tensor, share: float, generator: torch.Generator | None = None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Squeeze each image of ``images [B, C, S, S]``, with probability ``share``, along one axis (x or y
     at even odds) by a factor drawn log-uniformly from :data:`SQUEEZE_FACTOR`, at a random place along
     that axis, the freed band filled with the image's mean; ``boxes [B, M, 4]`` follow. Anisotropic
     zoom-out (SSD's expand along one axis): every box stays whole and exact, and the class-agnostic
     localizer sees boxes thinner and longer than the known types hold, as a type it never saw may be
-    (P3's scratches: benchmarks/results/unknowns.md). Also returns which images were squeezed ``[B]``."""
+    (P3's scratches: benchmarks/results/unknowns.md)."""
     b, size, device = images.shape[0], images.shape[-1], images.device
     draws = torch.rand(4, b, generator=generator).to(device)
     chosen, along_x = draws[0] < share, draws[1] < 0.5
@@ -362,7 +356,6 @@ def squeeze_images(
     return (
         torch.where(chosen.view(b, 1, 1, 1), squeezed, images),
         torch.where(chosen.view(b, 1, 1), moved, boxes),
-        chosen,
     )
 
 
