@@ -65,7 +65,7 @@ LOCALIZER_DISTILLATION = 50.0
 # 24.4 / 28.1 at 60 / 150 steps, bAP50 within 1 point of the base model's at K = 1, 5 and 10 (unknowns.md).
 LOCALIZER_STEPS = 150
 # adapt_recognizer's steps and the weight of its distillation on known boxes (P3: unknowns.md).
-RECOGNIZER_STEPS = 150
+RECOGNIZER_STEPS = 50
 RECOGNIZER_DISTILLATION = 10.0
 # Folds (by support image) in which check_recognizer holds support images out.
 RECOGNIZER_FOLDS = 5
