@@ -66,7 +66,7 @@ LOCALIZER_DISTILLATION = 50.0
 LOCALIZER_STEPS = 150
 # adapt_recognizer's steps and the weight of its distillation on known boxes (P3: unknowns.md).
 RECOGNIZER_STEPS = 50
-RECOGNIZER_DISTILLATION = 3.0
+RECOGNIZER_DISTILLATION = 10.0
 # Folds (by support image) in which check_recognizer holds support images out.
 RECOGNIZER_FOLDS = 5
 # Below this share of support boxes proposed at IoU >= 0.5, learn_class teaches the localizer too.
