@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from quickstudy.cli._common import non_negative, share
 from quickstudy.detect.evaluation import detector_evaluation
 from quickstudy.detect.fewshot import learn_class
 from quickstudy.detect.model import ARCHITECTURES, DetectorConfig
@@ -51,9 +52,12 @@ def main() -> int:
     parser.add_argument(
         "--synthetic-defects", type=float, default=0.0, help="as `quickstudy train --synthetic-defects`"
     )
-    parser.add_argument("--squeeze", type=float, default=0.0, help="as `quickstudy train --squeeze`")
+    parser.add_argument("--squeeze", type=share, default=0.0, help="as `quickstudy train --squeeze`")
     parser.add_argument(
-        "--proposals-per-level", type=int, default=0, help="as `quickstudy train --proposals-per-level`"
+        "--proposals-per-level",
+        type=non_negative,
+        default=0,
+        help="as `quickstudy train --proposals-per-level`",
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, ...")

@@ -30,6 +30,7 @@ import torch
 from proposal_ceiling import base_model_and_test, base_model_parser, boxes_of
 from torchvision.ops import box_iou, nms
 
+from quickstudy.cli._common import non_negative
 from quickstudy.detect.memory import just_above
 from quickstudy.evaluate.matching import on_clean_background
 from quickstudy.labels.known import NEU_BASE, NEU_NOVEL
@@ -47,7 +48,9 @@ SCORES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 
 def main() -> int:
     parser = base_model_parser(__doc__)
-    parser.add_argument("--proposals-per-level", type=int, help="override the model's (an inference setting)")
+    parser.add_argument(
+        "--proposals-per-level", type=non_negative, help="override the model's (an inference setting)"
+    )
     args = parser.parse_args()
     predictor, test = base_model_and_test(args)
     if args.proposals_per_level is not None:

@@ -114,7 +114,8 @@ def test_learning_a_class_from_one_image_leaves_the_others_alone_and_undoes_exac
     store = MemoryStore(samples + scratches, [*CLASSES, "scratch"])
     before = Predictor.from_dir(model_dir).raw([s.path for s in samples])
 
-    # K = 1; the prototype alone (the localizer and the recognizer adapting by themselves are tested elsewhere)
+    # K = 1; the prototype alone (the localizer adapting by itself is tested below; the recognizer tuned by
+    # itself at one support image, in test_serve_api)
     assert (
         learn_class(
             model_dir, store, "scratch", images=[scratches[0].path], localizer=False, recognizer=False
