@@ -59,12 +59,10 @@ import numpy as np
 import torch
 from p2_neu_detect import add_training_arguments, neu_store, training_options
 
-from quickstudy.cli._common import share
 from quickstudy.detect.data import DetectionSet
 from quickstudy.detect.evaluation import box_names, box_naming, ground_truth, proposal_recall
 from quickstudy.detect.fewshot import (
     LOCALIZER_DISTILLATION,
-    LOCALIZER_SQUEEZE,
     LOCALIZER_STEPS,
     adapt_localizer,
     add_classes,
@@ -296,12 +294,6 @@ def main() -> None:
         help=f"adapt_localizer's distillation weight (default {LOCALIZER_DISTILLATION})",
     )
     parser.add_argument(
-        "--localizer-squeeze",
-        type=share,
-        default=LOCALIZER_SQUEEZE,
-        help=f"share of adapt_localizer's support images squeezed along one axis (default {LOCALIZER_SQUEEZE})",
-    )
-    parser.add_argument(
         "--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)}"
     )
     parser.add_argument("--json-out", type=Path)
@@ -358,11 +350,7 @@ def main() -> None:
         flush=True,
     )
 
-    localizer = {
-        "steps": args.localizer_steps,
-        "distill": args.localizer_distill,
-        "squeeze": args.localizer_squeeze,
-    }
+    localizer = {"steps": args.localizer_steps, "distill": args.localizer_distill}
     runs: dict[str, dict[int, list[dict[str, Any]]]] = {m: {} for m in methods}
     for k in (int(v) for v in args.shots.split(",")):
         for seed in (int(v) for v in args.seeds.split(",")):

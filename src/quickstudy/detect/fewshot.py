@@ -64,8 +64,6 @@ LOCALIZER_DISTILLATION = 50.0
 # adapt_localizer's steps. P3 at the full recipe, 5 seeds: nAP50 at K = 5 21.8 / 25.2 and at K = 10
 # 24.4 / 28.1 at 60 / 150 steps, bAP50 within 1 point of the base model's at K = 1, 5 and 10 (unknowns.md).
 LOCALIZER_STEPS = 150
-# Share of adapt_localizer's support images squeezed along one axis (detect.data.squeeze_images).
-LOCALIZER_SQUEEZE = 0.0
 # adapt_recognizer's steps and the weight of its distillation on known boxes (P3: unknowns.md).
 RECOGNIZER_STEPS = 50
 RECOGNIZER_DISTILLATION = 10.0
@@ -456,7 +454,6 @@ def adapt_localizer(
     lr: float = 1e-3,
     seed: int = 0,
     distill: float = LOCALIZER_DISTILLATION,
-    squeeze: float = LOCALIZER_SQUEEZE,
     progress: Callable[[float], None] | None = None,
 ) -> dict[str, float]:
     """Fine-tune ``model.localize`` on every box of the ``support`` images (localization is
@@ -464,8 +461,7 @@ def adapt_localizer(
     (images of what the model already finds, so it keeps finding it). On the replayed images the head
     is also held to the scores and centerness it gave before, weighted by ``distill`` (distillation,
     as Learning without Forgetting, Li & Hoiem 2016, keeps a network's old outputs). Augmented with
-    flips (axes kept) and brightness/contrast, as P3 measured it; ``squeeze`` of the support images
-    are squeezed along one axis, so the head sees the new boxes thinner and shorter too. Backbone and FPN stay frozen, so
+    flips (axes kept) and brightness/contrast, as P3 measured it. Backbone and FPN stay frozen, so
     embeddings, prototypes and recognition are unchanged. Returns the mean localization loss (without
     the distillation) of the first and last 10 steps. ``progress``, if given, is called with the share
     of steps done after each step.
@@ -487,11 +483,9 @@ def adapt_localizer(
     losses = []
     for step in range(steps):
         images, boxes, valid = [], [], []
-        for index, (part, share) in enumerate(zip(parts, shares, strict=True)):
+        for part, share in zip(parts, shares, strict=True):
             picked = torch.randint(len(part), (share,), generator=generator)
-            part_images, targets = part.batch(
-                picked, generator, jitter=0, photometric=True, squeeze=squeeze if index == 0 else 0.0
-            )
+            part_images, targets = part.batch(picked, generator, jitter=0, photometric=True)
             images.append(part_images)
             boxes.append(targets["boxes"])
             valid.append(targets["valid"])
