@@ -6,7 +6,8 @@ by score over the whole split and matched greedily to ground truth at IoU 0.5 (a
 unmatched detection ranked above the point where recall reaches ``--recall`` is sorted into one
 kind: ``duplicate`` (IoU ≥ 0.5 with a box already found), ``part_of_box`` (> 70% of it inside one
 ground-truth box), ``spans_boxes`` (holds > 70% of two or more boxes), ``loose`` (IoU 0.1–0.5 with
-a box) or ``background`` (IoU < 0.1 with every box). Many part/loose errors mean the boxes are
+a box) or ``background`` (IoU < 0.1 with every box); scored for one class (P3's new types), also
+``other_type`` (IoU ≥ 0.1 with a box of another class only). Many part/loose errors mean the boxes are
 found but drawn or ranked badly; many background errors mean the localizer fires on clean surface.
 
     .venv/bin/python benchmarks/p2_error_kinds.py --model /tmp/p2/ours-uncertainty --store /tmp/p2/neu.db
@@ -25,45 +26,61 @@ from quickstudy.detect.predictor import Predictor
 from quickstudy.evaluate.detection import merge_classes
 from quickstudy.labels.store import Store
 
-KINDS = ("duplicate", "part_of_box", "spans_boxes", "loose", "background")
+KINDS = ("duplicate", "part_of_box", "spans_boxes", "loose", "other_type", "background")
 
 
 def error_kinds(predictor: Predictor, samples: list, recall: float) -> dict[str, object]:
-    outputs = predictor.raw([s.path for s in samples])
-    truth = [torch.tensor([b.xyxy for b in s.boxes], dtype=torch.float32).reshape(-1, 4) for s in samples]
+    """The class-agnostic error kinds of ``predictor`` on ``samples`` (:func:`ranked_error_kinds`)."""
+    outputs = [merge_classes(out) for out in predictor.raw([s.path for s in samples])]
+    truth = [[b.xyxy for b in s.boxes] for s in samples]
+    return ranked_error_kinds(outputs, truth, recall)
+
+
+def ranked_error_kinds(
+    outputs: list[dict], truth: list[list], recall: float, others: list[list] | None = None
+) -> dict[str, object]:
+    """Detections (per image ``boxes`` and ``scores``) ranked over all images, matched greedily to
+    ``truth`` (per image xyxy boxes) at IoU 0.5, and each unmatched one ranked above ``recall`` sorted
+    into its kind. ``others`` (per image, boxes of other classes, for one class's detections): a
+    detection that misses ``truth`` but overlaps one of them at IoU >= 0.1 is ``other_type``."""
+    gts = [torch.tensor(t, dtype=torch.float32).reshape(-1, 4) for t in truth]
+    rest = [torch.tensor(t, dtype=torch.float32).reshape(-1, 4) for t in (others or [[] for _ in truth])]
     ranked = []  # (score, image index, box)
     for i, out in enumerate(outputs):
-        merged = merge_classes(out)
         ranked += [
-            (float(s), i, torch.from_numpy(b)) for b, s in zip(merged["boxes"], merged["scores"], strict=True)
+            (float(s), i, torch.as_tensor(b, dtype=torch.float32))
+            for b, s in zip(out["boxes"], out["scores"], strict=True)
         ]
     ranked.sort(key=lambda r: -r[0])
-    found = [torch.zeros(len(t), dtype=torch.bool) for t in truth]
-    total = sum(len(t) for t in truth)
+    found = [torch.zeros(len(t), dtype=torch.bool) for t in gts]
+    total = sum(len(t) for t in gts)
     counts = dict.fromkeys(KINDS, 0)
     hits = 0
     for _, i, box in ranked:
         if hits >= recall * total:
             break
-        gt = truth[i]
-        if not len(gt):
-            counts["background"] += 1
-            continue
-        iou = box_iou(box[None], gt)[0]
+        gt = gts[i]
+        iou = box_iou(box[None], gt)[0] if len(gt) else torch.zeros(1)
         best = int(iou.argmax())
         if iou[best] >= 0.5 and not found[i][best]:
             found[i][best] = True
             hits += 1
             continue
-        inter = (torch.minimum(box[2:], gt[:, 2:]) - torch.maximum(box[:2], gt[:, :2])).clamp(min=0).prod(-1)
+        inter = (
+            (torch.minimum(box[2:], gt[:, 2:]) - torch.maximum(box[:2], gt[:, :2])).clamp(min=0).prod(-1)
+            if len(gt)
+            else torch.zeros(1)
+        )
         if iou[best] >= 0.5:
             counts["duplicate"] += 1
-        elif (inter / (box[2:] - box[:2]).prod().clamp(min=1e-6)).max() > 0.7:
+        elif len(gt) and (inter / (box[2:] - box[:2]).prod().clamp(min=1e-6)).max() > 0.7:
             counts["part_of_box"] += 1
-        elif ((inter / (gt[:, 2:] - gt[:, :2]).prod(-1)) > 0.7).sum() >= 2:
+        elif len(gt) and ((inter / (gt[:, 2:] - gt[:, :2]).prod(-1)) > 0.7).sum() >= 2:
             counts["spans_boxes"] += 1
         elif iou.max() >= 0.1:
             counts["loose"] += 1
+        elif len(rest[i]) and box_iou(box[None], rest[i]).max() >= 0.1:
+            counts["other_type"] += 1
         else:
             counts["background"] += 1
     return {"ground_truth": total, "found": hits, "recall_reached": hits / max(1, total), "errors": counts}

@@ -31,7 +31,8 @@ Before learning, the novel TEST boxes are matched (IoU >= 0.5) to the base model
 to measure how often a new type shows up as ``unknown``; after the methods that adapt the localizer,
 what each type's TEST boxes are called (``boxes_called``: its own name, another type, ``unknown`` or
 missed, at the operating thresholds; ``boxes_called_common_cut`` the same with no class given its own
-unknown cut). Class-agnostic proposals on TEST are computed once for the methods that leave the network as it
+unknown cut) and the kinds of each novel class's false positives ranked above half its boxes found
+(``error_kinds``: ``p2_error_kinds.ranked_error_kinds``). Class-agnostic proposals on TEST are computed once for the methods that leave the network as it
 is; the two that adapt the localizer recompute them.
 
 GPU (H100):  .venv/bin/python benchmarks/p3_neu_fewshot_detect.py --device cuda --epochs 24 --json-out p3.json
@@ -57,6 +58,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from p2_error_kinds import ranked_error_kinds
 from p2_neu_detect import add_training_arguments, neu_store, training_options
 
 from quickstudy.detect.data import DetectionSet
@@ -227,6 +229,23 @@ def boxes_called(
     }
 
 
+def novel_error_kinds(model: DefectDetector, proposals: list, test: list) -> dict[str, dict[str, Any]]:
+    """Per novel class, its detections' false positives ranked above the point where half its TEST
+    boxes are found, by kind (``p2_error_kinds.ranked_error_kinds``; another class's box: ``other_type``)."""
+    outputs = model.classify(proposals)
+    kinds = {}
+    for name in NEU_NOVEL:
+        label = model.classes.index(name)
+        own = [
+            {"boxes": out["boxes"][out["labels"] == label], "scores": out["scores"][out["labels"] == label]}
+            for out in outputs
+        ]
+        truth = [[b.xyxy for b in s.boxes if name in b.allowed] for s in test]
+        others = [[b.xyxy for b in s.boxes if name not in b.allowed] for s in test]
+        kinds[name] = ranked_error_kinds(own, truth, 0.5, others)
+    return kinds
+
+
 def novel_thresholds(
     model: DefectDetector, support: dict[str, list], store: Any, outputs: dict[str, list] | None = None
 ) -> dict[str, tuple[float, str]]:
@@ -257,6 +276,9 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
             if called:  # pooled over the seeds
                 out[f"{key}_{c}"] = {name: n / called.total() for name, n in called.most_common()}
     for c in NEU_NOVEL:
+        errors = sum((Counter(r["error_kinds"][c]["errors"]) for r in runs if "error_kinds" in r), Counter())
+        if errors:  # pooled over the seeds
+            out[f"error_kinds_{c}"] = dict(errors)
         for key in ("image_precision", "image_recall", "image_recall_at_99_precision"):
             values = [r[key][c] for r in runs if r[key][c] is not None]
             out[f"{key}_{c}"] = stats(values) if values else None
@@ -372,6 +394,7 @@ def main() -> None:
                 if method in ADAPTS_LOCALIZER:
                     report["boxes_called"] = boxes_called(model, scored, test, learned)
                     report["boxes_called_common_cut"] = boxes_called(model, scored, test, learned, True)
+                    report["error_kinds"] = novel_error_kinds(model, scored, test)
                 runs[method].setdefault(k, []).append(report)
                 print(
                     f"K={k} seed={seed} {method}: nAP50 {report['nAP50']:.3f} bAP50 {report['bAP50']:.3f} "

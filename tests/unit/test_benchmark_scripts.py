@@ -93,8 +93,27 @@ def test_error_kinds_sorts_each_false_positive_into_its_kind() -> None:
         "part_of_box": 1,
         "spans_boxes": 0,
         "loose": 0,
+        "other_type": 0,
         "background": 1,
     }
+
+
+def test_error_kinds_of_one_class_tells_another_types_box_from_clean_surface() -> None:
+    sys.path.insert(0, str(BENCHMARKS))
+    from p2_error_kinds import ranked_error_kinds
+
+    outputs = [
+        {"boxes": [[0.0, 0, 50, 50], [60.0, 60, 90, 90], [150.0, 0, 190, 40]], "scores": [0.9, 0.8, 0.7]},
+        {"boxes": [[10.0, 10, 40, 40]], "scores": [0.6]},  # an image without the class
+    ]
+    result = ranked_error_kinds(outputs, [[[0.0, 0, 50, 50]], []], 1.0, others=[[[55.0, 55, 95, 95]], []])
+    assert result["found"] == 1
+    assert result["errors"]["other_type"] == 0  # ranked below full recall
+    result = ranked_error_kinds(
+        outputs, [[[0.0, 0, 50, 50]], [[100.0, 100, 120, 120]]], 1.0, others=[[[55.0, 55, 95, 95]], []]
+    )
+    assert result["recall_reached"] == 0.5
+    assert {k: v for k, v in result["errors"].items() if v} == {"other_type": 1, "background": 2}
 
 
 def test_p2_seeds_averages_runs_and_names_a_broken_file(tmp_path: Path) -> None:
