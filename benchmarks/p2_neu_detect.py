@@ -236,7 +236,7 @@ NETWORK_OPTIONS: dict[str, dict[str, Any]] = {
     "center_radius": {"type": float, "help": "positives within this many strides of a box centre"},
     "center_share": {
         "type": float,
-        "help": "... or, along an elongated box's long side, within this share of its half-length",
+        "help": "... or within this share of the box's half-width / half-height of it, whichever is wider",
     },
     "size_bounds": {
         "type": _floats,

@@ -3,8 +3,8 @@
 Every feature-map location of every pyramid level predicts a defect logit, the distances
 (left, top, right, bottom) to the edges of the box it lies in, and a centre-ness logit. Training
 targets follow FCOS (Tian et al. 2019): a location is positive for the smallest ground-truth box
-that holds it within ``center_radius`` strides of the box centre (or, along an elongated box's long side,
-within ``center_share`` of its half-length, whichever is wider) and whose size falls in the
+that holds it within ``center_radius`` strides of the box centre (or, per axis, within ``center_share`` of
+the box's half-width / half-height, whichever is wider) and whose size falls in the
 level's size range — FCOS's largest edge distance (``level_by="reach"``) or the box's half-size
 sqrt(w·h)/2 (``"area"``, which keeps thin boxes on a grid fine enough to have locations inside
 them). A box no location qualifies for learns at the location inside it nearest its centre.
@@ -27,8 +27,6 @@ from torch import nn
 from torchvision.ops import box_area, generalized_box_iou_loss, sigmoid_focal_loss
 
 INF = float("inf")
-# a box this many times longer than wide is elongated: ``center_share`` reaches along its long side
-ELONGATED = 3.0
 
 
 def _conv_gn_relu(channels: int) -> nn.Sequential:
@@ -140,9 +138,8 @@ class LocalizationHead(nn.Module):
         edges = torch.stack([px - x1, py - y1, x2 - px, y2 - py], -1)  # [B, P, M, 4]
         inside = edges.amin(-1) > 0
         radius = strides[None, :, None] * self.center_radius
-        w, h = x2 - x1, y2 - y1  # the share reaches along the long side of an elongated box only
-        rx = torch.where(w >= ELONGATED * h, torch.maximum(radius, self.center_share * w / 2), radius)
-        ry = torch.where(h >= ELONGATED * w, torch.maximum(radius, self.center_share * h / 2), radius)
+        rx = torch.maximum(radius, self.center_share * (x2 - x1) / 2)
+        ry = torch.maximum(radius, self.center_share * (y2 - y1) / 2)
         cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
         near_center = (
             (px > torch.maximum(cx - rx, x1))

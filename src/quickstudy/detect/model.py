@@ -40,9 +40,9 @@ class DetectorConfig:
     head_convs: int = 2
     # positives lie within this many strides of a box's centre (FCOS's 1.5 scored lower on NEU-DET)
     center_radius: float = 1.0
-    # ... or, along an elongated box's long side, within this share of its half-length, whichever is
-    # wider: a long scratch's middle learns its whole box instead of being background that fires at
-    # test with half-trained boxes (fragments; unknowns.md)
+    # ... or within this share of the box's own half-width / half-height of its centre, whichever is
+    # wider: along a long scratch, locations past the centre's few strides learn its whole box instead
+    # of being background that fires at test with half-trained boxes (fragments; unknowns.md)
     center_share: float = 0.0
     # level l learns the boxes whose size lies between bounds[l-1] and bounds[l]; size is the box's
     # half-size sqrt(w·h)/2 ("area": thin scratches stay on a fine grid) or a location's farthest edge
