@@ -234,10 +234,6 @@ def _floats(text: str) -> tuple[float, ...]:
 NETWORK_OPTIONS: dict[str, dict[str, Any]] = {
     "head_convs": {"type": int, "help": "convolutions in each localization tower"},
     "center_radius": {"type": float, "help": "positives within this many strides of a box centre"},
-    "center_share": {
-        "type": float,
-        "help": "... or within this share of the box's half-width / half-height of it, whichever is wider",
-    },
     "size_bounds": {
         "type": _floats,
         "help": "A,B: box sizes (px) separating the pyramid levels (see --level-by)",

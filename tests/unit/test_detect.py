@@ -333,22 +333,6 @@ def test_every_box_gets_a_positive_even_between_grid_points():
     assert small.sum() >= 1
 
 
-def test_a_centre_share_makes_the_middle_of_a_long_box_positive():
-    # a scratch-like box 12 px wide (two columns of locations) and 128 px long on one stride-8 level:
-    # within one stride of its centre 2 rows are positive; with center_share 0.5 those of its middle
-    # half (64 px: 8 rows)
-    head = LocalizationHead(8, size_ranges=((0.0, float("inf")),), strides=(8,), center_radius=1.0)
-    boxes, valid = torch.tensor([[[58.0, 0, 70, 128]]]), torch.tensor([[True]])
-    counts = {}
-    for share in (0.0, 0.5):
-        head.center_share = share
-        positive, _, points = head.assign([(16, 16)], boxes, valid)
-        ys = points[positive[0], 1]
-        counts[share] = int(positive.sum())
-        assert ((ys > 64 - max(8, share * 64)) & (ys < 64 + max(8, share * 64))).all()
-    assert counts == {0.0: 4, 0.5: 16}
-
-
 def test_augmentation_moves_boxes_with_the_pixels():
     images = torch.zeros(8, 1, 32, 32)
     images[:, :, 4:10, 20:30] = 1.0  # box x 20..30, y 4..10

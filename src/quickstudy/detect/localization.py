@@ -3,8 +3,7 @@
 Every feature-map location of every pyramid level predicts a defect logit, the distances
 (left, top, right, bottom) to the edges of the box it lies in, and a centre-ness logit. Training
 targets follow FCOS (Tian et al. 2019): a location is positive for the smallest ground-truth box
-that holds it within ``center_radius`` strides of the box centre (or, per axis, within ``center_share`` of
-the box's half-width / half-height, whichever is wider) and whose size falls in the
+that holds it within ``center_radius`` strides of the box centre and whose size falls in the
 level's size range — FCOS's largest edge distance (``level_by="reach"``) or the box's half-size
 sqrt(w·h)/2 (``"area"``, which keeps thin boxes on a grid fine enough to have locations inside
 them). A box no location qualifies for learns at the location inside it nearest its centre.
@@ -51,7 +50,6 @@ class LocalizationHead(nn.Module):
         strides: Sequence[int] = (8, 16, 32),
         size_ranges: Sequence[tuple[float, float]] = ((0.0, 64.0), (64.0, 128.0), (128.0, INF)),
         center_radius: float = 1.5,
-        center_share: float = 0.0,
         prior_probability: float = 0.01,
         level_by: str = "reach",
         score_loss: str = "focal",
@@ -71,7 +69,6 @@ class LocalizationHead(nn.Module):
         self.strides = tuple(strides)
         self.size_ranges = tuple(size_ranges)
         self.center_radius = center_radius
-        self.center_share = center_share
         if level_by not in ("reach", "area"):
             raise ValueError(f"level_by {level_by!r}: choose reach or area")
         self.level_by = level_by
@@ -138,14 +135,12 @@ class LocalizationHead(nn.Module):
         edges = torch.stack([px - x1, py - y1, x2 - px, y2 - py], -1)  # [B, P, M, 4]
         inside = edges.amin(-1) > 0
         radius = strides[None, :, None] * self.center_radius
-        rx = torch.maximum(radius, self.center_share * (x2 - x1) / 2)
-        ry = torch.maximum(radius, self.center_share * (y2 - y1) / 2)
         cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
         near_center = (
-            (px > torch.maximum(cx - rx, x1))
-            & (px < torch.minimum(cx + rx, x2))
-            & (py > torch.maximum(cy - ry, y1))
-            & (py < torch.minimum(cy + ry, y2))
+            (px > torch.maximum(cx - radius, x1))
+            & (px < torch.minimum(cx + radius, x2))
+            & (py > torch.maximum(cy - radius, y1))
+            & (py < torch.minimum(cy + radius, y2))
         )
         # the level is chosen by how far a location's farthest edge lies (FCOS), or by the box's own
         # half-size sqrt(w·h)/2 (the same for all its locations; a thin box stays on a fine level)

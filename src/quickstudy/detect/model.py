@@ -40,10 +40,6 @@ class DetectorConfig:
     head_convs: int = 2
     # positives lie within this many strides of a box's centre (FCOS's 1.5 scored lower on NEU-DET)
     center_radius: float = 1.0
-    # ... or within this share of the box's own half-width / half-height of its centre, whichever is
-    # wider: along a long scratch, locations past the centre's few strides learn its whole box instead
-    # of being background that fires at test with half-trained boxes (fragments; unknowns.md)
-    center_share: float = 0.0
     # level l learns the boxes whose size lies between bounds[l-1] and bounds[l]; size is the box's
     # half-size sqrt(w·h)/2 ("area": thin scratches stay on a fine grid) or a location's farthest edge
     # ("reach", FCOS)
@@ -108,7 +104,6 @@ MISSING_FIELD_DEFAULTS: dict[str, Any] = {
     "score_loss": "focal",
     "pseudo_label_confidence": None,
     "fine_recognition": False,
-    "center_share": 0.0,
 }
 # options measurement rejected, with the value every config that still loads was trained with
 REMOVED_OPTIONS: dict[str, Any] = {"box_tower": False}
@@ -234,7 +229,6 @@ class DefectDetector(nn.Module):
             config.head_convs,
             self.backbone.strides,
             center_radius=config.center_radius,
-            center_share=config.center_share,
             size_ranges=tuple(
                 zip((0.0, *config.size_bounds), (*config.size_bounds, float("inf")), strict=True)
             ),
