@@ -32,8 +32,8 @@ to measure how often a new type shows up as ``unknown``; after the methods that 
 what each type's TEST boxes are called (``boxes_called``: its own name, another type, ``unknown`` or
 missed, at the operating thresholds; ``boxes_called_common_cut`` the same with no class given its own
 unknown cut) and the kinds of each novel class's false positives ranked above half its boxes found
-(``error_kinds``: ``p2_error_kinds.ranked_error_kinds``). Class-agnostic proposals on TEST are computed once for the methods that leave the network as it
-is; the two that adapt the localizer recompute them.
+(``error_kinds``: ``p2_error_kinds.ranked_error_kinds``). Class-agnostic proposals on TEST are computed
+once for the methods that leave the network as it is; the two that adapt the localizer recompute them.
 
 GPU (H100):  .venv/bin/python benchmarks/p3_neu_fewshot_detect.py --device cuda --epochs 24 --json-out p3.json
 CPU (tiny):  .venv/bin/python benchmarks/p3_neu_fewshot_detect.py --arch tiny --epochs 12 --threads 2 \\
