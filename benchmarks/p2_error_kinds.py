@@ -60,30 +60,33 @@ def ranked_error_kinds(
         if hits >= recall * total:
             break
         gt = gts[i]
-        iou = box_iou(box[None], gt)[0] if len(gt) else torch.zeros(1)
+        if not len(gt):
+            counts[off_truth(box, rest[i])] += 1
+            continue
+        iou = box_iou(box[None], gt)[0]
         best = int(iou.argmax())
         if iou[best] >= 0.5 and not found[i][best]:
             found[i][best] = True
             hits += 1
             continue
-        inter = (
-            (torch.minimum(box[2:], gt[:, 2:]) - torch.maximum(box[:2], gt[:, :2])).clamp(min=0).prod(-1)
-            if len(gt)
-            else torch.zeros(1)
-        )
+        inter = (torch.minimum(box[2:], gt[:, 2:]) - torch.maximum(box[:2], gt[:, :2])).clamp(min=0).prod(-1)
         if iou[best] >= 0.5:
             counts["duplicate"] += 1
-        elif len(gt) and (inter / (box[2:] - box[:2]).prod().clamp(min=1e-6)).max() > 0.7:
+        elif (inter / (box[2:] - box[:2]).prod().clamp(min=1e-6)).max() > 0.7:
             counts["part_of_box"] += 1
-        elif len(gt) and ((inter / (gt[:, 2:] - gt[:, :2]).prod(-1)) > 0.7).sum() >= 2:
+        elif ((inter / (gt[:, 2:] - gt[:, :2]).prod(-1)) > 0.7).sum() >= 2:
             counts["spans_boxes"] += 1
         elif iou.max() >= 0.1:
             counts["loose"] += 1
-        elif len(rest[i]) and box_iou(box[None], rest[i]).max() >= 0.1:
-            counts["other_type"] += 1
         else:
-            counts["background"] += 1
+            counts[off_truth(box, rest[i])] += 1
     return {"ground_truth": total, "found": hits, "recall_reached": hits / max(1, total), "errors": counts}
+
+
+def off_truth(box: torch.Tensor, others: torch.Tensor) -> str:
+    """The kind of a detection that overlaps no true box of its own: ``other_type`` where it overlaps one
+    of ``others`` at IoU >= 0.1, else ``background``."""
+    return "other_type" if len(others) and box_iou(box[None], others).max() >= 0.1 else "background"
 
 
 def main() -> None:

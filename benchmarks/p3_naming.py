@@ -22,13 +22,11 @@ from typing import Any
 
 import torch
 from p2_neu_detect import DATA, neu_store
-from p3_neu_fewshot_detect import add_novel, draw_support
+from p3_neu_fewshot_detect import add_novel, base_replay, draw_support
 
-from quickstudy.detect.data import DetectionSet
-from quickstudy.detect.fewshot import pool_known, pool_support
+from quickstudy.detect.fewshot import pool_support
 from quickstudy.detect.model import DefectDetector
 from quickstudy.detect.predictor import Predictor
-from quickstudy.detect.training import select_samples, split_validation
 from quickstudy.labels.known import NEU_BASE, NEU_NOVEL
 from quickstudy.train import describe_device
 
@@ -70,11 +68,7 @@ def main() -> None:
     single = [(s.path, [b for b in s.boxes if len(b.allowed) == 1]) for s in test]
     boxes = [(path, [b.xyxy for b in kept]) for path, kept in single if kept]
     classes = [next(iter(b.allowed)) for _, kept in single for b in kept]
-    fitted, _ = split_validation(select_samples(train, list(NEU_BASE), None))
-    replay = DetectionSet.from_samples(fitted, [], base.config.image_size)
-    order = torch.randperm(len(fitted), generator=torch.Generator().manual_seed(0)).tolist()
-    replayed, checked = ([fitted[i] for i in sorted(part)] for part in (order[:64], order[64:128]))
-    known = (pool_known(base, replayed), pool_known(base, checked))
+    replay, known = base_replay(base, train)
     runs: dict[str, list[dict[str, float]]] = {m: [] for m in METHODS}
     for seed in (int(v) for v in args.seeds.split(",")):
         support = draw_support(train, NEU_NOVEL, args.shots, seed)

@@ -120,14 +120,16 @@ def novel_proposed(proposals: list, test: list) -> float:
     return proposal_recall([[b.xyxy for b in s.boxes if b.allowed & set(NEU_NOVEL)] for s in test], proposals)
 
 
-def score(model: DefectDetector, proposals: list, test: list, operating: dict[str, float]) -> dict[str, Any]:
-    """AP50 per class, nAP50, bAP50 and novel image-level precision/recall from cached proposals."""
-    outputs = model.classify(proposals)
-    named, agnostic = ground_truth(test, model.classes)
-    report = coco_metrics(named, outputs, model.classes, agnostic)
-    levels = image_level(named, outputs, model.classes, operating)
-    truth, best = image_truth(named, len(model.classes)), image_scores(outputs, len(model.classes))
-    index = {c: i for i, c in enumerate(model.classes)}
+def score(
+    classes: list[str], outputs: list, proposals: list, test: list, operating: dict[str, float]
+) -> dict[str, Any]:
+    """AP50 per class, nAP50, bAP50 and novel image-level precision/recall of a model's ``outputs``
+    (``DefectDetector.classify`` of ``proposals``, per TEST image)."""
+    named, agnostic = ground_truth(test, classes)
+    report = coco_metrics(named, outputs, classes, agnostic)
+    levels = image_level(named, outputs, classes, operating)
+    truth, best = image_truth(named, len(classes)), image_scores(outputs, len(classes))
+    index = {c: i for i, c in enumerate(classes)}
     ap = report["AP50"]
     return {
         "nAP50": statistics.mean(ap[c] or 0.0 for c in NEU_NOVEL)
@@ -212,30 +214,34 @@ def add_novel(
     return model, time.perf_counter() - started, note, outputs
 
 
-def boxes_called(
-    model: DefectDetector, proposals: list, test: list, operating: dict[str, float], common_cut: bool = False
-) -> dict[str, dict[str, int]]:
-    """Per novel and base type, what its TEST boxes are called at the operating thresholds: its own
-    name, another type's, ``unknown``, or ``missed`` (matched as ``quickstudy eval`` matches).
-    ``common_cut``: with every class held to the memory's common ``unknown`` cut, none to its own."""
-    memory = model.memory.with_thresholds(operating, unknown_by_class={} if common_cut else None)
-    if common_cut:
-        model = copy.copy(model)  # the network shared; only the memory differs
-        model.memory = memory
-    called = box_names(test, [memory.name_detections(out, None) for out in model.classify(proposals)])
+def boxes_called(model: DefectDetector, outputs: list, test: list) -> dict[str, dict[str, int]]:
+    """Per novel and base type, what its TEST boxes are called by ``model``'s memory at its operating
+    thresholds from its ``outputs`` (per TEST image): its own name, another type's, ``unknown``, or
+    ``missed`` (matched as ``quickstudy eval`` matches)."""
+    called = box_names(test, [model.memory.name_detections(out, None) for out in outputs])
     return {
         c: {name or "missed": n for name, n in called.get(c, Counter()).most_common()}
         for c in NEU_NOVEL + NEU_BASE
     }
 
 
-def novel_error_kinds(model: DefectDetector, proposals: list, test: list) -> dict[str, dict[str, Any]]:
-    """Per novel class, its detections' false positives ranked above the point where half its TEST
-    boxes are found, by kind (``p2_error_kinds.ranked_error_kinds``; another class's box: ``other_type``)."""
-    outputs = model.classify(proposals)
+def with_memory(
+    model: DefectDetector, operating: dict[str, float], common_cut: bool = False
+) -> DefectDetector:
+    """``model``'s network with its memory at ``operating`` thresholds; ``common_cut``: every class held
+    to the memory's common ``unknown`` cut, none to its own."""
+    named = copy.copy(model)  # the network shared; only the memory differs
+    named.memory = model.memory.with_thresholds(operating, unknown_by_class={} if common_cut else None)
+    return named
+
+
+def novel_error_kinds(classes: list[str], outputs: list, test: list) -> dict[str, dict[str, Any]]:
+    """Per novel class, a model's false positives (``outputs`` per TEST image) ranked above the point where
+    half its TEST boxes are found, by kind (``p2_error_kinds.ranked_error_kinds``; another class's box:
+    ``other_type``)."""
     kinds = {}
     for name in NEU_NOVEL:
-        label = model.classes.index(name)
+        label = classes.index(name)
         own = [
             {"boxes": out["boxes"][out["labels"] == label], "scores": out["scores"][out["labels"] == label]}
             for out in outputs
@@ -244,6 +250,22 @@ def novel_error_kinds(model: DefectDetector, proposals: list, test: list) -> dic
         others = [[b.xyxy for b in s.boxes if name not in b.allowed] for s in test]
         kinds[name] = ranked_error_kinds(own, truth, 0.5, others)
     return kinds
+
+
+def base_replay(
+    base: DefectDetector, train: list, limit: int | None = None, known: bool = True
+) -> tuple[DetectionSet, tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None]:
+    """The images the base model was fitted on, replayed while the localizer adapts; and where ``known``,
+    the base boxes replayed while the recognition head adapts and those it is checked on
+    (:func:`~quickstudy.detect.fewshot.pool_known` of 64 of those images each, as ``learn`` replays and
+    checks)."""
+    fitted, _ = split_validation(select_samples(train, list(base.classes), limit))
+    replay = DetectionSet.from_samples(fitted, [], base.config.image_size)
+    if not known:
+        return replay, None
+    order = torch.randperm(len(fitted), generator=torch.Generator().manual_seed(0)).tolist()
+    replayed, checked = ([fitted[i] for i in sorted(part)] for part in (order[:64], order[64:128]))
+    return replay, (pool_known(base, replayed), pool_known(base, checked))
 
 
 def novel_thresholds(
@@ -345,20 +367,11 @@ def main() -> None:
     proposals = predictor.proposals(test_paths)
     borrowed = statistics.median(predictor.operating.values())
     operating = {**predictor.operating, **dict.fromkeys(NEU_NOVEL, borrowed)}
-    # the images the base model was fitted on, replayed while the localizer adapts
-    fitted, _ = split_validation(select_samples(train, list(NEU_BASE), args.limit))
-    replay = DetectionSet.from_samples(fitted, [], base.config.image_size)
     methods = args.methods.split(",")
-    known = None
-    if set(TUNES_RECOGNIZER) & set(methods):
-        # the known boxes replayed while the recognition head adapts and those it is checked on: 64
-        # of those images each, as learn replays and checks
-        order = torch.randperm(len(fitted), generator=torch.Generator().manual_seed(0)).tolist()
-        replayed, checked = ([fitted[i] for i in sorted(part)] for part in (order[:64], order[64:128]))
-        known = (pool_known(base, replayed), pool_known(base, checked))
-    before = score(base, proposals, test, operating)
-    result["before"] = {k: before[k] for k in ("bAP50", "novel_proposed", "AP50")}
+    replay, known = base_replay(base, train, args.limit, known=bool(set(TUNES_RECOGNIZER) & set(methods)))
     named = base.classify(proposals)
+    before = score(base.classes, named, proposals, test, operating)
+    result["before"] = {k: before[k] for k in ("bAP50", "novel_proposed", "AP50")}
     result["novel_boxes_before_learning"] = named_before(predictor, named, test, NEU_NOVEL)
     # the other side of `unknown`: calibration allows at most 5% of held-out base boxes to be called so
     result["base_boxes_before_learning"] = named_before(predictor, named, test, NEU_BASE)
@@ -379,22 +392,24 @@ def main() -> None:
             support = draw_support(train, NEU_NOVEL, k, seed)
             base_support = draw_support(train, NEU_BASE, k, seed)
             for method in methods:
-                model, seconds, note, outputs = add_novel(
+                model, seconds, note, held_out = add_novel(
                     base, method, support, base_support, seed, replay, localizer, known
                 )
                 scored = Predictor(model).proposals(test_paths) if method in ADAPTS_LOCALIZER else proposals
-                set_by_learn = novel_thresholds(model, support, store, outputs)
+                set_by_learn = novel_thresholds(model, support, store, held_out)
                 learned = {**predictor.operating, **{c: t for c, (t, _) in set_by_learn.items()}}
-                report = score(model, scored, test, learned)
+                detected = model.classify(scored)
+                report = score(model.classes, detected, scored, test, learned)
                 report["seconds"] = seconds
                 if method in TUNES_RECOGNIZER:
                     report["recognizer_note"] = note
                 report["novel_thresholds"] = {c: learned[c] for c in NEU_NOVEL}
                 report["novel_threshold_notes"] = {c: note for c, (_, note) in set_by_learn.items()}
                 if method in ADAPTS_LOCALIZER:
-                    report["boxes_called"] = boxes_called(model, scored, test, learned)
-                    report["boxes_called_common_cut"] = boxes_called(model, scored, test, learned, True)
-                    report["error_kinds"] = novel_error_kinds(model, scored, test)
+                    report["boxes_called"] = boxes_called(with_memory(model, learned), detected, test)
+                    common = with_memory(model, learned, common_cut=True)
+                    report["boxes_called_common_cut"] = boxes_called(common, common.classify(scored), test)
+                    report["error_kinds"] = novel_error_kinds(model.classes, detected, test)
                 runs[method].setdefault(k, []).append(report)
                 print(
                     f"K={k} seed={seed} {method}: nAP50 {report['nAP50']:.3f} bAP50 {report['bAP50']:.3f} "

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 from p2_neu_detect import DATA, neu_store
-from p3_neu_fewshot_detect import draw_support, marked_boxes, novel_thresholds, score
+from p3_neu_fewshot_detect import base_replay, draw_support, marked_boxes, novel_thresholds, score
 
 from quickstudy.detect.data import DetectionSet
 from quickstudy.detect.fewshot import (
@@ -34,7 +34,6 @@ from quickstudy.detect.fewshot import (
     unlabelled_images,
 )
 from quickstudy.detect.predictor import Predictor
-from quickstudy.detect.training import select_samples, split_validation
 from quickstudy.labels.known import NEU_NOVEL
 from quickstudy.train import describe_device
 
@@ -62,8 +61,7 @@ def main() -> None:
     train, test = store.samples("train"), store.samples("test")
     test_paths = [s.path for s in test]
     proposals = predictor.proposals(test_paths)
-    fitted, _ = split_validation(select_samples(train, list(base.classes), None))
-    replay = DetectionSet.from_samples(fitted, [], base.config.image_size) if args.localizer else None
+    replay = base_replay(base, train, known=False)[0] if args.localizer else None
     steps = [0, *(int(v) for v in args.steps.split(","))]
     runs: dict[str, list[dict[str, Any]]] = {}
     for k in (int(v) for v in args.shots.split(",")):
@@ -91,7 +89,7 @@ def main() -> None:
                 seconds = time.perf_counter() - started
                 thresholds = novel_thresholds(model, support, store)
                 learned = {**predictor.operating, **{c: t for c, (t, _) in thresholds.items()}}
-                report = score(model, scored, test, learned)
+                report = score(model.classes, model.classify(scored), scored, test, learned)
                 report.update(seconds=seconds, proposals_used=used, seed=seed)
                 runs.setdefault(f"K={k} steps={n}", []).append(report)
                 print(
