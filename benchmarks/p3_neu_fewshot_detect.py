@@ -321,12 +321,6 @@ def main() -> None:
         help="proposals kept per image, overriding the base model's (an inference setting)",
     )
     parser.add_argument(
-        "--contained-share",
-        type=float,
-        help="drop a detection with more than this share inside a higher-scoring one of its class "
-        "(an inference setting)",
-    )
-    parser.add_argument(
         "--normality-proposals",
         action="store_true",
         help="the normality memory's abnormal regions join the proposals (an inference setting)",
@@ -364,8 +358,6 @@ def main() -> None:
         base.config.proposals = args.proposals
     if args.proposals_per_level is not None:  # train's option; on a reused base, an inference setting
         base.config.proposals_per_level = args.proposals_per_level
-    if args.contained_share is not None:
-        base.config.contained_share = args.contained_share
     if args.normality_proposals:
         base.config.normality_proposals = True
     train, test = store.samples("train"), store.samples("test")

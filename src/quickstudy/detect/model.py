@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import batched_nms, box_area, nms
+from torchvision.ops import batched_nms, nms
 
 from quickstudy.backbones.resnet_fpn import ResNetFPN
 from quickstudy.detect.localization import LocalizationHead
@@ -73,9 +73,6 @@ class DetectorConfig:
     proposal_nms: float = 0.6
     proposals: int = 50
     nms_thresh: float = 0.5
-    # a detection with more than this share of its area inside a higher-scoring one of its class is
-    # dropped: a long box's fragments overlap it below nms_thresh (None: off)
-    contained_share: float | None = None
     detections: int = 100
     train_classes: list[str] = field(default_factory=list)
 
@@ -377,10 +374,7 @@ class DefectDetector(nn.Module):
             pair_scores = defect[:, None] * (scale.to(embeddings.device) * similarity).softmax(-1)
             box_index, label = torch.nonzero(pair_scores > cfg.score_thresh, as_tuple=True)
             pair = pair_scores[box_index, label]
-            keep = batched_nms(boxes[box_index], pair, label, cfg.nms_thresh)
-            if cfg.contained_share is not None:
-                keep = keep[~contained(boxes[box_index[keep]], label[keep], cfg.contained_share)]
-            keep = keep[: cfg.detections]
+            keep = batched_nms(boxes[box_index], pair, label, cfg.nms_thresh)[: cfg.detections]
             box_index, label = box_index[keep], label[keep]
             result = {
                 "boxes": boxes[box_index],
@@ -395,21 +389,6 @@ class DefectDetector(nn.Module):
                 result["abnormality"] = proposal["abnormality"][box_index]
             results.append(result)
         return results
-
-
-def contained(boxes: torch.Tensor, groups: torch.Tensor, share: float) -> torch.Tensor:
-    """Per box of ``boxes [N, 4]`` (xyxy, highest score first), whether more than ``share`` of its area
-    lies inside a box ranked above it in the same group.
-
-    >>> boxes = torch.tensor([[0.0, 0, 100, 10], [10, 0, 30, 10], [10, 0, 30, 10], [90, 0, 130, 10]])
-    >>> contained(boxes, torch.tensor([0, 0, 1, 0]), 0.7).tolist()
-    [False, True, False, False]
-    """
-    low = torch.maximum(boxes[:, None, :2], boxes[None, :, :2])
-    high = torch.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
-    inside = (high - low).clamp(min=0).prod(-1) / box_area(boxes).clamp(min=1e-6)[:, None]
-    above = torch.ones(len(boxes), len(boxes), dtype=torch.bool, device=boxes.device).tril(-1)
-    return (above & (inside > share) & (groups[:, None] == groups[None, :])).any(1)
 
 
 def detector_payload(model: DefectDetector, **meta: Any) -> dict[str, Any]:
