@@ -338,6 +338,12 @@ def main() -> None:
         help=f"adapt_localizer's distillation weight (default {LOCALIZER_DISTILLATION})",
     )
     parser.add_argument(
+        "--localizer-center-share",
+        type=float,
+        default=0.0,
+        help="adapt_localizer's centre share along the support's elongated boxes (default 0: off)",
+    )
+    parser.add_argument(
         "--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)}"
     )
     parser.add_argument("--json-out", type=Path)
@@ -385,7 +391,11 @@ def main() -> None:
         flush=True,
     )
 
-    localizer = {"steps": args.localizer_steps, "distill": args.localizer_distill}
+    localizer = {
+        "steps": args.localizer_steps,
+        "distill": args.localizer_distill,
+        "center_share": args.localizer_center_share,
+    }
     runs: dict[str, dict[int, list[dict[str, Any]]]] = {m: {} for m in methods}
     for k in (int(v) for v in args.shots.split(",")):
         for seed in (int(v) for v in args.seeds.split(",")):

@@ -306,6 +306,25 @@ def test_the_quality_focal_loss_teaches_a_positive_the_iou_of_its_own_box():
         assert logits.grad is not None and (logits.grad > 0).all()  # every score is pushed down
 
 
+def test_a_centre_share_reaches_along_an_elongated_box_only_where_given():
+    # one level, stride 8: a 16 x 128 scratch and a 48 x 48 patch in image 0, the same scratch in image 1;
+    # a share of 0.5 for image 0's boxes makes the scratch's locations within 32 px of its centre
+    # positive (the radius alone: 8 px), leaves the square patch and image 1 as they were
+    head = LocalizationHead(8, size_ranges=((0.0, float("inf")),), strides=(8,), center_radius=1.0)
+    scratch, patch = [40.0, 0, 56, 128], [100, 100, 148, 148]
+    boxes = torch.tensor([[scratch, patch], [scratch, [0, 0, 0, 0]]])
+    valid = torch.tensor([[True, True], [True, False]])
+    share = torch.tensor([[0.5, 0.5], [0.0, 0.0]])
+    plain, matched, points = head.assign([(32, 32)], boxes, valid)
+    shared, _, _ = head.assign([(32, 32)], boxes, valid, share)
+    on_scratch = (matched[0] == boxes[0, 0]).all(-1)
+    spread = points[shared[0] & on_scratch][:, 1]
+    assert points[plain[0] & on_scratch][:, 1].sub(64).abs().max() <= 8
+    assert spread.sub(64).abs().max() == 28 and (shared[0] & on_scratch).sum() == 2 * 8
+    assert torch.equal(shared[0] & ~on_scratch, plain[0] & ~on_scratch)
+    assert torch.equal(shared[1], plain[1])
+
+
 def test_fcos_assignment_marks_locations_inside_boxes_and_ignores_padding():
     head = LocalizationHead(8, size_ranges=((0.0, float("inf")),), strides=(8,))
     boxes = torch.tensor([[[8.0, 8, 40, 40], [100, 100, 120, 120]]])

@@ -454,6 +454,7 @@ def adapt_localizer(
     lr: float = 1e-3,
     seed: int = 0,
     distill: float = LOCALIZER_DISTILLATION,
+    center_share: float = 0.0,
     progress: Callable[[float], None] | None = None,
 ) -> dict[str, float]:
     """Fine-tune ``model.localize`` on every box of the ``support`` images (localization is
@@ -463,8 +464,10 @@ def adapt_localizer(
     as Learning without Forgetting, Li & Hoiem 2016, keeps a network's old outputs). Augmented with
     flips (axes kept) and brightness/contrast, as P3 measured it. Backbone and FPN stay frozen, so
     embeddings, prototypes and recognition are unchanged. Returns the mean localization loss (without
-    the distillation) of the first and last 10 steps. ``progress``, if given, is called with the share
-    of steps done after each step.
+    the distillation) of the first and last 10 steps. ``center_share``: along the support's elongated
+    boxes, locations within this share of a box's half-length of its centre are positive too
+    (:meth:`~quickstudy.detect.localization.LocalizationHead.assign`), so a long new defect's middle learns
+    its whole box. ``progress``, if given, is called with the share of steps done after each step.
 
     >>> adapt_localizer(model, DetectionSet.from_samples(marked, [], 200))  # doctest: +SKIP
     """
@@ -492,11 +495,15 @@ def adapt_localizer(
         width = max(b.shape[1] for b in boxes)
         boxes = [F.pad(b, (0, 0, 0, width - b.shape[1])) for b in boxes]
         valid = [F.pad(v, (0, width - v.shape[1])) for v in valid]
+        reach = torch.zeros(len(torch.cat(valid)), width, device=device)
+        reach[: shares[0]] = center_share  # the support's boxes only: the replayed ones learn as before
         with torch.no_grad():
             features = model.features(torch.cat(images))
         dense = model.localize(features)
         sizes = [(f.shape[-2], f.shape[-1]) for f in features]
-        parts_of_loss = model.localize.compute_loss(dense, sizes, torch.cat(boxes), torch.cat(valid))
+        parts_of_loss = model.localize.compute_loss(
+            dense, sizes, torch.cat(boxes), torch.cat(valid), reach if center_share else None
+        )
         loss = torch.stack(list(parts_of_loss.values())).sum()
         total = loss
         if teacher is not None:

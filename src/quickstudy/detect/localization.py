@@ -26,6 +26,8 @@ from torch import nn
 from torchvision.ops import box_area, generalized_box_iou_loss, sigmoid_focal_loss
 
 INF = float("inf")
+# a box this many times longer than wide is elongated: a share of it reaches along its long side
+ELONGATED = 3.0
 
 
 def _conv_gn_relu(channels: int) -> nn.Sequential:
@@ -125,22 +127,32 @@ class LocalizationHead(nn.Module):
         return torch.cat([points - distances[..., :2], points + distances[..., 2:]], -1)
 
     def assign(
-        self, sizes: Sequence[tuple[int, int]], gt_boxes: torch.Tensor, gt_valid: torch.Tensor
+        self,
+        sizes: Sequence[tuple[int, int]],
+        gt_boxes: torch.Tensor,
+        gt_valid: torch.Tensor,
+        center_share: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """FCOS targets for a padded batch: ``gt_boxes [B, M, 4]``, ``gt_valid [B, M]`` →
-        (positive ``[B, P]`` bool, matched box ``[B, P, 4]``, points ``[P, 2]``)."""
+        (positive ``[B, P]`` bool, matched box ``[B, P, 4]``, points ``[P, 2]``). ``center_share [B, M]``:
+        along an elongated box's long side, locations within this share of its half-length of its centre
+        are near it too (where wider than ``center_radius`` strides)."""
         points, strides, ranges = self._point_table(sizes, gt_boxes.device)
         px, py = points[None, :, None, 0], points[None, :, None, 1]  # [1, P, 1]
         x1, y1, x2, y2 = (gt_boxes[:, None, :, i] for i in range(4))  # [B, 1, M]
         edges = torch.stack([px - x1, py - y1, x2 - px, y2 - py], -1)  # [B, P, M, 4]
         inside = edges.amin(-1) > 0
-        radius = strides[None, :, None] * self.center_radius
+        rx = ry = strides[None, :, None] * self.center_radius
+        if center_share is not None:
+            w, h, share = x2 - x1, y2 - y1, center_share[:, None, :]
+            rx = torch.where(w >= ELONGATED * h, torch.maximum(rx, share * w / 2), rx)
+            ry = torch.where(h >= ELONGATED * w, torch.maximum(ry, share * h / 2), ry)
         cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
         near_center = (
-            (px > torch.maximum(cx - radius, x1))
-            & (px < torch.minimum(cx + radius, x2))
-            & (py > torch.maximum(cy - radius, y1))
-            & (py < torch.minimum(cy + radius, y2))
+            (px > torch.maximum(cx - rx, x1))
+            & (px < torch.minimum(cx + rx, x2))
+            & (py > torch.maximum(cy - ry, y1))
+            & (py < torch.minimum(cy + ry, y2))
         )
         # the level is chosen by how far a location's farthest edge lies (FCOS), or by the box's own
         # half-size sqrt(w·h)/2 (the same for all its locations; a thin box stays on a fine level)
@@ -170,10 +182,11 @@ class LocalizationHead(nn.Module):
         sizes: Sequence[tuple[int, int]],
         gt_boxes: torch.Tensor,
         gt_valid: torch.Tensor,
+        center_share: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """``loss_score`` (focal or quality focal, per positive), ``loss_box`` (GIoU),
-        ``loss_centerness`` (BCE)."""
-        positive, matched, points = self.assign(sizes, gt_boxes, gt_valid)
+        ``loss_centerness`` (BCE); ``center_share``: :meth:`assign`'s."""
+        positive, matched, points = self.assign(sizes, gt_boxes, gt_valid, center_share)
         logits = outputs["logits"].float()
         distances = outputs["distances"].float()[positive]
         pos_points = points.expand(positive.shape[0], -1, -1)[positive]
