@@ -63,6 +63,22 @@ def test_adapting_the_localizer_learns_the_support_boxes_and_leaves_embeddings_a
         assert torch.equal(model.recognize.embed(model.features(images), rois), embeddings)
 
 
+def test_the_centre_share_reaches_the_support_boxes_and_not_the_replayed_ones(monkeypatch):
+    model = DefectDetector(["scratch"], DetectorConfig(**TINY, image_size=64)).eval()
+    compute, seen = model.localize.compute_loss, []
+
+    def spy(outputs, sizes, boxes, valid, center_share=None):
+        seen.append(center_share)
+        return compute(outputs, sizes, boxes, valid, center_share)
+
+    monkeypatch.setattr(model.localize, "compute_loss", spy)
+    support, replay = bright_squares(4, seed=1), bright_squares(4, seed=2)
+    adapt_localizer(model, support, replay, steps=2, batch_size=8, center_share=0.5)
+    adapt_localizer(model, support, replay, steps=1, batch_size=8)
+    assert [share is None for share in seen] == [False, False, True]
+    assert (seen[0][:4] == 0.5).all() and (seen[0][4:] == 0).all() and seen[0].shape == (8, 1)
+
+
 def test_adapting_without_support_is_a_clear_error():
     model = DefectDetector(["scratch"], DetectorConfig(**TINY, image_size=64))
     with pytest.raises(QuickstudyError, match="support images"):
