@@ -64,6 +64,7 @@ from p2_neu_detect import add_training_arguments, neu_store, training_options
 from quickstudy.detect.data import DetectionSet
 from quickstudy.detect.evaluation import box_names, box_naming, ground_truth, proposal_recall
 from quickstudy.detect.fewshot import (
+    LOCALIZER_CENTER_SHARE,
     LOCALIZER_DISTILLATION,
     LOCALIZER_STEPS,
     adapt_localizer,
@@ -340,8 +341,9 @@ def main() -> None:
     parser.add_argument(
         "--localizer-center-share",
         type=float,
-        default=0.0,
-        help="adapt_localizer's centre share along the support's elongated boxes (default 0: off)",
+        default=LOCALIZER_CENTER_SHARE,
+        help="adapt_localizer's centre share along the support's elongated boxes "
+        f"(default {LOCALIZER_CENTER_SHARE}; 0: off)",
     )
     parser.add_argument(
         "--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)}"

@@ -64,6 +64,9 @@ LOCALIZER_DISTILLATION = 50.0
 # adapt_localizer's steps. P3 at the full recipe, 5 seeds: nAP50 at K = 5 21.8 / 25.2 and at K = 10
 # 24.4 / 28.1 at 60 / 150 steps, bAP50 within 1 point of the base model's at K = 1, 5 and 10 (unknowns.md).
 LOCALIZER_STEPS = 150
+# adapt_localizer's centre share along the support's elongated boxes. P3 K = 10, 5 seeds: nAP50 35.7 /
+# 38.3 and scratches AP50 20.9 / 27.3, bAP50 0.603 / 0.588 after learning, at 0 / 0.5 (unknowns.md).
+LOCALIZER_CENTER_SHARE = 0.5
 # adapt_recognizer's steps and the weight of its distillation on known boxes (P3: unknowns.md).
 RECOGNIZER_STEPS = 50
 RECOGNIZER_DISTILLATION = 10.0
@@ -454,7 +457,7 @@ def adapt_localizer(
     lr: float = 1e-3,
     seed: int = 0,
     distill: float = LOCALIZER_DISTILLATION,
-    center_share: float = 0.0,
+    center_share: float = LOCALIZER_CENTER_SHARE,
     progress: Callable[[float], None] | None = None,
 ) -> dict[str, float]:
     """Fine-tune ``model.localize`` on every box of the ``support`` images (localization is
