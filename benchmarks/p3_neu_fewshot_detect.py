@@ -14,8 +14,9 @@ add both classes:
 - ``prototype``: robust mean of the support embeddings (``quickstudy learn``);
 - ``prototype_adapt``: the same, then the new prototypes tuned on the support (``learn --adapt``);
 - ``localizer``: prototypes as ``prototype``, and the localization head tuned on the support
-  images' boxes with the base training images replayed, backbone frozen
-  (``detect.fewshot.adapt_localizer``);
+  images' boxes with the base training images replayed, backbone frozen, locations along the middle of
+  an elongated support box positive too (``--localizer-center-share``;
+  ``detect.fewshot.adapt_localizer``);
 - ``localizer_recognizer``: ``localizer``, then the recognition head's MLP tuned on the support boxes
   with 64 base training images' boxes replayed and distilled, the prototypes made again from the
   tuned embeddings, each novel class's unknown cut from held-out support images and the common cuts
