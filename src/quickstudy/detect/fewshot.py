@@ -65,8 +65,8 @@ LOCALIZER_DISTILLATION = 50.0
 # 24.4 / 28.1 at 60 / 150 steps, bAP50 within 1 point of the base model's at K = 1, 5 and 10 (unknowns.md).
 LOCALIZER_STEPS = 150
 # adapt_localizer's centre share along the support's elongated boxes. P3 K = 10, 5 seeds: nAP50 35.7 /
-# 38.3 and scratches AP50 20.9 / 27.3, bAP50 0.603 / 0.588 after learning, at 0 / 0.5 (unknowns.md).
-LOCALIZER_CENTER_SHARE = 0.5
+# 37.8 / 38.3, bAP50 after learning 0.603 / 0.602 / 0.588 at 0 / 0.25 / 0.5 (unknowns.md).
+LOCALIZER_CENTER_SHARE = 0.25
 # adapt_recognizer's steps and the weight of its distillation on known boxes (P3: unknowns.md).
 RECOGNIZER_STEPS = 50
 RECOGNIZER_DISTILLATION = 10.0
