@@ -64,8 +64,9 @@ LOCALIZER_DISTILLATION = 50.0
 # adapt_localizer's steps. P3 at the full recipe, 5 seeds: nAP50 at K = 5 21.8 / 25.2 and at K = 10
 # 24.4 / 28.1 at 60 / 150 steps, bAP50 within 1 point of the base model's at K = 1, 5 and 10 (unknowns.md).
 LOCALIZER_STEPS = 150
-# adapt_localizer's centre share along the support's elongated boxes. P3 K = 10, 5 seeds: nAP50 35.7 /
-# 37.8 / 38.3, bAP50 after learning 0.603 / 0.602 / 0.588 at 0 / 0.25 / 0.5 (unknowns.md).
+# adapt_localizer's centre share along the support's elongated boxes. P3, 5 seeds, at 0 / 0.25 / 0.5:
+# K = 10 nAP50 35.7 / 37.8 / 38.3, bAP50 after learning 0.603 / 0.602 / 0.588; K = 5 (0 / 0.25) nAP50
+# 29.0 / 31.1, bAP50 0.590 / 0.584 (unknowns.md).
 LOCALIZER_CENTER_SHARE = 0.25
 # adapt_recognizer's steps and the weight of its distillation on known boxes (P3: unknowns.md).
 RECOGNIZER_STEPS = 50
