@@ -499,7 +499,7 @@ def adapt_localizer(
         width = max(b.shape[1] for b in boxes)
         boxes = [F.pad(b, (0, 0, 0, width - b.shape[1])) for b in boxes]
         valid = [F.pad(v, (0, width - v.shape[1])) for v in valid]
-        reach = torch.zeros(len(torch.cat(valid)), width, device=device)
+        reach = torch.zeros(sum(shares), width, device=device)
         reach[: shares[0]] = center_share  # the support's boxes only: the replayed ones learn as before
         with torch.no_grad():
             features = model.features(torch.cat(images))

@@ -6,7 +6,9 @@ targets follow FCOS (Tian et al. 2019): a location is positive for the smallest 
 that holds it within ``center_radius`` strides of the box centre and whose size falls in the
 level's size range — FCOS's largest edge distance (``level_by="reach"``) or the box's half-size
 sqrt(w·h)/2 (``"area"``, which keeps thin boxes on a grid fine enough to have locations inside
-them). A box no location qualifies for learns at the location inside it nearest its centre.
+them). A box no location qualifies for learns at the location inside it nearest its centre. Per box, a
+centre share can widen "near the centre" along an elongated box's long side (``learn`` does so for a new
+type's support boxes, so a long defect's middle learns its whole box).
 Anchor-free, so nothing to tune per dataset, and it trains fast from random init.
 
 Losses: for the scores the quality focal loss of GFL (Li et al. 2020), whose target at a positive
