@@ -466,9 +466,7 @@ def adapt_localizer(
     (images of what the model already finds, so it keeps finding it). On the replayed images the head
     is also held to the scores and centerness it gave before, weighted by ``distill`` (distillation,
     as Learning without Forgetting, Li & Hoiem 2016, keeps a network's old outputs). Augmented with
-    flips (axes kept) and brightness/contrast, as P3 measured it. The two halves' losses are each
-    normalised by their own positives and averaged, so the support weighs the same however many
-    positives its boxes give. Backbone and FPN stay frozen, so
+    flips (axes kept) and brightness/contrast, as P3 measured it. Backbone and FPN stay frozen, so
     embeddings, prototypes and recognition are unchanged. Returns the mean localization loss (without
     the distillation) of the first and last 10 steps. ``center_share``: along the support's elongated
     boxes, locations within this share of a box's half-length of its centre are positive too
@@ -507,20 +505,10 @@ def adapt_localizer(
             features = model.features(torch.cat(images))
         dense = model.localize(features)
         sizes = [(f.shape[-2], f.shape[-1]) for f in features]
-        boxes, valid = torch.cat(boxes), torch.cat(valid)
-        # each half normalised by its own positives: more support positives (long boxes taught whole)
-        # must not take weight from the replayed boxes
-        halves = []
-        for rows in (slice(0, shares[0]), slice(shares[0], None))[: len(parts)]:
-            parts_of_loss = model.localize.compute_loss(
-                {key: value[rows] for key, value in dense.items()},
-                sizes,
-                boxes[rows],
-                valid[rows],
-                reach[rows] if center_share else None,
-            )
-            halves.append(torch.stack(list(parts_of_loss.values())).sum())
-        loss = torch.stack(halves).mean()
+        parts_of_loss = model.localize.compute_loss(
+            dense, sizes, torch.cat(boxes), torch.cat(valid), reach if center_share else None
+        )
+        loss = torch.stack(list(parts_of_loss.values())).sum()
         total = loss
         if teacher is not None:
             replayed = [f[shares[0] :] for f in features]
