@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""What a second localization head would cost at inference: the detector's forward pass on one image
+as it is, against the same pass with a copy of the localization head run beside it on the same
+features (its own proposals, embedded and classified), interleaved rounds in one process so that load
+from other jobs hits both alike. The design this sizes keeps the base head for the known types and a
+copy, adapted by ``learn``, for the learned ones (``p3_neu_fewshot_detect.py --two-localizers``).
+
+    .venv/bin/python benchmarks/second_localizer_cost.py --model DIR --image FILE --rounds 5 --passes 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from quickstudy.detect.model import ARCHITECTURES, DefectDetector, DetectorConfig
+from quickstudy.detect.predictor import Predictor
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", type=Path, help="a trained model folder (default: an untrained --arch)")
+    parser.add_argument("--image", type=Path, help="the image it sees (default: noise)")
+    parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default="small")
+    parser.add_argument("--size", type=int, default=200, help="input side (px) of an untrained model")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--passes", type=int, default=20, help="forward passes per round and variant")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    if args.model:
+        model = Predictor.from_dir(args.model).model
+    else:
+        model = DefectDetector(
+            ["a", "b"], DetectorConfig(**ARCHITECTURES[args.arch], image_size=args.size)
+        ).eval()
+    second = copy.deepcopy(model.localize)
+    size, channels = model.config.image_size, model.config.channels
+    if args.image:
+        pixels = Image.open(args.image).convert("L" if channels == 1 else "RGB").resize((size, size))
+        image = torch.from_numpy(np.asarray(pixels, dtype=np.float32) / 255).reshape(size, size, channels)
+        image = image.permute(2, 0, 1)[None]
+    else:
+        image = torch.rand(1, channels, size, size)
+
+    def two_heads() -> None:
+        features = model.features(image)
+        for head in (model.localize, second):
+            model.classify(model.propose(features, head(features), image.shape[-2:]))
+
+    variants = {"one head": lambda: model(image), "two heads": two_heads}
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    with torch.no_grad():
+        for run in variants.values():  # warm-up
+            run()
+        for _ in range(args.rounds):
+            for name, run in variants.items():
+                started = time.perf_counter()
+                for _ in range(args.passes):
+                    run()
+                times[name].append(1000 * (time.perf_counter() - started) / args.passes)
+    median = {name: statistics.median(values) for name, values in times.items()}
+    report = {
+        "command": " ".join(sys.argv),
+        "ms_per_image_median": median,
+        "ms_per_image_rounds": times,
+        "overhead": median["two heads"] / median["one head"] - 1,
+    }
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
