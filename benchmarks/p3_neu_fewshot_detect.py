@@ -183,12 +183,14 @@ def add_novel(
     replay: DetectionSet | None = None,
     localizer: dict[str, Any] | None = None,
     known: tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    tower_frozen: bool = False,
 ) -> tuple[DefectDetector, float, str, dict[str, list]]:
     """A copy of ``base`` with both novel classes added by ``method`` (``localizer``: keyword arguments
     of :func:`~quickstudy.detect.fewshot.adapt_localizer`; ``known``: pooled base boxes and their
     classes, :func:`~quickstudy.detect.fewshot.pool_known`, replayed and checked); seconds it took,
     the recognizer's note and its support images' outputs from the folds that held them out (for
-    their thresholds, as ``learn`` sets them)."""
+    their thresholds, as ``learn`` sets them); ``tower_frozen``: the localizer's adaptation tunes
+    only the head's last convolutions (score, box, centerness)."""
     model = copy.deepcopy(base)
     started = time.perf_counter()
     note, outputs = "", {}
@@ -204,6 +206,7 @@ def add_novel(
         if method in ADAPTS_LOCALIZER:
             marked = [s for samples in support.values() for s in samples]
             images = DetectionSet.from_samples(marked, [], model.config.image_size)
+            model.localize.tower.requires_grad_(not tower_frozen)  # AdamW skips what has no gradient
             adapt_localizer(model, images, replay, seed=seed, **(localizer or {}))
         if method in TUNES_RECOGNIZER:
             marks = {name: marked_boxes(s, name) for name, s in support.items()}
@@ -373,6 +376,12 @@ def main() -> None:
         "types' from the adapted one (what a second localization head for learned types would give)",
     )
     parser.add_argument(
+        "--localizer-tower-frozen",
+        action="store_true",
+        help="adapt only the localization head's last convolutions, its tower kept (with "
+        "--two-localizers: a second head that could share the base head's tower)",
+    )
+    parser.add_argument(
         "--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)}"
     )
     parser.add_argument("--json-out", type=Path)
@@ -432,7 +441,15 @@ def main() -> None:
             base_support = draw_support(train, NEU_BASE, k, seed)
             for method in methods:
                 model, seconds, note, held_out = add_novel(
-                    base, method, support, base_support, seed, replay, localizer, known
+                    base,
+                    method,
+                    support,
+                    base_support,
+                    seed,
+                    replay,
+                    localizer,
+                    known,
+                    args.localizer_tower_frozen,
                 )
                 scored = Predictor(model).proposals(test_paths) if method in ADAPTS_LOCALIZER else proposals
                 set_by_learn = novel_thresholds(model, support, store, held_out)
