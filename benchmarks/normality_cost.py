@@ -13,12 +13,32 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from quickstudy.detect.model import ARCHITECTURES, DefectDetector, DetectorConfig
 from quickstudy.detect.normality import MEMORY_SIZE, NORMALITY_LEVEL, NormalityMemory
+
+
+def interleaved(variants: dict[str, Callable[[], object]], rounds: int, passes: int) -> dict[str, Any]:
+    """Milliseconds per call of each variant, ``rounds`` rounds of ``passes`` calls taking turns, and the
+    second variant's overhead over the first (medians)."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    with torch.no_grad():
+        for call in variants.values():  # warm-up
+            call()
+        for _ in range(rounds):
+            for name, call in variants.items():
+                started = time.perf_counter()
+                for _ in range(passes):
+                    call()
+                times[name].append(1000 * (time.perf_counter() - started) / passes)
+    median = {name: statistics.median(values) for name, values in times.items()}
+    first, second = median.values()
+    return {"ms_per_image_median": median, "ms_per_image_rounds": times, "overhead": second / first - 1}
 
 
 def main() -> int:
@@ -40,22 +60,14 @@ def main() -> int:
     # a threshold no location reaches: the cost of scoring, not of extra regions
     memory = NormalityMemory(vectors, 1e9, NORMALITY_LEVEL, model.backbone.strides[NORMALITY_LEVEL])
     image = torch.rand(1, 1, args.size, args.size)
-    times: dict[str, list[float]] = {"without": [], "with": []}
-    with torch.no_grad():
-        model(image)  # warm-up
-        for _ in range(args.rounds):
-            for variant in ("without", "with"):
-                model.normality = memory if variant == "with" else None
-                started = time.perf_counter()
-                for _ in range(args.passes):
-                    model(image)
-                times[variant].append(1000 * (time.perf_counter() - started) / args.passes)
-    median = {variant: statistics.median(values) for variant, values in times.items()}
+
+    def run(normality: NormalityMemory | None) -> None:
+        model.normality = normality
+        model(image)
+
     report = {
         "command": " ".join(sys.argv),
-        "ms_per_image_median": median,
-        "ms_per_image_rounds": times,
-        "overhead": median["with"] / median["without"] - 1,
+        **interleaved({"without": lambda: run(None), "with": lambda: run(memory)}, args.rounds, args.passes),
     }
     print(json.dumps(report, indent=2))
     return 0

@@ -13,13 +13,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from normality_cost import interleaved
 from PIL import Image
 
 from quickstudy.detect.model import ARCHITECTURES, DefectDetector, DetectorConfig
@@ -61,23 +60,7 @@ def main() -> int:
             model.classify(model.propose(features, head(features), image.shape[-2:]))
 
     variants = {"one head": lambda: model(image), "two heads": two_heads}
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    with torch.no_grad():
-        for run in variants.values():  # warm-up
-            run()
-        for _ in range(args.rounds):
-            for name, run in variants.items():
-                started = time.perf_counter()
-                for _ in range(args.passes):
-                    run()
-                times[name].append(1000 * (time.perf_counter() - started) / args.passes)
-    median = {name: statistics.median(values) for name, values in times.items()}
-    report = {
-        "command": " ".join(sys.argv),
-        "ms_per_image_median": median,
-        "ms_per_image_rounds": times,
-        "overhead": median["two heads"] / median["one head"] - 1,
-    }
+    report = {"command": " ".join(sys.argv), **interleaved(variants, args.rounds, args.passes)}
     print(json.dumps(report, indent=2))
     return 0
 
