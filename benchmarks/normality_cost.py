@@ -41,21 +41,36 @@ def interleaved(variants: dict[str, Callable[[], object]], rounds: int, passes: 
     return {"ms_per_image_median": median, "ms_per_image_rounds": times, "overhead": second / first - 1}
 
 
-def main() -> int:
+def timing_parser(description: str | None) -> argparse.ArgumentParser:
+    """The options of a forward-pass timing: an untrained network's architecture and input side, the
+    rounds and passes of :func:`interleaved`, and the CPU threads."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default="small")
-    parser.add_argument("--size", type=int, default=200, help="input side (px)")
+    parser.add_argument("--size", type=int, default=200, help="input side (px) of an untrained network")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--passes", type=int, default=20, help="forward passes per round and variant")
     parser.add_argument("--threads", type=int, default=1)
+    return parser
+
+
+def parse_timing(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """The parsed options, with the CPU threads set and torch seeded (0)."""
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = DefectDetector(
-        ["a", "b"], DetectorConfig(**ARCHITECTURES[args.arch], image_size=args.size)
-    ).eval()
+    return args
+
+
+def untrained(args: argparse.Namespace) -> DefectDetector:
+    """An untrained ``--arch`` network of input side ``--size``, in eval mode."""
+    return DefectDetector(["a", "b"], DetectorConfig(**ARCHITECTURES[args.arch], image_size=args.size)).eval()
+
+
+def main() -> int:
+    args = parse_timing(timing_parser(__doc__))
+    model = untrained(args)
     vectors = F.normalize(torch.randn(MEMORY_SIZE, model.config.fpn_channels), dim=-1)
     # a threshold no location reaches: the cost of scoring, not of extra regions
     memory = NormalityMemory(vectors, 1e9, NORMALITY_LEVEL, model.backbone.strides[NORMALITY_LEVEL])

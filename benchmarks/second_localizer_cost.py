@@ -10,7 +10,6 @@ copy, adapted by ``learn``, for the learned ones (``p3_neu_fewshot_detect.py --t
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import sys
@@ -18,33 +17,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from normality_cost import interleaved
+from normality_cost import interleaved, parse_timing, timing_parser, untrained
 from PIL import Image
 
-from quickstudy.detect.model import ARCHITECTURES, DefectDetector, DetectorConfig
 from quickstudy.detect.predictor import Predictor
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = timing_parser(__doc__)
     parser.add_argument("--model", type=Path, help="a trained model folder (default: an untrained --arch)")
     parser.add_argument("--image", type=Path, help="the image it sees (default: noise)")
-    parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default="small")
-    parser.add_argument("--size", type=int, default=200, help="input side (px) of an untrained model")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--passes", type=int, default=20, help="forward passes per round and variant")
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    if args.model:
-        model = Predictor.from_dir(args.model).model
-    else:
-        model = DefectDetector(
-            ["a", "b"], DetectorConfig(**ARCHITECTURES[args.arch], image_size=args.size)
-        ).eval()
+    args = parse_timing(parser)
+    model = Predictor.from_dir(args.model).model if args.model else untrained(args)
     second = copy.deepcopy(model.localize)
     size, channels = model.config.image_size, model.config.channels
     if args.image:
