@@ -24,8 +24,8 @@ from quickstudy.detect.normality import MEMORY_SIZE, NORMALITY_LEVEL, NormalityM
 
 
 def interleaved(variants: dict[str, Callable[[], object]], rounds: int, passes: int) -> dict[str, Any]:
-    """Milliseconds per call of each variant, ``rounds`` rounds of ``passes`` calls taking turns, and the
-    second variant's overhead over the first (medians)."""
+    """Milliseconds per call of each variant, ``rounds`` rounds of ``passes`` calls taking turns, and each
+    variant's overhead over the one before it (medians): list them as (baseline, variant) pairs."""
     times: dict[str, list[float]] = {name: [] for name in variants}
     with torch.no_grad():
         for call in variants.values():  # warm-up
@@ -37,8 +37,9 @@ def interleaved(variants: dict[str, Callable[[], object]], rounds: int, passes: 
                     call()
                 times[name].append(1000 * (time.perf_counter() - started) / passes)
     median = {name: statistics.median(values) for name, values in times.items()}
-    first, second = median.values()
-    return {"ms_per_image_median": median, "ms_per_image_rounds": times, "overhead": second / first - 1}
+    names = list(median)
+    overhead = {names[i]: median[names[i]] / median[names[i - 1]] - 1 for i in range(1, len(names), 2)}
+    return {"ms_per_image_median": median, "ms_per_image_rounds": times, "overhead": overhead}
 
 
 def timing_parser(description: str | None) -> argparse.ArgumentParser:

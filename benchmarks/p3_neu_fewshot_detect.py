@@ -13,10 +13,11 @@ add both classes:
 
 - ``prototype``: robust mean of the support embeddings (``quickstudy learn``);
 - ``prototype_adapt``: the same, then the new prototypes tuned on the support (``learn --adapt``);
-- ``localizer``: prototypes as ``prototype``, and the localization head tuned on the support
-  images' boxes with the base training images replayed, backbone frozen, locations along the middle of
-  an elongated support box positive too (``--localizer-center-share``;
-  ``detect.fewshot.adapt_localizer``);
+- ``localizer``: prototypes as ``prototype``, and a second localization head, the learned types',
+  tuned from the base one on the support images' boxes with the base training images replayed,
+  backbone and base head frozen, locations along the middle of an elongated support box positive too
+  (``--localizer-center-share``; ``detect.fewshot.adapt_localizer``); the novel classes' detections
+  come from it, the base classes' from the base head;
 - ``localizer_recognizer``: ``localizer``, then the recognition head's MLP tuned on the support boxes
   with 64 base training images' boxes replayed and distilled, the prototypes made again from the
   tuned embeddings, each novel class's unknown cut from held-out support images and the common cuts
@@ -183,14 +184,12 @@ def add_novel(
     replay: DetectionSet | None = None,
     localizer: dict[str, Any] | None = None,
     known: tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
-    tower_frozen: bool = False,
 ) -> tuple[DefectDetector, float, str, dict[str, list]]:
     """A copy of ``base`` with both novel classes added by ``method`` (``localizer``: keyword arguments
     of :func:`~quickstudy.detect.fewshot.adapt_localizer`; ``known``: pooled base boxes and their
     classes, :func:`~quickstudy.detect.fewshot.pool_known`, replayed and checked); seconds it took,
     the recognizer's note and its support images' outputs from the folds that held them out (for
-    their thresholds, as ``learn`` sets them); ``tower_frozen``: the localizer's adaptation tunes
-    only the head's last convolutions (score, box, centerness)."""
+    their thresholds, as ``learn`` sets them)."""
     model = copy.deepcopy(base)
     started = time.perf_counter()
     note, outputs = "", {}
@@ -206,8 +205,7 @@ def add_novel(
         if method in ADAPTS_LOCALIZER:
             marked = [s for samples in support.values() for s in samples]
             images = DetectionSet.from_samples(marked, [], model.config.image_size)
-            model.localize.tower.requires_grad_(not tower_frozen)  # AdamW skips what has no gradient
-            adapt_localizer(model, images, replay, seed=seed, **(localizer or {}))
+            adapt_localizer(model, images, replay, classes=list(support), seed=seed, **(localizer or {}))
         if method in TUNES_RECOGNIZER:
             marks = {name: marked_boxes(s, name) for name, s in support.items()}
             pooled = {name: pool_support_images(model, m) for name, m in marks.items()}
@@ -287,26 +285,6 @@ def novel_thresholds(
     return thresholds
 
 
-def two_localizers(model: DefectDetector, base: DefectDetector, detected: list, test_paths: list) -> list:
-    """Per TEST image, ``model``'s detections of the new types (``detected``, from its adapted
-    localizer) and of every other class from the same model with the base model's localizer back,
-    the top ``detections`` by score. The classes do not overlap, so no NMS is needed between them."""
-    known = copy.deepcopy(model)
-    known.localize = copy.deepcopy(base.localize)
-    novel = torch.tensor([model.classes.index(c) for c in NEU_NOVEL])
-    merged = []
-    for old, new in zip(known.classify(Predictor(known).proposals(test_paths)), detected, strict=True):
-        rows = {
-            key: torch.cat(
-                [old[key][~torch.isin(old["labels"], novel)], new[key][torch.isin(new["labels"], novel)]]
-            )
-            for key in new
-        }
-        top = rows["scores"].argsort(descending=True)[: model.config.detections]
-        merged.append({key: value[top] for key, value in rows.items()})
-    return merged
-
-
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     def stats(values: list[float]) -> dict[str, float]:
         return {"mean": statistics.mean(values), "std": statistics.pstdev(values) if len(values) > 1 else 0.0}
@@ -368,18 +346,6 @@ def main() -> None:
         default=LOCALIZER_CENTER_SHARE,
         help="adapt_localizer's centre share along the support's elongated boxes "
         f"(default {LOCALIZER_CENTER_SHARE}; 0: off)",
-    )
-    parser.add_argument(
-        "--two-localizers",
-        action="store_true",
-        help="also score a probe: the known types' detections from the base model's localizer, the new "
-        "types' from the adapted one (what a second localization head for learned types would give)",
-    )
-    parser.add_argument(
-        "--localizer-tower-frozen",
-        action="store_true",
-        help="adapt only the localization head's last convolutions, its tower kept (with "
-        "--two-localizers: a second head that could share the base head's tower)",
     )
     parser.add_argument(
         "--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)}"
@@ -449,7 +415,6 @@ def main() -> None:
                     replay,
                     localizer,
                     known,
-                    args.localizer_tower_frozen,
                 )
                 scored = Predictor(model).proposals(test_paths) if method in ADAPTS_LOCALIZER else proposals
                 set_by_learn = novel_thresholds(model, support, store, held_out)
@@ -466,14 +431,6 @@ def main() -> None:
                     common = with_memory(model, learned, common_cut=True)
                     report["boxes_called_common_cut"] = boxes_called(common, common.classify(scored), test)
                     report["error_kinds"] = novel_error_kinds(model.classes, detected, test)
-                    if args.two_localizers:
-                        merged = two_localizers(model, base, detected, test_paths)
-                        both = score(model.classes, merged, scored, test, learned)
-                        report["two_localizers"] = {key: both[key] for key in ("nAP50", "bAP50", "AP50")}
-                        print(
-                            f"  two localizers: nAP50 {both['nAP50']:.3f} bAP50 {both['bAP50']:.3f}",
-                            flush=True,
-                        )
                 runs[method].setdefault(k, []).append(report)
                 print(
                     f"K={k} seed={seed} {method}: nAP50 {report['nAP50']:.3f} bAP50 {report['bAP50']:.3f} "

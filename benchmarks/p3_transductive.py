@@ -73,8 +73,16 @@ def main() -> None:
             if args.localizer:
                 adapted = copy.deepcopy(base)
                 chosen = [s for samples in support.values() for s in samples]
+                # the classes the learned head is tuned for; each run below makes their prototypes again
+                add_classes(
+                    adapted, {name: embed_support(base, marked_boxes(s, name)) for name, s in support.items()}
+                )
                 adapt_localizer(
-                    adapted, DetectionSet.from_samples(chosen, [], base.config.image_size), replay, seed=seed
+                    adapted,
+                    DetectionSet.from_samples(chosen, [], base.config.image_size),
+                    replay,
+                    classes=list(support),
+                    seed=seed,
                 )
                 scored = Predictor(adapted).proposals(test_paths)
             for n in steps:

@@ -107,6 +107,36 @@ def test_a_tiling_model_with_a_normality_memory_gives_the_torch_proposals(tmp_pa
     )
 
 
+def test_a_learned_localization_head_exports_and_names_what_the_torch_detector_names(tmp_path: Path):
+    torch.manual_seed(5)
+    model = DefectDetector(
+        ["pit", "scratch"], DetectorConfig(**ARCHITECTURES["tiny"], image_size=SIZE, tiling=True)
+    ).eval()
+    model.normality = NormalityMemory(torch.randn(16, model.config.fpn_channels), threshold=0.9)
+    head = model.add_learned_localize()
+    with torch.no_grad():
+        for value in head.parameters():
+            value.add_(torch.randn_like(value) * 0.3)
+    model.set_learned_classes(["scratch"])
+    ModelFolder(tmp_path / "model").save(detector_payload(model))
+    export = export_onnx(tmp_path / "model", tmp_path / "export")  # checks proposals and heads
+    dense = onnx.load(str(export / "dense.onnx"))
+    assert [o.name for o in dense.graph.output][-3:] == ["learned_scores", "learned_boxes", "abnormality"]
+    frame = np.random.default_rng(2).integers(0, 256, (100, 170), dtype=np.uint8)  # 3 x 2 tiles
+    ours = OnnxPredictor(export).raw([frame])[0]
+    theirs = Predictor.from_dir(tmp_path / "model").raw([frame])[0]
+    assert set(ours["labels"].tolist()) == {0, 1}
+    order = np.lexsort(ours["boxes"].T), np.lexsort(theirs["boxes"].numpy().T)
+    np.testing.assert_allclose(ours["boxes"][order[0]], theirs["boxes"].numpy()[order[1]], atol=1e-3)
+    np.testing.assert_array_equal(ours["labels"][order[0]], theirs["labels"].numpy()[order[1]])
+    np.testing.assert_allclose(ours["scores"][order[0]], theirs["scores"].numpy()[order[1]], atol=1e-4)
+    # a class memory whose learned classes do not fit the graph is refused, in one line
+    memory = json.loads((export / "memory.json").read_text())
+    for bad in ([], ["crack"]):
+        (export / "memory.json").write_text(json.dumps({**memory, "learned_classes": bad}))
+        assert "learned_classes" in refused(export)
+
+
 @pytest.mark.parametrize(
     ("count", "spread", "size"),
     [(300, 80, (4, 30)), (1500, 400, (4, 30)), (600, 8, (10, 20))],

@@ -557,6 +557,60 @@ def test_model_folder_round_trip_gives_identical_predictions(tmp_path: Path):
         ModelFolder(tmp_path / "nothing").current()
 
 
+def with_learned_head(model: DefectDetector, learned: list[str]) -> DefectDetector:
+    """``model`` with a learned localization head unlike its base one, owning ``learned``."""
+    head = model.add_learned_localize()
+    with torch.no_grad():
+        for value in head.parameters():
+            value.add_(torch.randn_like(value, generator=torch.Generator().manual_seed(1)) * 0.3)
+    model.set_learned_classes(learned)
+    return model
+
+
+def test_a_learned_head_names_only_its_classes_and_the_base_head_keeps_the_rest() -> None:
+    model = tiny_model(("scratch", "pit", "dent"), seed=2)
+    model.config.detections = 10_000  # every row, so the two outputs compare row for row
+    images = torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    before = model(images)
+    with_learned_head(model, ["pit", "dent"])
+    assert model.learned_classes == ["pit", "dent"]  # the memory's order
+    features = model.features(images)
+    proposals = model.propose(features, model.localize(features), (64, 64))
+    after = model.classify(proposals)
+    for old, new, proposed in zip(before, after, proposals, strict=True):
+        assert (proposed["head"] == 1).any() and (proposed["head"] == 0).any()
+        # the base head's boxes of the class it keeps are exactly what they were
+        kept_old, kept_new = old["labels"] == 0, new["labels"] == 0
+        assert torch.equal(old["boxes"][kept_old], new["boxes"][kept_new])
+        assert torch.equal(old["scores"][kept_old], new["scores"][kept_new])
+        # the learned classes' boxes are the learned head's proposals, and never the base head's
+        learned_rows = new["labels"] > 0
+        assert learned_rows.any()
+        from_learned = proposed["boxes"][proposed["head"] == 1]
+        from_base = proposed["boxes"][proposed["head"] == 0]
+        for box in new["boxes"][learned_rows]:
+            assert (from_learned == box).all(1).any() and not (from_base == box).all(1).any()
+    model.set_learned_classes([])
+    assert model.learned_localize is None and model.learned_classes == []
+
+
+def test_a_learned_head_and_its_classes_round_trip_and_bad_ones_are_named(tmp_path: Path) -> None:
+    model = with_learned_head(tiny_model(seed=4), ["pit"])
+    folder = ModelFolder(tmp_path / "model")
+    folder.save(detector_payload(model, taxonomy_version=1, note="test"))
+    images = torch.rand(2, 1, 64, 64)
+    restored = detector_from_payload(folder.load())
+    assert restored.learned_classes == ["pit"]
+    for a, b in zip(model(images), restored(images), strict=True):
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+    for bad in (["crack"], [], "pit"):
+        with pytest.raises(QuickstudyError, match=r"^somewhere: learned_classes"):
+            detector_from_payload({**folder.load(), "learned_classes": bad}, where="somewhere")
+    plain = detector_payload(tiny_model())
+    assert "learned_classes" not in plain and detector_from_payload(plain).learned_localize is None
+
+
 class _Store:
     def __init__(self, classes, version):
         self._classes, self._version = classes, version

@@ -48,41 +48,45 @@ def test_adapting_the_localizer_learns_the_support_boxes_and_leaves_embeddings_a
     rois = torch.cat([torch.arange(4.0)[:, None], support.boxes[:, 0]], 1)
     with torch.no_grad():
         embeddings = model.recognize.embed(model.features(images), rois)
-    frozen = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("localize.")}
-    head = {k: v.clone() for k, v in model.localize.state_dict().items()}
+    frozen = {k: v.clone() for k, v in model.state_dict().items()}
 
     # an untrained head's old scores are noise, so it is not held to them here (that is tested below)
-    losses = adapt_localizer(model, support, replay, steps=40, batch_size=8, lr=3e-3, distill=0.0)
+    losses = adapt_localizer(
+        model, support, replay, classes=["scratch"], steps=40, batch_size=8, lr=3e-3, distill=0.0
+    )
 
     assert losses["loss_last"] < 0.7 * losses["loss_first"]
-    assert any(not torch.equal(v, model.localize.state_dict()[k]) for k, v in head.items())
-    for name, value in model.state_dict().items():
-        if name in frozen:
-            assert torch.equal(value, frozen[name]), f"{name} moved"
+    assert model.learned_localize is not None and model.learned_classes == ["scratch"]
+    learned = model.learned_localize.state_dict()
+    assert any(not torch.equal(v, frozen[f"localize.{k}"]) for k, v in learned.items())
+    for name, value in frozen.items():  # the base head too: the trained types keep their proposals
+        assert torch.equal(value, model.state_dict()[name]), f"{name} moved"
     with torch.no_grad():
         assert torch.equal(model.recognize.embed(model.features(images), rois), embeddings)
 
 
 def test_the_centre_share_reaches_the_support_boxes_and_not_the_replayed_ones(monkeypatch):
     model = DefectDetector(["scratch"], DetectorConfig(**TINY, image_size=64)).eval()
-    compute, seen = model.localize.compute_loss, []
+    compute, seen = model.add_learned_localize().compute_loss, []
 
     def spy(outputs, sizes, boxes, valid, center_share=None):
         seen.append(center_share)
         return compute(outputs, sizes, boxes, valid, center_share)
 
-    monkeypatch.setattr(model.localize, "compute_loss", spy)
+    monkeypatch.setattr(model.add_learned_localize(), "compute_loss", spy)
     support, replay = bright_squares(4, seed=1), bright_squares(4, seed=2)
-    adapt_localizer(model, support, replay, steps=2, batch_size=8, center_share=0.5)
-    adapt_localizer(model, support, replay, steps=1, batch_size=8, center_share=0.0)
+    adapt_localizer(model, support, replay, classes=["scratch"], steps=2, batch_size=8, center_share=0.5)
+    adapt_localizer(model, support, replay, classes=["scratch"], steps=1, batch_size=8, center_share=0.0)
     assert [share is None for share in seen] == [False, False, True]
     assert (seen[0][:4] == 0.5).all() and (seen[0][4:] == 0).all() and seen[0].shape == (8, 1)
 
 
-def test_adapting_without_support_is_a_clear_error():
+def test_adapting_without_support_or_for_a_class_the_model_lacks_is_a_clear_error():
     model = DefectDetector(["scratch"], DetectorConfig(**TINY, image_size=64))
     with pytest.raises(QuickstudyError, match="support images"):
-        adapt_localizer(model, bright_squares(0, seed=0))
+        adapt_localizer(model, bright_squares(0, seed=0), classes=["scratch"])
+    with pytest.raises(QuickstudyError, match="classes"):
+        adapt_localizer(model, bright_squares(2, seed=0), classes=["pit"])
 
 
 def test_distillation_keeps_the_replayed_images_scores_closer_to_what_they_were():
@@ -101,9 +105,12 @@ def test_distillation_keeps_the_replayed_images_scores_closer_to_what_they_were(
         with torch.no_grad():
             features = model.features(empty.images.float() / 255)
             before = model.localize(features)["logits"].sigmoid()
-        adapt_localizer(model, support, empty, steps=30, batch_size=8, lr=3e-3, distill=distill)
+        adapt_localizer(
+            model, support, empty, classes=["scratch"], steps=30, batch_size=8, lr=3e-3, distill=distill
+        )
+        assert model.learned_localize is not None
         with torch.no_grad():
-            return float((model.localize(features)["logits"].sigmoid() - before).abs().mean())
+            return float((model.learned_localize(features)["logits"].sigmoid() - before).abs().mean())
 
     assert moved(50.0) < 0.5 * moved(0.0)
 

@@ -18,7 +18,7 @@ from quickstudy.detect.data import DetectionSet
 from quickstudy.detect.evaluation import evaluate_detector
 from quickstudy.detect.fewshot import embed_support, learn_class, support_threshold
 from quickstudy.detect.memory import robust_mean
-from quickstudy.detect.model import TINY, DetectorConfig
+from quickstudy.detect.model import TINY, DetectorConfig, detector_from_payload
 from quickstudy.detect.predictor import Predictor
 from quickstudy.detect.training import train_detector
 from quickstudy.detect.versions import ModelFolder, diff_versions
@@ -292,10 +292,17 @@ def test_a_new_class_threshold_keeps_the_support_positive_and_rises_for_precisio
     )
 
 
-def test_proposed_share_counts_support_boxes_a_proposal_overlaps_at_iou_half(monkeypatch):
+def test_proposed_share_counts_support_boxes_a_base_head_proposal_overlaps_at_iou_half(monkeypatch):
     import quickstudy.detect.fewshot as fewshot
 
-    found = [{"boxes": torch.tensor([[0.0, 0, 10, 10], [40, 40, 50, 50]])}, {"boxes": torch.zeros(0, 4)}]
+    found = [
+        # the learned head's proposal on the second box does not count: the base head must find it
+        {
+            "boxes": torch.tensor([[0.0, 0, 10, 10], [40, 40, 50, 50], [20, 20, 30, 30]]),
+            "head": torch.tensor([0, 0, 1]),
+        },
+        {"boxes": torch.zeros(0, 4), "head": torch.zeros(0, dtype=torch.long)},
+    ]
     monkeypatch.setattr(Predictor, "proposals", lambda self, images: found)
     monkeypatch.setattr(Predictor, "__init__", lambda self, model: None)
     support = [
@@ -333,33 +340,37 @@ def test_learn_adapts_the_localizer_by_itself_when_under_half_the_support_is_pro
     assert len(calls) == 1
 
 
-@pytest.mark.parametrize(("after", "kept"), [(0.49, True), (0.45, False)])
-def test_a_localizer_adapted_by_itself_is_undone_when_it_forgets_the_known_boxes(
-    trained, tmp_path, monkeypatch, after, kept
+def test_a_type_learned_with_the_localizer_gets_its_own_head_and_the_base_head_stays(
+    trained, tmp_path, capsys
 ):
-    import quickstudy.detect.fewshot as fewshot
-
     model_dir, store, scratches = learning_scratch(trained, tmp_path)
-    monkeypatch.setattr(fewshot, "proposed_share", lambda model, support: 0.0)
-
-    def scramble(model, *sets, **options):  # an adaptation that moves every weight of the localizer
-        for value in model.localize.parameters():
-            value.data.add_(1.0)
-
-    checked = iter([0.5, after])
-    monkeypatch.setattr(fewshot, "adapt_localizer", scramble)
-    monkeypatch.setattr(fewshot, "known_boxes_ap50", lambda model, check: next(checked))
-    learn_class(model_dir, store, "scratch", images=[s.path for s in scratches])
+    images = [s.path for s in scratches]
+    learn_class(model_dir, store, "scratch", images=images, localizer=True, recognizer=False)
     folder = ModelFolder(model_dir)
-    note = folder.versions()[-1].note
-    old, new = folder.load(1)["model"], folder.load()["model"]
-    same = all(torch.equal(old[k], new[k]) for k in old if k.startswith("localize"))
-    assert same is not kept
+    old, new = folder.load(1), folder.load()
+    assert new["learned_classes"] == ["scratch"] and "learned_classes" not in old
+    assert all(
+        torch.equal(old["model"][k], new["model"][k]) for k in old["model"] if k.startswith("localize.")
+    )
+    learned = [k for k in new["model"] if k.startswith("learned_localize.")]
+    assert learned and any(
+        not torch.equal(new["model"][k], old["model"]["localize." + k[17:]]) for k in learned
+    )
+    # the trained types' proposals are the base head's, as before
+    known = [s.path for s in trained[1][:3]]
+    before, after = (Predictor.from_dir(model_dir, v).proposals(known) for v in (1, folder.current()))
+    for a, b in zip(before, after, strict=True):
+        assert torch.equal(a["boxes"], b["boxes"][b["head"] == 0])
+    assert diff_versions(folder, 1, 2)["localized"] == ["scratch"]
+    main(["models", "diff", "--model", str(model_dir), "1", "2"])
+    assert "found by the learned localization head" in capsys.readouterr().out
+    # learned again where the base head proposes it: its detections come from there, and the head goes
+    learn_class(model_dir, store, "scratch", images=images, localizer=False, recognizer=False)
     assert (
-        "localizer adapted by itself: 0% of the support boxes were proposed; known boxes'" in note
-    ) is kept
-    assert ("localizer left as it was" in note) is not kept
-    assert f"0.500 → {after:.3f}" in note
+        "learned_classes" not in folder.load()
+        and detector_from_payload(folder.load()).learned_localize is None
+    )
+    assert diff_versions(folder, 2, 3)["unlocalized"] == ["scratch"]
 
 
 def _pretrained_tiny(out: Path, steps: int = 2, **network: object) -> Path:

@@ -375,6 +375,8 @@ def cmd_models_diff(args: argparse.Namespace) -> int:
         return 0
     rows = [[c, "added"] for c in report["added"]] + [[c, "removed"] for c in report["removed"]]
     rows += [[c, f"prototype moved (cosine {cos:.3f})"] for c, cos in report["changed"].items()]
+    rows += [[c, "found by the learned localization head"] for c in report["localized"]]
+    rows += [[c, "found by the base localization head again"] for c in report["unlocalized"]]
     print_table(f"v{args.a} -> v{args.b}", ["class", "change"], rows)
     return 0
 

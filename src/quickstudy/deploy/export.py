@@ -34,6 +34,7 @@ from quickstudy.deploy.runtime import (
     FORMAT_VERSION,
     GRAPH_KEY,
     GRAPHS,
+    LEARNED_DENSE,
     MEMORY_JSON,
     MEMORY_NPZ,
     OnnxPredictor,
@@ -48,7 +49,13 @@ from quickstudy.errors import QuickstudyError
 OPSET = 17
 REGISTRY = "exports.json"
 # the graphs must give the torch network's numbers up to float rounding (checked at export)
-EXPORT_TOLERANCE = {"boxes": 1e-2, "defect_scores": 1e-4, "embeddings": 1e-4, "abnormality": 1e-3}
+EXPORT_TOLERANCE = {
+    "boxes": 1e-2,
+    "defect_scores": 1e-4,
+    "embeddings": 1e-4,
+    "abnormality": 1e-3,
+    "head": 0,
+}
 
 
 def map_sizes(model: DefectDetector) -> list[tuple[int, int]]:
@@ -61,9 +68,10 @@ def map_sizes(model: DefectDetector) -> list[tuple[int, int]]:
 
 
 class DenseGraph(nn.Module):
-    """Images → ``scores [B, P]``, ``boxes [B, P, 4]`` (input pixels, clamped to the image), the FPN maps
-    and, with a normality memory, the abnormality map ``[B, H, W]``: what :meth:`DefectDetector.propose`
-    computes before its per-image top-k, NMS and abnormal regions."""
+    """Images → ``scores [B, P]``, ``boxes [B, P, 4]`` (input pixels, clamped to the image), the FPN maps,
+    with a learned localization head its ``learned_scores`` and ``learned_boxes``, and with a normality
+    memory the abnormality map ``[B, H, W]``: what :meth:`DefectDetector.propose` computes before its
+    per-image top-k, NMS and abnormal regions."""
 
     def __init__(self, model: DefectDetector) -> None:
         super().__init__()
@@ -75,13 +83,16 @@ class DenseGraph(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         features = self.model.features(images)
-        dense = self.model.localize(features)
-        scores = torch.sqrt(dense["logits"].float().sigmoid() * dense["centerness"].float().sigmoid())
-        boxes = self.model.localize.decode(self.points, dense["distances"].float())
         size = float(self.model.config.image_size)
+        heads = []
+        for dense in self.model.proposing_heads(features, self.model.localize(features)):
+            scores = torch.sqrt(dense["logits"].float().sigmoid() * dense["centerness"].float().sigmoid())
+            boxes = self.model.localize.decode(self.points, dense["distances"].float())
+            heads.append((scores, boxes.clamp(0, size)))
+        (scores, boxes), *learned = heads
         normality = self.model.normality
         abnormality = () if normality is None else (normality.score_map(features),)
-        return scores, boxes.clamp(0, size), *features, *abnormality
+        return scores, boxes, *features, *(t for head in learned for t in head), *abnormality
 
 
 class EmbedGraph(nn.Module):
@@ -223,6 +234,7 @@ def _export_graphs(model: DefectDetector, out: Path) -> None:
         "scores",
         "boxes",
         *feature_names,
+        *(LEARNED_DENSE if model.learned_localize is not None else []),
         *(["abnormality"] if model.normality is not None else []),
     ]
     with torch.no_grad():
@@ -288,6 +300,7 @@ def _memory_record(
         "model_version": payload.get("version"),
         "taxonomy_version": payload.get("taxonomy_version"),
         "classes": memory.classes,
+        "learned_classes": list(model.learned_classes),
         "thresholds": {
             "unknown": memory.unknown,
             "unknown_far": memory.unknown_far,

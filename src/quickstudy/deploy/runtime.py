@@ -31,6 +31,8 @@ FORMAT = "quickstudy-onnx-detector"
 FORMAT_VERSION = 1
 DENSE, EMBED = "dense.onnx", "embed.onnx"
 GRAPHS = (DENSE, EMBED)
+# the dense graph's outputs of a learned localization head, where the model has one
+LEARNED_DENSE = ("learned_scores", "learned_boxes")
 MEMORY_JSON, MEMORY_NPZ = "memory.json", "memory.npz"
 # metadata key every graph of ours carries, naming which graph it is
 GRAPH_KEY = "quickstudy_graph"
@@ -296,6 +298,8 @@ class OnnxPredictor:
             self.region_score_scale = 0.0 if normality is None else float(normality["region_score_scale"])
             self.region_proposals = normality is not None and bool(normality.get("region_proposals", True))
             self.settings = {key: float(value) for key, value in memory["proposals"].items()}
+            # an export made before models had a learned localization head has none
+            learned = [str(name) for name in memory.get("learned_classes", [])]
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise QuickstudyError(f"{where}: not a complete class memory (missing or bad {error})") from None
         locations = self.dense.get_outputs()[1].shape[1]  # boxes [B, P, 4]
@@ -321,6 +325,14 @@ class OnnxPredictor:
             raise QuickstudyError(
                 f"{where}: unknown cuts for classes it does not have: {', '.join(strangers)}"
             )
+        has_learned_head = set(LEARNED_DENSE) <= set(self.dense_outputs)
+        if bool(learned) != has_learned_head or not set(learned) <= set(classes):
+            raise QuickstudyError(
+                f"{where}: learned_classes {learned} do not fit {self.root / DENSE}, which "
+                f"{'has' if has_learned_head else 'has no'} learned localization head, or its classes"
+            )
+        # ClassMemory's ownership: a learned head's proposal names only its classes, a base one only the rest
+        self.learned_owned = np.array([name in learned for name in classes])
         self._classes = classes
         self.prototypes = prototypes
         # ClassMemory.nearest: a class's own cut, where lower than the common one, raises its similarities
@@ -371,10 +383,16 @@ class OnnxPredictor:
     def _propose(
         self, scores: np.ndarray, boxes: np.ndarray, extra: dict[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
-        """One view's proposals (input pixels) as :meth:`DefectDetector.propose` makes them, embedded."""
+        """One view's proposals (input pixels) as :meth:`DefectDetector.propose` makes them, embedded:
+        each localization head's apart, the base head's first."""
         s = self.settings
-        keep = ranked_proposals(boxes, scores, s, self.level_locations)
-        found, found_scores = boxes[keep], scores[keep]
+        heads = [(scores, boxes)]
+        if LEARNED_DENSE[0] in extra:
+            heads.append((extra[LEARNED_DENSE[0]][0], extra[LEARNED_DENSE[1]][0]))
+        kept = [ranked_proposals(b, v, s, self.level_locations) for v, b in heads]
+        found = np.concatenate([b[keep] for (_, b), keep in zip(heads, kept, strict=True)])
+        found_scores = np.concatenate([v[keep] for (v, _), keep in zip(heads, kept, strict=True)])
+        head = np.concatenate([np.full(len(keep), i, np.int64) for i, keep in enumerate(kept)])
         out: dict[str, np.ndarray] = {}
         if self.normality_stride is not None:
             abnormal = extra["abnormality"][0]
@@ -386,7 +404,8 @@ class OnnxPredictor:
                 found_scores = np.concatenate(
                     [found_scores, np.float32(self.region_score_scale) * peaks / (1 + peaks)]
                 )
-        out.update(boxes=found, defect_scores=found_scores)
+                head = np.concatenate([head, np.zeros(len(peaks), np.int64)])
+        out.update(boxes=found, defect_scores=found_scores, head=head)
         if found.shape[0]:
             feeds = {name: value for name, value in extra.items() if name.startswith("features")}
             out["embeddings"], out["similarity"], out["probabilities"] = self.embed.run(
@@ -399,8 +418,9 @@ class OnnxPredictor:
 
     def proposals(self, images: Sequence[ImageInput]) -> list[dict[str, np.ndarray]]:
         """Class-agnostic proposals per image: ``boxes`` in the image's pixels, ``defect_scores``,
-        ``embeddings``, ``similarity`` [N, C] and ``probabilities`` [N, C] against the class memory (and
-        ``abnormality`` for a model with a normality memory); a tiling model's tiles merged by NMS."""
+        ``embeddings``, ``similarity`` [N, C] and ``probabilities`` [N, C] against the class memory,
+        ``head`` (the localization head that proposed each: 0 base, 1 learned) and ``abnormality`` for
+        a model with a normality memory; a tiling model's tiles merged by NMS, each head's apart."""
         results = []
         for start in range(0, len(images), self.batch_size):
             views: list[tuple[int, np.ndarray, float, tuple[int, int]]] = []
@@ -425,7 +445,12 @@ class OnnxPredictor:
                 out = outs[0]
                 if len(outs) > 1:  # where tiles overlap, the same defect is proposed twice
                     merged = {key: np.concatenate([o[key] for o in outs]) for key in out}
-                    keep = nms(merged["boxes"], merged["defect_scores"], self.settings["proposal_nms"])
+                    keep = batched_nms(
+                        merged["boxes"],
+                        merged["defect_scores"],
+                        merged["head"],
+                        self.settings["proposal_nms"],
+                    )
                     out = {key: value[keep] for key, value in merged.items()}
                 # a box reaching into the padding ends at the image's edge
                 out["boxes"] = np.minimum(out["boxes"], extent)
@@ -439,7 +464,8 @@ class OnnxPredictor:
         results = []
         for proposal in self.proposals(images):
             boxes, defect, similarity = proposal["boxes"], proposal["defect_scores"], proposal["similarity"]
-            pair_scores = defect[:, None] * proposal["probabilities"]
+            owned = (proposal["head"][:, None] == 1) == self.learned_owned[None, :]
+            pair_scores = defect[:, None] * proposal["probabilities"] * owned
             box_index, label = np.nonzero(pair_scores > s["score_thresh"])
             pair = pair_scores[box_index, label]
             keep = batched_nms(boxes[box_index], pair, label, s["nms_thresh"])[: int(s["detections"])]

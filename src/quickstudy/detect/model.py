@@ -10,6 +10,7 @@ images (letterboxing, colour) lives in :class:`quickstudy.detect.predictor.Predi
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -207,6 +208,11 @@ class DefectDetector(nn.Module):
     among its weights; the learned ``class_vectors`` are for training only. ``model.normality``
     (:class:`~quickstudy.detect.normality.NormalityMemory`, None until training builds it) adds the
     abnormal regions as proposals and an ``abnormality`` to every proposal and output row.
+
+    ``model.learned_localize`` (None until ``learn`` adapts a localizer) is a second localization head,
+    tuned on the types ``learn`` taught it, which are ``model.learned_classes``: their detections come
+    from its proposals and every other class's from ``model.localize``'s, which ``learn`` never changes,
+    so the types the detector was trained on are found as before (P3: benchmarks/results/unknowns.md).
     """
 
     def __init__(
@@ -243,6 +249,8 @@ class DefectDetector(nn.Module):
             classes, F.normalize(torch.randn(len(classes), config.embedding_dim), dim=-1)
         )
         self.normality: NormalityMemory | None = None
+        self.learned_localize: LocalizationHead | None = None
+        self.learned_classes: list[str] = []
 
     @property
     def classes(self) -> list[str]:
@@ -252,6 +260,31 @@ class DefectDetector(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.class_vectors.device
+
+    def add_learned_localize(self) -> LocalizationHead:
+        """The learned types' localization head, a copy of ``localize`` where there is none yet."""
+        if self.learned_localize is None:
+            self.learned_localize = copy.deepcopy(self.localize)
+        return self.learned_localize
+
+    def set_learned_classes(self, names: Sequence[str]) -> None:
+        """The classes whose detections come from the learned head (those of the class memory, in its
+        order); none drops the head."""
+        owned = set(names)
+        self.learned_classes = [c for c in self.classes if c in owned]
+        if not self.learned_classes:
+            self.learned_localize = None
+
+    def proposing_heads(self, features: list[torch.Tensor], dense: dict[str, torch.Tensor]) -> list[dict]:
+        """The dense outputs of every localization head on ``features``: ``dense`` (the base head's),
+        then the learned head's where there is one."""
+        learned = [] if self.learned_localize is None else [self.learned_localize(features)]
+        return [dense, *learned]
+
+    def owned(self, head: torch.Tensor) -> torch.Tensor:
+        """``[N, C]``: whether proposal i (from head ``head[i]``: 0 base, 1 learned) may be named class c."""
+        learned = torch.tensor([c in self.learned_classes for c in self.classes], device=head.device)
+        return (head[:, None] == 1) == learned[None, :]
 
     # -- forward --------------------------------------------------------------------------------------
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
@@ -326,45 +359,55 @@ class DefectDetector(nn.Module):
         self, features: list[torch.Tensor], dense: dict[str, torch.Tensor], image_size: Sequence[int]
     ) -> list[dict[str, torch.Tensor]]:
         """Class-agnostic proposals per image (:func:`ranked_proposals`) → ``boxes``, ``defect_scores``,
-        ``embeddings``. They do not depend on the class memory, so one pass serves any prototypes.
+        ``embeddings``, and ``head``: which localization head proposed each (0 ``localize``, 1
+        ``learned_localize``; each head's proposals are ranked apart). They do not depend on the class
+        memory, so one pass serves any prototypes.
 
-        With a normality memory, its abnormal regions join the localizer's proposals (defect score
+        With a normality memory, its abnormal regions join the base head's proposals (defect score
         :data:`NORMALITY_SCALE` · a / (1 + a) for abnormality a) and every proposal carries its
         ``abnormality``."""
         cfg = self.config
-        boxes, scores = self.dense_boxes(features, dense, image_size)
         levels = self.localize.level_sizes([(f.shape[-2], f.shape[-1]) for f in features])
+        heads = [self.dense_boxes(features, d, image_size) for d in self.proposing_heads(features, dense)]
         h, w = image_size
         normality = self.normality
         abnormal_maps = normality.score_map(features) if normality is not None else None
-        proposals, proposal_scores, abnormality = [], [], []
-        for i, (image_boxes, image_scores) in enumerate(zip(boxes, scores, strict=True)):
-            chosen = ranked_proposals(image_boxes, image_scores, cfg, cfg.proposals, cfg.score_thresh, levels)
-            found, found_scores = image_boxes[chosen], image_scores[chosen]
+        results = []
+        for i in range(features[0].shape[0]):
+            boxes, scores, head = [], [], []
+            for index, (head_boxes, head_scores) in enumerate(heads):
+                chosen = ranked_proposals(
+                    head_boxes[i], head_scores[i], cfg, cfg.proposals, cfg.score_thresh, levels
+                )
+                boxes.append(head_boxes[i, chosen])
+                scores.append(head_scores[i, chosen])
+                head.append(torch.full((chosen.numel(),), index, dtype=torch.long, device=chosen.device))
+            result = {"boxes": torch.cat(boxes), "defect_scores": torch.cat(scores), "head": torch.cat(head)}
             if normality is not None and abnormal_maps is not None:
-                abnormality.append(normality.box_abnormality(abnormal_maps[i], found))
+                result["abnormality"] = normality.box_abnormality(abnormal_maps[i], result["boxes"])
                 if cfg.normality_proposals:
                     regions, peaks = normality.regions(abnormal_maps[i], (h, w))
-                    abnormality[-1] = torch.cat([abnormality[-1], peaks])
-                    found = torch.cat([found, regions.to(found)])
-                    found_scores = torch.cat(
-                        [found_scores, (NORMALITY_SCALE * peaks / (1 + peaks)).to(found_scores)]
-                    )
-            proposals.append(found)
-            proposal_scores.append(found_scores)
-        rois = torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], 1) for i, b in enumerate(proposals)])
-        embeddings = self.recognize.embed(features, rois).split([b.shape[0] for b in proposals])
-        results = [
-            {"boxes": b, "defect_scores": s, "embeddings": e}
-            for b, s, e in zip(proposals, proposal_scores, embeddings, strict=True)
-        ]
-        for result, values in zip(results, abnormality, strict=False):
-            result["abnormality"] = values
+                    region_scores = (NORMALITY_SCALE * peaks / (1 + peaks)).to(result["defect_scores"])
+                    for key, values in (
+                        ("abnormality", peaks),
+                        ("boxes", regions.to(result["boxes"])),
+                        ("defect_scores", region_scores),
+                        ("head", torch.zeros(len(peaks), dtype=torch.long, device=result["head"].device)),
+                    ):
+                        result[key] = torch.cat([result[key], values])
+            results.append(result)
+        rois = torch.cat(
+            [torch.cat([torch.full_like(r["boxes"][:, :1], i), r["boxes"]], 1) for i, r in enumerate(results)]
+        )
+        embeddings = self.recognize.embed(features, rois).split([r["boxes"].shape[0] for r in results])
+        for result, values in zip(results, embeddings, strict=True):
+            result["embeddings"] = values
         return results
 
     @torch.no_grad()
     def classify(self, proposals: Sequence[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
-        """(box, class) pairs scored defect × p(class | prototypes) → per-class NMS, per image."""
+        """(box, class) pairs scored defect × p(class | prototypes) → per-class NMS, per image; a
+        proposal is named only as the classes its head owns (:meth:`owned`)."""
         cfg = self.config
         scale = self.recognize.log_scale.exp()
         results = []
@@ -372,6 +415,7 @@ class DefectDetector(nn.Module):
             boxes, defect, embeddings = proposal["boxes"], proposal["defect_scores"], proposal["embeddings"]
             similarity = self.memory.similarity(embeddings)  # [N, C] cosines
             pair_scores = defect[:, None] * (scale.to(embeddings.device) * similarity).softmax(-1)
+            pair_scores = pair_scores * self.owned(proposal["head"])
             box_index, label = torch.nonzero(pair_scores > cfg.score_thresh, as_tuple=True)
             pair = pair_scores[box_index, label]
             keep = batched_nms(boxes[box_index], pair, label, cfg.nms_thresh)[: cfg.detections]
@@ -396,11 +440,13 @@ def detector_payload(model: DefectDetector, **meta: Any) -> dict[str, Any]:
 
     The layout every model folder has used: the class names and thresholds at the top, the
     prototypes among the network's tensors; the normality memory, where there is one, under
-    ``normality``."""
+    ``normality``; the learned head's classes, where it has one, under ``learned_classes``."""
     memory = model.memory.to_payload()
     normality = {"normality": model.normality.to_payload()} if model.normality is not None else {}
+    learned = {"learned_classes": list(model.learned_classes)} if model.learned_localize is not None else {}
     return {
         **normality,
+        **learned,
         "config": model.config.to_dict(),
         "classes": memory["classes"],
         "model": {
@@ -428,8 +474,17 @@ def detector_from_payload(
         str(where),
     )
     model = DefectDetector(memory.classes, DetectorConfig.from_dict(payload["config"], str(where)))
+    learned = payload.get("learned_classes")
+    if learned is not None:
+        if not isinstance(learned, list) or not learned or not set(learned) <= set(memory.classes):
+            raise QuickstudyError(
+                f"{where}: learned_classes {learned!r} is not a list of some of its classes {memory.classes}"
+            )
+        model.add_learned_localize()
     model.load_state_dict(weights)
     model.memory = memory
+    if learned is not None:
+        model.set_learned_classes(learned)
     if payload.get("normality") is not None:
         model.normality = NormalityMemory.from_payload(payload["normality"], f"{where}: normality")
     return model.to(device).eval()

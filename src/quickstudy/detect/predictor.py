@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.ops import nms
+from torchvision.ops import batched_nms
 
 from quickstudy.data import geometry
 from quickstudy.data.images import as_channels, read_image
@@ -140,9 +140,12 @@ class Predictor:
         return tiles, (width, height)
 
     def _merged(self, outs: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        """One image's proposals from its tiles: where tiles overlap, the same defect is proposed twice."""
+        """One image's proposals from its tiles: where tiles overlap, the same defect is proposed twice
+        (by the same head: each head's proposals are its own)."""
         merged = {key: torch.cat([out[key] for out in outs]) for key in outs[0]}
-        keep = nms(merged["boxes"], merged["defect_scores"], self.model.config.proposal_nms)
+        keep = batched_nms(
+            merged["boxes"], merged["defect_scores"], merged["head"], self.model.config.proposal_nms
+        )
         return {key: value[keep] for key, value in merged.items()}
 
     def raw(self, images: Sequence[ImageInput]) -> list[dict[str, torch.Tensor]]:

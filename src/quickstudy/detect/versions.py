@@ -201,8 +201,9 @@ def check_taxonomy(payload: dict[str, Any], store: Any, where: str | os.PathLike
 
 
 def diff_versions(folder: ModelFolder, a: int, b: int) -> dict[str, Any]:
-    """Classes added and removed from version ``a`` to ``b``, and the cosine between old and new
-    prototypes of common classes whose prototype moved."""
+    """Classes added and removed from version ``a`` to ``b``, the cosine between old and new
+    prototypes of common classes whose prototype moved, and the classes whose boxes come from the
+    learned localization head in ``b`` but not in ``a`` (``localized``) or the other way round."""
     old, new = folder.load(a), folder.load(b)
     old_rows = dict(zip(old["classes"], F.normalize(old["model"]["prototypes"], dim=-1), strict=True))
     new_rows = dict(zip(new["classes"], F.normalize(new["model"]["prototypes"], dim=-1), strict=True))
@@ -214,5 +215,7 @@ def diff_versions(folder: ModelFolder, a: int, b: int) -> dict[str, Any]:
         "added": [c for c in new["classes"] if c not in old_rows],
         "removed": [c for c in old["classes"] if c not in new_rows],
         "changed": changed,
+        "localized": [c for c in new.get("learned_classes", []) if c not in old.get("learned_classes", [])],
+        "unlocalized": [c for c in old.get("learned_classes", []) if c not in new.get("learned_classes", [])],
         "notes": {a: old.get("note", ""), b: new.get("note", "")},
     }
