@@ -159,28 +159,29 @@ def test_tiles_are_merged_back_into_the_frame_pixels(tmp_path: Path) -> None:
     model.localize = torch.nn.Identity()  # type: ignore[assignment]
     tiles = [crop(frame, x0, y0, 96) for x0, y0 in tile_origins(250, 100, 96)]
 
-    def propose_blocks(features, dense, image_size):  # per tile: the block's part in it, if any
+    def propose_blocks(features, dense, image_size):  # per tile: the block's part in it, by each head
         batch = calls[-1]
         out = []
         for image in batch:
-            if (image > 0.5).any():
-                box = torch.tensor([_bright_extent((image * 255).to(torch.uint8))], dtype=torch.float32)
-                out.append({"boxes": box, "defect_scores": torch.ones(1), "embeddings": torch.zeros(1, 32)})
-            else:
-                out.append(
-                    {
-                        "boxes": torch.zeros(0, 4),
-                        "defect_scores": torch.zeros(0),
-                        "embeddings": torch.zeros(0, 32),
-                    }
-                )
+            found = int((image > 0.5).any())
+            box = torch.tensor([_bright_extent((image * 255).to(torch.uint8))] if found else [])
+            out.append(
+                {
+                    "boxes": box.reshape(-1, 4).float().repeat(2, 1),
+                    "defect_scores": torch.ones(2 * found),
+                    "embeddings": torch.zeros(2 * found, 32),
+                    "head": torch.tensor([0, 1] if found else [], dtype=torch.long),
+                }
+            )
         return out
 
     model.propose = propose_blocks  # type: ignore[method-assign]
     (out,) = Predictor(model).proposals([tmp_path / "wide.png"])
     assert sum(int((t > 0).any()) for t in tiles) >= 2  # the block lies in two overlapping tiles
-    assert out["boxes"].shape[0] == 1  # the block seen by two overlapping tiles is one proposal
-    _assert_near(tuple(out["boxes"][0].tolist()), BOX, 0.5)
+    # the block seen by two overlapping tiles is one proposal of each localization head
+    assert sorted(out["head"].tolist()) == [0, 1]
+    for box in out["boxes"]:
+        _assert_near(tuple(box.tolist()), BOX, 0.5)
 
 
 def test_notes_hold_the_last_predict_s_conversions_only(tmp_path: Path) -> None:
