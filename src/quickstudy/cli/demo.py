@@ -73,7 +73,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--adapt-localizer",
         action=argparse.BooleanOptionalAction,
-        help="step 3: also teach the localizer the new type's support boxes, as `quickstudy learn "
+        help="step 3: also teach the learned types' localization head the new type's support boxes, as `quickstudy learn "
         "--adapt-localizer` (default: learn decides by itself)",
     )
     add_adapt_recognizer(

@@ -575,8 +575,9 @@ def register(subparsers: Any) -> None:
         help="add a defect type to a model from a few marked images",
         description="Compute the class's prototype from its marked boxes in the given store images (or in "
         "every TRAIN image with --from-store) and write a new model version; the old one stays "
-        "(`quickstudy models undo`). No retraining: the backbone stays; the localizer and the recognition "
-        "head are tuned only where the new type needs it (see their options), and the note says so.",
+        "(`quickstudy models undo`). No retraining: the backbone stays; a localizer for the learned types and "
+        "the recognition head are tuned only where the new type needs it (see their options), and the note "
+        "says so.",
     )
     learn.add_argument("--model", required=True)
     learn.add_argument("--store", required=True)
@@ -587,10 +588,10 @@ def register(subparsers: Any) -> None:
     learn.add_argument(
         "--adapt-localizer",
         action=argparse.BooleanOptionalAction,
-        help="also teach the localizer the support boxes (seconds to a minute on CPU; other images' "
-        "detections may change a little, their classes do not): for a type the model does not find at all "
-        "(default: on by itself when fewer than half of the support boxes are proposed at IoU >= 0.5; "
-        "the new version's note says so)",
+        help="also teach a localization head of the learned types the support boxes (seconds to a minute "
+        "on CPU); the type's detections then come from it, every trained type's from the base head, which "
+        "does not change: for a type the model does not find at all (default: on by itself when the base "
+        "head proposes fewer than half of the support boxes at IoU >= 0.5; the new version's note says so)",
     )
     add_adapt_recognizer(
         learn,

@@ -229,7 +229,8 @@ class LearnRequest(RequestBody):
     adapt: bool = Field(False, description="tune the new prototype on its support boxes")
     adapt_localizer: bool | None = Field(
         None,
-        description="also teach the localizer the support boxes (default: when it proposes under half of them)",
+        description="also teach the learned types' localization head the support boxes (default: when "
+        "the base head proposes under half of them)",
     )
     adapt_recognizer: bool | None = Field(
         None,
