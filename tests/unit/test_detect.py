@@ -607,7 +607,12 @@ def test_a_learned_head_and_its_classes_round_trip_and_bad_ones_are_named(tmp_pa
     for bad in (["crack"], [], "pit"):
         with pytest.raises(QuickstudyError, match=r"^somewhere: learned_classes"):
             detector_from_payload({**folder.load(), "learned_classes": bad}, where="somewhere")
+    # a head named without its weights, or weights without their head: one line naming the file
     plain = detector_payload(tiny_model())
+    for broken in ({**plain, "learned_classes": ["pit"]}, {**folder.load(), "learned_classes": None}):
+        with pytest.raises(QuickstudyError, match=r"^somewhere: its weights do not fit") as error:
+            detector_from_payload(broken, where="somewhere")
+        assert "\n" not in str(error.value)
     assert "learned_classes" not in plain and detector_from_payload(plain).learned_localize is None
 
 

@@ -292,6 +292,24 @@ def test_a_new_class_threshold_keeps_the_support_positive_and_rises_for_precisio
     )
 
 
+def test_the_learned_heads_earlier_types_are_replayed_first(monkeypatch):
+    import quickstudy.detect.fewshot as fewshot
+
+    monkeypatch.setattr(
+        fewshot.DetectionSet, "from_samples", staticmethod(lambda samples, *args: list(samples))
+    )
+
+    def sample(*allowed: frozenset[str]) -> SimpleNamespace:
+        return SimpleNamespace(boxes=[SimpleNamespace(allowed=a) for a in allowed])
+
+    pit, unnamed, crack = sample(frozenset({"pit"})), sample(frozenset()), sample(frozenset({"crack"}))
+    either = sample(frozenset({"crack", "pit"}))  # may be a pit: not surely the learned type
+    _, replay = fewshot._localizer_sets([], [pit, unnamed, either, crack], ["crack"], 2, 64, 1)
+    assert replay == [crack, pit]
+    _, replay = fewshot._localizer_sets([], [pit, unnamed, either, crack], [], 2, 64, 1)
+    assert replay == [pit, unnamed]
+
+
 def test_proposed_share_counts_support_boxes_a_base_head_proposal_overlaps_at_iou_half(monkeypatch):
     import quickstudy.detect.fewshot as fewshot
 

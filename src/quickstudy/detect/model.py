@@ -481,7 +481,13 @@ def detector_from_payload(
                 f"{where}: learned_classes {learned!r} is not a list of some of its classes {memory.classes}"
             )
         model.add_learned_localize()
-    model.load_state_dict(weights)
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, TypeError) as error:  # torch lists every key on lines of their own
+        detail = " ".join(str(error).split())
+        raise QuickstudyError(
+            f"{where}: its weights do not fit the network its config describes ({detail[:300]})"
+        ) from None
     model.memory = memory
     if learned is not None:
         model.set_learned_classes(learned)
