@@ -100,8 +100,10 @@ def test_train_predict_eval_on_a_slice(neu_slice: Path, neu_root: Path, tmp_path
     newest = json.loads(capsys.readouterr().out)[-1]
     assert newest["current"] and "scratches" in newest["classes"] and "localizer adapted" in newest["note"]
     before, after = (ModelFolder(model).load(v)["model"] for v in (1, newest["version"]))
-    assert not torch.equal(before["localize.score.weight"], after["localize.score.weight"])
-    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("backbone."))
+    # the new type has a localization head of its own; the base head and the backbone stay
+    assert ModelFolder(model).load(newest["version"])["learned_classes"] == ["scratches"]
+    assert not torch.equal(before["localize.score.weight"], after["learned_localize.score.weight"])
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith(("backbone.", "localize.")))
     assert main(["models", "use", "--model", str(model), "1"]) == 0
 
     with Store.open(neu_store) as store:
