@@ -73,8 +73,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--adapt-localizer",
         action=argparse.BooleanOptionalAction,
-        help="step 3: also teach the learned types' localization head the new type's support boxes, as `quickstudy learn "
-        "--adapt-localizer` (default: learn decides by itself)",
+        help="step 3: also teach the learned types' localization head the new type's support boxes, as "
+        "`quickstudy learn --adapt-localizer` (default: learn decides by itself)",
     )
     add_adapt_recognizer(
         parser,

@@ -73,7 +73,7 @@ RECOGNIZER_STEPS = 50
 RECOGNIZER_DISTILLATION = 10.0
 # Folds (by support image) in which check_recognizer holds support images out.
 RECOGNIZER_FOLDS = 5
-# Below this share of support boxes proposed at IoU >= 0.5, learn_class teaches the localizer too.
+# Below this share of support boxes proposed by the base head at IoU >= 0.5, learn_class adapts a localizer.
 PROPOSED_FOR_PROTOTYPE_ONLY = 0.5
 # A tuning of the recognition head that learn chose by itself is undone when it names this share fewer
 # checked known boxes right.
@@ -464,13 +464,14 @@ def adapt_localizer(
     """Fine-tune the learned types' localization head (:meth:`DefectDetector.add_learned_localize`:
     a copy of the base head the first time) on every box of the ``support`` images (localization is
     class-agnostic, so their class does not matter), each batch half support, half ``replay``
-    (images of what the model already finds, so it keeps finding it). On the replayed images the head
-    is also held to the scores and centerness it gave before, weighted by ``distill`` (distillation,
-    as Learning without Forgetting, Li & Hoiem 2016, keeps a network's old outputs). Augmented with
-    flips (axes kept) and brightness/contrast, as P3 measured it. ``classes`` (the support's types)
-    then take their detections from that head. Backbone, FPN and the base head stay frozen, so
-    embeddings, prototypes, recognition and the other types' proposals are unchanged. Returns the mean localization loss (without
-    the distillation) of the first and last 10 steps. ``center_share``: along the support's elongated
+    (images of known types: their surface, and the learned head's earlier types, so it keeps finding
+    them). On the replayed images the head is also held to the scores and centerness it gave before,
+    weighted by ``distill`` (distillation, as Learning without Forgetting, Li & Hoiem 2016, keeps a
+    network's old outputs). Augmented with flips (axes kept) and brightness/contrast, as P3 measured
+    it. ``classes`` (the support's types) then take their detections from that head. Backbone, FPN and
+    the base head stay frozen, so embeddings, prototypes, recognition and the other types' proposals
+    are unchanged. Returns the mean localization loss (without the distillation) of the first and
+    last 10 steps. ``center_share``: along the support's elongated
     boxes, locations within this share of a box's half-length of its centre are positive too
     (:meth:`~quickstudy.detect.localization.LocalizationHead.assign`), so a long new defect's middle learns
     its whole box. ``progress``, if given, is called with the share of steps done after each step.
