@@ -604,7 +604,7 @@ def test_a_learned_head_and_its_classes_round_trip_and_bad_ones_are_named(tmp_pa
     for a, b in zip(model(images), restored(images), strict=True):
         for key in a:
             assert torch.equal(a[key], b[key]), key
-    for bad in (["crack"], [], "pit"):
+    for bad in (["crack"], [], "pit", [["pit"]]):
         with pytest.raises(QuickstudyError, match=r"^somewhere: learned_classes"):
             detector_from_payload({**folder.load(), "learned_classes": bad}, where="somewhere")
     # a head named without its weights, or weights without their head: one line naming the file

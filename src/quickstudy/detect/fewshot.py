@@ -914,7 +914,7 @@ def learn_class(
         )
         if chosen:
             notes.append(f" (localizer adapted by itself: {why})")
-    else:  # the base head proposes its boxes: its detections come from there
+    else:  # not adapted: its detections come from the base head
         model.set_learned_classes([c for c in model.learned_classes if c != name])
     fold_outputs: dict[str, list[dict[str, torch.Tensor]]] = {}
     if recognizer is not False:

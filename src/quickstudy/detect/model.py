@@ -476,7 +476,7 @@ def detector_from_payload(
     model = DefectDetector(memory.classes, DetectorConfig.from_dict(payload["config"], str(where)))
     learned = payload.get("learned_classes")
     if learned is not None:
-        if not isinstance(learned, list) or not learned or not set(learned) <= set(memory.classes):
+        if not isinstance(learned, list) or not learned or not all(c in memory.classes for c in learned):
             raise QuickstudyError(
                 f"{where}: learned_classes {learned!r} is not a list of some of its classes {memory.classes}"
             )
